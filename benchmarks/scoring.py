@@ -1,0 +1,216 @@
+"""Score alerts (SPEC section 2) against the simulator's incident labels.
+
+An alert matches a label when
+
+* ``type`` is equal,
+* the key is equal: ``service`` and ``model`` for key incidents; ``service``,
+  ``model`` and ``subject`` for ``token_abuse``; ``subject`` only for
+  ``coordinated_attack``,
+* its ``event_time`` lies in ``[label.start - 60 s, label.end + grace_s]``
+  (the 60 s allow for a one-minute window that opens before the incident).
+
+A label is detected when at least one alert matches it; an alert is a true
+alert when it matches at least one label (so repeated alerts about one
+incident all count as true), else a false alert.
+
+Conventions: recall is 1.0 when there are no labels, precision 1.0 when there
+are no alerts (nothing was missed / nothing was wrong); a detection delay is
+``first matching event_time - label.start``, clamped at 0.
+
+Pure Python, no dependency on the rest of the project.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Dict, List, Optional, Union
+
+EARLY_S = 60.0
+_DAY_S = 86400.0
+
+
+def to_epoch(value: Union[str, int, float]) -> float:
+    """Epoch seconds from an RFC 3339 string (with offset) or a number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        dt = datetime.fromisoformat(text)
+        if dt.tzinfo is None:
+            msg = f"timestamp {value!r} has no UTC offset"
+            raise ValueError(msg)
+        return dt.timestamp()
+    msg = f"not a timestamp: {value!r}"
+    raise TypeError(msg)
+
+
+def alert_body(alert: Dict[str, Any]) -> Dict[str, Any]:
+    """The alert object itself, unwrapping a CloudEvents envelope (``data``)."""
+    if "type" in alert and "event_time" in alert:
+        return alert
+    data = alert.get("data")
+    if isinstance(data, dict) and "event_time" in data:
+        return data
+    return alert
+
+
+def matches(alert: Dict[str, Any], label: Dict[str, Any], grace_s: float = 300.0) -> bool:
+    """Whether ``alert`` counts as a detection of ``label``."""
+    typ = label["type"]
+    if alert.get("type") != typ:
+        return False
+    if typ == "coordinated_attack":
+        if alert.get("subject") != label.get("subject"):
+            return False
+    else:
+        if alert.get("service") != label.get("service") or alert.get("model") != label.get("model"):
+            return False
+        if typ == "token_abuse" and alert.get("subject") != label.get("subject"):
+            return False
+    t = to_epoch(alert["event_time"])
+    return to_epoch(label["start"]) - EARLY_S <= t <= to_epoch(label["end"]) + grace_s
+
+
+def _median(xs: List[float]) -> Optional[float]:
+    if not xs:
+        return None
+    s = sorted(xs)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
+def _near(alert: Dict[str, Any], label: Dict[str, Any], grace_s: float) -> bool:
+    """Same key or subject as the label, inside its window, whatever the type."""
+    same = (
+        alert.get("subject") is not None and alert.get("subject") == label.get("subject")
+    ) or (
+        label.get("service") is not None
+        and alert.get("service") == label.get("service")
+        and (label.get("model") is None or alert.get("model") == label.get("model"))
+    )
+    if not same:
+        return False
+    t = to_epoch(alert["event_time"])
+    return to_epoch(label["start"]) - EARLY_S <= t <= to_epoch(label["end"]) + grace_s
+
+
+def score(
+    alerts: List[Dict[str, Any]],
+    labels: List[Dict[str, Any]],
+    duration_s: float,
+    grace_s: float = 300.0,
+) -> Dict[str, Any]:
+    """Match ``alerts`` to ``labels`` over a run of ``duration_s`` seconds of event time.
+
+    Returns
+    -------
+    dict
+        ``recall`` (overall), ``recall_by_type`` ({type: recall}),
+        ``detected_by_type`` ({type: [detected, labels]}), ``precision``,
+        ``true_alerts``, ``false_alerts`` (count), ``false_alerts_per_day``,
+        ``false_alerts_by_type``, ``collateral_false_alerts`` (false alerts on
+        the key or subject of some label, inside its window: symptoms of a
+        real incident reported under another type), ``median_delay_s`` and
+        ``delay_by_type`` (median of first-detection delays, None when nothing
+        was detected), ``detections`` (per detected label: id, type, delay_s,
+        alerts), ``missed_labels`` and ``false_alert_list`` (the dicts
+        themselves, for diagnosis), ``n_alerts``, ``n_labels``.
+
+    Examples
+    --------
+    >>> lab = {"id": "a", "type": "latency", "service": "s", "model": "m", "subject": None,
+    ...        "start": "2026-01-05T01:00:00Z", "end": "2026-01-05T01:10:00Z"}
+    >>> hit = {"type": "latency", "service": "s", "model": "m", "subject": None,
+    ...        "event_time": "2026-01-05T01:02:00Z"}
+    >>> r = score([hit], [lab], duration_s=86400)
+    >>> r["recall"], r["precision"], r["median_delay_s"]
+    (1.0, 1.0, 120.0)
+    """
+    if duration_s <= 0:
+        msg = f"duration_s must be > 0, got {duration_s!r}"
+        raise ValueError(msg)
+    bodies = [alert_body(a) for a in alerts]
+    matched = [False] * len(bodies)
+    by_type: Dict[str, List[int]] = {}
+    delays_by_type: Dict[str, List[float]] = {}
+    detections: List[Dict[str, Any]] = []
+    missed: List[Dict[str, Any]] = []
+    for label in labels:
+        typ = label["type"]
+        counts = by_type.setdefault(typ, [0, 0])
+        counts[1] += 1
+        start = to_epoch(label["start"])
+        first: Optional[float] = None
+        n = 0
+        for i, a in enumerate(bodies):
+            if matches(a, label, grace_s):
+                matched[i] = True
+                n += 1
+                t = to_epoch(a["event_time"])
+                if first is None or t < first:
+                    first = t
+        if first is None:
+            missed.append(label)
+            continue
+        counts[0] += 1
+        delay = max(0.0, first - start)
+        delays_by_type.setdefault(typ, []).append(delay)
+        detections.append({"label_id": label.get("id"), "type": typ, "delay_s": delay, "alerts": n})
+
+    false_list = [a for a, m in zip(bodies, matched) if not m]
+    false_by_type: Dict[str, int] = {}
+    for a in false_list:
+        false_by_type[str(a.get("type"))] = false_by_type.get(str(a.get("type")), 0) + 1
+    collateral = sum(1 for a in false_list if any(_near(a, lab, grace_s) for lab in labels))
+    n_labels = len(labels)
+    detected = sum(c[0] for c in by_type.values())
+    all_delays = [d for ds in delays_by_type.values() for d in ds]
+    n_true = sum(matched)
+    return {
+        "n_labels": n_labels,
+        "n_alerts": len(bodies),
+        "recall": detected / n_labels if n_labels else 1.0,
+        "recall_by_type": {t: c[0] / c[1] for t, c in sorted(by_type.items())},
+        "detected_by_type": {t: list(c) for t, c in sorted(by_type.items())},
+        "precision": n_true / len(bodies) if bodies else 1.0,
+        "true_alerts": n_true,
+        "false_alerts": len(false_list),
+        "false_alerts_per_day": len(false_list) * _DAY_S / duration_s,
+        "false_alerts_by_type": dict(sorted(false_by_type.items())),
+        "collateral_false_alerts": collateral,
+        "median_delay_s": _median(all_delays),
+        "delay_by_type": {t: _median(ds) for t, ds in sorted(delays_by_type.items())},
+        "detections": detections,
+        "missed_labels": missed,
+        "false_alert_list": false_list,
+    }
+
+
+def load_jsonl(path: str) -> List[Dict[str, Any]]:
+    """Objects from a JSON-lines file (or a file holding one JSON array)."""
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        return list(json.loads(stripped))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def format_report(result: Dict[str, Any]) -> str:
+    """A short human-readable summary of :func:`score`'s result."""
+    lines = [
+        f"recall {result['recall']:.3f} ({result['n_labels']} labels)  "
+        f"precision {result['precision']:.3f} ({result['n_alerts']} alerts)  "
+        f"false alerts {result['false_alerts']} ({result['false_alerts_per_day']:.1f}/day, "
+        f"{result['collateral_false_alerts']} collateral)  "
+        f"median delay {result['median_delay_s']} s",
+    ]
+    for typ, (hit, total) in result["detected_by_type"].items():
+        lines.append(f"  {typ:20s} {hit}/{total}  delay {result['delay_by_type'].get(typ)}")
+    for lab in result["missed_labels"]:
+        lines.append(f"  missed {lab.get('id')} {lab['type']} {lab.get('service')}/{lab.get('model')} "
+                     f"{lab.get('subject') or ''} {lab['start']}..{lab['end']}")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Robust exponentially weighted baseline for one series.
+
+River protocol: ``score_one(x)`` then ``learn_one(x)``. The location is an
+exponentially weighted mean, the scale an exponentially weighted mean absolute
+deviation; both learn from a winsorised value, and points that score as
+anomalous are learned with a tenth of the weight, so an incident does not
+become the new normal within a few windows while a lasting level shift still
+does (after it has been scored as anomalous for a while).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+
+def z_to_score(z: float, z0: float = 3.5, k: float = 1.5) -> float:
+    """Map a robust z (>= 0) to [0, 1]; 0.5 at ``z0``, 0.9 at about ``z0 + 1.5``."""
+    if z <= 0.0:
+        return 0.0
+    e = -(z - z0) * k
+    if e > 700.0:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(e))
+
+
+class RobustBaseline:
+    """Robust running location and scale of a (possibly log-transformed) value.
+
+    Parameters
+    ----------
+    alpha
+        Weight of a new normal point (about ``2 / alpha`` points of memory).
+    log
+        Work on ``log1p(x)``: right for heavy-tailed latency, tokens and cost.
+    min_scale
+        Floor of the scale, in transformed units: a perfectly flat series does
+        not turn a tiny wiggle into an incident.
+    clip
+        Robust z beyond which a point is winsorised before it is learned.
+    protect_z
+        Robust z beyond which a point counts as anomalous and is learned with
+        ``alpha / 10``.
+    warmup
+        Points learned before ``score_one`` returns anything but 0.
+
+    Examples
+    --------
+    >>> b = RobustBaseline(log=True)
+    >>> for v in [100, 110, 95, 105, 98, 102, 101, 99, 104, 97] * 3:
+    ...     b.learn_one(v)
+    >>> b.z(100) < 1.0, b.z(400) > 5.0
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.05,
+        log: bool = True,
+        min_scale: float = 0.02,
+        clip: float = 3.0,
+        protect_z: float = 4.0,
+        warmup: int = 10,
+    ) -> None:
+        self.alpha = alpha
+        self.log = log
+        self.min_scale = min_scale
+        self.clip = clip
+        self.protect_z = protect_z
+        self.warmup = warmup
+        self._n = 0
+        self._loc = 0.0
+        self._dev = 0.0
+
+    def _t(self, x: float) -> float:
+        return math.log1p(x) if self.log else x
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    @property
+    def scale(self) -> float:
+        return max(self._dev * 1.2533, self.min_scale)
+
+    def expected(self) -> Optional[float]:
+        if self._n == 0:
+            return None
+        return math.expm1(self._loc) if self.log else self._loc
+
+    def z(self, x: float) -> float:
+        """Signed robust z of ``x`` against the baseline (0 during warm-up)."""
+        if self._n < self.warmup:
+            return 0.0
+        return (self._t(x) - self._loc) / self.scale
+
+    def score_one(self, x: float) -> float:
+        return z_to_score(abs(self.z(x)))
+
+    def learn_one(self, x: float) -> None:
+        t = self._t(x)
+        n = self._n
+        if n == 0:
+            self._loc = t
+            self._dev = 0.0
+            self._n = 1
+            return
+        if n < self.warmup:
+            # Plain running estimates until the baseline has seen enough.
+            a = 1.0 / (n + 1)
+            d = t - self._loc
+            self._loc += a * d
+            self._dev += a * (abs(d) - self._dev)
+            self._n = n + 1
+            return
+        s = self.scale
+        d = t - self._loc
+        z = d / s
+        a = self.alpha if abs(z) < self.protect_z else self.alpha * 0.1
+        if z > self.clip:
+            d = self.clip * s
+        elif z < -self.clip:
+            d = -self.clip * s
+        self._loc += a * d
+        self._dev += a * (abs(d) - self._dev)
+        self._n = n + 1
+
+    def relearn(self, x: float) -> None:
+        """Accept ``x`` as the new level (after a lasting shift was alerted)."""
+        self._loc = self._t(x)

@@ -1,0 +1,123 @@
+"""The Sentinel dataflow: ``build_flow(config) -> Dataflow``.
+
+    source -> parse (RawBatch -> per-key groups + dead letters)
+           -> model windows  (per service/model: windows, baselines, detectors)
+           -> actor windows  (per user/tenant: token_abuse)
+           -> attack counter (per security source: coordinated_attack)
+           -> alerts -> every configured sink
+           -> dead letters -> the DLQ sink
+
+Sources and sinks can be injected, so tests and benchmarks build the same
+flow as production. ``python -m bytewax.run flows.main`` runs the flow that
+``SENTINEL_FLOW`` names.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from sentinel.config import FlowConfig
+
+def make_source(cfg: FlowConfig) -> Source:
+    src = cfg.source
+    if src.kind == "file":
+        from sources.file import FileSource
+
+        return FileSource(src.path, src.encoding, src.batch_size, cfg.max_record_bytes)
+    if src.kind == "kafka":
+        from sources.kafka import KafkaSource
+
+        return KafkaSource(src)
+    from sources.simulator import SimulatorSource
+
+    return SimulatorSource(src)
+
+
+def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
+    from sinks.base import AlertSink
+
+    sinks: List[Sink] = []
+    for s in cfg.sinks:
+        if s.kind == "jsonl":
+            from sinks.files import JsonlWriter
+
+            sinks.append(AlertSink(lambda i, n, p=s.path: JsonlWriter(p)))
+        elif s.kind == "stdout":
+            from sinks.files import StdoutWriter
+
+            sinks.append(AlertSink(lambda i, n: StdoutWriter()))
+        elif s.kind == "rabbitmq":
+            from sinks.rabbitmq import RabbitMQWriter
+
+            sinks.append(AlertSink(lambda i, n, s=s: RabbitMQWriter(
+                url=s.url, exchange=s.exchange, high_queue=s.high_queue, low_queue=s.low_queue)))
+        elif s.kind == "kafka":
+            from sinks.kafka import KafkaWriter
+
+            sinks.append(AlertSink(lambda i, n, s=s: KafkaWriter(s.brokers, s.topic, s.config)))
+        elif s.kind == "qdrant":
+            from sinks.qdrant import QdrantWriter
+
+            sinks.append(AlertSink(lambda i, n, s=s: QdrantWriter(s.location, s.collection)))
+    return sinks
+
+
+def make_dead_letter_sink(cfg: FlowConfig) -> Sink:
+    from sinks.dead_letters import DeadLetterSink
+
+    return DeadLetterSink(cfg.dead_letters)
+
+
+def build_flow(
+    cfg: FlowConfig,
+    source: Optional[Source] = None,
+    alert_sinks: Optional[List[Sink]] = None,
+    dead_letter_sink: Optional[Sink] = None,
+) -> Dataflow:
+    from operators.actors import ActorLogic
+    from operators.attacks import AttackLogic
+    from operators.model_windows import ModelWindowLogic
+    from operators.parse import BatchParser
+
+    flow = Dataflow(cfg.name)
+    raw = op.input("input", flow, source if source is not None else make_source(cfg))
+    det = cfg.detection
+    tagged = op.flat_map("parse", raw, BatchParser(cfg.max_record_bytes, actors=det.token_abuse.enabled))
+
+    def of_kind(kind: str):
+        return op.filter(f"only_{kind}", tagged, lambda t: t[0] == kind)
+
+    def keyed(kind: str):
+        # (tag, key, group) -> (key, (key, partition, events, ingested_at))
+        return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], (t[1],) + t[2]))
+
+    streams = [op.stateful("model_windows", keyed("m"), lambda st: ModelWindowLogic(cfg, st))]
+    if det.token_abuse.enabled:
+        streams.append(op.stateful("actor_windows", keyed("a"), lambda st: ActorLogic(cfg, st)))
+    if det.coordinated_attack.enabled:
+        streams.append(op.stateful("attack_counter", keyed("s"), lambda st: AttackLogic(cfg, st)))
+    alerts = op.merge("alerts", *streams)
+    alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
+
+    for i, sink in enumerate(alert_sinks if alert_sinks is not None else make_alert_sinks(cfg)):
+        op.output(f"alerts_out_{i}", alerts, sink)
+
+    dead = op.map("dead_letters", of_kind("d"), lambda t: t[2])
+    dls = dead_letter_sink if dead_letter_sink is not None else make_dead_letter_sink(cfg)
+    op.output("dead_letters_out", dead, dls)
+    return flow
+
+
+def get_flow() -> Dataflow:
+    """The flow named by SENTINEL_FLOW (the embedded default when unset), metrics started."""
+    from sentinel.config import config_from_env
+    from sentinel.runtime import prepare
+
+    cfg = config_from_env()
+    prepare(cfg)
+    return build_flow(cfg)

@@ -1,0 +1,1 @@
+"""Bytewax operators and the per-key StatefulLogic classes that wrap detectors."""

@@ -1,0 +1,99 @@
+"""Where an alert is born: a detector finding becomes a SPEC section 2 alert."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional
+
+from sinks.base import INGESTED_AT
+
+METRIC_UNITS = {
+    "latency_p95_ms": "p95 latency",
+    "ttft_p95_ms": "p95 time to first token",
+    "output_tokens_mean": "mean output tokens per request",
+    "input_tokens_mean": "mean input tokens per request",
+    "cost_per_request_usd": "mean cost per request",
+    "request_count": "requests per window",
+    "error_rate": "error rate",
+    "tokens_per_window": "tokens per window",
+    "security_events": "security events",
+}
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def fingerprint(type_: str, service: Optional[str], model: Optional[str], subject: Optional[str]) -> str:
+    """Same value for every alert about one ongoing anomaly (key and type)."""
+    raw = f"{type_}|{service or ''}|{model or ''}|{subject or ''}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def alert_id(fp: str, episode_start: float) -> str:
+    """Stable under redelivery and replay: derived from the fingerprint and the episode's event time."""
+    return hashlib.sha256(f"{fp}|{episode_start:.3f}".encode()).hexdigest()[:32]
+
+
+def _fmt(metric: str, v: float) -> str:
+    if metric == "error_rate":
+        return f"{v * 100:.1f}%"
+    if metric == "cost_per_request_usd":
+        return f"${v:.4g}"
+    if metric.endswith("_ms"):
+        return f"{v:,.0f} ms"
+    return f"{v:,.4g}"
+
+
+def make_alert(
+    type_: str,
+    metric: str,
+    observed: float,
+    expected: float,
+    score: float,
+    severity: str,
+    detector: str,
+    event_time: float,
+    service: Optional[str],
+    model: Optional[str],
+    subject: Optional[str] = None,
+    evidence: Optional[Dict[str, Any]] = None,
+    summary: Optional[str] = None,
+    ingested_at: Optional[float] = None,
+    now: Optional[float] = None,
+) -> Dict[str, Any]:
+    fp = fingerprint(type_, service, model, subject)
+    if summary is None:
+        what = METRIC_UNITS.get(metric, metric)
+        where = f"{service}/{model}" if model else (service or subject or "fleet")
+        direction = "above" if observed >= expected else "below"
+        summary = (
+            f"{what.capitalize()} of {where} is {_fmt(metric, observed)}, "
+            f"{direction} its usual {_fmt(metric, expected)}."
+        )
+    alert = {
+        "alert_id": alert_id(fp, event_time),
+        "fingerprint": fp,
+        "type": type_,
+        "severity": severity,
+        "service": service,
+        "model": model,
+        "subject": subject,
+        "metric": metric,
+        "observed": round(float(observed), 6),
+        "expected": round(float(expected), 6),
+        "score": round(float(score), 4),
+        "detector": detector,
+        "event_time": iso(event_time),
+        "detected_at": iso(now if now is not None else time.time()),
+        "summary": summary,
+        "evidence": evidence or {},
+        "root_cause_hints": [],
+        "similar_incidents": [],
+        "status": "firing",
+    }
+    if ingested_at is not None:
+        alert[INGESTED_AT] = ingested_at
+    return alert

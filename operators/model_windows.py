@@ -1,0 +1,203 @@
+"""Where a service/model key's windows and baselines live.
+
+Input per key: ``(key, partition, [LLMEvent, ...], ingested_at)`` groups made
+by the parse step. Output: alert dicts (SPEC section 2).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from bytewax.operators import StatefulLogic
+
+from detectors.windowed import KeyDetectors, WindowFeatures
+from operators.alerts import make_alert
+from operators.windowing import KeyWindows
+from sentinel.config import FlowConfig
+from sentinel.events import KEY_SEP, LLMEvent
+from sentinel.metrics import get_metrics
+
+Group = Tuple[str, str, List[LLMEvent], float]
+
+
+class WindowAgg:
+    """Running aggregate of one window of one key."""
+
+    __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "n_tok", "cost", "n_cost")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.count = 0
+        self.errors = 0
+        self.lat: List[float] = []
+        self.ttft: List[float] = []
+        self.in_tok = 0
+        self.out_tok = 0
+        self.n_tok = 0
+        self.cost = 0.0
+        self.n_cost = 0
+
+    def add(self, ev: LLMEvent) -> None:
+        self.count += 1
+        if ev.is_error:
+            self.errors += 1
+        if ev.latency_ms is not None:
+            self.lat.append(ev.latency_ms)
+        if ev.ttft_ms is not None:
+            self.ttft.append(ev.ttft_ms)
+        if ev.output_tokens is not None or ev.input_tokens is not None:
+            self.in_tok += ev.input_tokens or 0
+            self.out_tok += ev.output_tokens or 0
+            self.n_tok += 1
+        if ev.cost_usd is not None:
+            self.cost += ev.cost_usd
+            self.n_cost += 1
+
+    def features(self, size: float) -> WindowFeatures:
+        lat = sorted(self.lat)
+        ttft = sorted(self.ttft)
+        return WindowFeatures(
+            self.start,
+            self.start + size,
+            self.count,
+            self.errors,
+            _q(lat, 0.5),
+            _q(lat, 0.95),
+            _q(ttft, 0.95),
+            self.in_tok / self.n_tok if self.n_tok else None,
+            self.out_tok / self.n_tok if self.n_tok else None,
+            self.cost / self.n_cost if self.n_cost else None,
+            self.cost,
+            self.in_tok + self.out_tok,
+        )
+
+    def __getstate__(self):
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, s) -> None:
+        for k, v in zip(self.__slots__, s):
+            setattr(self, k, v)
+
+
+def _q(xs: List[float], q: float) -> Optional[float]:
+    """Nearest-rank quantile of a sorted list."""
+    if not xs:
+        return None
+    i = int(q * len(xs))
+    return xs[i if i < len(xs) else -1]
+
+
+@dataclass
+class ModelKeyState:
+    key: str
+    windows: KeyWindows
+    detectors: KeyDetectors
+    provider: Optional[str] = None
+    last_ingest: float = 0.0
+
+
+def _utc_in(seconds: float) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+
+
+class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
+    """Per service/model key: windows -> features -> detectors -> alerts."""
+
+    def __init__(self, cfg: FlowConfig, state: Optional[ModelKeyState]) -> None:
+        self.cfg = cfg
+        self.state = state
+        if state is not None:
+            self.service, _, self.model = state.key.partition(KEY_SEP)
+        m = get_metrics()
+        self._late = m.events.labels(outcome="late")
+        self._lag = m.event_lag
+        self._windows_closed = m.windows_closed
+        self._anomalies = m.anomalies
+        self._keys = m.keys_active.labels(kind="model")
+        self._keys.inc()
+
+    def _new_state(self, key: str) -> ModelKeyState:
+        w, d = self.cfg.windows, self.cfg.detection
+        self.service, _, self.model = key.partition(KEY_SEP)
+        return ModelKeyState(
+            key,
+            KeyWindows(w.size, w.allowed_lateness, w.idle_partition, w.max_open_windows, WindowAgg),
+            KeyDetectors(tuple(d.metrics), d.warmup_windows, d.min_requests, d.threshold,
+                         d.persistence, d.quiet_windows),
+        )
+
+    def on_item(self, value: Group) -> Tuple[Iterable[Dict[str, Any]], bool]:
+        key, part, events, ingested_at = value
+        st = self.state
+        if st is None:
+            st = self.state = self._new_state(key)
+        now = time.monotonic()
+        win = st.windows
+        late = 0
+        max_ts = 0.0
+        for ev in events:
+            agg = win.agg_for(part, ev.ts, now)
+            if agg is None:
+                late += 1
+                continue
+            agg.add(ev)
+            if ev.ts > max_ts:
+                max_ts = ev.ts
+        if late:
+            self._late.inc(late)
+        if st.provider is None and events:
+            st.provider = events[0].provider
+        st.last_ingest = ingested_at
+        self._lag.observe(max(0.0, time.time() - max_ts))
+        return self._close(win.close_ready(now), ingested_at), StatefulLogic.RETAIN
+
+    def on_notify(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
+        st = self.state
+        now = time.monotonic()
+        idle = now - st.windows.last_wall
+        if idle >= self.cfg.state.key_idle_evict:
+            out = self._close(st.windows.close_all(), None)
+            self._keys.dec()
+            return out, StatefulLogic.DISCARD
+        st.windows.forget_idle_partitions(now, self.cfg.state.key_idle_evict)
+        return self._close(st.windows.close_ready(now), None), StatefulLogic.RETAIN
+
+    def on_eof(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
+        return self._close(self.state.windows.close_all(), None), StatefulLogic.RETAIN
+
+    def notify_at(self) -> Optional[datetime]:
+        st = self.state
+        if self.state is None:
+            return None
+        if st.windows.open_count:
+            return _utc_in(self.cfg.state.idle_flush)
+        return _utc_in(self.cfg.state.key_idle_evict)
+
+    def snapshot(self) -> ModelKeyState:
+        return copy.deepcopy(self.state)
+
+    def _close(self, closed, ingested_at: Optional[float]) -> List[Dict[str, Any]]:
+        if not closed:
+            return []
+        size = self.cfg.windows.size
+        det = self.state.detectors
+        out: List[Dict[str, Any]] = []
+        for start, agg in closed:
+            f = agg.features(size) if agg is not None else WindowFeatures(start, start + size)
+            for fd in det.update(f):
+                ev = dict(fd.evidence)
+                ev["provider"] = self.state.provider
+                ev["window_end"] = fd.window_end
+                alert = make_alert(
+                    fd.type, fd.metric, fd.observed, fd.expected, fd.score, fd.severity,
+                    "robust_baseline", fd.event_time, self.service, self.model,
+                    evidence=ev, ingested_at=ingested_at if ingested_at is not None else self.state.last_ingest,
+                )
+                self._anomalies.labels(type=fd.type, severity=fd.severity).inc()
+                out.append(alert)
+        self._windows_closed.inc(len(closed))
+        return out

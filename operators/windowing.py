@@ -1,0 +1,125 @@
+"""Event-time tumbling windows of one key, with per-partition progress.
+
+A backlog read fast from Kafka puts partitions hours apart in event time. A
+key's watermark is therefore the *slowest* of the partitions that feed it,
+not the fastest: windows stay open until every active partition has moved
+past them, so the lagging partition's events are not "late". A partition
+that has sent nothing for this key for ``idle_partition`` seconds of wall
+time stops holding the watermark back, so an idle partition never stalls the
+key. When the key itself goes quiet, the watermark advances with wall time
+since its last event (as Bytewax's EventClock does), so the last window of a
+live key closes.
+
+Wall-clock readings enter only through the ``now`` arguments (a monotonic
+clock in the operator); windows and detection depend on event time alone.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Generic, List, Optional, Tuple, TypeVar
+
+A = TypeVar("A")
+
+
+class KeyWindows(Generic[A]):
+    __slots__ = ("size", "lateness", "idle_partition", "max_open", "max_gap_fill", "_new_agg",
+                 "_parts", "_open", "_closed_upto", "_last_wall", "_max_ts")
+
+    def __init__(self, size: float, lateness: float, idle_partition: float, max_open: int,
+                 new_agg: Callable[[float], A], max_gap_fill: int = 120) -> None:
+        self.size = size
+        self.lateness = lateness
+        self.idle_partition = idle_partition
+        self.max_open = max_open
+        self.max_gap_fill = max_gap_fill
+        self._new_agg = new_agg
+        # partition -> [max event time seen, wall time of last event]
+        self._parts: Dict[str, List[float]] = {}
+        self._open: Dict[float, A] = {}
+        self._closed_upto: Optional[float] = None
+        self._last_wall = 0.0
+        self._max_ts = float("-inf")
+
+    def agg_for(self, part: str, ts: float, now: float) -> Optional[A]:
+        """The open window aggregate for an event, or None if its window has closed."""
+        p = self._parts.get(part)
+        if p is None:
+            self._parts[part] = [ts, now]
+        else:
+            if ts > p[0]:
+                p[0] = ts
+            p[1] = now
+        if ts > self._max_ts:
+            self._max_ts = ts
+        self._last_wall = now
+        start = ts - (ts % self.size)
+        if self._closed_upto is not None and start < self._closed_upto:
+            return None
+        agg = self._open.get(start)
+        if agg is None:
+            agg = self._open[start] = self._new_agg(start)
+        return agg
+
+    def watermark(self, now: float) -> float:
+        """Event time up to which every window is complete."""
+        lo = None
+        for max_ts, wall in self._parts.values():
+            if now - wall >= self.idle_partition:
+                continue
+            if lo is None or max_ts < lo:
+                lo = max_ts
+        if lo is None:
+            # Every partition idle: advance with the wall time since the key's last event.
+            lo = self._max_ts + max(0.0, now - self._last_wall - self.idle_partition)
+        return lo - self.lateness
+
+    def close_ready(self, now: float) -> List[Tuple[float, Optional[A]]]:
+        """Close windows that the watermark has passed, oldest first.
+
+        Missing windows between two closed ones come out as ``(start, None)``
+        (a key with no traffic in a window is a signal), up to ``max_gap_fill``.
+        """
+        if not self._open:
+            return []
+        wm = self.watermark(now)
+        ready = sorted(s for s in self._open if s + self.size <= wm)
+        overflow = len(self._open) - len(ready) - self.max_open
+        if overflow > 0:
+            rest = sorted(s for s in self._open if s + self.size > wm)
+            ready.extend(rest[:overflow])
+        return self._emit(ready)
+
+    def close_all(self) -> List[Tuple[float, Optional[A]]]:
+        return self._emit(sorted(self._open))
+
+    def _emit(self, starts: List[float]) -> List[Tuple[float, Optional[A]]]:
+        out: List[Tuple[float, Optional[A]]] = []
+        for s in starts:
+            prev = self._closed_upto
+            if prev is not None and s > prev:
+                gap = int(round((s - prev) / self.size))
+                if gap <= self.max_gap_fill:
+                    for i in range(gap):
+                        out.append((prev + i * self.size, None))
+            out.append((s, self._open.pop(s)))
+            self._closed_upto = s + self.size
+        return out
+
+    def forget_idle_partitions(self, now: float, after: float) -> None:
+        for part in [p for p, (_, wall) in self._parts.items() if now - wall >= after]:
+            del self._parts[part]
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    @property
+    def last_wall(self) -> float:
+        return self._last_wall
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __setstate__(self, s) -> None:
+        for k, v in s.items():
+            setattr(self, k, v)

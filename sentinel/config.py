@@ -1,0 +1,315 @@
+"""Flow definitions (SPEC section 3): YAML, validated by pydantic.
+
+Every error names the key that is wrong (``sinks[1].url: ...``). Unknown keys
+are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(v: Any) -> float:
+    """Seconds from a number or a string like ``90s``, ``5m``, ``1h``."""
+    if isinstance(v, bool):
+        raise ValueError("expected a duration like 60, '60s', '5m' or '1h'")
+    if isinstance(v, (int, float)):
+        secs = float(v)
+    elif isinstance(v, str) and (m := _DURATION.match(v)):
+        secs = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration like 60, '60s', '5m' or '1h', got {v!r}")
+    if secs < 0:
+        raise ValueError("duration must be >= 0")
+    return secs
+
+
+Duration = Annotated[float, Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+ENCODINGS = ("json", "otlp_json", "otlp_proto")
+
+
+class TopicSpec(_Model):
+    name: str = Field(min_length=1)
+    encoding: Literal["json", "otlp_json", "otlp_proto"] = "json"
+
+
+class FileSource(_Model):
+    kind: Literal["file"]
+    path: str = Field(min_length=1)
+    encoding: Literal["json", "otlp_json", "otlp_proto"] = "json"
+    batch_size: int = Field(default=2000, ge=1)
+
+    @model_validator(mode="after")
+    def _proto_needs_lines(self) -> "FileSource":
+        if self.encoding == "otlp_proto":
+            raise ValueError("encoding: otlp_proto is only for Kafka sources (a file holds JSON lines)")
+        return self
+
+
+class KafkaSource(_Model):
+    kind: Literal["kafka"]
+    brokers: str = Field(min_length=1)
+    topics: List[Union[str, TopicSpec]] = Field(min_length=1)
+    group_id: Optional[str] = None
+    start: Literal["earliest", "latest"] = "earliest"
+    batch_size: int = Field(default=2000, ge=1)
+    # End the run once every partition has been idle this long (a bounded
+    # replay of a backlog); unset means run until stopped.
+    eof_after_idle: Optional[float] = None
+    config: Dict[str, Any] = Field(default_factory=dict)
+
+    _dur = field_validator("eof_after_idle", mode="before")(lambda v: None if v is None else parse_duration(v))
+
+    def topic_specs(self) -> List[TopicSpec]:
+        out = []
+        for t in self.topics:
+            if isinstance(t, str):
+                enc = "otlp_proto" if t == "otlp_spans" else "json"
+                out.append(TopicSpec(name=t, encoding=enc))
+            else:
+                out.append(t)
+        return out
+
+
+class SimulatorSource(_Model):
+    kind: Literal["simulator"]
+    seed: int = 7
+    hours: float = Field(default=24.0, gt=0)
+    rate: float = Field(default=18.5, gt=0)
+    start: Optional[str] = None
+    # 0 replays as fast as possible; 60 plays one simulated minute per second.
+    speed: float = Field(default=60.0, ge=0)
+    batch_size: int = Field(default=500, ge=1)
+
+
+Source = Annotated[Union[FileSource, KafkaSource, SimulatorSource], Field(discriminator="kind")]
+
+
+class JsonlSink(_Model):
+    kind: Literal["jsonl"]
+    path: str = Field(min_length=1)
+
+
+class StdoutSink(_Model):
+    kind: Literal["stdout"]
+
+
+class RabbitMQSink(_Model):
+    kind: Literal["rabbitmq"]
+    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    exchange: str = "sentinel.alerts"
+    high_queue: str = "incidents.high-priority"
+    low_queue: str = "incidents.low-priority"
+
+
+class KafkaSink(_Model):
+    kind: Literal["kafka"]
+    brokers: str = Field(min_length=1)
+    topic: str = "llm.anomalies"
+    config: Dict[str, Any] = Field(default_factory=dict)
+
+
+class QdrantSink(_Model):
+    kind: Literal["qdrant"]
+    location: str = ":memory:"
+    collection: str = "sentinel_incidents"
+
+
+Sink = Annotated[
+    Union[JsonlSink, StdoutSink, RabbitMQSink, KafkaSink, QdrantSink], Field(discriminator="kind")
+]
+
+
+class JsonlDeadLetters(_Model):
+    kind: Literal["jsonl"]
+    path: str = Field(min_length=1)
+
+
+class KafkaDeadLetters(_Model):
+    kind: Literal["kafka"]
+    brokers: Optional[str] = None  # defaults to the Kafka source's brokers
+    topic: str = "llm.telemetry.dlq"
+
+
+class StderrDeadLetters(_Model):
+    kind: Literal["stderr"]
+
+
+DeadLetters = Annotated[
+    Union[JsonlDeadLetters, KafkaDeadLetters, StderrDeadLetters], Field(discriminator="kind")
+]
+
+
+class MetricsConfig(_Model):
+    port: int = Field(default=9464, ge=0, le=65535)
+    host: str = "127.0.0.1"
+
+
+class WindowConfig(_Model):
+    size: float = 60.0
+    # How far behind a key's slowest active partition an event may be and
+    # still land in its window.
+    allowed_lateness: float = 10.0
+    # A partition that sent nothing for a key for this long (wall clock) no
+    # longer holds that key's windows open.
+    idle_partition: float = 10.0
+    # Upper bound on open windows per key (memory bound during a backlog).
+    max_open_windows: int = Field(default=720, ge=1)
+
+    _dur = field_validator("size", "allowed_lateness", "idle_partition", mode="before")(parse_duration)
+
+    @field_validator("size")
+    @classmethod
+    def _size_positive(cls, v: float) -> float:
+        if v < 1:
+            raise ValueError("window size must be at least 1 second")
+        return v
+
+
+class TokenAbuseConfig(_Model):
+    enabled: bool = True
+    window: float = 60.0
+    # A user's tokens in one window must exceed both this floor and
+    # `ratio` times the user's own typical window.
+    min_tokens: int = Field(default=20000, ge=1)
+    ratio: float = Field(default=8.0, gt=1)
+    persistence: int = Field(default=2, ge=1)
+
+    _dur = field_validator("window", mode="before")(parse_duration)
+
+
+class AttackConfig(_Model):
+    enabled: bool = True
+    window: float = 300.0
+    threshold: int = Field(default=10, ge=1)
+
+    _dur = field_validator("window", mode="before")(parse_duration)
+
+
+class DetectionConfig(_Model):
+    metrics: List[Literal["latency", "ttft", "tokens", "cost", "error_rate", "traffic"]] = Field(
+        default_factory=lambda: ["latency", "ttft", "tokens", "cost", "error_rate", "traffic"]
+    )
+    warmup_windows: int = Field(default=30, ge=1)
+    min_requests: int = Field(default=8, ge=1)
+    threshold: float = Field(default=0.9, gt=0, lt=1)
+    persistence: int = Field(default=2, ge=1)
+    quiet_windows: int = Field(default=5, ge=1)
+    token_abuse: TokenAbuseConfig = Field(default_factory=TokenAbuseConfig)
+    coordinated_attack: AttackConfig = Field(default_factory=AttackConfig)
+
+
+class StateConfig(_Model):
+    # Per-key state (baselines) idle this long in wall-clock time is dropped.
+    key_idle_evict: float = 6 * 3600.0
+    # Open windows of a key idle this long (wall clock) are flushed.
+    idle_flush: float = 30.0
+
+    _dur = field_validator("key_idle_evict", "idle_flush", mode="before")(parse_duration)
+
+
+class FlowConfig(_Model):
+    name: str = "sentinel"
+    source: Source
+    sinks: List[Sink] = Field(default_factory=lambda: [StdoutSink(kind="stdout")])
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    dead_letters: DeadLetters = Field(default_factory=lambda: StderrDeadLetters(kind="stderr"))
+    windows: WindowConfig = Field(default_factory=WindowConfig)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    max_record_bytes: int = Field(default=1_000_000, ge=1024)
+
+    @model_validator(mode="after")
+    def _dlq_brokers(self) -> "FlowConfig":
+        dl = self.dead_letters
+        if isinstance(dl, KafkaDeadLetters) and dl.brokers is None:
+            if isinstance(self.source, KafkaSource):
+                dl.brokers = self.source.brokers
+            else:
+                raise ValueError("dead_letters.brokers: required when the source is not Kafka")
+        return self
+
+
+class ConfigError(Exception):
+    """A flow definition that cannot be used; the message names the key."""
+
+
+def _loc(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("file", "kafka", "simulator", "jsonl", "stdout", "rabbitmq", "qdrant", "stderr") and out:
+            continue  # discriminator tag pydantic inserts; the kind is already in the input
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid flow definition:"]
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "union_tag_invalid":
+            msg = f"unknown kind {e.get('input', {}).get('kind') if isinstance(e.get('input'), dict) else ''!r}; " + msg
+        lines.append(f"  {_loc(e['loc'])}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config_dict(data: Any, origin: str = "<flow>") -> FlowConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a flow definition is a YAML mapping, got {type(data).__name__}")
+    try:
+        return FlowConfig.model_validate(data)
+    except ValidationError as ex:
+        raise ConfigError(format_validation_error(ex, origin)) from None
+
+
+def load_config(path: Union[str, Path]) -> FlowConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as ex:
+        raise ConfigError(f"{p}: cannot read flow definition: {ex.strerror or ex}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as ex:
+        raise ConfigError(f"{p}: not valid YAML: {ex}") from None
+    # Relative file paths in a flow definition are relative to the working directory.
+    return load_config_dict(data, str(p))
+
+
+def default_config() -> FlowConfig:
+    """The embedded default of ``sentinel run``: simulator -> stdout, metrics, embedded Qdrant."""
+    return load_config_dict(
+        {
+            "name": "demo",
+            "source": {"kind": "simulator", "seed": 7, "hours": 24, "speed": 60},
+            "sinks": [{"kind": "stdout"}, {"kind": "qdrant", "location": ":memory:"}],
+            "metrics": {"port": 9464},
+        },
+        "<embedded default>",
+    )
+
+
+def config_from_env() -> FlowConfig:
+    """The flow definition named by SENTINEL_FLOW (for ``python -m bytewax.run``)."""
+    path = os.environ.get("SENTINEL_FLOW")
+    if not path:
+        return default_config()
+    return load_config(path)

@@ -1,0 +1,40 @@
+"""Process setup shared by ``sentinel run`` and ``python -m bytewax.run``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from sentinel import metrics
+from sentinel.config import FlowConfig
+
+log = logging.getLogger("sentinel")
+
+
+def setup_logging(level: str = "") -> None:
+    level = level or os.environ.get("SENTINEL_LOG_LEVEL", "INFO")
+    root = logging.getLogger()
+    if not root.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(h)
+    root.setLevel(level.upper())
+    for noisy in ("pika", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def prepare(cfg: FlowConfig) -> None:
+    """Logging and the metrics endpoint, once per process."""
+    setup_logging()
+    port = cfg.metrics.port
+    if port:
+        # Processes of one cluster on one host: process i serves on port + i.
+        proc = int(os.environ.get("BYTEWAX_PROCESS_ID", os.environ.get("SENTINEL_PROCESS_ID", "0")) or 0)
+        try:
+            metrics.serve(port + proc, cfg.metrics.host)
+        except OSError as ex:
+            raise SystemExit(f"metrics: cannot listen on {cfg.metrics.host}:{port + proc}: {ex.strerror or ex} "
+                             f"(set metrics.port to another port, or 0 to turn the endpoint off)") from None
+    log.info("flow %r: source %s, sinks %s, dead letters %s, windows %.0fs", cfg.name, cfg.source.kind,
+             ",".join(s.kind for s in cfg.sinks) or "none", cfg.dead_letters.kind, cfg.windows.size)

@@ -1,0 +1,1 @@
+"""Where alerts and dead letters leave the flow: one module per destination."""

@@ -1,0 +1,75 @@
+"""Alerts as JSON lines: to a file (appended, flushed per batch) or to stdout.
+
+Workers of one process share one handle per path (under a lock), so lines
+from several workers never interleave.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Dict, List, Tuple
+
+from sinks.base import Alert, Writer
+
+_files: Dict[str, Tuple[object, threading.Lock, List[int]]] = {}
+_files_lock = threading.Lock()
+
+
+class SharedFile:
+    """An append-only file opened once per process, written line batches at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        with _files_lock:
+            entry = _files.get(self.path)
+            if entry is None:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                entry = (open(self.path, "ab"), threading.Lock(), [0])
+                _files[self.path] = entry
+            entry[2][0] += 1
+        self._f, self._lock, self._refs = entry
+        self._closed = False
+
+    def write_lines(self, lines: List[bytes]) -> None:
+        data = b"".join(line + b"\n" for line in lines)
+        with self._lock:
+            self._f.write(data)
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with _files_lock:
+            self._refs[0] -= 1
+            if self._refs[0] == 0:
+                _files.pop(self.path, None)
+                self._f.close()
+
+
+class JsonlWriter(Writer):
+    kind = "jsonl"
+
+    def __init__(self, path: str) -> None:
+        self._file = SharedFile(path)
+
+    def write(self, alerts: List[Alert], payloads: List[bytes]) -> None:
+        self._file.write_lines(payloads)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_stdout_lock = threading.Lock()
+
+
+class StdoutWriter(Writer):
+    kind = "stdout"
+
+    def write(self, alerts: List[Alert], payloads: List[bytes]) -> None:
+        data = b"".join(p + b"\n" for p in payloads)
+        with _stdout_lock:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()

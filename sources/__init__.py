@@ -1,0 +1,1 @@
+"""Where telemetry enters: Bytewax sources that emit RawBatch items."""
