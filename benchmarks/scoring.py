@@ -149,7 +149,10 @@ def score(
             if matches(a, label, grace_s):
                 matched[i] = True
                 n += 1
-                t = to_epoch(a["event_time"])
+                # Delay to when the alert could fire (its evidence says at which
+                # event time), else to the event time of its first observation.
+                fired = (a.get("evidence") or {}).get("fired_event_time")
+                t = to_epoch(fired if fired is not None else a["event_time"])
                 if first is None or t < first:
                     first = t
         if first is None:
@@ -160,6 +163,15 @@ def score(
         delays_by_type.setdefault(typ, []).append(delay)
         detections.append({"label_id": label.get("id"), "type": typ, "delay_s": delay, "alerts": n})
 
+    # Alerts of a type the label lists under ``effects`` (longer outputs make
+    # calls slower and dearer) on the same key, in its window, are true too:
+    # the simulator injected that symptom. They detect nothing on their own.
+    effect_alerts = 0
+    for i, a in enumerate(bodies):
+        if not matched[i] and any(a.get("type") in (lab.get("effects") or ()) and _near(a, lab, grace_s)
+                                  for lab in labels):
+            matched[i] = True
+            effect_alerts += 1
     false_list = [a for a, m in zip(bodies, matched) if not m]
     false_by_type: Dict[str, int] = {}
     for a in false_list:
@@ -177,6 +189,7 @@ def score(
         "detected_by_type": {t: list(c) for t, c in sorted(by_type.items())},
         "precision": n_true / len(bodies) if bodies else 1.0,
         "true_alerts": n_true,
+        "effect_alerts": effect_alerts,
         "false_alerts": len(false_list),
         "false_alerts_per_day": len(false_list) * _DAY_S / duration_s,
         "false_alerts_by_type": dict(sorted(false_by_type.items())),

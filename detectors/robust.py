@@ -32,7 +32,10 @@ class RobustBaseline:
     alpha
         Weight of a new normal point (about ``2 / alpha`` points of memory).
     log
-        Work on ``log1p(x)``: right for heavy-tailed latency, tokens and cost.
+        Work on ``log(x + offset)``: right for heavy-tailed latency, tokens and cost.
+    offset
+        Added before the log; small against typical values (1 for milliseconds
+        and tokens, 1e-6 for dollars per request).
     min_scale
         Floor of the scale, in transformed units: a perfectly flat series does
         not turn a tiny wiggle into an incident.
@@ -61,6 +64,7 @@ class RobustBaseline:
         clip: float = 3.0,
         protect_z: float = 4.0,
         warmup: int = 10,
+        offset: float = 1.0,
     ) -> None:
         self.alpha = alpha
         self.log = log
@@ -68,12 +72,13 @@ class RobustBaseline:
         self.clip = clip
         self.protect_z = protect_z
         self.warmup = warmup
+        self.offset = offset
         self._n = 0
         self._loc = 0.0
         self._dev = 0.0
 
     def _t(self, x: float) -> float:
-        return math.log1p(x) if self.log else x
+        return math.log(x + self.offset) if self.log else x
 
     @property
     def n(self) -> int:
@@ -86,7 +91,7 @@ class RobustBaseline:
     def expected(self) -> Optional[float]:
         if self._n == 0:
             return None
-        return math.expm1(self._loc) if self.log else self._loc
+        return math.exp(self._loc) - self.offset if self.log else self._loc
 
     def z(self, x: float) -> float:
         """Signed robust z of ``x`` against the baseline (0 during warm-up)."""

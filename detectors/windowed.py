@@ -137,7 +137,7 @@ class KeyDetectors:
         self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
         self._base: Dict[str, RobustBaseline] = {
             m: RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
-                              warmup=warmup_windows // 2)
+                              warmup=warmup_windows // 2, offset=1e-6 if m == "cost_per_request_usd" else 1.0)
             for m in self._metrics
         }
         self._ep: Dict[str, _Episode] = {m: _Episode() for m in self._metrics + ["error_rate"]}

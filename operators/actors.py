@@ -3,8 +3,8 @@
 Input per actor key (``user:<id>`` or ``tenant:<id>``): ``(actor, partition, [LLMEvent], ingested_at)``.
 An actor's window is abusive when its tokens exceed both an absolute floor
 and ``ratio`` times the actor's own typical busy window, for ``persistence``
-consecutive windows. A new actor, with no history yet, is held to four times
-the floor instead.
+consecutive windows. A new actor, with no history yet, is held to a much
+higher floor instead (``new_actor_min_tokens``).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
 from detectors.robust import RobustBaseline
-from operators.alerts import make_alert
+from operators.alerts import iso, make_alert
 from operators.model_windows import _utc_in
 from operators.windowing import KeyWindows
 from sentinel.config import FlowConfig
@@ -46,7 +46,7 @@ class ActorAgg:
 class ActorState:
     actor: str
     windows: KeyWindows
-    baseline: RobustBaseline = field(default_factory=lambda: RobustBaseline(alpha=0.1, log=True, warmup=5))
+    baseline: RobustBaseline
     run: int = 0
     run_start: float = 0.0
     active: bool = False
@@ -69,8 +69,11 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
         actor, part, events, ingested_at = value
         if self.state is None:
             w = self.cfg.windows
-            self.state = ActorState(actor, KeyWindows(self.ta.window, w.allowed_lateness, w.idle_partition,
-                                                      w.max_open_windows, ActorAgg))
+            self.state = ActorState(
+                actor,
+                KeyWindows(self.ta.window, w.allowed_lateness, w.idle_partition, w.max_open_windows, ActorAgg),
+                RobustBaseline(alpha=0.1, log=True, warmup=self.ta.history_windows),
+            )
         now = time.monotonic()
         win = self.state.windows
         late = 0
@@ -123,7 +126,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
             if expected is not None:
                 abusive = tokens >= ta.min_tokens and tokens >= ta.ratio * max(expected, 1.0)
             else:
-                abusive = tokens >= 4 * ta.min_tokens
+                abusive = tokens >= ta.new_actor_min_tokens
             if abusive:
                 if st.run == 0:
                     st.run_start = start
@@ -131,7 +134,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
                 st.quiet = 0
                 if not st.active and st.run >= ta.persistence:
                     st.active = True
-                    out.append(self._alert(agg, tokens, expected, st))
+                    out.append(self._alert(agg, tokens, expected, st, start + self.ta.window))
                 base.learn_one(tokens) if not warm else None
             else:
                 if st.active:
@@ -144,7 +147,8 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
                 base.learn_one(tokens)
         return out
 
-    def _alert(self, agg: ActorAgg, tokens: int, expected: Optional[float], st: ActorState) -> Dict[str, Any]:
+    def _alert(self, agg: ActorAgg, tokens: int, expected: Optional[float], st: ActorState,
+               fired: float) -> Dict[str, Any]:
         key, _ = agg.keys.most_common(1)[0]
         service, _, model = key.partition(KEY_SEP)
         exp = expected if expected is not None else float(self.ta.min_tokens)
@@ -157,7 +161,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
             st.run_start, service, model, subject=st.actor,
             evidence={"ratio": round(ratio, 2), "requests_in_window": agg.requests,
                       "window_seconds": self.ta.window, "windows_abusive": st.run,
-                      "history_windows": st.baseline.n},
+                      "history_windows": st.baseline.n, "fired_event_time": iso(fired)},
             summary=f"{st.actor} used {tokens:,} tokens in one {self.ta.window:.0f}s window on "
                     f"{service}/{model}, {ratio:.1f}x its usual {exp:,.0f}.",
             ingested_at=st.last_ingest,

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
-from operators.alerts import make_alert
+from operators.alerts import iso, make_alert
 from operators.model_windows import _utc_in
 from sentinel.config import FlowConfig
 from sentinel.events import SecurityEvent
@@ -70,7 +70,7 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dic
                     count, first = j - i, i
             if count > self.ac.threshold and times[first] > st.active_until:
                 st.active_until = times[first + count - 1] + win
-                out.append(self._alert(times[first], count))
+                out.append(self._alert(times[first], count, ev.ts))
             elif count > self.ac.threshold:
                 st.active_until = max(st.active_until, ev.ts + win)
         # Keep two windows of history behind the newest event.
@@ -93,7 +93,7 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dic
     def snapshot(self) -> AttackState:
         return copy.deepcopy(self.state)
 
-    def _alert(self, first_ts: float, count: int) -> Dict[str, Any]:
+    def _alert(self, first_ts: float, count: int, fired: float) -> Dict[str, Any]:
         st = self.state
         sev = "critical" if count > 3 * self.ac.threshold else "high"
         service, model = st.services.most_common(1)[0][0] if st.services else (None, None)
@@ -103,7 +103,8 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dic
             "coordinated_attack", "security_events", count, self.ac.threshold,
             min(1.0, 0.9 + 0.1 * min(1.0, count / (4.0 * self.ac.threshold))), sev, "security_rate",
             first_ts, service, model, subject=st.source,
-            evidence={"events_in_window": count, "window_seconds": self.ac.window, "kinds": kinds},
+            evidence={"events_in_window": count, "window_seconds": self.ac.window, "kinds": kinds,
+                      "fired_event_time": iso(fired)},
             summary=f"{count} security events from {st.source} within {self.ac.window / 60:.0f} minutes "
                     f"({', '.join(kinds)}).",
             ingested_at=st.last_ingest,

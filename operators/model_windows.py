@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from bytewax.operators import StatefulLogic
 
 from detectors.windowed import KeyDetectors, WindowFeatures
-from operators.alerts import make_alert
+from operators.alerts import iso, make_alert
 from operators.windowing import KeyWindows
 from sentinel.config import FlowConfig
 from sentinel.events import KEY_SEP, LLMEvent
@@ -44,7 +44,10 @@ class WindowAgg:
     def add(self, ev: LLMEvent) -> None:
         self.count += 1
         if ev.is_error:
+            # A failed call's latency (a 30 s timeout) and usage say nothing
+            # about the model's speed or cost: error_rate covers it.
             self.errors += 1
+            return
         if ev.latency_ms is not None:
             self.lat.append(ev.latency_ms)
         if ev.ttft_ms is not None:
@@ -191,7 +194,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
             for fd in det.update(f):
                 ev = dict(fd.evidence)
                 ev["provider"] = self.state.provider
-                ev["window_end"] = fd.window_end
+                ev["fired_event_time"] = iso(fd.window_end)
                 alert = make_alert(
                     fd.type, fd.metric, fd.observed, fd.expected, fd.score, fd.severity,
                     "robust_baseline", fd.event_time, self.service, self.model,

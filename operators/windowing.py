@@ -6,7 +6,9 @@ not the fastest: windows stay open until every active partition has moved
 past them, so the lagging partition's events are not "late". A partition
 that has sent nothing for this key for ``idle_partition`` seconds of wall
 time stops holding the watermark back, so an idle partition never stalls the
-key. When the key itself goes quiet, the watermark advances with wall time
+key. A key learns of a partition only from its first event, so for its first
+``idle_partition`` seconds a key closes no window (every partition of the
+source gets a turn to speak first). When the key itself goes quiet, the watermark advances with wall time
 since its last event (as Bytewax's EventClock does), so the last window of a
 live key closes.
 
@@ -23,7 +25,7 @@ A = TypeVar("A")
 
 class KeyWindows(Generic[A]):
     __slots__ = ("size", "lateness", "idle_partition", "max_open", "max_gap_fill", "_new_agg",
-                 "_parts", "_open", "_closed_upto", "_last_wall", "_max_ts")
+                 "_parts", "_open", "_closed_upto", "_last_wall", "_max_ts", "_born")
 
     def __init__(self, size: float, lateness: float, idle_partition: float, max_open: int,
                  new_agg: Callable[[float], A], max_gap_fill: int = 120) -> None:
@@ -39,9 +41,12 @@ class KeyWindows(Generic[A]):
         self._closed_upto: Optional[float] = None
         self._last_wall = 0.0
         self._max_ts = float("-inf")
+        self._born: Optional[float] = None
 
     def agg_for(self, part: str, ts: float, now: float) -> Optional[A]:
         """The open window aggregate for an event, or None if its window has closed."""
+        if self._born is None:
+            self._born = now
         p = self._parts.get(part)
         if p is None:
             self._parts[part] = [ts, now]
@@ -62,6 +67,8 @@ class KeyWindows(Generic[A]):
 
     def watermark(self, now: float) -> float:
         """Event time up to which every window is complete."""
+        if self._born is None or now - self._born < self.idle_partition:
+            return float("-inf")
         lo = None
         for max_ts, wall in self._parts.values():
             if now - wall >= self.idle_partition:

@@ -185,9 +185,13 @@ class TokenAbuseConfig(_Model):
     enabled: bool = True
     window: float = 60.0
     # A user's tokens in one window must exceed both this floor and
-    # `ratio` times the user's own typical window.
+    # `ratio` times the user's own typical busy window ...
     min_tokens: int = Field(default=20000, ge=1)
-    ratio: float = Field(default=8.0, gt=1)
+    ratio: float = Field(default=20.0, gt=1)
+    # ... once the user has this many busy windows of history; before that,
+    # only `new_actor_min_tokens` in one window counts.
+    history_windows: int = Field(default=5, ge=1)
+    new_actor_min_tokens: int = Field(default=1_000_000, ge=1)
     persistence: int = Field(default=2, ge=1)
 
     _dur = field_validator("window", mode="before")(parse_duration)

@@ -40,7 +40,7 @@ import calendar
 import math
 import random
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 try:
@@ -60,7 +60,7 @@ DEFAULT_START = float(calendar.timegm((2026, 1, 5, 0, 0, 0)))  # 2026-01-05T00:0
 
 INCIDENT_TYPES = (
     "latency",  # latency x3-x6 on one key (ttft unchanged)
-    "ttft",  # ttft x4 on one streaming key, latency up by a quarter of the added ttft
+    "ttft",  # ttft x4 on one streaming key, latency up by about a quarter of the added ttft
     "tokens",  # output tokens x3 on one key (latency and cost follow, as they would)
     "cost",  # cost per request x4 on one key, tokens and latency unchanged
     "error_rate",  # error rate 20-40 % on one key (rate_limit or server_error)
@@ -133,6 +133,8 @@ INCIDENT_SPACING_S = 2400.0  # about one incident per 40 simulated minutes
 SECURITY_RATE = 0.02  # background security events per second
 SECURITY_CAP = 3  # at most this many background events per source per 5 minutes
 N_USERS = 200
+ABUSER_RANKS = (30, 120)  # token_abuse picks a user of moderate activity (rank 1 = busiest)
+ABUSE_INPUT_TOKENS = 40_000.0  # median input of an abusive request
 N_TENANTS = 24
 _CHUNK_S = 60.0
 _BASE_ERRORS = ((0.45, "rate_limit"), (0.80, "server_error"), (1.0, "timeout"))
@@ -444,7 +446,9 @@ class Simulator:
         inc.user = None
         inc.error_type = None
         inc.attack = None
-        busy = [k for k in self._keys if self.rate_at(start) * k.share >= 1.0]
+        # keys with >= 1 event/s both now and over the hour before (the baseline)
+        lam = min(self.rate_at(start), self.rate_at(start - 3600.0))
+        busy = [k for k in self._keys if lam * k.share >= 1.0]
         if not busy:
             busy = [max(self._keys, key=lambda k: k.share)]
         if typ == "latency":
@@ -469,7 +473,7 @@ class Simulator:
         elif typ == "token_abuse":
             key = rng.choice(busy)
             inc.magnitude = float(rng.randint(20, 50))
-            mid_ranks = [n for n, r in enumerate(self._user_rank) if 15 <= r <= 80]
+            mid_ranks = [n for n, r in enumerate(self._user_rank) if ABUSER_RANKS[0] <= r <= ABUSER_RANKS[1]]
             inc.user = rng.choice(mid_ranks)
             inc.subject = "user:" + self._users[inc.user].user_id
         else:  # coordinated_attack
@@ -527,7 +531,7 @@ class Simulator:
                     raise ValueError(msg)
                 inc.user = self._user_by_id[uid]
             else:
-                inc.user = next(n for n, r in enumerate(self._user_rank) if r == 40)
+                inc.user = next(n for n, r in enumerate(self._user_rank) if r == 50)
             inc.subject = "user:" + self._users[inc.user].user_id
         inc.detail = d.get("detail") or self._detail(inc)
         return inc
@@ -734,10 +738,14 @@ class Simulator:
             if tok_x != 1.0:
                 ot = min(int(ot * tok_x), k.max_out)
             ttft = k.ttft_med * math.exp(0.35 * z1) + it * k.prefill
-            lat = ttft + ot * k.ms_per_tok * math.exp(0.25 * z2) + 15.0
+            decode = ot * k.ms_per_tok * math.exp(0.25 * z2)
+            lat = ttft + decode + 15.0
             if ttft_x != 1.0:
-                lat += 0.25 * (ttft_x - 1.0) * ttft
-                ttft *= ttft_x
+                # a slow first chunk, then the rest of the stream in a burst:
+                # latency grows by a quarter of the added ttft, never below ttft
+                slow = ttft * ttft_x
+                lat = max(lat + 0.25 * (slow - ttft), slow + 0.25 * decode + 15.0)
+                ttft = slow
             if lat_x != 1.0:
                 lat *= lat_x
             if trap:
@@ -763,7 +771,7 @@ class Simulator:
             user = self._users[inc.user]
             a, b = max(t0, inc.start), min(t1, inc.end)
             usual = user.share * self.rate_at(0.5 * (a + b)) * self._mean_tokens  # tokens/s
-            per_request = 20000.0 * math.exp(0.35 * 0.35 / 2) + k.out_med * math.exp(k.out_sig * k.out_sig / 2)
+            per_request = ABUSE_INPUT_TOKENS * math.exp(0.3 * 0.3 / 2) + k.out_med * math.exp(k.out_sig * k.out_sig / 2)
             lam = (inc.magnitude - 1.0) * usual / per_request
             if lam <= 0.0:
                 continue
@@ -773,7 +781,7 @@ class Simulator:
                 t += irng.expovariate(lam)
                 if t >= b:
                     break
-                it = min(int(20000.0 * math.exp(0.35 * gauss())), MAX_INPUT_TOKENS)
+                it = min(int(ABUSE_INPUT_TOKENS * math.exp(0.3 * gauss())), MAX_INPUT_TOKENS)
                 z1, z2, z4 = gauss(), gauss(), gauss()
                 ev = self._build(k, t, user, rand(), z1, z2, 0.0, z4, None, irng, it)
                 if ev is not None:

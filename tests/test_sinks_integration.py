@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from typing import Any, Dict, List, Optional
@@ -289,6 +290,36 @@ def test_kafka_bytes_producer_for_dead_letters(tansu: str, kafka_topic) -> None:
     producer.close()
     msgs = read_partition(tansu, topic, 0, 2)
     assert [(m.key(), m.value()) for m in msgs] == [(None, raw), (b"k", b'{"reason": "bad_json"}')]
+
+
+def test_kafka_writer_waits_for_a_late_broker(tmp_path) -> None:
+    """Broker down at write time: deliveries time out, are produced again, and
+    the batch is acknowledged once the broker is up: backpressure, not loss."""
+    from conftest import _free_port, start_tansu, stop_tansu
+
+    address = "127.0.0.1:%d" % _free_port()
+    writer = KafkaWriter(address, topic="late.anomalies",
+                         extra_config={"message.timeout.ms": 500, "log_level": 0})
+    writer._producer.flush_timeout_s = 0.5
+    before = sink_errors("kafka")
+    procs = []
+    timer = threading.Timer(1.5, lambda: procs.append(start_tansu(address, tmp_path / "late.log")))
+    timer.start()
+    alert = make_alert(fingerprint="fp-late")
+    start = time.monotonic()
+    try:
+        writer.write([alert], [encode_alert(alert)])  # blocks until delivered
+        took = time.monotonic() - start
+        assert writer._producer.pending == 0
+        writer.close()
+        assert took >= 1.4
+        assert sink_errors("kafka") - before >= 1  # timed-out attempts were counted
+        msgs = read_partition(address, "late.anomalies", 0, 1)
+        assert [(m.key(), orjson.loads(m.value())["alert_id"]) for m in msgs] == [(b"fp-late", alert["alert_id"])]
+    finally:
+        timer.join()
+        for proc in procs:
+            stop_tansu(proc)
 
 
 def test_kafka_unreachable_broker_raises_after_max_retry() -> None:

@@ -1,0 +1,84 @@
+"""The whole dataflow on Bytewax's testing source and sink."""
+
+from tests.helpers import T0, batches, request, run_flow, steady
+
+
+def _types(alerts):
+    return sorted((a["type"], a["service"], a["model"]) for a in alerts)
+
+
+def test_latency_incident_alerts_once_with_spec_fields():
+    def slow(ts, lat):
+        return lat * 5 if T0 + 60 * 60 <= ts < T0 + 70 * 60 else lat
+
+    alerts, dead = run_flow(batches(steady(90, latency_fn=slow)))
+    assert dead == []
+    lat = [a for a in alerts if a["type"] == "latency"]
+    assert len(lat) == 1, alerts
+    a = lat[0]
+    for field in ("alert_id", "fingerprint", "type", "severity", "service", "model", "subject", "metric",
+                  "observed", "expected", "score", "detector", "event_time", "detected_at", "summary",
+                  "evidence", "root_cause_hints", "similar_incidents"):
+        assert field in a
+    assert (a["service"], a["model"], a["subject"]) == ("svc", "m1", None)
+    assert a["event_time"] == "2026-01-05T01:00:00Z"
+    assert a["observed"] > 3 * a["expected"]
+    assert 0.9 <= a["score"] <= 1.0
+    assert a["severity"] in ("high", "critical")
+    assert not [x for x in alerts if x["type"] != "latency" and x["type"] != "ttft"], alerts
+
+
+def test_single_slow_request_is_not_an_incident():
+    evs = steady(90)
+    evs.append(request(T0 + 60 * 60 + 1.5, latency=60_000.0, ttft_ms=30_000.0))
+    evs.sort(key=lambda e: e["timestamp"])
+    alerts, _ = run_flow(batches(evs))
+    assert alerts == []
+
+
+def test_alert_ids_are_stable_across_replays():
+    def slow(ts, lat):
+        return lat * 6 if T0 + 50 * 60 <= ts < T0 + 56 * 60 else lat
+
+    evs = steady(70, latency_fn=slow)
+    a1, _ = run_flow(batches(evs))
+    a2, _ = run_flow(batches(evs, size=97))
+    assert [a["alert_id"] for a in a1] == [a["alert_id"] for a in a2]
+    assert a1 and a1[0]["fingerprint"] == a2[0]["fingerprint"]
+
+
+def test_bad_input_goes_to_dead_letters_and_the_run_goes_on():
+    good = steady(5)
+    bad = [b"not json at all", b'{"timestamp": 1767571200, "service": "svc"', b"[1,2]",
+           b'{"timestamp": 1767571200, "service": 3, "model": "m"}', b'{"timestamp": 1767571200, "service": "\xff", "model": "m"}']
+    items = batches(good[:100]) + batches(bad, partition="p0") + batches(good[100:])
+    alerts, dead = run_flow(items)
+    assert sorted(d.reason for d in dead) == sorted(["bad_json", "bad_json", "not_object", "wrong_type", "invalid_utf8"])
+    assert all(d.detail for d in dead)
+
+
+def test_coordinated_attack_needs_more_than_ten_events_in_five_minutes():
+    sec = [{"event_type": "security", "timestamp": T0 + i * 20, "source": "10.0.0.9", "kind": "jailbreak"}
+           for i in range(11)]  # 11 events within 200 s
+    slow = [{"event_type": "security", "timestamp": T0 + i * 40, "source": "10.0.0.7", "kind": "jailbreak"}
+            for i in range(11)]  # 11 events over 400 s: at most 8 in any 5 minutes
+    alerts, _ = run_flow(batches(sorted(sec + slow, key=lambda e: e["timestamp"])))
+    assert [(a["type"], a["subject"]) for a in alerts] == [("coordinated_attack", "10.0.0.9")]
+    assert alerts[0]["model"] is None and alerts[0]["observed"] == 11
+
+
+def test_lagging_partition_does_not_turn_events_late():
+    """Two partitions feeding one key, one hours behind the other in event time."""
+    early = steady(60, seed=2)
+    late_part = steady(60, seed=3, start=T0 + 3 * 3600)
+    items = []
+    b_early = batches(early, partition="p-early", size=200)
+    b_late = batches(late_part, partition="p-late", size=200)
+    for x, y in zip(b_late, b_early):  # the fast partition is read first
+        items += [x, y]
+    from sentinel.metrics import get_metrics
+
+    late = get_metrics().events.labels(outcome="late")
+    before = late._value.get()
+    run_flow(items)
+    assert late._value.get() == before
