@@ -115,9 +115,11 @@ def build_flow(
 
 def get_flow() -> Dataflow:
     """The flow named by SENTINEL_FLOW (the embedded default when unset), metrics started."""
+    from sentinel import shutdown
     from sentinel.config import config_from_env
     from sentinel.runtime import prepare
 
     cfg = config_from_env()
     prepare(cfg)
+    shutdown.install()
     return build_flow(cfg)

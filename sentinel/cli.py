@@ -36,6 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bytewax._bytewax import cli_main
 
     from flows import build_flow
+    from sentinel import shutdown
     from sentinel.runtime import prepare
 
     try:
@@ -47,6 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
     prepare(cfg)
+    shutdown.install()
     if args.config is None:
         log.info("no flow definition given: running the embedded default (simulated telemetry, "
                  "24 simulated hours at 60x, alerts on stdout); Ctrl-C stops it")
@@ -67,7 +69,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.info("interrupted: stopped after %.1fs", time.monotonic() - t0)
         return 130
-    log.info("flow %r finished in %.1fs", cfg.name, time.monotonic() - t0)
+    if shutdown.requested():
+        log.info("flow %r stopped on request after %.1fs; sinks flushed", cfg.name, time.monotonic() - t0)
+    else:
+        log.info("flow %r finished in %.1fs", cfg.name, time.monotonic() - t0)
     return 0
 
 

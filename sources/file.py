@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from sentinel import shutdown
 from sentinel.events import RawBatch, RawRecord
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class _FilePartition(StatefulSourcePartition[RawBatch, FileState]):
         self._next_log = time.monotonic() + 10.0
 
     def next_batch(self) -> List[RawBatch]:
+        if shutdown.requested():
+            raise StopIteration()
         records: List[RawRecord] = []
         f, limit, path, enc = self._f, self._max_line, self._path, self._encoding
         line_no = self._line

@@ -16,6 +16,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from sentinel.config import KafkaSource as KafkaSourceConfig
+from sentinel import shutdown
 from sentinel.events import RawBatch, RawRecord
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         log.info("kafka: reading %s from %s", self._name, start)
 
     def next_batch(self) -> List[RawBatch]:
+        if shutdown.requested():
+            raise StopIteration()
         msgs = self._consumer.consume(self._cfg.batch_size, 0.05)
         now = time.monotonic()
         if not msgs:

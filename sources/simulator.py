@@ -15,6 +15,7 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from sentinel.config import SimulatorSource as SimulatorConfig
+from sentinel import shutdown
 from sentinel.events import RawBatch, RawRecord
 from sentinel.simulator import Simulator, to_epoch
 
@@ -45,6 +46,8 @@ class _SimPartition(StatefulSourcePartition[RawBatch, int]):
                  cfg.speed or "max", len(self._sim.labels))
 
     def next_batch(self) -> List[RawBatch]:
+        if shutdown.requested():
+            raise StopIteration()
         cfg = self._cfg
         horizon = float("inf")
         if cfg.speed > 0:

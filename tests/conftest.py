@@ -1,7 +1,8 @@
 """Shared fixtures: real brokers for integration tests (never mocks, never skips).
 
 * ``tansu`` - a Tansu Kafka broker (in-memory storage) on a free loopback port,
-  one per test session; yields ``"127.0.0.1:PORT"``.
+  one per test session; yields ``"127.0.0.1:PORT"`` (the one in
+  ``SENTINEL_TEST_KAFKA`` when .ci/run has started it).
 * ``kafka_topic`` - factory: ``kafka_topic(partitions=1)`` creates a uniquely
   named topic on that broker and returns its name.
 * ``rabbitmq_url`` - the local RabbitMQ (``SENTINEL_TEST_AMQP_URL`` or
@@ -150,6 +151,19 @@ def stop_tansu(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The broker .ci/run started (``SENTINEL_TEST_KAFKA``), else one of our own."""
+    given = os.environ.get("SENTINEL_TEST_KAFKA")
+    if given:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": given})
+        try:
+            admin.list_topics(timeout=15)
+        except Exception as exc:
+            pytest.fail("SENTINEL_TEST_KAFKA=%s does not answer: %s" % (given, exc), pytrace=False)
+        del admin
+        yield given
+        return
     address = "127.0.0.1:%d" % _free_port()
     log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
     proc = start_tansu(address, log_path)
