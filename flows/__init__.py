@@ -116,10 +116,13 @@ def build_flow(
 def get_flow() -> Dataflow:
     """The flow named by SENTINEL_FLOW (the embedded default when unset), metrics started."""
     from sentinel import shutdown
-    from sentinel.config import config_from_env
+    from sentinel.config import ConfigError, config_from_env
     from sentinel.runtime import prepare
 
-    cfg = config_from_env()
+    try:
+        cfg = config_from_env()
+    except ConfigError as ex:
+        raise SystemExit(str(ex)) from None
     prepare(cfg)
     shutdown.install()
     return build_flow(cfg)
