@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
-    prepare(cfg)
+    prepare(cfg, args.process_id or 0)
     shutdown.install()
     if args.config is None:
         log.info("no flow definition given: running the embedded default (simulated telemetry, "

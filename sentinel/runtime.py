@@ -24,17 +24,22 @@ def setup_logging(level: str = "") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def prepare(cfg: FlowConfig) -> None:
-    """Logging and the metrics endpoint, once per process."""
+def prepare(cfg: FlowConfig, process_id: int = 0) -> None:
+    """Logging and the metrics endpoint, once per process.
+
+    Processes of one cluster on one host each need a port: process N serves
+    on ``metrics.port + N`` (``sentinel run -i N``), unless
+    ``SENTINEL_METRICS_PORT_OFFSET`` says otherwise (0 on Kubernetes, where
+    every pod has its own address).
+    """
     setup_logging()
     port = cfg.metrics.port
     if port:
-        # Processes of one cluster on one host: process i serves on port + i.
-        proc = int(os.environ.get("BYTEWAX_PROCESS_ID", os.environ.get("SENTINEL_PROCESS_ID", "0")) or 0)
+        offset = int(os.environ.get("SENTINEL_METRICS_PORT_OFFSET", process_id) or 0)
         try:
-            metrics.serve(port + proc, cfg.metrics.host)
+            metrics.serve(port + offset, cfg.metrics.host)
         except OSError as ex:
-            raise SystemExit(f"metrics: cannot listen on {cfg.metrics.host}:{port + proc}: {ex.strerror or ex} "
+            raise SystemExit(f"metrics: cannot listen on {cfg.metrics.host}:{port + offset}: {ex.strerror or ex} "
                              f"(set metrics.port to another port, or 0 to turn the endpoint off)") from None
     log.info("flow %r: source %s, sinks %s, dead letters %s, windows %.0fs", cfg.name, cfg.source.kind,
              ",".join(s.kind for s in cfg.sinks) or "none", cfg.dead_letters.kind, cfg.windows.size)

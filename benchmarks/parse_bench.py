@@ -1,0 +1,68 @@
+"""The parse edge: hand-checked fast path versus an equivalent pydantic model.
+
+    python benchmarks/parse_bench.py [N]
+
+Both paths decode the same simulated lines with orjson and build the same
+validated event; the pydantic model declares the SPEC section 1 fields with
+their types and bounds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Literal, Optional, Union
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from sentinel.parse import parse_json_record
+from sentinel.simulator import Simulator
+
+
+class PydanticEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    timestamp: Union[float, str]
+    service: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    event_type: Literal["llm.request"] = "llm.request"
+    provider: Optional[str] = None
+    operation: Optional[str] = None
+    latency_ms: Optional[float] = Field(default=None, ge=0)
+    ttft_ms: Optional[float] = Field(default=None, ge=0)
+    input_tokens: Optional[int] = Field(default=None, ge=0)
+    output_tokens: Optional[int] = Field(default=None, ge=0)
+    cost_usd: Optional[float] = Field(default=None, ge=0)
+    status: Literal["ok", "error"] = "ok"
+    error_type: Optional[str] = None
+    user_id: Optional[str] = None
+    tenant_id: Optional[str] = None
+    source_ip: Optional[str] = None
+    event_id: Optional[str] = None
+    region: Optional[str] = None
+
+
+def main() -> int:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    lines = []
+    for line in Simulator(seed=1, hours=2, rate=18.5, incidents=[]).iter_lines():
+        if b'"security"' not in line:
+            lines.append(line.rstrip(b"\n"))
+        if len(lines) >= n:
+            break
+    t0 = time.perf_counter()
+    for line in lines:
+        parse_json_record(line)
+    fast = time.perf_counter() - t0
+    validate = PydanticEvent.model_validate_json
+    t0 = time.perf_counter()
+    for line in lines:
+        validate(line)
+    pyd = time.perf_counter() - t0
+    print(f"{len(lines)} events: hand-checked {len(lines) / fast:,.0f}/s ({fast / len(lines) * 1e6:.2f} us), "
+          f"pydantic model_validate_json {len(lines) / pyd:,.0f}/s ({pyd / len(lines) * 1e6:.2f} us)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The Kubernetes manifests parse, and the flow they carry is a valid flow definition."""
+
+from pathlib import Path
+
+import yaml
+
+from sentinel.config import load_config_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_manifests_parse_and_carry_a_valid_flow():
+    docs = list(yaml.safe_load_all((ROOT / "k8s" / "sentinel.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert {"ConfigMap", "Service", "StatefulSet"} <= set(kinds)
+    flow = yaml.safe_load(kinds["ConfigMap"]["data"]["flow.yaml"])
+    cfg = load_config_dict(flow, "k8s ConfigMap")
+    assert cfg.source.kind == "kafka" and cfg.metrics.host == "0.0.0.0"
+    sts = kinds["StatefulSet"]["spec"]
+    assert sts["serviceName"] == kinds["Service"]["metadata"]["name"]
+    env = {e["name"]: e["value"] for e in sts["template"]["spec"]["containers"][0]["env"]}
+    assert env["SENTINEL_FLOW"] == "/etc/sentinel/flow.yaml"
+    assert int(env["REPLICAS"]) == sts["replicas"]
