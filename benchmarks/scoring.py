@@ -132,7 +132,8 @@ def score(
     if duration_s <= 0:
         msg = f"duration_s must be > 0, got {duration_s!r}"
         raise ValueError(msg)
-    bodies = [alert_body(a) for a in alerts]
+    # A resolve message is not a page: it neither detects nor counts as false.
+    bodies = [b for b in (alert_body(a) for a in alerts) if b.get("status", "firing") != "resolved"]
     matched = [False] * len(bodies)
     by_type: Dict[str, List[int]] = {}
     delays_by_type: Dict[str, List[float]] = {}

@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Tuple
 
+from detectors.drift import DriftDetector
+from detectors.episode import Episode
 from detectors.robust import RobustBaseline, z_to_score
+from detectors.seasonal import SeasonalProfile
 
 
 class WindowFeatures:
@@ -52,14 +55,18 @@ class WindowFeatures:
 
 
 class Finding:
-    """A new anomaly episode on a key: what the flow turns into an alert."""
+    """A lifecycle transition of an anomaly episode on a key: what the flow turns into an alert.
+
+    ``status`` is ``firing`` (a new episode), ``escalated`` (it grew a
+    severity step) or ``resolved`` (back to normal for the quiet period).
+    """
 
     __slots__ = ("type", "metric", "observed", "expected", "score", "z", "event_time",
-                 "window_end", "severity", "evidence", "direction")
+                 "window_end", "severity", "evidence", "direction", "status")
 
     def __init__(self, type: str, metric: str, observed: float, expected: float, score: float,
                  z: float, event_time: float, window_end: float, severity: str,
-                 evidence: dict, direction: str) -> None:
+                 evidence: dict, direction: str, status: str = "firing") -> None:
         self.type = type
         self.metric = metric
         self.observed = observed
@@ -71,12 +78,11 @@ class Finding:
         self.severity = severity
         self.evidence = evidence
         self.direction = direction
+        self.status = status
 
     def __repr__(self) -> str:
-        return f"Finding({self.type}, {self.metric}, observed={self.observed:.4g}, expected={self.expected:.4g}, score={self.score:.3f})"
-
-
-SEVERITIES = ("info", "low", "medium", "high", "critical")
+        return (f"Finding({self.status} {self.type}, {self.metric}, observed={self.observed:.4g}, "
+                f"expected={self.expected:.4g}, score={self.score:.3f})")
 
 
 def severity_for(ratio: float, score: float) -> str:
@@ -90,24 +96,10 @@ def severity_for(ratio: float, score: float) -> str:
     return "low"
 
 
-class _Episode:
-    """Persistence and episode state of one metric on one key."""
-
-    __slots__ = ("run", "first_start", "first_obs", "active", "quiet", "peak")
-
-    def __init__(self) -> None:
-        self.run = 0
-        self.first_start = 0.0
-        self.first_obs: Optional[Tuple[float, float, float, float]] = None
-        self.active = False
-        self.quiet = 0
-        self.peak = 0.0
-
-    def __getstate__(self):
-        return (self.run, self.first_start, self.first_obs, self.active, self.quiet, self.peak)
-
-    def __setstate__(self, s) -> None:
-        self.run, self.first_start, self.first_obs, self.active, self.quiet, self.peak = s
+def _ratio(value: float, expected: float) -> float:
+    if expected > 0 and value > 0:
+        return max(value / expected, expected / value)
+    return 1.0
 
 
 # metric name -> (alert type, feature attribute, direction: +1 high side, 0 both sides)
@@ -119,14 +111,25 @@ METRICS: Dict[str, Tuple[str, str, int]] = {
     "cost_per_request_usd": ("cost", "cost", +1),
     "request_count": ("traffic", "count", 0),
 }
+# Metrics also watched for slow drift (type ``drift``).
+DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
+ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")
 
 
 class KeyDetectors:
-    """All window-level detectors of one service/model key."""
+    """All window-level detectors of one service/model key.
 
-    def __init__(self, types: Tuple[str, ...] = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic"),
+    Layers: a robust baseline per metric (spikes and steps, with persistence),
+    a time-of-day profile for traffic, a CUSUM drift detector on tokens and
+    cost, and a binomial test for the error rate. During the key's first
+    ``cold_windows`` windows after warm-up a window must deviate twice as far
+    to count: a new model's young baseline does not page on its own noise.
+    """
+
+    def __init__(self, types: Tuple[str, ...] = ALL_TYPES,
                  warmup_windows: int = 30, min_requests: int = 8, threshold: float = 0.9,
-                 persistence: int = 2, quiet_windows: int = 5, relearn_after: int = 30) -> None:
+                 persistence: int = 2, quiet_windows: int = 5, relearn_after: int = 30,
+                 seasonality: bool = True, cold_windows: int = 60) -> None:
         self.types = tuple(types)
         self.warmup_windows = warmup_windows
         self.min_requests = min_requests
@@ -134,15 +137,22 @@ class KeyDetectors:
         self.persistence = persistence
         self.quiet_windows = quiet_windows
         self.relearn_after = relearn_after
+        self.seasonality = seasonality
+        self.cold_windows = cold_windows
         self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
         self._base: Dict[str, RobustBaseline] = {
             m: RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
                               warmup=warmup_windows // 2, offset=1e-6 if m == "cost_per_request_usd" else 1.0)
             for m in self._metrics
         }
-        self._ep: Dict[str, _Episode] = {m: _Episode() for m in self._metrics + ["error_rate"]}
+        self._season = SeasonalProfile() if seasonality and "request_count" in self._metrics else None
+        self._drift: Dict[str, DriftDetector] = {}
+        if "drift" in self.types:
+            self._drift = {m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0)
+                           for m in DRIFT_METRICS}
+        names = self._metrics + ["error_rate"] + [f"drift:{m}" for m in self._drift]
+        self._ep: Dict[str, Episode] = {m: Episode() for m in names}
         self._err_rate: Optional[float] = None
-        self._err_n = 0
         self._windows = 0
 
     @property
@@ -150,10 +160,12 @@ class KeyDetectors:
         return self._windows
 
     def update(self, f: WindowFeatures) -> List[Finding]:
-        """Score one closed window, then learn it; return new episodes."""
+        """Score one closed window, then learn it; return lifecycle transitions."""
         out: List[Finding] = []
         warm = self._windows >= self.warmup_windows
+        cold = self._windows < self.warmup_windows + self.cold_windows
         busy = f.count >= self.min_requests
+        mid = (f.start + f.end) / 2.0
         for m in self._metrics:
             typ, attr, direction = METRICS[m]
             value = getattr(f, attr)
@@ -162,25 +174,66 @@ class KeyDetectors:
                 self._step(m, f, None, out, warm)
                 continue
             value = float(value)
-            z = base.z(value)
-            if direction > 0 and z < 0:
-                z_eff = 0.0
-            else:
-                z_eff = abs(z)
+            # Traffic is compared with its level plus the offset usual for this time of day.
+            season = self._season.offset(mid) if (self._season is not None and m == "request_count") else 0.0
+            adj = value if season == 0.0 else (value + base.offset) * math.exp(-season) - base.offset
+            z = base.z(adj)
+            z_eff = 0.0 if (direction > 0 and z < 0) else abs(z)
+            if cold:
+                z_eff /= 2.0
             score = z_to_score(z_eff)
             exp = base.expected()
-            obs = (value, exp if exp is not None else value, score, z)
-            self._step(m, f, obs if score >= self.threshold else None, out, warm, obs)
+            exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
+            obs = (value, exp, score, z, severity_for(_ratio(value, exp), score))
+            self._step(m, f, obs if score >= self.threshold else None, out, warm)
             ep = self._ep[m]
             if ep.active and ep.run >= self.relearn_after:
                 # A lasting level shift that was alerted: it is the new normal.
-                base.relearn(value)
+                base.relearn(adj)
                 ep.run = 0
-            base.learn_one(value)
+            if m in self._drift:
+                self._drift_step(m, f, value, base, ep, out, warm)
+            if self._season is not None and m == "request_count" and score < self.threshold and base.n > 0:
+                self._season.learn(mid, math.log(value + base.offset) - base._loc)
+            base.learn_one(adj)
         if "error_rate" in self.types:
             self._error_rate(f, out, warm)
         self._windows += 1
         return out
+
+    def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline, ep: Episode,
+                    out: List[Finding], warm: bool) -> None:
+        det = self._drift[m]
+        dep = self._ep[f"drift:{m}"]
+        if ep.run > 0 or ep.active:
+            # A sudden change is the spike detector's; do not count it twice as drift.
+            det.rebase()
+            alarm = None
+        else:
+            alarm = det.update(value, base.scale)
+        if alarm is None:
+            last, severity, first = dep.last_obs, dep.severity, dep.first_start
+            if dep.step(f.start, None, 1, self.quiet_windows * 6, warm) == "resolved":
+                fd = self._finding(f"drift:{m}", f, last, dep, "resolved")
+                fd.severity, fd.event_time = severity, first
+                out.append(fd)
+            return
+        direction, length, mean_log = alarm
+        ref = det.reference
+        change = math.exp(mean_log) - 1.0
+        start = f.end - length * (f.end - f.start)
+        obs = (value, ref if ref is not None else value, 0.95, mean_log / max(base.scale, 1e-6),
+               "medium" if abs(change) < 1.0 else "high")
+        if not dep.active:
+            dep.first_start = start
+        t = dep.step(start, obs, 1, self.quiet_windows * 6, warm)
+        if t is not None:
+            fd = self._finding(f"drift:{m}", f, obs, dep, t)
+            fd.evidence.update({"change": round(change, 3), "change_start": start,
+                                "windows_accumulated": length})
+            if t == "firing":
+                fd.event_time = start
+            out.append(fd)
 
     def _error_rate(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:
         n, k = f.count, f.errors
@@ -192,47 +245,35 @@ class KeyDetectors:
         p_eff = min(max(p, 0.005), 0.5)
         z = (k - n * p_eff) / math.sqrt(n * p_eff * (1 - p_eff))
         score = z_to_score(z) if (k >= 3 and rate >= 2 * p_eff) else 0.0
-        obs = (rate, p, score, z)
-        self._step("error_rate", f, obs if score >= self.threshold else None, out, warm, obs)
+        ratio = (rate + 1e-9) / p_eff
+        sev = "critical" if rate >= 0.5 else "high" if rate >= 0.2 else "medium" if rate >= 0.05 else "low"
+        obs = (rate, p, score, z, sev if ratio >= 2 else "low")
+        self._step("error_rate", f, obs if score >= self.threshold else None, out, warm)
         a = 0.05 if score < self.threshold else 0.005
         if self._err_rate is None:
             self._err_rate = rate
         else:
             self._err_rate += a * (rate - self._err_rate)
 
-    def _step(self, m: str, f: WindowFeatures, anomalous, out: List[Finding], warm: bool, seen=None) -> None:
+    def _step(self, m: str, f: WindowFeatures, obs, out: List[Finding], warm: bool) -> None:
         ep = self._ep[m]
-        if anomalous is not None:
-            if ep.run == 0:
-                ep.first_start = f.start
-                ep.first_obs = anomalous
-            ep.run += 1
-            ep.quiet = 0
-            ep.peak = max(ep.peak, anomalous[2])
-            if not ep.active and ep.run >= self.persistence and warm:
-                ep.active = True
-                out.append(self._finding(m, f, anomalous, ep))
-            return
-        if ep.active:
-            ep.quiet += 1
-            if ep.quiet >= self.quiet_windows:
-                ep.active = False
-                ep.run = 0
-                ep.peak = 0.0
-        else:
-            ep.run = 0
-            ep.peak = 0.0
+        last, severity, first = ep.last_obs, ep.severity, ep.first_start
+        t = ep.step(f.start, obs, self.persistence, self.quiet_windows, warm)
+        if t is not None:
+            fd = self._finding(m, f, obs if obs is not None else last, ep, t)
+            if t == "resolved":
+                fd.severity, fd.event_time = severity, first
+            out.append(fd)
 
-    def _finding(self, m: str, f: WindowFeatures, obs, ep: _Episode) -> Finding:
-        value, expected, score, z = obs
-        typ = "error_rate" if m == "error_rate" else METRICS[m][0]
-        if m == "error_rate":
-            ratio = (value + 1e-9) / max(expected, 0.005)
-        elif expected > 0 and value > 0:
-            ratio = max(value / expected, expected / value)
+    def _finding(self, name: str, f: WindowFeatures, obs, ep: Episode, status: str) -> Finding:
+        value, expected, score, z, severity = obs
+        if name.startswith("drift:"):
+            typ, metric = "drift", name[6:]
+        elif name == "error_rate":
+            typ, metric = "error_rate", name
         else:
-            ratio = 1.0
-        direction = "up" if z >= 0 else "down"
+            typ, metric = METRICS[name][0], name
+        ratio = (value + 1e-9) / max(expected, 0.005) if name == "error_rate" else _ratio(value, expected)
         evidence = {
             "z": round(z, 2),
             "ratio": round(ratio, 3),
@@ -241,8 +282,11 @@ class KeyDetectors:
             "window_seconds": f.end - f.start,
             "requests_in_window": f.count,
         }
-        return Finding(typ, m, value, expected, max(score, ep.peak), z, ep.first_start, f.end,
-                       severity_for(ratio, score), evidence, direction)
+        if status == "resolved":
+            evidence["resolved_after_windows"] = self.quiet_windows
+        return Finding(typ, metric, value, expected, max(score, ep.peak), z, ep.first_start, f.end,
+                       ep.severity if status != "firing" else severity, evidence,
+                       "up" if z >= 0 else "down", status)
 
     def __getstate__(self):
         return self.__dict__.copy()

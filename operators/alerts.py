@@ -32,9 +32,11 @@ def fingerprint(type_: str, service: Optional[str], model: Optional[str], subjec
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-def alert_id(fp: str, episode_start: float) -> str:
-    """Stable under redelivery and replay: derived from the fingerprint and the episode's event time."""
-    return hashlib.sha256(f"{fp}|{episode_start:.3f}".encode()).hexdigest()[:32]
+def alert_id(fp: str, episode_start: float, status: str = "firing", severity: str = "") -> str:
+    """Stable under redelivery and replay: the fingerprint, the episode's start in event time,
+    and for later messages of the episode its status (and the severity it escalated to)."""
+    tail = "" if status == "firing" else f"|{status}|{severity}"
+    return hashlib.sha256(f"{fp}|{episode_start:.3f}{tail}".encode()).hexdigest()[:32]
 
 
 def _fmt(metric: str, v: float) -> str:
@@ -63,18 +65,24 @@ def make_alert(
     summary: Optional[str] = None,
     ingested_at: Optional[float] = None,
     now: Optional[float] = None,
+    status: str = "firing",
 ) -> Dict[str, Any]:
     fp = fingerprint(type_, service, model, subject)
     if summary is None:
         what = METRIC_UNITS.get(metric, metric)
         where = f"{service}/{model}" if model else (service or subject or "fleet")
         direction = "above" if observed >= expected else "below"
-        summary = (
-            f"{what.capitalize()} of {where} is {_fmt(metric, observed)}, "
-            f"{direction} its usual {_fmt(metric, expected)}."
-        )
+        if status == "resolved":
+            summary = f"{what.capitalize()} of {where} is back to normal (last anomalous: {_fmt(metric, observed)})."
+        else:
+            summary = (
+                f"{what.capitalize()} of {where} is {_fmt(metric, observed)}, "
+                f"{direction} its usual {_fmt(metric, expected)}."
+            )
+            if status == "escalated":
+                summary = f"Escalated to {severity}: " + summary
     alert = {
-        "alert_id": alert_id(fp, event_time),
+        "alert_id": alert_id(fp, event_time, status, severity),
         "fingerprint": fp,
         "type": type_,
         "severity": severity,
@@ -92,7 +100,7 @@ def make_alert(
         "evidence": evidence or {},
         "root_cause_hints": [],
         "similar_incidents": [],
-        "status": "firing",
+        "status": status,
     }
     if ingested_at is not None:
         alert[INGESTED_AT] = ingested_at

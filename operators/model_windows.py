@@ -27,7 +27,7 @@ Group = Tuple[str, str, List[LLMEvent], float]
 class WindowAgg:
     """Running aggregate of one window of one key."""
 
-    __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "n_tok", "cost", "n_cost")
+    __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "cost", "tok_total", "cost_total")
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -35,11 +35,11 @@ class WindowAgg:
         self.errors = 0
         self.lat: List[float] = []
         self.ttft: List[float] = []
-        self.in_tok = 0
-        self.out_tok = 0
-        self.n_tok = 0
-        self.cost = 0.0
-        self.n_cost = 0
+        self.in_tok: List[int] = []
+        self.out_tok: List[int] = []
+        self.cost: List[float] = []
+        self.tok_total = 0
+        self.cost_total = 0.0
 
     def add(self, ev: LLMEvent) -> None:
         self.count += 1
@@ -52,13 +52,15 @@ class WindowAgg:
             self.lat.append(ev.latency_ms)
         if ev.ttft_ms is not None:
             self.ttft.append(ev.ttft_ms)
-        if ev.output_tokens is not None or ev.input_tokens is not None:
-            self.in_tok += ev.input_tokens or 0
-            self.out_tok += ev.output_tokens or 0
-            self.n_tok += 1
+        if ev.input_tokens is not None:
+            self.in_tok.append(ev.input_tokens)
+            self.tok_total += ev.input_tokens
+        if ev.output_tokens is not None:
+            self.out_tok.append(ev.output_tokens)
+            self.tok_total += ev.output_tokens
         if ev.cost_usd is not None:
-            self.cost += ev.cost_usd
-            self.n_cost += 1
+            self.cost.append(ev.cost_usd)
+            self.cost_total += ev.cost_usd
 
     def features(self, size: float) -> WindowFeatures:
         lat = sorted(self.lat)
@@ -71,11 +73,11 @@ class WindowAgg:
             _q(lat, 0.5),
             _q(lat, 0.95),
             _q(ttft, 0.95),
-            self.in_tok / self.n_tok if self.n_tok else None,
-            self.out_tok / self.n_tok if self.n_tok else None,
-            self.cost / self.n_cost if self.n_cost else None,
-            self.cost,
-            self.in_tok + self.out_tok,
+            _trimmed_mean(self.in_tok),
+            _trimmed_mean(self.out_tok),
+            _trimmed_mean(self.cost),
+            self.cost_total,
+            self.tok_total,
         )
 
     def __getstate__(self):
@@ -92,6 +94,19 @@ def _q(xs: List[float], q: float) -> Optional[float]:
         return None
     i = int(q * len(xs))
     return xs[i if i < len(xs) else -1]
+
+
+def _trimmed_mean(xs: List[float]) -> Optional[float]:
+    """Mean without the top and bottom 5% (at least the single largest value from 10 up):
+    one 20k-token answer does not make a window look like a tokens incident."""
+    n = len(xs)
+    if n == 0:
+        return None
+    if n < 10:
+        return sum(xs) / n
+    k = max(1, n // 20)
+    s = sorted(xs)[k:n - k]
+    return sum(s) / len(s)
 
 
 @dataclass
@@ -195,12 +210,18 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                 ev = dict(fd.evidence)
                 ev["provider"] = self.state.provider
                 ev["fired_event_time"] = iso(fd.window_end)
+                if "change_start" in ev:
+                    ev["change_start"] = iso(ev["change_start"])
+                ev["first_window_start"] = iso(ev["first_window_start"])
                 alert = make_alert(
                     fd.type, fd.metric, fd.observed, fd.expected, fd.score, fd.severity,
-                    "robust_baseline", fd.event_time, self.service, self.model,
-                    evidence=ev, ingested_at=ingested_at if ingested_at is not None else self.state.last_ingest,
+                    "cusum_drift" if fd.type == "drift" else "robust_baseline", fd.event_time,
+                    self.service, self.model, evidence=ev,
+                    ingested_at=ingested_at if ingested_at is not None else self.state.last_ingest,
+                    status=fd.status,
                 )
-                self._anomalies.labels(type=fd.type, severity=fd.severity).inc()
+                if fd.status == "firing":
+                    self._anomalies.labels(type=fd.type, severity=fd.severity).inc()
                 out.append(alert)
         self._windows_closed.inc(len(closed))
         return out

@@ -14,7 +14,13 @@ def test_latency_incident_alerts_once_with_spec_fields():
     alerts, dead = run_flow(batches(steady(90, latency_fn=slow)))
     assert dead == []
     lat = [a for a in alerts if a["type"] == "latency"]
-    assert len(lat) == 1, alerts
+    statuses = [a["status"] for a in lat]
+    # One page, escalations only if it grew, one resolve; all one fingerprint.
+    assert statuses[0] == "firing" and statuses[-1] == "resolved", statuses
+    assert set(statuses[1:-1]) <= {"escalated"} and len(statuses) <= 4, statuses
+    assert len({a["fingerprint"] for a in lat}) == 1
+    assert len({a["alert_id"] for a in lat}) == len(lat)
+    assert lat[-1]["event_time"] == lat[0]["event_time"]
     a = lat[0]
     for field in ("alert_id", "fingerprint", "type", "severity", "service", "model", "subject", "metric",
                   "observed", "expected", "score", "detector", "event_time", "detected_at", "summary",
@@ -25,7 +31,7 @@ def test_latency_incident_alerts_once_with_spec_fields():
     assert a["observed"] > 3 * a["expected"]
     assert 0.9 <= a["score"] <= 1.0
     assert a["severity"] in ("high", "critical")
-    assert not [x for x in alerts if x["type"] != "latency" and x["type"] != "ttft"], alerts
+    assert not [x for x in alerts if x["type"] not in ("latency", "ttft")], alerts
 
 
 def test_single_slow_request_is_not_an_incident():
@@ -43,8 +49,8 @@ def test_alert_ids_are_stable_across_replays():
     evs = steady(70, latency_fn=slow)
     a1, _ = run_flow(batches(evs))
     a2, _ = run_flow(batches(evs, size=97))
-    assert [a["alert_id"] for a in a1] == [a["alert_id"] for a in a2]
-    assert a1 and a1[0]["fingerprint"] == a2[0]["fingerprint"]
+    assert a1 and [a["alert_id"] for a in a1] == [a["alert_id"] for a in a2]
+    assert a1[0]["fingerprint"] == a2[0]["fingerprint"]
 
 
 def test_bad_input_goes_to_dead_letters_and_the_run_goes_on():
@@ -63,7 +69,7 @@ def test_coordinated_attack_needs_more_than_ten_events_in_five_minutes():
     slow = [{"event_type": "security", "timestamp": T0 + i * 40, "source": "10.0.0.7", "kind": "jailbreak"}
             for i in range(11)]  # 11 events over 400 s: at most 8 in any 5 minutes
     alerts, _ = run_flow(batches(sorted(sec + slow, key=lambda e: e["timestamp"])))
-    assert [(a["type"], a["subject"]) for a in alerts] == [("coordinated_attack", "10.0.0.9")]
+    assert [(a["type"], a["subject"], a["status"]) for a in alerts] == [("coordinated_attack", "10.0.0.9", "firing")]
     assert alerts[0]["model"] is None and alerts[0]["observed"] == 11
 
 
