@@ -89,7 +89,8 @@ def test_file_flow_with_bad_input_ends_cleanly(tmp_path):
     big = next(d for d in dead if d["reason"] == "oversized")
     assert str(len(bad[3]) - 1) in big["detail"] or "bytes" in big["detail"]
     got = [json.loads(line) for line in alerts.read_text().splitlines()]
-    lat = [a for a in got if a["type"] == "latency" and a["service"] == "support-bot" and a["model"] == "gpt-4o-mini"]
+    lat = [a for a in got if a["type"] == "latency" and a["service"] == "support-bot" and a["model"] == "gpt-4o-mini"
+           and a["status"] == "firing"]
     assert len(lat) == 1, got
 
 
