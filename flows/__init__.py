@@ -104,6 +104,19 @@ def build_flow(
     alerts = op.merge("alerts", *streams)
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
 
+    # Silences and feedback, then one incident per group of related anomalies.
+    from operators.incidents import IncidentLogic, group_key
+    from operators.silences import AlertFilter, get_controls, load_silences
+
+    controls = get_controls()
+    load_silences(cfg.alerting.silences, controls)
+    alerts = op.filter("alert_filter", alerts, AlertFilter(controls))
+    group_by = tuple(cfg.alerting.group_by)
+    grouped = op.key_on("group_key", alerts, lambda a: group_key(a, group_by))
+    alerts = op.stateful("incidents", grouped, lambda st: IncidentLogic(cfg.alerting, st))
+    alerts = op.map("unkey_incidents", alerts, lambda kv: kv[1])
+    alerts = op.inspect("remember_alerts", alerts, lambda _step, a: controls.remember(a))
+
     for i, sink in enumerate(alert_sinks if alert_sinks is not None else make_alert_sinks(cfg)):
         op.output(f"alerts_out_{i}", alerts, sink)
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from bytewax.operators import StatefulLogic
 
 from detectors.robust import RobustBaseline
-from operators.alerts import iso, make_alert
+from operators.alerts import iso, make_alert, resolved
 from operators.model_windows import _utc_in
 from operators.windowing import KeyWindows
 from sentinel.config import FlowConfig
@@ -52,6 +52,7 @@ class ActorState:
     active: bool = False
     quiet: int = 0
     last_ingest: float = 0.0
+    firing: Optional[Dict[str, Any]] = None  # the open episode's alert
 
 
 class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str, Any], ActorState]):
@@ -134,7 +135,8 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
                 st.quiet = 0
                 if not st.active and st.run >= ta.persistence:
                     st.active = True
-                    out.append(self._alert(agg, tokens, expected, st, start + self.ta.window))
+                    st.firing = self._alert(agg, tokens, expected, st, start + self.ta.window)
+                    out.append(st.firing)
                 base.learn_one(tokens) if not warm else None
             else:
                 if st.active:
@@ -142,6 +144,9 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
                     if st.quiet >= self.cfg.detection.quiet_windows:
                         st.active = False
                         st.run = 0
+                        if st.firing is not None:
+                            out.append(resolved(st.firing, start + self.ta.window))
+                            st.firing = None
                 else:
                     st.run = 0
                 base.learn_one(tokens)

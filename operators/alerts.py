@@ -105,3 +105,19 @@ def make_alert(
     if ingested_at is not None:
         alert[INGESTED_AT] = ingested_at
     return alert
+
+
+def resolved(firing: Dict[str, Any], at_event_time: float) -> Dict[str, Any]:
+    """The resolve message of an episode whose firing alert is ``firing``."""
+    a = dict(firing)
+    a["status"] = "resolved"
+    a["alert_id"] = alert_id(a["fingerprint"], _parse(a["event_time"]), "resolved", a["severity"])
+    a["evidence"] = dict(a.get("evidence") or {}, fired_event_time=iso(at_event_time))
+    a["summary"] = "Resolved: " + a["summary"]
+    a["detected_at"] = iso(time.time())
+    a.pop(INGESTED_AT, None)
+    return a
+
+
+def _parse(s: str) -> float:
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()

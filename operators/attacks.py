@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
-from operators.alerts import iso, make_alert
+from operators.alerts import iso, make_alert, resolved
 from operators.model_windows import _utc_in
 from sentinel.config import FlowConfig
 from sentinel.events import SecurityEvent
@@ -32,6 +32,7 @@ class AttackState:
     active_until: float = float("-inf")
     last_wall: float = 0.0
     last_ingest: float = 0.0
+    firing: Optional[Dict[str, Any]] = None  # the open episode's alert
 
 
 class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dict[str, Any], AttackState]):
@@ -55,6 +56,9 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dic
         out: List[Dict[str, Any]] = []
         times = st.times
         for ev in events:
+            if st.firing is not None and ev.ts > st.active_until:
+                out.append(resolved(st.firing, st.active_until))
+                st.firing = None
             bisect.insort(times, ev.ts)
             st.kinds[ev.kind] += 1
             if ev.service:
@@ -70,7 +74,8 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dic
                     count, first = j - i, i
             if count > self.ac.threshold and times[first] > st.active_until:
                 st.active_until = times[first + count - 1] + win
-                out.append(self._alert(times[first], count, ev.ts))
+                st.firing = self._alert(times[first], count, ev.ts)
+                out.append(st.firing)
             elif count > self.ac.threshold:
                 st.active_until = max(st.active_until, ev.ts + win)
         # Keep two windows of history behind the newest event.
@@ -80,10 +85,23 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dic
         return out, StatefulLogic.RETAIN
 
     def on_notify(self):
-        if time.monotonic() - self.state.last_wall >= min(self.cfg.state.key_idle_evict, 2 * self.ac.window):
+        st = self.state
+        if st is not None and time.monotonic() - st.last_wall >= min(self.cfg.state.key_idle_evict,
+                                                                     2 * self.ac.window):
             self._keys.dec()
-            return [], StatefulLogic.DISCARD
+            return self._resolve_open(), StatefulLogic.DISCARD
         return [], StatefulLogic.RETAIN
+
+    def on_eof(self):
+        return self._resolve_open(), StatefulLogic.RETAIN
+
+    def _resolve_open(self) -> List[Dict[str, Any]]:
+        st = self.state
+        if st is None or st.firing is None:
+            return []
+        out = [resolved(st.firing, st.active_until)]
+        st.firing = None
+        return out
 
     def notify_at(self):
         if self.state is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
@@ -218,6 +219,57 @@ class DetectionConfig(_Model):
     coordinated_attack: AttackConfig = Field(default_factory=AttackConfig)
 
 
+GROUP_FIELDS = ("service", "model", "type", "subject", "severity", "metric")
+
+
+class Silence(_Model):
+    """Alerts matching every given matcher, with event_time in [start, end), are not published."""
+
+    matchers: Dict[Literal["service", "model", "type", "severity", "subject", "metric"], str] = Field(min_length=1)
+    start: Optional[datetime] = None
+    end: Optional[datetime] = None
+    comment: str = ""
+    created_by: str = ""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, v: Optional[datetime]) -> Optional[datetime]:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("needs a UTC offset, e.g. 2026-01-05T10:00:00Z")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> "Silence":
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class AlertingConfig(_Model):
+    group_by: List[Literal["service", "model", "type", "subject", "severity", "metric"]] = Field(
+        default_factory=lambda: ["service"])
+    group_wait: float = 0.0
+    # An alert that fires within this (event time) of an open incident's latest member joins it.
+    group_window: float = 600.0
+    group_interval: float = 60.0
+    repeat_interval: float = 4 * 3600.0
+    # A group with no open incident, idle this long (wall clock), is dropped.
+    idle_evict: float = 3600.0
+    silences: List[Silence] = Field(default_factory=list)
+
+    _dur = field_validator("group_wait", "group_window", "group_interval", "repeat_interval", "idle_evict",
+                           mode="before")(
+        parse_duration)
+
+
+class ControlConfig(_Model):
+    """Run-time silences and feedback from Kafka (see sentinel/control.py)."""
+
+    brokers: Optional[str] = None  # defaults to the Kafka source's brokers
+    topic: Optional[str] = "sentinel.control"
+    feedback_topic: Optional[str] = "llm.feedback"
+
+
 class StateConfig(_Model):
     # Per-key state (baselines) idle this long in wall-clock time is dropped.
     key_idle_evict: float = 6 * 3600.0
@@ -236,7 +288,22 @@ class FlowConfig(_Model):
     windows: WindowConfig = Field(default_factory=WindowConfig)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    # Unset: on when the source is Kafka (same brokers), off otherwise.
+    control: Optional[ControlConfig] = None
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
+
+    def control_settings(self) -> Optional[ControlConfig]:
+        """The control listener's settings, or None when there is none to run."""
+        c = self.control
+        if c is None:
+            if not isinstance(self.source, KafkaSource):
+                return None
+            c = ControlConfig()
+        brokers = c.brokers or (self.source.brokers if isinstance(self.source, KafkaSource) else None)
+        if brokers is None or not (c.topic or c.feedback_topic):
+            return None
+        return ControlConfig(brokers=brokers, topic=c.topic, feedback_topic=c.feedback_topic)
 
     @model_validator(mode="after")
     def _dlq_brokers(self) -> "FlowConfig":
@@ -246,6 +313,9 @@ class FlowConfig(_Model):
                 dl.brokers = self.source.brokers
             else:
                 raise ValueError("dead_letters.brokers: required when the source is not Kafka")
+        c = self.control
+        if c is not None and c.brokers is None and not isinstance(self.source, KafkaSource):
+            raise ValueError("control.brokers: required when the source is not Kafka")
         return self
 
 

@@ -41,5 +41,23 @@ def prepare(cfg: FlowConfig, process_id: int = 0) -> None:
         except OSError as ex:
             raise SystemExit(f"metrics: cannot listen on {cfg.metrics.host}:{port + offset}: {ex.strerror or ex} "
                              f"(set metrics.port to another port, or 0 to turn the endpoint off)") from None
+    start_control(cfg)
     log.info("flow %r: source %s, sinks %s, dead letters %s, windows %.0fs", cfg.name, cfg.source.kind,
              ",".join(s.kind for s in cfg.sinks) or "none", cfg.dead_letters.kind, cfg.windows.size)
+
+
+_listener = None
+
+
+def start_control(cfg: FlowConfig) -> None:
+    """Read silences and feedback from Kafka (catch up first, then follow), once per process."""
+    global _listener
+    c = cfg.control_settings()
+    if c is None or _listener is not None:
+        return
+    from operators.silences import get_controls
+    from sentinel.control import ControlListener
+
+    _listener = ControlListener(c.brokers, c.topic, c.feedback_topic, get_controls())
+    _listener.catch_up()
+    _listener.start()

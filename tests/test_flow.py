@@ -69,7 +69,8 @@ def test_coordinated_attack_needs_more_than_ten_events_in_five_minutes():
     slow = [{"event_type": "security", "timestamp": T0 + i * 40, "source": "10.0.0.7", "kind": "jailbreak"}
             for i in range(11)]  # 11 events over 400 s: at most 8 in any 5 minutes
     alerts, _ = run_flow(batches(sorted(sec + slow, key=lambda e: e["timestamp"])))
-    assert [(a["type"], a["subject"], a["status"]) for a in alerts] == [("coordinated_attack", "10.0.0.9", "firing")]
+    assert [(a["type"], a["subject"], a["status"]) for a in alerts] == [
+        ("coordinated_attack", "10.0.0.9", "firing"), ("coordinated_attack", "10.0.0.9", "resolved")]
     assert alerts[0]["model"] is None and alerts[0]["observed"] == 11
 
 
