@@ -59,8 +59,9 @@ class DriftDetector:
     def reference(self) -> Optional[float]:
         return None if self._ref is None else math.exp(self._ref) - self.offset
 
-    def update(self, x: float, scale: float) -> Optional[Tuple[int, float, float]]:
-        """Feed one window value; return ``(direction, windows_since_start, mean_log_change)`` on alarm."""
+    def update(self, x: float, scale: float) -> Optional[Tuple[int, int, float, float]]:
+        """Feed one window value; on alarm return ``(direction, windows since the change began,
+        mean log change over them, the reference level before the change)``."""
         t = math.log(x + self.offset)
         if self._ref is None:
             self._ref = t
@@ -81,12 +82,12 @@ class DriftDetector:
         self._down_sum = self._down_sum + d if self._down > 0 else 0.0
         if self._up == 0.0 and self._down == 0.0:
             self._ref += self.alpha * d
-        if self._up > self.h:
-            res = (1, self._up_len, self._up_sum / max(1, self._up_len))
-            self.rebase(t)
-            return res
-        if self._down > self.h:
-            res = (-1, self._down_len, self._down_sum / max(1, self._down_len))
+        if self._up > self.h or self._down > self.h:
+            ref = math.exp(self._ref) - self.offset
+            if self._up > self.h:
+                res = (1, self._up_len, self._up_sum / max(1, self._up_len), ref)
+            else:
+                res = (-1, self._down_len, self._down_sum / max(1, self._down_len), ref)
             self.rebase(t)
             return res
         return None

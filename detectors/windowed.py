@@ -139,6 +139,8 @@ class KeyDetectors:
         self.relearn_after = relearn_after
         self.seasonality = seasonality
         self.cold_windows = cold_windows
+        # A drift episode ends after this many windows without a new alarm.
+        self.drift_quiet = 120
         self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
         self._base: Dict[str, RobustBaseline] = {
             m: RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
@@ -213,20 +215,18 @@ class KeyDetectors:
             alarm = det.update(value, base.scale)
         if alarm is None:
             last, severity, first = dep.last_obs, dep.severity, dep.first_start
-            if dep.step(f.start, None, 1, self.quiet_windows * 6, warm) == "resolved":
+            if dep.step(f.start, None, 1, self.drift_quiet, warm) == "resolved":
                 fd = self._finding(f"drift:{m}", f, last, dep, "resolved")
                 fd.severity, fd.event_time = severity, first
                 out.append(fd)
             return
-        direction, length, mean_log = alarm
-        ref = det.reference
-        change = math.exp(mean_log) - 1.0
+        direction, length, mean_log, ref = alarm
+        change = value / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
         start = f.end - length * (f.end - f.start)
-        obs = (value, ref if ref is not None else value, 0.95, mean_log / max(base.scale, 1e-6),
-               "medium" if abs(change) < 1.0 else "high")
+        obs = (value, ref, 0.95, mean_log / max(base.scale, 1e-6), "medium" if abs(change) < 1.0 else "high")
         if not dep.active:
             dep.first_start = start
-        t = dep.step(start, obs, 1, self.quiet_windows * 6, warm)
+        t = dep.step(start, obs, 1, self.drift_quiet, warm)
         if t is not None:
             fd = self._finding(f"drift:{m}", f, obs, dep, t)
             fd.evidence.update({"change": round(change, 3), "change_start": start,

@@ -1,0 +1,109 @@
+"""Behaviour of the per-key detector set on window features (issue: detection quality)."""
+
+import math
+import pickle
+import random
+
+from detectors.windowed import KeyDetectors, WindowFeatures
+
+T0 = 1767571200.0
+
+
+def window(i, count=100.0, lat=1000.0, ttft=300.0, out_tok=200.0, in_tok=800.0, cost=0.002, errors=1, rng=None):
+    rng = rng or random.Random(i)
+    n = max(0, int(rng.gauss(count, math.sqrt(count))))
+    jitter = lambda: math.exp(rng.gauss(0, 0.06))  # noqa: E731
+    return WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), n, min(n, errors), lat * 0.5 * jitter(), lat * jitter(),
+                          ttft * jitter(), in_tok * jitter(), out_tok * jitter(), cost * jitter(), cost * n,
+                          int((in_tok + out_tok) * n))
+
+
+def run(windows, **kw):
+    det = KeyDetectors(**kw)
+    out = []
+    for f in windows:
+        out.extend(det.update(f))
+    return out
+
+
+def firing(findings, typ=None):
+    return [f for f in findings if f.status == "firing" and (typ is None or f.type == typ)]
+
+
+def test_quiet_key_raises_nothing():
+    assert firing(run([window(i) for i in range(600)])) == []
+
+
+def test_one_bad_window_is_not_an_incident():
+    ws = [window(i) for i in range(200)]
+    ws[150].lat_p95 *= 6
+    assert firing(run(ws)) == []
+
+
+def test_three_minute_spike_alerts_once_and_resolves():
+    ws = [window(i) for i in range(200)]
+    for i in (150, 151, 152):
+        ws[i].lat_p95 *= 4
+    fs = run(ws)
+    lat = [f for f in fs if f.type == "latency"]
+    assert [f.status for f in lat][0] == "firing" and lat[-1].status == "resolved"
+    assert len(firing(fs)) == 1
+    assert lat[0].event_time == T0 + 60 * 150
+    assert lat[0].window_end <= T0 + 60 * 152  # detected within 2 windows
+
+
+def test_diurnal_swing_is_not_an_incident():
+    def w(i):
+        f = window(i, count=100 * (1 + 0.4 * math.sin(2 * math.pi * i / 1440)))
+        return f
+    assert firing(run([w(i) for i in range(3 * 1440)])) == []
+
+
+def test_traffic_drop_alerts():
+    ws = [window(i) for i in range(300)]
+    for i in range(200, 215):
+        ws[i] = window(i, count=8)
+    fs = firing(run(ws), "traffic")
+    assert len(fs) == 1 and fs[0].direction == "down"
+
+
+def test_slow_drift_alerts_as_drift_with_size_and_start():
+    ws = []
+    for i in range(400):
+        growth = 1.0 if i < 200 else min(1.5, 1 + 0.5 * (i - 200) / 60)
+        ws.append(window(i, out_tok=200 * growth))
+    fs = run(ws)
+    drift = firing(fs, "drift")
+    assert len(drift) == 1, fs
+    d = drift[0]
+    assert d.metric == "output_tokens_mean"
+    assert T0 + 60 * 190 <= d.evidence["change_start"] <= T0 + 60 * 260
+    assert d.evidence["change"] > 0.1
+    assert firing(fs, "tokens") == []  # a slow drift is not a spike
+
+
+def test_cold_start_has_no_false_alarms_in_its_first_hour():
+    rng = random.Random(5)
+    fs = []
+    for seed in range(20):  # twenty new keys, each watched for its first hour
+        fs += run([window(i, rng=random.Random(seed * 1000 + i)) for i in range(60)])
+    assert firing(fs) == []
+
+
+def test_level_shift_alerts_once_not_a_storm():
+    ws = [window(i) for i in range(200)] + [window(i, lat=2500.0) for i in range(200, 600)]
+    fs = firing(run(ws), "latency")
+    assert len(fs) == 1
+
+
+def test_state_pickles_mid_stream():
+    det = KeyDetectors()
+    ws = [window(i) for i in range(300)]
+    for f in ws[:150]:
+        det.update(f)
+    clone = pickle.loads(pickle.dumps(det))
+    for i in (200, 201, 202):
+        ws[i].lat_p95 *= 5
+    a = [(f.type, f.status) for w in ws[150:] for f in det.update(w)]
+    b = [(f.type, f.status) for w in ws[150:] for f in clone.update(w)]
+    assert a == b and a
