@@ -97,7 +97,7 @@ class ControlListener:
             md = self._consumer.list_topics(topic, timeout=15)
             t = md.topics.get(topic)
             if t is None or t.error is not None:
-                log.warning("control: topic %s not available (%s); it will be read once it exists",
+                log.info("control: topic %s not there yet (%s); it will be read once it exists",
                             topic, t.error if t is not None else "no metadata")
                 continue
             parts.extend(TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(t.partitions))

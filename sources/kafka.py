@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -30,6 +31,13 @@ BASE_CONSUMER_CONFIG: Dict[str, Any] = {
     "session.timeout.ms": 6000,
     "partition.assignment.strategy": "range",
 }
+
+
+# An empty poll never blocks the worker (it runs every partition it owns and
+# the rest of the dataflow): the partition asks Bytewax to wake it again after
+# this wait, doubling while it stays empty, reset by the first message.
+IDLE_POLL_MIN_S = 0.005
+IDLE_POLL_MAX_S = 0.1
 
 
 def consumer_config(brokers: str, group_id: Optional[str], extra: Dict[str, Any]) -> Dict[str, Any]:
@@ -57,17 +65,26 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
                 committed = self._consumer.committed([TopicPartition(topic, partition)], timeout=10)
                 if committed and committed[0].offset >= 0:
                     start = committed[0].offset
+        # Learn the partition's leader before assigning it: assigned without
+        # one, librdkafka's first offset query fails and is retried only
+        # after 500 ms, a start-up delay on every run.
+        try:
+            self._consumer.list_topics(topic, timeout=10)
+        except Exception as ex:  # librdkafka keeps retrying on its own
+            log.warning("kafka source %s: metadata: %s", self._name, ex)
         self._consumer.assign([TopicPartition(topic, partition, start)])
         self._next = resume  # offset of the next message to read
         self._last_msg = time.monotonic()
         self._commit_at = 0.0
         self._consumed = 0
+        self._idle_wait = 0.0
+        self._awake: Optional[datetime] = None
         log.info("kafka: reading %s from %s", self._name, start)
 
     def next_batch(self) -> List[RawBatch]:
         if shutdown.requested():
             raise StopIteration()
-        msgs = self._consumer.consume(self._cfg.batch_size, 0.05)
+        msgs = self._consumer.consume(self._cfg.batch_size, 0)
         now = time.monotonic()
         if not msgs:
             idle = self._cfg.eof_after_idle
@@ -75,7 +92,11 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
                 log.info("kafka: %s idle for %.0fs after %d messages: end of input", self._name, idle,
                          self._consumed)
                 raise StopIteration()
+            self._idle_wait = min(IDLE_POLL_MAX_S, max(IDLE_POLL_MIN_S, 2 * self._idle_wait))
+            self._awake = datetime.now(timezone.utc) + timedelta(seconds=self._idle_wait)
             return []
+        self._idle_wait = 0.0
+        self._awake = None
         records: List[RawRecord] = []
         topic, part, enc = self._topic, self._partition, self._encoding
         for m in msgs:
@@ -100,8 +121,8 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             return []
         return [RawBatch(self._name, records, time.time())]
 
-    def next_awake(self):
-        return None
+    def next_awake(self) -> Optional[datetime]:
+        return self._awake
 
     def snapshot(self) -> Optional[int]:
         return self._next

@@ -1,11 +1,15 @@
 """End-to-end acceptance: Kafka (Tansu) -> ``sentinel run`` -> RabbitMQ. No mocks.
 
 Simulated telemetry with one injected latency incident is produced to a real
-3-partition topic with no message key, so every service/model key's events
-are spread over all partitions (the hard case for per-key event-time windows).
-``sentinel run -c flow.yaml`` runs as a subprocess, exactly as a user starts
-it, with ``eof_after_idle`` so the replay of the backlog ends by itself; then
-the alert is read back from the RabbitMQ queues the flow published to.
+3-partition topic with no message key: librdkafka's sticky partitioner puts
+runs of consecutive events on one partition after another, so every
+service/model key's events are split over the partitions and, read back
+together, the partitions are at different event times (the hard case for
+per-key event-time windows). ``sentinel run -c flow.yaml`` runs as a
+subprocess, exactly as a user starts it, with ``eof_after_idle`` so the
+replay of the backlog ends by itself; then the alert is read back from the
+RabbitMQ queues the flow published to. The same again with ``-w 2``, on a
+topic whose partitions Bytewax is known to split over the two workers.
 
 A second topic carries OTLP protobuf (``ExportTraceServiceRequest`` made by
 the OpenTelemetry SDK and its OTLP encoder) plus one undecodable message,
@@ -24,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -149,15 +154,74 @@ def epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
+def create_topic(brokers: str, name: str, partitions: int) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": brokers})
+    try:
+        for future in admin.create_topics([NewTopic(name, num_partitions=partitions,
+                                                    replication_factor=1)]).values():
+            future.result(timeout=15)
+    finally:
+        del admin  # never leave an idle client connected to Tansu (see conftest)
+
+
+def worker_assignment(parts: List[str], workers: int) -> Dict[str, int]:
+    """Which worker (as a group number) Bytewax builds each partition of a
+    FixedPartitionedSource on, found by running a no-op dataflow with
+    ``workers`` worker threads in this process."""
+    import threading
+
+    import bytewax.operators as bop
+    from bytewax.dataflow import Dataflow
+    from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+    from bytewax.testing import cluster_main
+
+    built: Dict[str, int] = {}
+
+    class Part(StatefulSourcePartition):
+        def __init__(self, name: str) -> None:
+            built[name] = threading.get_ident()
+
+        def next_batch(self):
+            raise StopIteration()
+
+        def snapshot(self):
+            return None
+
+    class Probe(FixedPartitionedSource):
+        def list_parts(self):
+            return list(parts)
+
+        def build_part(self, step_id, for_part, resume_state):
+            return Part(for_part)
+
+    flow = Dataflow("partition_probe")
+    bop.inspect("drop", bop.input("in", flow, Probe()), lambda *_: None)
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    threads = sorted(set(built.values()))
+    return {name: threads.index(t) for name, t in built.items()}
+
+
 # -- the telemetry topic (made once for the module) ----------------------------
 
 
 @pytest.fixture(scope="module")
-def telemetry(tansu: str, kafka_topic) -> Dict[str, Any]:
+def telemetry(tansu: str) -> Dict[str, Any]:
     assert (INCIDENT["service"], INCIDENT["model"]) in {(s, m) for s, m, _, _ in FLEET}
     sim = Simulator(seed=3, hours=2, rate=10, incidents=[INCIDENT])
     lines = [line.rstrip(b"\n") for line in sim.iter_lines()]
-    topic = kafka_topic(partitions=3, prefix="e2e.telemetry")
+    # Bytewax routes each source partition to a worker by a hash of its name
+    # ("topic#partition"): pick a topic name whose three partitions land on
+    # both workers of a two-worker run, so the -w 2 test really splits them.
+    for _ in range(50):
+        topic = "e2e.telemetry.%s" % uuid.uuid4().hex[:12]
+        parts = ["%s#%d" % (topic, p) for p in range(3)]
+        if len(set(worker_assignment(parts, 2).values())) == 2:
+            break
+    else:
+        pytest.fail("no topic name spreads 3 partitions over 2 Bytewax workers")
+    create_topic(tansu, topic, partitions=3)
     positions = produce(tansu, topic, lines)
     per_part = {p: 0 for p in range(3)}
     for part, _ in positions:
@@ -165,7 +229,8 @@ def telemetry(tansu: str, kafka_topic) -> Dict[str, Any]:
     # Unkeyed messages land on more than one partition: a key's events are
     # split across partitions, which is what this test is about.
     assert sum(1 for n in per_part.values() if n) >= 2, per_part
-    return {"topic": topic, "count": len(lines), "per_partition": per_part, "labels": sim.labels}
+    return {"topic": topic, "count": len(lines), "per_partition": per_part, "labels": sim.labels,
+            "workers_of": worker_assignment(parts, 2)}
 
 
 def run_incident_flow(tmp_path: Path, tansu: str, rabbitmq_url: str, names: Dict[str, str],
@@ -235,6 +300,7 @@ def test_latency_incident_reaches_rabbitmq_two_workers(tmp_path: Path, tansu: st
                                                        fresh_rabbit, telemetry: Dict[str, Any]) -> None:
     # Two worker threads: Bytewax spreads the three topic partitions over
     # them, so a key's windows are fed by partitions read on different workers.
+    assert len(set(telemetry["workers_of"].values())) == 2, telemetry["workers_of"]
     run_incident_flow(tmp_path, tansu, rabbitmq_url, fresh_rabbit(), telemetry, workers=2)
 
 
