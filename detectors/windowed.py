@@ -122,7 +122,7 @@ class KeyDetectors:
     Layers: a robust baseline per metric (spikes and steps, with persistence),
     a time-of-day profile for traffic, a CUSUM drift detector on tokens and
     cost, and a binomial test for the error rate. During the key's first
-    ``cold_windows`` windows after warm-up a window must deviate twice as far
+    ``cold_windows`` windows after warm-up a window must deviate a third further
     to count: a new model's young baseline does not page on its own noise.
     """
 
@@ -182,7 +182,7 @@ class KeyDetectors:
             z = base.z(adj)
             z_eff = 0.0 if (direction > 0 and z < 0) else abs(z)
             if cold:
-                z_eff /= 2.0
+                z_eff *= 0.75
             score = z_to_score(z_eff)
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset

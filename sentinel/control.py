@@ -17,8 +17,10 @@ Feedback messages (JSON)::
     {"alert_id": "...", "label": "false_positive", "reason": "load test", "who": "bob"}
 
 (``fingerprint`` may stand for ``alert_id``; ``label`` is ``false_positive``
-or ``true_positive``.) A message that cannot be used is logged and counted
-in ``sentinel_dead_letters_total{reason="bad_control"}``.
+or ``true_positive``.) Feedback names an alert; the listener also reads the
+flow's own Kafka alert topic, when it has one, so feedback on an alert of an
+earlier run or of another process finds it. A message that cannot be used
+is logged and counted in ``sentinel_dead_letters_total{reason="bad_control"}``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,13 @@ def apply_control(msg: Dict[str, Any], controls: Controls) -> None:
         raise ValueError(f"unknown action {action!r} (silence | expire)")
 
 
+def apply_alert(msg: Dict[str, Any], controls: Controls) -> None:
+    """An alert this flow (or an earlier run of it) published: feedback may name it."""
+    data = msg.get("data") if isinstance(msg.get("data"), dict) else msg
+    if data.get("alert_id") and data.get("fingerprint") and data.get("status", "firing") != "resolved":
+        controls.remember(data)
+
+
 def apply_feedback(msg: Dict[str, Any], controls: Controls) -> None:
     if msg.get("label") not in ("false_positive", "true_positive"):
         raise ValueError("feedback 'label' must be 'false_positive' or 'true_positive'")
@@ -83,9 +92,12 @@ def apply_feedback(msg: Dict[str, Any], controls: Controls) -> None:
 
 class ControlListener:
     def __init__(self, brokers: str, control_topic: Optional[str], feedback_topic: Optional[str],
-                 controls: Controls, extra: Optional[Dict[str, Any]] = None) -> None:
+                 controls: Controls, extra: Optional[Dict[str, Any]] = None,
+                 alerts_topic: Optional[str] = None) -> None:
         self.controls = controls
-        self.topics = {t: h for t, h in ((control_topic, apply_control), (feedback_topic, apply_feedback)) if t}
+        # Alerts first, so that feedback read in the same catch-up finds the alert it names.
+        self.topics = {t: h for t, h in ((alerts_topic, apply_alert), (control_topic, apply_control),
+                                        (feedback_topic, apply_feedback)) if t}
         self._consumer = Consumer(consumer_config(brokers, None, extra or {}))
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None

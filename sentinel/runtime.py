@@ -58,6 +58,7 @@ def start_control(cfg: FlowConfig) -> None:
     from operators.silences import get_controls
     from sentinel.control import ControlListener
 
-    _listener = ControlListener(c.brokers, c.topic, c.feedback_topic, get_controls())
+    alerts_topic = next((s.topic for s in cfg.sinks if s.kind == "kafka" and s.brokers == c.brokers), None)
+    _listener = ControlListener(c.brokers, c.topic, c.feedback_topic, get_controls(), alerts_topic=alerts_topic)
     _listener.catch_up()
     _listener.start()
