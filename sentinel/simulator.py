@@ -1,9 +1,13 @@
-"""Seeded, deterministic LLM telemetry with labelled incidents (SPEC section 3).
+"""Seeded, deterministic LLM telemetry with labelled incidents and traps (SPEC section 3).
 
 :class:`Simulator` generates the canonical events of SPEC section 1 for a small
 fleet (four services calling ten service/model keys), in non-decreasing event
-time, together with ``labels``: one dict per injected incident, the ground
-truth that :mod:`benchmarks.scoring` matches alerts against.
+time, together with
+
+* ``labels``: one dict per injected incident, the ground truth that
+  :mod:`benchmarks.scoring` matches alerts against, and
+* ``traps``: one dict per change in the data that is *not* an incident and must
+  not raise an alert (scored separately as trap alerts).
 
 Everything comes from ``random.Random`` instances derived from ``seed``; no
 wall clock is read, so the same arguments always give byte-identical output.
@@ -21,16 +25,36 @@ What the background looks like:
   ``doc-summarizer`` does not stream, so its events carry no ``ttft_ms``.
 * 200 users in 24 tenants with Zipf-like activity, each with a home region and
   a source IP.
-* Roughly one isolated extreme request per 12,000 (a 25-40 s latency or a
-  15-25k token response): traps that are *not* incidents.
 * Security events at about 0.02/s spread over ~1,700 sources, never more than
   three from one source within five minutes.
 
+Traps (:attr:`Simulator.traps`, written to ``<base>.traps.jsonl``):
+
+* ``diurnal``: the swing above, recorded as one trap over the whole run (it
+  concerns ``traffic`` alerts only, on any key).
+* ``extreme_request``: roughly one isolated extreme request per 12,000 (a 25-40
+  s latency or a 15-25k token response, capped at the model's maximum output),
+  each recorded with its key and time. They are generated whatever the
+  incidents are; those within 10 minutes of an incident on the same key are
+  not listed.
+* ``planned_ramp`` (auto, ``hours >= 6``): the traffic of one key doubles
+  along a 45 minute cosine ramp and stays doubled (a launch); nothing else of
+  the key changes.
+* ``cold_start`` (auto, ``hours >= 6``): a service/model key absent until then
+  (for example ``support-bot/gpt-5-mini``) starts receiving traffic mid-run
+  with its own normal distributions; its first hour is the trap.
+
+Injected traps never overlap an incident on the same key (30 minutes apart at
+least) and avoid keys that drift.
+
 Incidents (``incidents="auto"``): after a 60 minute warm-up, about one per 40
-simulated minutes (at least one of each of the eight types when ``hours >= 6``),
+simulated minutes (at least one of each of the nine types when ``hours >= 6``),
 each in its own slot of the run so no two overlap, each 5-20 minutes long
-(``coordinated_attack`` exactly 5), ending at least 5 minutes before the next
-slot. See :data:`INCIDENT_TYPES` and :meth:`Simulator._apply` for what each does.
+(``coordinated_attack`` exactly 5; a ``drift`` ramp 60 minutes and two slots),
+ending at least 7 minutes before the next slot. See :data:`INCIDENT_TYPES` and
+:meth:`Simulator._build` for what each does. ``magnitude_scale`` weakens (< 1)
+or strengthens (> 1) every auto incident in log terms without changing the
+schedule: a latency x5 at scale 0.5 is a latency x5**0.5 = x2.24.
 """
 
 from __future__ import annotations
@@ -41,7 +65,7 @@ import math
 import random
 import time
 from datetime import datetime
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 try:
     import orjson
@@ -65,6 +89,7 @@ INCIDENT_TYPES = (
     "cost",  # cost per request x4 on one key, tokens and latency unchanged
     "error_rate",  # error rate 20-40 % on one key (rate_limit or server_error)
     "traffic",  # traffic down to 10 % on one key that normally has >= 1 event/s
+    "drift",  # output/input tokens or cost per request of one key ramps up x1.5 over 60 min, then stays
     "token_abuse",  # one user sends 20-50x their usual token volume on one key
     "coordinated_attack",  # one source emits 30-60 security events in 5 minutes
 )
@@ -76,12 +101,14 @@ DEFAULT_MAGNITUDE = {
     "cost": 4.0,
     "error_rate": 0.3,
     "traffic": 0.1,
+    "drift": 1.5,
     "token_abuse": 30.0,
     "coordinated_attack": 45.0,
 }
 
-# Metrics that move along with an incident's own, as they would in production
-# (reported in the label as ``effects`` for diagnosis; scoring ignores them).
+# Metrics that move along with an incident's own, as they would in production.
+# Labels carry them as ``effects``; scoring counts alerts of these types on the
+# incident's key in its window as true (they detect nothing on their own).
 _EFFECTS = {
     "latency": [],
     "ttft": ["latency"],
@@ -89,15 +116,50 @@ _EFFECTS = {
     "cost": [],
     "error_rate": [],
     "traffic": [],
+    "drift": ["tokens", "cost", "latency"],
     "token_abuse": ["tokens", "cost"],
     "coordinated_attack": [],
 }
+
+# What a drift moves (label ``metric``) -> the alert types it can legitimately
+# raise besides ``drift`` (``ttft`` only where the key streams).
+DRIFT_METRICS = ("output_tokens", "input_tokens", "cost_usd")
+_DRIFT_EFFECTS = {
+    "output_tokens": ["tokens", "cost", "latency"],
+    "input_tokens": ["tokens", "cost", "latency", "ttft"],
+    "cost_usd": ["cost"],
+}
+DRIFT_S = 3600.0  # length of an auto drift ramp
+# A drift is still a drift after its ramp ends (the level stays), and detecting
+# a slow ramp takes time: its matching window extends this far past the ramp.
+DRIFT_GRACE_S = 1800.0
+
+# The metric an incident moves first (label ``metric``, informative).
+_PRIMARY_METRIC = {
+    "latency": "latency_ms",
+    "ttft": "ttft_ms",
+    "tokens": "output_tokens",
+    "cost": "cost_usd",
+    "error_rate": "error_rate",
+    "traffic": "request_rate",
+    "token_abuse": "tokens_per_user",
+    "coordinated_attack": "security_events",
+}
+
+TRAP_KINDS = ("diurnal", "planned_ramp", "cold_start", "extreme_request")
+RAMP_S = 2700.0  # planned ramp: 45 minute cosine ramp ...
+RAMP_FACTOR = 2.0  # ... to twice the key's traffic, which then stays
+COLD_START_SHARE = 0.05  # a new key's traffic, as a share of the fleet rate
+COLD_START_WINDOW_S = 3600.0  # the first hour of a new key must not alert
+TRAP_AFTER_S = 600.0  # scoring looks this long past a trap's end
+TRAP_CLEARANCE_S = 1800.0  # injected traps stay this far from incidents on their key
 
 # model: provider, model_version, $ per 1M input tokens, $ per 1M output tokens,
 #        median ttft ms, prefill ms per 1k input tokens, decode tokens/s, max output tokens
 MODELS: Dict[str, Tuple[str, str, float, float, float, float, float, int]] = {
     "gpt-4o": ("openai", "gpt-4o-2024-11-20", 2.50, 10.00, 450.0, 25.0, 85.0, 16384),
     "gpt-4o-mini": ("openai", "gpt-4o-mini-2024-07-18", 0.15, 0.60, 320.0, 15.0, 95.0, 16384),
+    "gpt-5-mini": ("openai", "gpt-5-mini-2025-08-07", 0.25, 2.00, 520.0, 12.0, 110.0, 128000),
     "claude-sonnet-4": ("anthropic", "claude-sonnet-4-20250514", 3.00, 15.00, 650.0, 30.0, 75.0, 64000),
     "claude-3-5-haiku": ("anthropic", "claude-3-5-haiku-20241022", 0.80, 4.00, 380.0, 15.0, 120.0, 8192),
     "gemini-2.0-flash": ("google", "gemini-2.0-flash-001", 0.10, 0.40, 260.0, 10.0, 170.0, 8192),
@@ -125,9 +187,18 @@ FLEET: Tuple[Tuple[str, str, float, float], ...] = (
     ("doc-summarizer", "gemini-2.0-flash", 0.06, 0.005),
 )
 
+# Keys an auto cold start may bring up (none is in FLEET), with their error rate.
+COLD_START_KEYS: Tuple[Tuple[str, str, float], ...] = (
+    ("support-bot", "gpt-5-mini", 0.010),
+    ("code-assist", "gpt-5-mini", 0.012),
+    ("search-rag", "gpt-5-mini", 0.010),
+    ("search-rag", "claude-3-5-haiku", 0.012),
+    ("doc-summarizer", "gpt-4o-mini", 0.008),
+)
+
 DIURNAL_AMPLITUDE = 0.4
 MAX_INPUT_TOKENS = 120_000
-TRAP_PROBABILITY = 1.0 / 12_000  # isolated extreme requests, never labelled
+TRAP_PROBABILITY = 1.0 / 12_000  # isolated extreme requests per background request
 WARMUP_S = 3600.0
 INCIDENT_SPACING_S = 2400.0  # about one incident per 40 simulated minutes
 SECURITY_RATE = 0.02  # background security events per second
@@ -153,8 +224,10 @@ _ATTACK_KINDS = (
     (0.90, "policy_violation", "medium"),
     (1.0, "auth_failure", "low"),
 )
+_EXTREME_LATENCY, _EXTREME_TOKENS = 1, 2
 
 Incidents = Union[str, Sequence[Dict[str, Any]]]
+Traps = Union[str, None, Sequence[Dict[str, Any]]]
 
 
 def to_epoch(value: Union[str, int, float]) -> float:
@@ -184,11 +257,26 @@ def format_time(ts: float) -> str:
     return format_ms(int(math.floor(ts * 1000.0 + 1e-6)))
 
 
+def companion_paths(path: str) -> Tuple[str, str]:
+    """The labels and traps files that go with an events file: ``<base>.labels.jsonl``, ``<base>.traps.jsonl``."""
+    base = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
+    return base + ".labels.jsonl", base + ".traps.jsonl"
+
+
 def _pick(table: Sequence[tuple], x: float) -> tuple:
     for row in table:
         if x < row[0]:
             return row
     return table[-1]
+
+
+def _cosine_ramp(x: float) -> float:
+    """0 at x <= 0, 1 at x >= 1, half a cosine in between."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    return 0.5 - 0.5 * math.cos(math.pi * x)
 
 
 class _Key:
@@ -235,11 +323,11 @@ class _User:
 class _Incident:
     __slots__ = (
         "id", "type", "key", "service", "model", "subject", "user", "start", "end",
-        "magnitude", "error_type", "attack", "detail",
+        "magnitude", "error_type", "attack", "detail", "metric", "effects",
     )
 
     def label(self) -> Dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "type": self.type,
             "service": self.service,
@@ -248,7 +336,42 @@ class _Incident:
             "start": format_time(self.start),
             "end": format_time(self.end),
             "magnitude": self.magnitude,
-            "effects": list(_EFFECTS[self.type]),
+            "metric": self.metric,
+            "effects": list(self.effects),
+            "detail": self.detail,
+        }
+        if self.type == "drift":
+            out["grace_s"] = DRIFT_GRACE_S
+        return out
+
+    def busy_until(self) -> float:
+        """Until when this incident may still legitimately raise alerts on its key."""
+        return self.end + (DRIFT_GRACE_S if self.type == "drift" else 0.0)
+
+
+class _TrafficTrap:
+    """Extra traffic on one key: a planned ramp (existing key) or a cold start (new key)."""
+
+    __slots__ = ("id", "kind", "key", "start", "end", "factor", "detail")
+
+    def extra(self, t: float) -> float:
+        """The extra traffic at ``t``, as a multiple of the key's base rate."""
+        if t < self.start:
+            return 0.0
+        if self.kind == "cold_start":
+            return 1.0
+        return (self.factor - 1.0) * _cosine_ramp((t - self.start) / (self.end - self.start))
+
+    def record(self) -> Dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "service": self.key.service,
+            "model": self.key.model,
+            "start": format_time(self.start),
+            "end": format_time(self.end),
+            "types": None,
+            "magnitude": self.factor if self.kind == "planned_ramp" else None,
             "detail": self.detail,
         }
 
@@ -265,11 +388,29 @@ class Simulator:
     hours
         Length of the run in event time.
     rate
-        Mean number of ``llm.request`` events per second over the run.
+        Mean number of background ``llm.request`` events per second over the
+        run (planned-ramp and cold-start traffic come on top).
     incidents
         ``"auto"`` for the seed's schedule, or a list of dicts shaped like
         :attr:`labels` (``type``, ``service``, ``model``, optional ``subject``,
-        ``start``, ``end``, optional ``magnitude``); ``[]`` for none.
+        ``start``, ``end``, optional ``magnitude``; for ``drift`` optional
+        ``metric``, one of :data:`DRIFT_METRICS`); ``[]`` for none.
+    traps
+        ``"auto"``: with ``incidents="auto"`` and ``hours >= 6``, one planned
+        ramp and one cold start on the seed's schedule, else none. Or a list of
+        dicts: ``{"kind": "planned_ramp", "service", "model", "start",
+        optional "end" (default start + 45 min), optional "magnitude" (default
+        2.0)}`` or ``{"kind": "cold_start", "service", "model" (a pair not in
+        the fleet), "start", optional "end" (default start + 1 h), optional
+        "share" (default 0.05), optional "error_rate"}``. ``None`` or ``[]``
+        for none. The diurnal swing and the isolated extreme requests are
+        always in the data and always listed in :attr:`traps`.
+    magnitude_scale
+        Scales every *auto* incident's magnitude in log terms (``m ** scale``
+        for factors; ``base * (m / base) ** scale`` for an error rate against
+        the key's own; ``3 * (m / 3) ** scale`` attack events against the
+        background's cap of 3). Types, keys and times stay the same, so runs
+        at different scales are comparable.
 
     Examples
     --------
@@ -279,6 +420,8 @@ class Simulator:
     True
     >>> sim.labels
     []
+    >>> [t["kind"] for t in sim.traps]
+    ['diurnal']
     """
 
     def __init__(
@@ -288,6 +431,8 @@ class Simulator:
         hours: float = 6.0,
         rate: float = 18.5,
         incidents: Incidents = "auto",
+        traps: Traps = "auto",
+        magnitude_scale: float = 1.0,
     ) -> None:
         if hours <= 0:
             msg = f"hours must be > 0, got {hours!r}"
@@ -295,10 +440,14 @@ class Simulator:
         if rate < 0:
             msg = f"rate must be >= 0, got {rate!r}"
             raise ValueError(msg)
+        if not magnitude_scale > 0:
+            msg = f"magnitude_scale must be > 0, got {magnitude_scale!r}"
+            raise ValueError(msg)
         self.seed = int(seed)
         self.start = to_epoch(start)
         self.hours = float(hours)
         self.rate = float(rate)
+        self.magnitude_scale = float(magnitude_scale)
         self.end = self.start + self.hours * 3600.0
         self._keys = [_Key(i, s, m, sh, e) for i, (s, m, sh, e) in enumerate(FLEET)]
         total = sum(k.share for k in self._keys)
@@ -314,7 +463,9 @@ class Simulator:
         self._mean_diurnal = self._diurnal_mean(self.start, self.end)
         self._build_users()
         self._build_security_sources()
-        if isinstance(incidents, str):
+        self._drift_keys: Set[int] = set()
+        auto = isinstance(incidents, str)
+        if auto:
             if incidents != "auto":
                 msg = f"incidents must be 'auto' or a list of dicts, got {incidents!r}"
                 raise ValueError(msg)
@@ -325,6 +476,16 @@ class Simulator:
         for inc in self._incidents:
             if inc.type == "coordinated_attack":
                 inc.attack = self._attack_events(inc)
+        if isinstance(traps, str):
+            if traps != "auto":
+                msg = f"traps must be 'auto', None or a list of dicts, got {traps!r}"
+                raise ValueError(msg)
+            self._traffic_traps = self._auto_traps() if auto and self.hours >= 6.0 else []
+        else:
+            self._traffic_traps = [self._trap_from_dict(d, i) for i, d in enumerate(traps or ())]
+        self._traffic_traps.sort(key=lambda x: (x.start, x.id))
+        self._extremes = self._schedule_extremes()
+        self._trap_list = self._trap_records()
 
     # ------------------------------------------------------------------ setup
 
@@ -382,7 +543,10 @@ class Simulator:
         return 1.0 - DIURNAL_AMPLITUDE * (math.sin(w * t1) - math.sin(w * t0)) / (w * (t1 - t0))
 
     def rate_at(self, t: float, service: Optional[str] = None, model: Optional[str] = None) -> float:
-        """Expected ``llm.request`` rate (events/s) at event time ``t``, fleet-wide or for one key."""
+        """Expected background ``llm.request`` rate (events/s) at event time ``t``, fleet-wide or for one key.
+
+        Background only: planned-ramp and cold-start traffic (:attr:`traps`) come on top.
+        """
         lam = self.rate * self._diurnal(t) / self._mean_diurnal
         if service is not None:
             lam *= self._key_index[(service, model)].share
@@ -390,7 +554,7 @@ class Simulator:
 
     @property
     def keys(self) -> List[Dict[str, Any]]:
-        """The fleet: one dict per service/model key."""
+        """The fleet: one dict per service/model key (a cold-start key is listed in :attr:`traps`)."""
         return [
             {"service": k.service, "model": k.model, "provider": k.provider, "share": k.share,
              "streams": k.streams, "error_rate": k.err}
@@ -399,13 +563,31 @@ class Simulator:
 
     @property
     def expected_events(self) -> float:
-        return self.rate * self.hours * 3600.0
+        """Expected number of ``llm.request`` events: background plus planned-ramp and cold-start traffic.
+
+        (Incidents and the few extreme requests are not counted.)
+        """
+        n = self.rate * self.hours * 3600.0
+        for tr in self._traffic_traps:
+            t = max(self.start, tr.start)
+            while t < self.end:
+                t1 = min(t + _CHUNK_S, self.end)
+                mid = 0.5 * (t + t1)
+                n += self.rate_at(mid) * tr.key.share * tr.extra(mid) * (t1 - t)
+                t = t1
+        return n
 
     # ------------------------------------------------------------ incidents
 
     @property
     def labels(self) -> List[Dict[str, Any]]:
-        """One dict per injected incident: id, type, service, model, subject, start, end, magnitude."""
+        """One dict per injected incident.
+
+        Fields: id, type, service, model, subject, start, end, magnitude,
+        metric (what it moves first), effects (alert types it can legitimately
+        raise besides its own), detail; a drift also has ``grace_s`` (how long
+        past ``end`` an alert still detects it: the drifted level stays).
+        """
         return [inc.label() for inc in self._incidents]
 
     def _auto_schedule(self) -> List[_Incident]:
@@ -413,28 +595,51 @@ class Simulator:
         avail = self.end - self.start - WARMUP_S
         if avail <= 0:
             return []
-        n = int(round(avail / INCIDENT_SPACING_S))
+
+        def weight(typ: str) -> int:
+            return 2 if typ == "drift" else 1  # a drift ramp needs two slots
+
+        n = int(round(avail / INCIDENT_SPACING_S))  # slots
         if self.hours >= 6.0:
-            n = max(n, len(INCIDENT_TYPES))
+            n = max(n, sum(weight(t) for t in INCIDENT_TYPES))
         types = list(INCIDENT_TYPES)
         rng.shuffle(types)
-        while len(types) < n:
-            types.append(rng.choice(INCIDENT_TYPES))
-        types = types[:n]
+        used = sum(weight(t) for t in types)
+        if used > n:  # a short run: as many as fit, in the shuffled order
+            chosen, used = [], 0
+            for typ in types:
+                if used + weight(typ) <= n:
+                    chosen.append(typ)
+                    used += weight(typ)
+            types = chosen
+        else:
+            others = [t for t in INCIDENT_TYPES if t != "drift"]
+            while used < n:
+                typ = rng.choice(INCIDENT_TYPES)
+                if used + weight(typ) > n:
+                    typ = rng.choice(others)
+                types.append(typ)
+                used += weight(typ)
         out: List[_Incident] = []
-        if not n:
+        if not types:
             return out
-        slot = avail / n
+        unit = avail / used
         lead, tail = 120.0, 420.0  # quiet before; room for a late alert and recovery after
+        cursor = self.start + WARMUP_S
         for i, typ in enumerate(types):
-            room = slot - lead - tail
-            if room < 300.0:
-                continue
-            dur = 300.0 if typ == "coordinated_attack" else float(rng.randint(5, 20) * 60)
-            dur = min(dur, math.floor(room / 60.0) * 60.0)
-            s0 = self.start + WARMUP_S + i * slot + lead
-            start = float(math.floor(s0 + rng.uniform(0.0, room - dur)))
-            out.append(self._make_auto(rng, i, typ, start, start + dur))
+            span = weight(typ) * unit
+            room = span - lead - tail
+            if room >= 300.0:
+                if typ == "drift":
+                    dur = DRIFT_S
+                elif typ == "coordinated_attack":
+                    dur = 300.0
+                else:
+                    dur = float(rng.randint(5, 20) * 60)
+                dur = min(dur, math.floor(room / 60.0) * 60.0)
+                start = float(math.floor(cursor + lead + rng.uniform(0.0, room - dur)))
+                out.append(self._make_auto(rng, i, typ, start, start + dur))
+            cursor += span
         return out
 
     def _make_auto(self, rng: random.Random, i: int, typ: str, start: float, end: float) -> _Incident:
@@ -446,6 +651,7 @@ class Simulator:
         inc.user = None
         inc.error_type = None
         inc.attack = None
+        inc.metric = _PRIMARY_METRIC.get(typ)
         # keys with >= 1 event/s both now and over the hour before (the baseline)
         lam = min(self.rate_at(start), self.rate_at(start - 3600.0))
         busy = [k for k in self._keys if lam * k.share >= 1.0]
@@ -470,6 +676,11 @@ class Simulator:
         elif typ == "traffic":
             key = rng.choice(busy)
             inc.magnitude = DEFAULT_MAGNITUDE["traffic"]
+        elif typ == "drift":
+            fresh = [k for k in self._keys if k.index not in self._drift_keys]
+            key = rng.choice(fresh or self._keys)
+            inc.metric = rng.choice(("output_tokens", "output_tokens", "input_tokens", "cost_usd"))
+            inc.magnitude = DEFAULT_MAGNITUDE["drift"]
         elif typ == "token_abuse":
             key = rng.choice(busy)
             inc.magnitude = float(rng.randint(20, 50))
@@ -487,8 +698,34 @@ class Simulator:
             inc.service, inc.model = key.service, key.model
         else:
             inc.key = None
+        inc.magnitude = self._scaled(typ, inc.magnitude, key)
+        self._finish(inc, key)
         inc.detail = self._detail(inc)
         return inc
+
+    def _scaled(self, typ: str, m: float, key: Optional[_Key]) -> float:
+        """``m`` weakened (scale < 1) or strengthened (> 1) in log terms, toward the normal level."""
+        s = self.magnitude_scale
+        if s == 1.0:
+            return m
+        if typ == "error_rate":
+            base = key.err if key is not None else 0.01
+            return round(min(0.95, base * (m / base) ** s), 4)
+        if typ == "coordinated_attack":
+            return float(max(1, round(SECURITY_CAP * (m / SECURITY_CAP) ** s)))
+        return round(m ** s, 3)
+
+    def _finish(self, inc: _Incident, key: Optional[_Key]) -> None:
+        """Effects (and drift bookkeeping) once type, key and metric are known."""
+        if inc.type == "drift":
+            effects = list(_DRIFT_EFFECTS[inc.metric])
+            if key is not None and not key.streams and "ttft" in effects:
+                effects.remove("ttft")
+            inc.effects = effects
+            if key is not None:
+                self._drift_keys.add(key.index)
+        else:
+            inc.effects = list(_EFFECTS[inc.type])
 
     def _from_dict(self, d: Dict[str, Any], i: int) -> _Incident:
         typ = d.get("type")
@@ -508,6 +745,13 @@ class Simulator:
         inc.subject = d.get("subject")
         inc.user = None
         inc.attack = None
+        inc.metric = _PRIMARY_METRIC.get(typ)
+        if typ == "drift":
+            inc.metric = d.get("metric") or "output_tokens"
+            if inc.metric not in DRIFT_METRICS:
+                msg = f"incident {inc.id}: drift metric {inc.metric!r}; expected one of {', '.join(DRIFT_METRICS)}"
+                raise ValueError(msg)
+        key: Optional[_Key] = None
         if typ == "coordinated_attack":
             inc.key = None
             inc.service, inc.model = d.get("service"), d.get("model")
@@ -533,17 +777,31 @@ class Simulator:
             else:
                 inc.user = next(n for n, r in enumerate(self._user_rank) if r == 50)
             inc.subject = "user:" + self._users[inc.user].user_id
+        self._finish(inc, key)
         inc.detail = d.get("detail") or self._detail(inc)
         return inc
 
     def _detail(self, inc: _Incident) -> str:
         m = inc.magnitude
+        if inc.type == "drift":
+            what = {
+                "output_tokens": "output tokens per request drift",
+                "input_tokens": "input tokens per request drift",
+                "cost_usd": "cost per request drifts",
+            }[inc.metric]
+            why = {
+                "output_tokens": "a prompt change rolling out",
+                "input_tokens": "retrieval returning ever more context",
+                "cost_usd": "traffic moving to a dearer model version, tokens unchanged",
+            }[inc.metric]
+            return (f"{what} x{m:g} linearly over {(inc.end - inc.start) / 60.0:.0f} min and stay there "
+                    f"({why})")
         return {
             "latency": f"latency x{m:g} (slow decode at the provider)",
             "ttft": f"time to first token x{m:g} (prefill queueing)",
             "tokens": f"output tokens x{m:g} (verbose prompt regression)",
             "cost": f"cost per request x{m:g} (price table / routing bug, tokens unchanged)",
-            "error_rate": f"error rate {m:.0%} ({inc.error_type})",
+            "error_rate": f"error rate {m:.1%} ({inc.error_type})",
             "traffic": f"traffic down to {m:.0%} of normal (upstream outage)",
             "token_abuse": f"{inc.subject} sends {m:g}x their usual token volume with large inputs",
             "coordinated_attack": f"source {inc.subject} emits {int(m)} security events",
@@ -566,6 +824,166 @@ class Simulator:
             out.append((t, ev))
         return out
 
+    # ---------------------------------------------------------------- traps
+
+    @property
+    def traps(self) -> List[Dict[str, Any]]:
+        """One dict per trap (a change that is not an incident and must not alert), by start time.
+
+        Fields: id, kind (one of :data:`TRAP_KINDS`), service, model (None for
+        ``diurnal``: every key), start, end, types (the alert types it
+        concerns; None for any), magnitude, detail.
+        """
+        return [dict(t) for t in self._trap_list]
+
+    def _key_busy(self, key: int, a: float, b: float) -> bool:
+        """Whether an incident on ``key`` may be alerting somewhere in ``[a, b]``."""
+        return any(inc.key == key and inc.start < b and inc.busy_until() > a for inc in self._incidents)
+
+    def _auto_traps(self) -> List[_TrafficTrap]:
+        rng = self._rng(4)
+        out: List[_TrafficTrap] = []
+        # a cold start: a key the fleet never used starts taking traffic
+        svc, model, err = COLD_START_KEYS[int(rng.random() * len(COLD_START_KEYS))]
+        offset = rng.uniform(2.0, 4.0) * 3600.0 if self.hours >= 8.0 else (self.hours / 2.0 - 0.5) * 3600.0
+        tr = _TrafficTrap()
+        tr.id = f"trap-{self.seed}-cold-start"
+        tr.kind = "cold_start"
+        tr.key = _Key(len(self._keys), svc, model, COLD_START_SHARE, err)
+        tr.start = float(math.floor((self.start + offset) / 60.0) * 60.0)
+        tr.end = tr.start + COLD_START_WINDOW_S
+        tr.factor = 1.0
+        tr.detail = (f"new key {svc}/{model} starts taking traffic (about {COLD_START_SHARE:.0%} of the fleet's "
+                     f"requests, normal distributions); its first hour must not alert")
+        out.append(tr)
+        # a planned ramp: a launch doubles one key's traffic, away from its incidents
+        lo, hi = self.start + 2.0 * 3600.0, self.end - RAMP_S - 3600.0
+        for _ in range(1000):
+            key = self._keys[int(rng.random() * len(self._keys))]
+            s = float(math.floor(rng.uniform(lo, max(lo, hi)) / 60.0) * 60.0)
+            if key.index in self._drift_keys or self._key_busy(key.index, s - TRAP_CLEARANCE_S,
+                                                               s + RAMP_S + TRAP_CLEARANCE_S):
+                continue
+            tr = _TrafficTrap()
+            tr.id = f"trap-{self.seed}-planned-ramp"
+            tr.kind = "planned_ramp"
+            tr.key = key
+            tr.start, tr.end = s, s + RAMP_S
+            tr.factor = RAMP_FACTOR
+            tr.detail = (f"planned launch: traffic x{RAMP_FACTOR:g} over {RAMP_S / 60.0:.0f} min (cosine ramp), "
+                         f"then stays there; latency, tokens and errors unchanged")
+            out.append(tr)
+            break
+        return out
+
+    def _trap_from_dict(self, d: Dict[str, Any], i: int) -> _TrafficTrap:
+        kind = d.get("kind")
+        tr = _TrafficTrap()
+        tr.kind = kind
+        tr.id = str(d.get("id") or f"trap-{self.seed}-{i + 1:02d}-{kind}")
+        svc, model = d.get("service"), d.get("model")
+        if kind in ("diurnal", "extreme_request"):
+            msg = f"trap {tr.id}: {kind} traps are always in the data and listed automatically"
+            raise ValueError(msg)
+        tr.start = to_epoch(d["start"])
+        if kind == "planned_ramp":
+            key = self._key_index.get((svc, model))
+            if key is None:
+                known = ", ".join(f"{k.service}/{k.model}" for k in self._keys)
+                msg = f"trap {tr.id}: unknown key {svc}/{model}; known: {known}"
+                raise ValueError(msg)
+            tr.key = key
+            tr.end = to_epoch(d["end"]) if d.get("end") is not None else tr.start + RAMP_S
+            mag = d.get("magnitude")
+            tr.factor = float(RAMP_FACTOR if mag is None else mag)
+            if tr.factor < 1.0:
+                msg = f"trap {tr.id}: a planned ramp's magnitude must be >= 1, got {tr.factor}"
+                raise ValueError(msg)
+            tr.detail = d.get("detail") or (f"planned launch: traffic x{tr.factor:g} over "
+                                            f"{(tr.end - tr.start) / 60.0:.0f} min (cosine ramp), then stays there")
+        elif kind == "cold_start":
+            if svc not in SERVICES or model not in MODELS:
+                msg = f"trap {tr.id}: a cold start needs a known service and model, got {svc}/{model}"
+                raise ValueError(msg)
+            if (svc, model) in self._key_index:
+                msg = f"trap {tr.id}: {svc}/{model} is already in the fleet; a cold start needs a new key"
+                raise ValueError(msg)
+            share = float(d.get("share", COLD_START_SHARE))
+            tr.key = _Key(len(self._keys) + i, svc, model, share, float(d.get("error_rate", 0.01)))
+            tr.end = to_epoch(d["end"]) if d.get("end") is not None else tr.start + COLD_START_WINDOW_S
+            tr.factor = 1.0
+            tr.detail = d.get("detail") or f"new key {svc}/{model} starts taking traffic"
+        else:
+            msg = f"trap {tr.id}: unknown kind {kind!r}; expected planned_ramp or cold_start"
+            raise ValueError(msg)
+        if tr.end <= tr.start:
+            msg = f"trap {tr.id}: end must be after start"
+            raise ValueError(msg)
+        return tr
+
+    def _schedule_extremes(self) -> List[Tuple[float, int, int, int, float, float, float, float, float]]:
+        """Isolated extreme requests, fixed up front (Poisson, thinned to follow the diurnal rate)."""
+        rng = self._rng(14)
+        out: List[Tuple[float, int, int, int, float, float, float, float, float]] = []
+        lam_max = self.rate * TRAP_PROBABILITY * (1.0 + DIURNAL_AMPLITUDE) / self._mean_diurnal
+        if lam_max <= 0.0:
+            return out
+        rand, gauss = rng.random, rng.gauss
+        t = self.start
+        while True:
+            t += rng.expovariate(lam_max)
+            if t >= self.end:
+                break
+            accept = rand() * lam_max < self.rate_at(t) * TRAP_PROBABILITY
+            ki = bisect.bisect_right(self._key_cum, rand())
+            ui = bisect.bisect_right(self._user_cum, rand())
+            kind = _EXTREME_LATENCY if rand() < 0.5 else _EXTREME_TOKENS
+            v = rand()
+            z1, z2, z3, z4 = gauss(), gauss(), gauss(), gauss()
+            if accept:
+                out.append((t, ki, ui, kind, v, z1, z2, z3, z4))
+        return out
+
+    def _trap_records(self) -> List[Dict[str, Any]]:
+        mults = [self._diurnal(self.start + x * (self.end - self.start) / 200.0) / self._mean_diurnal
+                 for x in range(201)]
+        recs: List[Dict[str, Any]] = [{
+            "id": f"trap-{self.seed}-diurnal",
+            "kind": "diurnal",
+            "service": None,
+            "model": None,
+            "start": format_time(self.start),
+            "end": format_time(self.end),
+            "types": ["traffic"],
+            "magnitude": round(max(mults) / min(mults), 3),
+            "detail": (f"fleet traffic between x{min(mults):.2f} and x{max(mults):.2f} of the run's mean rate "
+                       f"(daily cycle: trough 00:00 UTC, peak 12:00 UTC)"),
+        }]
+        recs += [tr.record() for tr in self._traffic_traps]
+        n = 0
+        for t, ki, _ui, kind, v, *_ in self._extremes:
+            k = self._keys[ki]
+            if self._key_busy(ki, t - TRAP_AFTER_S, t + TRAP_AFTER_S):
+                continue  # inside an incident on its key: the label covers that stretch
+            n += 1
+            if kind == _EXTREME_LATENCY:
+                detail = f"one request with {(25000.0 + v * 15000.0) / 1000.0:.1f} s latency (a stuck stream)"
+            else:
+                detail = f"one response of {min(int(15000 + v * 10000), k.max_out)} output tokens (a runaway answer)"
+            recs.append({
+                "id": f"trap-{self.seed}-extreme-{n:04d}",
+                "kind": "extreme_request",
+                "service": k.service,
+                "model": k.model,
+                "start": format_time(t),
+                "end": format_time(t),
+                "types": None,
+                "magnitude": None,
+                "detail": detail,
+            })
+        recs.sort(key=lambda r: (r["start"], TRAP_KINDS.index(r["kind"]), r["id"]))
+        return recs
+
     # --------------------------------------------------------------- events
 
     def events(self) -> Iterator[Dict[str, Any]]:
@@ -573,21 +991,34 @@ class Simulator:
         rng = self._rng(10)  # background requests
         irng = self._rng(11)  # incident side effects (dropped events, abuse traffic)
         srng = self._rng(12)  # background security events
+        trng = self._rng(13)  # trap traffic (planned ramp, cold start) and extreme requests
         recent: Dict[str, List[float]] = {}
         prefix = f"evt-{self.seed}-"
         n = 0
         last_sec = -1
         sec_text = ""
+        extremes = self._extremes
+        xi = 0
         t0 = self.start
         while t0 < self.end:
             t1 = min(t0 + _CHUNK_S, self.end)
-            batch = self._requests(rng, irng, t0, t1)
+            active = self._active(t0, t1)
+            batch = self._requests(rng, irng, t0, t1, active)
             extra: List[Tuple[float, Dict[str, Any]]] = []
             self._abuse(irng, t0, t1, extra)
             self._security(srng, recent, t0, t1, extra)
             for inc in self._incidents:
                 if inc.attack and inc.start < t1 and inc.end >= t0:
                     extra.extend((t, dict(ev)) for t, ev in inc.attack if t0 <= t < t1)
+            if self._traffic_traps:
+                self._trap_traffic(trng, t0, t1, active, extra)
+            while xi < len(extremes) and extremes[xi][0] < t1:
+                t, ki, ui, kind, v, z1, z2, z3, z4 = extremes[xi]
+                xi += 1
+                k = self._keys[ki]
+                ev = self._build(k, t, self._users[ui], 1.0, z1, z2, z3, z4, active.get(ki), trng, None, kind, v)
+                if ev is not None:
+                    extra.append((t, ev))
             if extra:
                 batch.extend(extra)
                 batch.sort(key=_first)
@@ -609,15 +1040,16 @@ class Simulator:
         for ev in self.events():
             yield dumps(ev)
 
-    def write(self, path: str, labels_path: Optional[str] = None) -> Tuple[int, str]:
-        """Write events to ``path`` (JSON lines) and labels to ``labels_path``.
+    def write(self, path: str, labels_path: Optional[str] = None, traps_path: Optional[str] = None) -> Tuple[int, str]:
+        """Write events to ``path`` (JSON lines), labels to ``labels_path``, traps to ``traps_path``.
 
-        ``labels_path`` defaults to ``path`` with ``.labels.jsonl`` in place of
-        its extension. Returns the number of events and the labels path.
+        ``labels_path`` and ``traps_path`` default to ``path`` with
+        ``.labels.jsonl`` / ``.traps.jsonl`` in place of its extension (see
+        :func:`companion_paths`). Returns the number of events and the labels path.
         """
-        if labels_path is None:
-            base = path[: -len(".jsonl")] if path.endswith(".jsonl") else path
-            labels_path = base + ".labels.jsonl"
+        default_labels, default_traps = companion_paths(path)
+        labels_path = labels_path or default_labels
+        traps_path = traps_path or default_traps
         n = 0
         with open(path, "wb") as f:
             buf: List[bytes] = []
@@ -632,6 +1064,9 @@ class Simulator:
         with open(labels_path, "wb") as f:
             for label in self.labels:
                 f.write(_dumps_line(label))
+        with open(traps_path, "wb") as f:
+            for trap in self._trap_list:
+                f.write(_dumps_line(trap))
         return n, labels_path
 
     # ---------------------------------------------------------- generation
@@ -639,16 +1074,18 @@ class Simulator:
     def _active(self, t0: float, t1: float) -> Dict[int, List[_Incident]]:
         active: Dict[int, List[_Incident]] = {}
         for inc in self._incidents:
-            if inc.key is not None and inc.type != "token_abuse" and inc.start < t1 and inc.end > t0:
+            if (inc.key is not None and inc.type != "token_abuse" and inc.start < t1
+                    and (inc.end > t0 or inc.type == "drift")):  # a drifted level stays
                 active.setdefault(inc.key, []).append(inc)
         return active
 
-    def _requests(self, rng: random.Random, irng: random.Random, t0: float, t1: float) -> List[Tuple[float, Dict]]:
+    def _requests(
+        self, rng: random.Random, irng: random.Random, t0: float, t1: float, active: Dict[int, List[_Incident]],
+    ) -> List[Tuple[float, Dict]]:
         lam = self.rate_at(0.5 * (t0 + t1))
         out: List[Tuple[float, Dict]] = []
         if lam <= 0.0:
             return out
-        active = self._active(t0, t1)
         rand, gauss, expo = rng.random, rng.gauss, rng.expovariate
         key_cum, user_cum, keys, users = self._key_cum, self._user_cum, self._keys, self._users
         bis = bisect.bisect_right
@@ -669,32 +1106,77 @@ class Simulator:
                 append((t, ev))
         return out
 
+    def _trap_traffic(
+        self, trng: random.Random, t0: float, t1: float, active: Dict[int, List[_Incident]],
+        out: List[Tuple[float, Dict]],
+    ) -> None:
+        """Planned-ramp and cold-start requests on top of the background (thinned to follow the ramp)."""
+        lam = self.rate_at(0.5 * (t0 + t1))
+        users, user_cum = self._users, self._user_cum
+        bis = bisect.bisect_right
+        rand, gauss = trng.random, trng.gauss
+        for tr in self._traffic_traps:
+            if tr.start >= t1:
+                continue
+            gmax = tr.extra(t1)  # the extra traffic never decreases
+            if gmax <= 0.0:
+                continue
+            k = tr.key
+            rate = lam * k.share * gmax
+            incs = active.get(k.index)
+            t = max(t0, tr.start)
+            while True:
+                t += trng.expovariate(rate)
+                if t >= t1:
+                    break
+                keep = rand() * gmax < tr.extra(t)
+                user = users[bis(user_cum, rand())]
+                u = rand()
+                z1, z2, z3, z4 = gauss(), gauss(), gauss(), gauss()
+                if not keep:
+                    continue
+                ev = self._build(k, t, user, u, z1, z2, z3, z4, incs, trng, None)
+                if ev is not None:
+                    out.append((t, ev))
+
     def _build(
         self, k: _Key, t: float, user: _User, u: float,
         z1: float, z2: float, z3: float, z4: float,
         incs: Optional[List[_Incident]], irng: random.Random, input_tokens: Optional[int],
+        extreme: int = 0, xv: float = 0.0,
     ) -> Optional[Dict[str, Any]]:
         err_p = k.err
         err_type = None
-        lat_x = ttft_x = tok_x = cost_x = 1.0
+        lat_x = ttft_x = tok_x = cost_x = in_x = 1.0
         if incs:
             for inc in incs:
-                if inc.start <= t < inc.end:
+                if inc.start <= t:
                     typ = inc.type
-                    if typ == "traffic":
-                        if irng.random() >= inc.magnitude:
-                            return None
-                    elif typ == "error_rate":
-                        err_p = inc.magnitude
-                        err_type = inc.error_type
-                    elif typ == "latency":
-                        lat_x = inc.magnitude
-                    elif typ == "ttft":
-                        ttft_x = inc.magnitude
-                    elif typ == "tokens":
-                        tok_x = inc.magnitude
-                    elif typ == "cost":
-                        cost_x = inc.magnitude
+                    if typ == "drift":
+                        m = inc.magnitude
+                        f = m if t >= inc.end else 1.0 + (m - 1.0) * (t - inc.start) / (inc.end - inc.start)
+                        metric = inc.metric
+                        if metric == "output_tokens":
+                            tok_x *= f
+                        elif metric == "input_tokens":
+                            in_x *= f
+                        else:
+                            cost_x *= f
+                    elif t < inc.end:
+                        if typ == "traffic":
+                            if irng.random() >= inc.magnitude:
+                                return None
+                        elif typ == "error_rate":
+                            err_p = inc.magnitude
+                            err_type = inc.error_type
+                        elif typ == "latency":
+                            lat_x *= inc.magnitude
+                        elif typ == "ttft":
+                            ttft_x *= inc.magnitude
+                        elif typ == "tokens":
+                            tok_x *= inc.magnitude
+                        elif typ == "cost":
+                            cost_x *= inc.magnitude
         ev: Dict[str, Any] = {
             "timestamp": None,
             "event_type": "llm.request",
@@ -720,7 +1202,7 @@ class Simulator:
             ev["error_type"] = err_type
         else:
             if input_tokens is None:
-                it = int(k.in_med * math.exp(k.in_sig * z3)) + 1
+                it = int(k.in_med * math.exp(k.in_sig * z3) * in_x) + 1
                 if it > MAX_INPUT_TOKENS:
                     it = MAX_INPUT_TOKENS
             else:
@@ -728,15 +1210,10 @@ class Simulator:
             ot = int(k.out_med * math.exp(k.out_sig * z4)) + 1
             if ot > k.max_out:
                 ot = k.max_out
-            trap = 0
-            if u > 1.0 - TRAP_PROBABILITY:
-                w = (1.0 - u) / TRAP_PROBABILITY
-                if w < 0.5:
-                    trap = 1
-                else:
-                    ot = int(15000 + (w - 0.5) * 20000)
             if tok_x != 1.0:
                 ot = min(int(ot * tok_x), k.max_out)
+            if extreme == _EXTREME_TOKENS:
+                ot = min(int(15000 + xv * 10000), k.max_out)
             ttft = k.ttft_med * math.exp(0.35 * z1) + it * k.prefill
             decode = ot * k.ms_per_tok * math.exp(0.25 * z2)
             lat = ttft + decode + 15.0
@@ -748,8 +1225,8 @@ class Simulator:
                 ttft = slow
             if lat_x != 1.0:
                 lat *= lat_x
-            if trap:
-                lat = 25000.0 + w * 30000.0
+            if extreme == _EXTREME_LATENCY:
+                lat = 25000.0 + xv * 15000.0
             cost = (it * k.p_in + ot * k.p_out) * cost_x
             ev["latency_ms"] = round(lat, 1)
             if k.streams:

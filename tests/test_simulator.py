@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import sys
 from collections import defaultdict, deque
 from pathlib import Path
@@ -14,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.scoring import score  # noqa: E402
 from sentinel.simulator import (  # noqa: E402
     DEFAULT_START,
+    FLEET,
     INCIDENT_TYPES,
+    TRAP_KINDS,
     Simulator,
     format_time,
     to_epoch,
@@ -22,7 +26,9 @@ from sentinel.simulator import (  # noqa: E402
 
 H = 3600.0
 SECURITY_KINDS = {"prompt_injection", "jailbreak", "pii_leak", "auth_failure", "rate_limited", "policy_violation"}
-LABEL_FIELDS = {"id", "type", "service", "model", "subject", "start", "end", "magnitude"}
+LABEL_FIELDS = {"id", "type", "service", "model", "subject", "start", "end", "magnitude", "metric", "effects", "detail"}
+TRAP_FIELDS = {"id", "kind", "service", "model", "start", "end", "types", "detail"}
+FLEET_KEYS = {(s, m) for s, m, _, _ in FLEET}
 
 
 def _digest(sim: Simulator) -> str:
@@ -82,9 +88,12 @@ def six_hours():
     ids = set()
     recent = defaultdict(deque)
     worst_background = 0
+    first_seen = {}
     for e in sim.events():
         n += 1
         t = to_epoch(e["timestamp"])
+        if e["event_type"] == "llm.request":
+            first_seen.setdefault((e["service"], e["model"]), t)
         in_order &= t >= last
         last = t
         ids.add(e["event_id"])
@@ -98,14 +107,16 @@ def six_hours():
         else:
             n_req += 1
     return {"sim": sim, "n": n, "n_req": n_req, "in_order": in_order, "ids": len(ids),
-            "worst_background": worst_background, "last": last}
+            "worst_background": worst_background, "last": last, "first_seen": first_seen}
 
 
 def test_six_hours_count_order_and_ids(six_hours):
     sim = six_hours["sim"]
     assert six_hours["in_order"]
     assert six_hours["ids"] == six_hours["n"]  # event ids unique
-    assert abs(six_hours["n_req"] - 18.5 * 6 * H) < 0.1 * 18.5 * 6 * H
+    # background 18.5/s plus the planned ramp's and the cold start's traffic
+    assert sim.expected_events > 18.5 * 6 * H
+    assert abs(six_hours["n_req"] - sim.expected_events) < 0.03 * sim.expected_events
     assert six_hours["last"] < sim.end
 
 
@@ -135,7 +146,10 @@ def test_auto_schedule_shape(seed):
     spans = sorted((to_epoch(lab["start"]), to_epoch(lab["end"]), lab) for lab in labels)
     for s, e, lab in spans:
         assert s >= sim.start + H  # detectors warm up first
-        assert 300.0 <= e - s <= 1200.0
+        if lab["type"] == "drift":
+            assert 45 * 60.0 <= e - s <= 3600.0
+        else:
+            assert 300.0 <= e - s <= 1200.0
         assert e <= sim.end
     for (_, e1, _), (s2, _, _) in zip(spans, spans[1:]):
         assert e1 <= s2  # no two overlap (so none on the same key)
@@ -145,7 +159,15 @@ def test_auto_schedule_shape(seed):
 
 def test_longer_run_has_about_one_incident_per_40_minutes():
     labels = Simulator(seed=3, hours=24.0, incidents="auto").labels
-    assert 30 <= len(labels) <= 40
+    # 34 slots of ~40 minutes; a drift's 60 minute ramp takes two
+    slots = sum(2 if lab["type"] == "drift" else 1 for lab in labels)
+    assert slots == 34
+    assert 26 <= len(labels) <= 34
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_every_type_in_a_day(seed):
+    assert {lab["type"] for lab in Simulator(seed=seed, hours=24.0).labels} == set(INCIDENT_TYPES)
 
 
 # ------------------------------------------------------------- determinism
@@ -157,6 +179,19 @@ def test_same_seed_same_bytes_different_seed_differs():
     c = _digest(Simulator(seed=12, hours=1.5, rate=6.0))
     assert a == b
     assert a != c
+
+
+def test_determinism_with_traps_drift_and_scale():
+    def run(seed, scale=1.0):
+        sim = Simulator(seed=seed, hours=6.0, rate=1.5, magnitude_scale=scale)
+        return _digest(sim), sim.labels, sim.traps
+
+    a, b = run(11), run(11)
+    assert {t["kind"] for t in a[2]} >= {"diurnal", "planned_ramp", "cold_start"}
+    assert "drift" in {lab["type"] for lab in a[1]}
+    assert a == b
+    assert run(12)[0] != a[0]
+    assert run(11, 0.6)[0] == run(11, 0.6)[0] != a[0]
 
 
 def test_events_can_be_iterated_twice_identically():
@@ -364,3 +399,330 @@ def test_scoring_accepts_cloudevents_envelopes_and_epoch_times():
         "event_time": DEFAULT_START + 61 * 60}}
     r = score([alert], labels, duration_s=H)
     assert r["recall"] == 1.0 and r["median_delay_s"] == 60.0
+
+
+# ------------------------------------------------------------------ drift
+
+
+def _key_ok(events, service, model, a_min, b_min):
+    a, b = DEFAULT_START + a_min * 60.0, DEFAULT_START + b_min * 60.0
+    return [x for x in events if x["event_type"] == "llm.request" and x["service"] == service
+            and x["model"] == model and x["status"] == "ok" and a <= to_epoch(x["timestamp"]) < b]
+
+
+def _mean(xs):
+    return sum(xs) / len(xs)
+
+
+@pytest.mark.parametrize("metric, field, other", [
+    ("output_tokens", "output_tokens", "input_tokens"),
+    ("input_tokens", "input_tokens", "output_tokens"),
+    ("cost_usd", "cost_usd", "output_tokens"),
+])
+def test_drift_ramps_linearly_then_stays(metric, field, other):
+    inc = [{"type": "drift", "service": "support-bot", "model": "gpt-4o-mini", "metric": metric,
+            "start": _at(20), "end": _at(80), "magnitude": 1.5}]
+    sim = Simulator(seed=31, hours=1.75, rate=18.5, incidents=inc)
+    events = list(sim.events())
+    base = _mean([x[field] for x in _key_ok(events, "support-bot", "gpt-4o-mini", 10, 20)])
+    late = _mean([x[field] for x in _key_ok(events, "support-bot", "gpt-4o-mini", 70, 80)])
+    mid = _mean([x[field] for x in _key_ok(events, "support-bot", "gpt-4o-mini", 45, 55)])
+    after = _mean([x[field] for x in _key_ok(events, "support-bot", "gpt-4o-mini", 90, 105)])
+    # the last 10 minutes of the ramp average x1.46, its middle x1.25; the level then stays at x1.5
+    assert 1.35 < late / base < 1.6
+    assert 1.15 < mid / base < 1.35
+    assert 1.38 < after / base < 1.62
+    if metric != "input_tokens":  # input drives ttft and cost; the others move alone
+        o_base = _mean([x[other] for x in _key_ok(events, "support-bot", "gpt-4o-mini", 10, 20)])
+        o_after = _mean([x[other] for x in _key_ok(events, "support-bot", "gpt-4o-mini", 90, 105)])
+        assert 0.9 < o_after / o_base < 1.1
+    (lab,) = sim.labels
+    assert lab["type"] == "drift" and lab["metric"] == metric
+    assert lab["start"] == _at(20) and lab["end"] == _at(80)
+    assert lab["grace_s"] >= 1800
+    assert "cost" in lab["effects"]
+    if metric == "output_tokens":
+        assert set(lab["effects"]) == {"tokens", "cost", "latency"}
+
+
+def test_drift_changes_only_its_key():
+    inc = [{"type": "drift", "service": "code-assist", "model": "gpt-4o", "start": _at(10), "end": _at(40)}]
+    with_inc = list(Simulator(seed=8, hours=1.0, rate=10.0, incidents=inc).events())
+    without = list(Simulator(seed=8, hours=1.0, rate=10.0, incidents=[]).events())
+    assert len(with_inc) == len(without)
+    changed = [a for a, b in zip(with_inc, without) if a != b]
+    assert changed
+    assert all((a["service"], a["model"]) == ("code-assist", "gpt-4o") for a in changed)
+    assert all(to_epoch(a["timestamp"]) >= DEFAULT_START + 600 for a in changed)
+    assert Simulator(seed=8, hours=1.0, incidents=inc).labels[0]["magnitude"] == 1.5  # the default
+
+
+def test_bad_drift_metric_is_rejected():
+    with pytest.raises(ValueError, match="drift metric"):
+        Simulator(hours=1, incidents=[{"type": "drift", "service": "support-bot", "model": "gpt-4o",
+                                       "metric": "latency", "start": _at(1), "end": _at(30)}])
+
+
+# ------------------------------------------------------------------ traps
+
+
+def _count(events, service, model, a_min, b_min):
+    a, b = DEFAULT_START + a_min * 60.0, DEFAULT_START + b_min * 60.0
+    return sum(1 for x in events if x["event_type"] == "llm.request" and x["service"] == service
+               and x["model"] == model and a <= to_epoch(x["timestamp"]) < b)
+
+
+def _strip(e):
+    return {k: v for k, v in e.items() if k != "event_id"}
+
+
+@pytest.fixture(scope="module")
+def ramp_runs():
+    trap = [{"kind": "planned_ramp", "service": "support-bot", "model": "gpt-4o-mini", "start": _at(30)}]
+    with_trap = Simulator(seed=17, hours=1.75, rate=18.5, incidents=[], traps=trap)
+    without = Simulator(seed=17, hours=1.75, rate=18.5, incidents=[], traps=[])
+    return with_trap, list(with_trap.events()), list(without.events())
+
+
+def test_planned_ramp_doubles_traffic_smoothly(ramp_runs):
+    sim, events, base = ramp_runs
+    key = ("support-bot", "gpt-4o-mini")
+    assert _count(events, *key, 20, 30) == _count(base, *key, 20, 30)  # nothing before the ramp
+    mid = _count(events, *key, 47.5, 57.5) / _count(base, *key, 47.5, 57.5)  # around the midpoint (52.5)
+    assert 1.35 < mid < 1.65
+    after = _count(events, *key, 75, 105) / _count(base, *key, 75, 105)
+    assert 1.9 < after < 2.1
+    # no latency, token or error change: same distribution as the background
+    lat = lambda xs: sorted(x["latency_ms"] for x in xs)[len(xs) // 2]  # noqa: E731
+    assert 0.93 < lat(_key_ok(events, *key, 75, 105)) / lat(_key_ok(base, *key, 75, 105)) < 1.07
+    (trap,) = [t for t in sim.traps if t["kind"] == "planned_ramp"]
+    assert (trap["service"], trap["model"]) == key
+    assert trap["start"] == _at(30) and trap["end"] == _at(75) and trap["magnitude"] == 2.0
+
+
+def test_planned_ramp_adds_events_without_touching_the_background(ramp_runs):
+    _, events, base = ramp_runs
+    key = ("support-bot", "gpt-4o-mini")
+
+    def others(evs):
+        return [_strip(e) for e in evs
+                if e["event_type"] != "llm.request" or (e["service"], e["model"]) != key]
+
+    assert others(events) == others(base)
+
+
+def test_cold_start_key_absent_before_present_after():
+    trap = [{"kind": "cold_start", "service": "support-bot", "model": "gpt-5-mini", "start": _at(30)}]
+    sim = Simulator(seed=5, hours=1.5, rate=18.5, incidents=[], traps=trap)
+    events = list(sim.events())
+    key = ("support-bot", "gpt-5-mini")
+    assert key not in FLEET_KEYS
+    assert _count(events, *key, 0, 30) == 0
+    n = _count(events, *key, 30, 90)
+    assert abs(n - 0.05 * 18.5 * 3600) < 0.15 * 0.05 * 18.5 * 3600
+    ok = _key_ok(events, *key, 30, 90)
+    assert ok and all(x["provider"] == "openai" and x["model_version"].startswith("gpt-5-mini") for x in ok)
+    for x in ok:
+        _check_event(x)
+    (t,) = [t for t in sim.traps if t["kind"] == "cold_start"]
+    assert (t["service"], t["model"]) == key and t["start"] == _at(30) and t["end"] == _at(90)
+
+
+def test_bad_traps_are_rejected():
+    with pytest.raises(ValueError, match="already in the fleet"):
+        Simulator(hours=1, traps=[{"kind": "cold_start", "service": "support-bot", "model": "gpt-4o", "start": _at(5)}])
+    with pytest.raises(ValueError, match="unknown key"):
+        Simulator(hours=1, traps=[{"kind": "planned_ramp", "service": "x", "model": "y", "start": _at(5)}])
+    with pytest.raises(ValueError, match="listed automatically"):
+        Simulator(hours=1, traps=[{"kind": "diurnal", "start": _at(5)}])
+    with pytest.raises(ValueError, match="unknown kind"):
+        Simulator(hours=1, traps=[{"kind": "nope", "start": _at(5)}])
+
+
+def test_six_hour_traps_listed_and_cold_key_appears_only_after_its_start(six_hours):
+    sim = six_hours["sim"]
+    traps = sim.traps
+    assert {t["kind"] for t in traps} == set(TRAP_KINDS)
+    for t in traps:
+        assert TRAP_FIELDS <= set(t)
+        assert t["kind"] in TRAP_KINDS
+        assert sim.start <= to_epoch(t["start"]) <= to_epoch(t["end"]) <= sim.end
+    (diurnal,) = [t for t in traps if t["kind"] == "diurnal"]
+    assert diurnal["service"] is None and diurnal["types"] == ["traffic"]
+    assert to_epoch(diurnal["start"]) == sim.start and to_epoch(diurnal["end"]) == sim.end
+    (cold,) = [t for t in traps if t["kind"] == "cold_start"]
+    key = (cold["service"], cold["model"])
+    assert key not in FLEET_KEYS
+    assert six_hours["first_seen"][key] >= to_epoch(cold["start"])
+    assert six_hours["first_seen"][key] < to_epoch(cold["start"]) + 60.0
+    assert {k for k in six_hours["first_seen"] if k not in FLEET_KEYS} == {key}
+    extremes = [t for t in traps if t["kind"] == "extreme_request"]
+    assert 10 <= len(extremes) <= 60  # about one request in 12,000
+    assert [t["start"] for t in traps] == sorted(t["start"] for t in traps)
+
+
+def test_extreme_requests_are_in_the_data():
+    sim = Simulator(seed=3, hours=3.0, rate=18.5, incidents=[])
+    extremes = [t for t in sim.traps if t["kind"] == "extreme_request"]
+    assert extremes
+    by_time = {}
+    for e in sim.events():
+        if e["event_type"] == "llm.request":
+            by_time.setdefault(e["timestamp"], []).append(e)
+    for t in extremes:
+        evs = [e for e in by_time[t["start"]] if (e["service"], e["model"]) == (t["service"], t["model"])]
+        assert any(e["latency_ms"] >= 25000 or e["output_tokens"] >= 8192 for e in evs), t
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 7, 42])
+@pytest.mark.parametrize("hours", [6.0, 24.0])
+def test_traps_keep_clear_of_incidents_on_their_key(seed, hours):
+    sim = Simulator(seed=seed, hours=hours)
+    kinds = [t["kind"] for t in sim.traps]
+    assert kinds.count("planned_ramp") == 1 and kinds.count("cold_start") == 1 and kinds.count("diurnal") == 1
+    labels = sim.labels
+    drift_keys = {(lab["service"], lab["model"]) for lab in labels if lab["type"] == "drift"}
+    for t in sim.traps:
+        if t["service"] is None:
+            continue
+        key = (t["service"], t["model"])
+        margin = 600.0 if t["kind"] == "extreme_request" else 1800.0
+        a, b = to_epoch(t["start"]) - margin, to_epoch(t["end"]) + margin
+        for lab in labels:
+            if (lab["service"], lab["model"]) == key and lab["type"] != "coordinated_attack":
+                end = to_epoch(lab["end"]) + (lab.get("grace_s") or 0.0)
+                assert end <= a or to_epoch(lab["start"]) >= b, (t, lab)
+        if t["kind"] == "planned_ramp":
+            assert key not in drift_keys
+            assert to_epoch(t["end"]) - to_epoch(t["start"]) == 45 * 60.0
+
+
+def test_no_injected_traps_in_short_runs_or_with_explicit_incidents():
+    assert {t["kind"] for t in Simulator(seed=1, hours=3.0).traps} <= {"diurnal", "extreme_request"}
+    assert {t["kind"] for t in Simulator(seed=1, hours=6.0, incidents=[]).traps} <= {"diurnal", "extreme_request"}
+    assert {t["kind"] for t in Simulator(seed=1, hours=6.0, traps=None).traps} <= {"diurnal", "extreme_request"}
+
+
+def test_write_traps(tmp_path):
+    traps = [{"kind": "planned_ramp", "service": "support-bot", "model": "gpt-4o", "start": _at(2)},
+             {"kind": "cold_start", "service": "code-assist", "model": "gpt-5-mini", "start": _at(3)}]
+    sim = Simulator(seed=4, hours=0.1, rate=5.0, incidents=[], traps=traps)
+    sim.write(str(tmp_path / "ev.jsonl"))
+    lines = (tmp_path / "ev.traps.jsonl").read_text().splitlines()
+    assert [json.loads(x) for x in lines] == sim.traps
+    assert {t["kind"] for t in sim.traps} >= {"diurnal", "planned_ramp", "cold_start"}
+
+
+# ---------------------------------------------------------- magnitude scale
+
+
+def test_magnitude_scale_weakens_auto_incidents_in_log_terms():
+    full = Simulator(seed=7).labels
+    half = Simulator(seed=7, magnitude_scale=0.5).labels
+    strong = Simulator(seed=7, magnitude_scale=1.5).labels
+    assert [(a["id"], a["service"], a["model"], a["subject"], a["start"], a["end"]) for a in full] == \
+        [(a["id"], a["service"], a["model"], a["subject"], a["start"], a["end"]) for a in half]
+    base_err = {(s, m): e for s, m, _, e in FLEET}
+    for f, h, s in zip(full, half, strong):
+        m, mh = f["magnitude"], h["magnitude"]
+        if f["type"] == "error_rate":
+            b = base_err[(f["service"], f["model"])]
+            assert mh == pytest.approx(b * (m / b) ** 0.5, rel=1e-3)
+        elif f["type"] == "coordinated_attack":
+            assert mh == round(3 * (m / 3) ** 0.5)
+        else:
+            assert mh == pytest.approx(m ** 0.5, rel=1e-3)
+        # weaker means closer to normal, stronger further away
+        norm = {"error_rate": base_err.get((f["service"], f["model"])), "coordinated_attack": 3.0}.get(f["type"], 1.0)
+        assert abs(math.log(mh / norm)) < abs(math.log(m / norm)) < abs(math.log(s["magnitude"] / norm))
+    lat = [(f, h) for f, h in zip(full, half) if f["type"] == "latency"][0]
+    assert lat[1]["magnitude"] == pytest.approx(lat[0]["magnitude"] ** 0.5, rel=1e-3)
+    assert Simulator(seed=7, magnitude_scale=1.0).labels == full
+    with pytest.raises(ValueError, match="magnitude_scale"):
+        Simulator(magnitude_scale=0)
+
+
+def test_magnitude_scale_weakens_the_data():
+    def ratio(scale):
+        sim = Simulator(seed=7, hours=6.0, rate=18.5, magnitude_scale=scale)
+        lab = next(x for x in sim.labels if x["type"] == "latency")
+        s, e = to_epoch(lab["start"]), to_epoch(lab["end"])
+        inside, before = [], []
+        for x in sim.events():
+            t = to_epoch(x["timestamp"])
+            if t >= e:
+                break
+            if (x["event_type"] == "llm.request" and x["status"] == "ok"
+                    and (x["service"], x["model"]) == (lab["service"], lab["model"]) and t >= s - 1200):
+                (inside if t >= s else before).append(x["latency_ms"])
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        return med(inside) / med(before), lab["magnitude"]
+
+    r_full, m_full = ratio(1.0)
+    r_weak, m_weak = ratio(0.5)
+    assert m_weak == pytest.approx(m_full ** 0.5, rel=1e-3)
+    assert r_weak < r_full
+    assert math.log(r_weak) / math.log(r_full) == pytest.approx(0.5, abs=0.15)
+
+
+# ----------------------------------------------------------- trap scoring
+
+
+def _trap(id_, kind, start_min, end_min, service="svc", model="m", types=None):
+    return {"id": id_, "kind": kind, "service": service, "model": model, "start": _at(start_min),
+            "end": _at(end_min), "types": types, "detail": ""}
+
+
+def test_scoring_traps_and_precision_by_type():
+    labels = [_label("L1", "latency", 60, 70), _label("D1", "drift", 200, 260)]
+    labels[1]["grace_s"] = 1800.0
+    labels[1]["effects"] = ["tokens", "cost", "latency"]
+    traps = [
+        _trap("T1", "planned_ramp", 100, 145),
+        _trap("T2", "cold_start", 300, 360, service="new", model="k"),
+        _trap("T3", "diurnal", 0, 24 * 60, service=None, model=None, types=["traffic"]),
+        _trap("T4", "extreme_request", 500, 500),
+    ]
+    alerts = [
+        _alert("latency", 62),  # true (L1)
+        _alert("traffic", 120),  # on the ramp's key, inside -> trap (planned_ramp and diurnal)
+        _alert("latency", 150),  # ramp ended at 145, within 10 minutes -> trap (planned_ramp)
+        _alert("latency", 160),  # more than 10 minutes after -> false, no trap
+        _alert("drift", 285),  # 25 min after the ramp's end: inside the drift's 30 min grace -> true (D1)
+        _alert("tokens", 250),  # an effect of D1 -> true
+        _alert("drift", 300),  # 40 min after the ramp's end -> false
+        _alert("latency", 310, service="new", model="k"),  # cold start -> trap
+        _alert("traffic", 400, service="other"),  # any key: diurnal -> trap
+        _alert("cost", 505),  # 5 minutes after an extreme request -> trap
+        _alert("latency", 66, service="new", model="k"),  # before the cold start -> false, no trap
+    ]
+    r = score(alerts, labels, duration_s=24 * H, traps=traps)
+    assert r["recall"] == 1.0
+    assert r["detected_by_type"] == {"drift": [1, 1], "latency": [1, 1]}
+    assert r["true_alerts"] == 3 and r["false_alerts"] == 8
+    assert r["trap_alerts"] == 5
+    assert r["trap_alerts_by_kind"] == {"cold_start": 1, "diurnal": 2, "extreme_request": 1, "planned_ramp": 2}
+    assert r["traps_by_kind"] == {"cold_start": 1, "diurnal": 1, "extreme_request": 1, "planned_ramp": 1}
+    assert r["traps_fired_by_kind"] == {"cold_start": 1, "diurnal": 1, "extreme_request": 1, "planned_ramp": 1}
+    assert {x["trap_id"] for x in r["trap_alert_list"]} == {"T1", "T2", "T3", "T4"}
+    assert r["alerts_by_type"]["drift"] == [1, 2]
+    assert r["precision_by_type"]["drift"] == 0.5
+    assert r["precision_by_type"]["tokens"] == 1.0
+    assert r["precision_by_type"]["latency"] == 0.2
+    assert r["precision_by_type"]["traffic"] == 0.0
+    # without traps the trap counts are empty, the rest identical
+    r0 = score(alerts, labels, duration_s=24 * H)
+    assert r0["trap_alerts"] == 0 and r0["trap_alerts_by_kind"] == {}
+    assert r0["false_alerts"] == r["false_alerts"]
+
+
+def test_scoring_reports_labels_seen_only_as_grouped_members():
+    labels = [_label("L1", "latency", 60, 70), _label("T1", "tokens", 100, 110)]
+    member = _alert("tokens", 101)
+    page = dict(_alert("latency", 101), status="firing")  # a tokens incident paged as latency ...
+    resolve = dict(_alert("latency", 101), status="resolved", evidence={"grouped": [member]})  # ... tokens folded in
+    r = score([_alert("latency", 61), page, resolve], labels, duration_s=H)
+    assert r["detected_by_type"]["tokens"] == [0, 1]  # not a detection: nothing paged as tokens
+    assert r["detected_grouped_only_by_type"] == {"tokens": 1}
+    assert r["grouped_only_labels"] == ["T1"]
+    assert r["n_alerts"] == 2  # the resolve is not a page
