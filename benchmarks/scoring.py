@@ -6,16 +6,30 @@ An alert matches a label when
 * the key is equal: ``service`` and ``model`` for key incidents; ``service``,
   ``model`` and ``subject`` for ``token_abuse``; ``subject`` only for
   ``coordinated_attack``,
-* its ``event_time`` lies in ``[label.start - 60 s, label.end + grace_s]``
-  (the 60 s allow for a one-minute window that opens before the incident).
+* its ``event_time`` lies in ``[label.start - 60 s, label.end + grace]``
+  (the 60 s allow for a one-minute window that opens before the incident;
+  ``grace`` is ``grace_s``, or the label's own ``grace_s`` when that is longer:
+  a ``drift`` keeps its level after its ramp ends and is slow to detect, so
+  its labels allow 30 minutes).
 
 A label is detected when at least one alert matches it; an alert is a true
 alert when it matches at least one label (so repeated alerts about one
 incident all count as true), else a false alert.
 
+Alerts of a type the label lists under ``effects`` on the label's key, in its
+window, are true too (a longer answer is also slower and dearer); they detect
+nothing on their own.
+
+Traps (the simulator's ``traps``: changes that are not incidents) are scored
+apart: a *trap alert* is an alert matched by no label, on the trap's key (any
+key when the trap has none), of one of the trap's ``types`` (any type when it
+has none), with ``event_time`` in ``[trap.start - 60 s, trap.end + 10 min]``.
+Trap alerts are false alerts too; the trap counts say which traps provoke them.
+
 Conventions: recall is 1.0 when there are no labels, precision 1.0 when there
 are no alerts (nothing was missed / nothing was wrong); a detection delay is
-``first matching event_time - label.start``, clamped at 0.
+``first matching event_time - label.start`` (the ``fired_event_time`` of the
+alert's evidence when given), clamped at 0.
 
 Pure Python, no dependency on the rest of the project.
 """
@@ -27,6 +41,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Optional, Union
 
 EARLY_S = 60.0
+TRAP_AFTER_S = 600.0
 _DAY_S = 86400.0
 
 
@@ -70,8 +85,27 @@ def matches(alert: Dict[str, Any], label: Dict[str, Any], grace_s: float = 300.0
             return False
         if typ == "token_abuse" and alert.get("subject") != label.get("subject"):
             return False
+    return _in_window(alert, label, grace_s)
+
+
+def _in_window(alert: Dict[str, Any], label: Dict[str, Any], grace_s: float) -> bool:
+    grace = max(grace_s, float(label.get("grace_s") or 0.0))
     t = to_epoch(alert["event_time"])
-    return to_epoch(label["start"]) - EARLY_S <= t <= to_epoch(label["end"]) + grace_s
+    return to_epoch(label["start"]) - EARLY_S <= t <= to_epoch(label["end"]) + grace
+
+
+def in_trap(alert: Dict[str, Any], trap: Dict[str, Any], after_s: float = TRAP_AFTER_S) -> bool:
+    """Whether ``alert`` (whatever it matched) falls on ``trap``'s key, types and interval."""
+    types = trap.get("types")
+    if types and alert.get("type") not in types:
+        return False
+    if trap.get("service") is not None:
+        if alert.get("service") != trap.get("service"):
+            return False
+        if trap.get("model") is not None and alert.get("model") != trap.get("model"):
+            return False
+    t = to_epoch(alert["event_time"])
+    return to_epoch(trap["start"]) - EARLY_S <= t <= to_epoch(trap["end"]) + after_s
 
 
 def _median(xs: List[float]) -> Optional[float]:
@@ -93,8 +127,7 @@ def _near(alert: Dict[str, Any], label: Dict[str, Any], grace_s: float) -> bool:
     )
     if not same:
         return False
-    t = to_epoch(alert["event_time"])
-    return to_epoch(label["start"]) - EARLY_S <= t <= to_epoch(label["end"]) + grace_s
+    return _in_window(alert, label, grace_s)
 
 
 def score(
@@ -102,8 +135,9 @@ def score(
     labels: List[Dict[str, Any]],
     duration_s: float,
     grace_s: float = 300.0,
+    traps: Optional[List[Dict[str, Any]]] = None,
 ) -> Dict[str, Any]:
-    """Match ``alerts`` to ``labels`` over a run of ``duration_s`` seconds of event time.
+    """Match ``alerts`` to ``labels`` (and ``traps``) over a run of ``duration_s`` seconds of event time.
 
     Returns
     -------
@@ -117,7 +151,16 @@ def score(
         ``delay_by_type`` (median of first-detection delays, None when nothing
         was detected), ``detections`` (per detected label: id, type, delay_s,
         alerts), ``missed_labels`` and ``false_alert_list`` (the dicts
-        themselves, for diagnosis), ``n_alerts``, ``n_labels``.
+        themselves, for diagnosis), ``n_alerts``, ``n_labels``;
+        ``precision_by_type`` ({alert type: precision}) and
+        ``alerts_by_type`` ({alert type: [true, all]}); with ``traps``:
+        ``trap_alerts`` (false alerts inside some trap), ``trap_alerts_by_kind``
+        ({kind: alerts}), ``traps_by_kind`` ({kind: traps}),
+        ``traps_fired_by_kind`` ({kind: traps with an alert}) and
+        ``trap_alert_list`` (trap id, kind and alert). Without ``traps`` these
+        are 0 / empty. ``detected_grouped_only_by_type`` ({type: labels})
+        and ``grouped_only_labels`` (ids): labels detected only as a member
+        in ``evidence.grouped`` of a page or update (counted in recall).
 
     Examples
     --------
@@ -132,13 +175,28 @@ def score(
     if duration_s <= 0:
         msg = f"duration_s must be > 0, got {duration_s!r}"
         raise ValueError(msg)
-    # A resolve message is not a page: it neither detects nor counts as false.
-    bodies = [b for b in (alert_body(a) for a in alerts) if b.get("status", "firing") != "resolved"]
+    # Pages are firing and escalated messages: precision and false alerts count
+    # them. A resolve neither detects nor counts as false. An incident's
+    # messages (its page and its "updated" announcements) detect a label
+    # through the incident's own type or through a member in
+    # ``evidence.grouped`` (the operator was told of it); labels detected
+    # only that way are also reported apart (``detected_grouped_only_by_type``).
+    all_bodies = [alert_body(a) for a in alerts]
+    bodies = [b for b in all_bodies if b.get("status", "firing") in ("firing", "escalated")]
+    updates = [b for b in all_bodies if b.get("status") == "updated"]
     matched = [False] * len(bodies)
+    members: List[tuple] = []
+    for a in bodies + updates:
+        fired_at = (a.get("evidence") or {}).get("fired_event_time") or a["event_time"]
+        for m in (a.get("evidence") or {}).get("grouped") or ():
+            if isinstance(m, dict) and m.get("event_time") is not None:
+                members.append((m, fired_at))
     by_type: Dict[str, List[int]] = {}
     delays_by_type: Dict[str, List[float]] = {}
     detections: List[Dict[str, Any]] = []
     missed: List[Dict[str, Any]] = []
+    grouped_only: Dict[str, int] = {}
+    grouped_only_ids: List[Any] = []
     for label in labels:
         typ = label["type"]
         counts = by_type.setdefault(typ, [0, 0])
@@ -156,9 +214,20 @@ def score(
                 t = to_epoch(fired if fired is not None else a["event_time"])
                 if first is None or t < first:
                     first = t
+        via_group = False
+        if first is None:
+            for m, fired_at in members:
+                if matches(m, label, grace_s):
+                    t = max(to_epoch(fired_at), to_epoch(m["event_time"]))
+                    if first is None or t < first:
+                        first = t
+                        via_group = True
         if first is None:
             missed.append(label)
             continue
+        if via_group:
+            grouped_only[typ] = grouped_only.get(typ, 0) + 1
+            grouped_only_ids.append(label.get("id"))
         counts[0] += 1
         delay = max(0.0, first - start)
         delays_by_type.setdefault(typ, []).append(delay)
@@ -178,6 +247,31 @@ def score(
     for a in false_list:
         false_by_type[str(a.get("type"))] = false_by_type.get(str(a.get("type")), 0) + 1
     collateral = sum(1 for a in false_list if any(_near(a, lab, grace_s) for lab in labels))
+    alerts_by_type: Dict[str, List[int]] = {}
+    for a, m in zip(bodies, matched):
+        c = alerts_by_type.setdefault(str(a.get("type")), [0, 0])
+        c[0] += int(m)
+        c[1] += 1
+    trap_list: List[Dict[str, Any]] = []
+    trap_by_kind: Dict[str, int] = {}
+    traps_by_kind: Dict[str, int] = {}
+    fired: Dict[str, set] = {}
+    trapped = 0
+    for trap in traps or ():
+        traps_by_kind[trap["kind"]] = traps_by_kind.get(trap["kind"], 0) + 1
+        trap_by_kind.setdefault(trap["kind"], 0)
+        fired.setdefault(trap["kind"], set())
+    if traps:
+        for a in false_list:
+            kinds = set()
+            for trap in traps:
+                if in_trap(a, trap):
+                    trap_list.append({"trap_id": trap.get("id"), "kind": trap["kind"], "alert": a})
+                    kinds.add(trap["kind"])
+                    fired[trap["kind"]].add(trap.get("id") or id(trap))
+            for k in kinds:
+                trap_by_kind[k] += 1
+            trapped += bool(kinds)
     n_labels = len(labels)
     detected = sum(c[0] for c in by_type.values())
     all_delays = [d for ds in delays_by_type.values() for d in ds]
@@ -189,6 +283,8 @@ def score(
         "recall_by_type": {t: c[0] / c[1] for t, c in sorted(by_type.items())},
         "detected_by_type": {t: list(c) for t, c in sorted(by_type.items())},
         "precision": n_true / len(bodies) if bodies else 1.0,
+        "precision_by_type": {t: c[0] / c[1] for t, c in sorted(alerts_by_type.items())},
+        "alerts_by_type": {t: list(c) for t, c in sorted(alerts_by_type.items())},
         "true_alerts": n_true,
         "effect_alerts": effect_alerts,
         "false_alerts": len(false_list),
@@ -200,6 +296,13 @@ def score(
         "detections": detections,
         "missed_labels": missed,
         "false_alert_list": false_list,
+        "detected_grouped_only_by_type": dict(sorted(grouped_only.items())),
+        "grouped_only_labels": grouped_only_ids,
+        "trap_alerts": trapped,
+        "trap_alerts_by_kind": dict(sorted(trap_by_kind.items())),
+        "traps_by_kind": dict(sorted(traps_by_kind.items())),
+        "traps_fired_by_kind": {k: len(v) for k, v in sorted(fired.items())},
+        "trap_alert_list": trap_list,
     }
 
 
@@ -223,7 +326,14 @@ def format_report(result: Dict[str, Any]) -> str:
         f"median delay {result['median_delay_s']} s",
     ]
     for typ, (hit, total) in result["detected_by_type"].items():
-        lines.append(f"  {typ:20s} {hit}/{total}  delay {result['delay_by_type'].get(typ)}")
+        grp = result.get("detected_grouped_only_by_type", {}).get(typ)
+        lines.append(f"  {typ:20s} {hit}/{total}  delay {result['delay_by_type'].get(typ)}"
+                     + (f"  ({grp} of them only as grouped members)" if grp else ""))
+    for typ, (true, total) in result.get("alerts_by_type", {}).items():
+        lines.append(f"  alerts {typ:20s} {true}/{total} true  precision {true / total:.3f}")
+    for kind, n in result.get("traps_by_kind", {}).items():
+        lines.append(f"  trap {kind:18s} {result['trap_alerts_by_kind'].get(kind, 0)} alerts "
+                     f"({result['traps_fired_by_kind'].get(kind, 0)} of {n} traps fired)")
     for lab in result["missed_labels"]:
         lines.append(f"  missed {lab.get('id')} {lab['type']} {lab.get('service')}/{lab.get('model')} "
                      f"{lab.get('subject') or ''} {lab['start']}..{lab['end']}")

@@ -105,6 +105,9 @@ def _ratio(value: float, expected: float) -> float:
 # metric name -> (alert type, feature attribute, direction: +1 high side, 0 both sides)
 METRICS: Dict[str, Tuple[str, str, int]] = {
     "latency_p95_ms": ("latency", "lat_p95", +1),
+    # The median moves with the whole distribution and is far steadier than a
+    # p95 of thirty requests: it catches a slow model on a quiet key.
+    "latency_p50_ms": ("latency", "lat_p50", +1),
     "ttft_p95_ms": ("ttft", "ttft_p95", +1),
     "output_tokens_mean": ("tokens", "out_tokens", +1),
     "input_tokens_mean": ("tokens", "in_tokens", +1),
@@ -141,6 +144,11 @@ class KeyDetectors:
         self.cold_windows = cold_windows
         # A drift episode ends after this many windows without a new alarm.
         self.drift_quiet = 120
+        # A drift builds up over at least this many windows and changes the level by at least this much.
+        self.drift_min_windows = 15
+        self.drift_min_change = 0.2
+        self._drift_metric = DRIFT_METRICS[0]
+        self._metric_of: Dict[str, str] = {}
         self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
         self._base: Dict[str, RobustBaseline] = {
             m: RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
@@ -152,8 +160,10 @@ class KeyDetectors:
         if "drift" in self.types:
             self._drift = {m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0)
                            for m in DRIFT_METRICS}
-        names = self._metrics + ["error_rate"] + [f"drift:{m}" for m in self._drift]
-        self._ep: Dict[str, Episode] = {m: Episode() for m in names}
+        # One episode per alert type: the strongest of its metrics speaks for it,
+        # so a slow model (p50 and p95 both up) is one latency anomaly, not two.
+        names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"} | ({"drift"} if self._drift else set()))
+        self._ep: Dict[str, Episode] = {t: Episode() for t in names}
         self._err_rate: Optional[float] = None
         self._windows = 0
 
@@ -167,14 +177,23 @@ class KeyDetectors:
         warm = self._windows >= self.warmup_windows
         cold = self._windows < self.warmup_windows + self.cold_windows
         busy = f.count >= self.min_requests
+        # A window with a small share of its usual traffic has no reliable
+        # quantiles (a p95 of eight requests is their maximum): only traffic
+        # and errors are judged on it.
+        if busy and "request_count" in self._base:
+            usual = self._base["request_count"].expected()
+            if usual is not None and self._windows >= self.warmup_windows and f.count < 0.3 * usual:
+                busy = False
         mid = (f.start + f.end) / 2.0
+        best: Dict[str, Tuple[float, str, tuple]] = {}
+        values: Dict[str, Tuple[float, float, float]] = {}  # metric -> (value, adjusted, score)
         for m in self._metrics:
             typ, attr, direction = METRICS[m]
+            best.setdefault(typ, (-1.0, m, None))
             value = getattr(f, attr)
-            base = self._base[m]
             if value is None or (not busy and m != "request_count"):
-                self._step(m, f, None, out, warm)
                 continue
+            base = self._base[m]
             value = float(value)
             # Traffic is compared with its level plus the offset usual for this time of day.
             season = self._season.offset(mid) if (self._season is not None and m == "request_count") else 0.0
@@ -186,49 +205,74 @@ class KeyDetectors:
             score = z_to_score(z_eff)
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
-            obs = (value, exp, score, z, severity_for(_ratio(value, exp), score))
-            self._step(m, f, obs if score >= self.threshold else None, out, warm)
-            ep = self._ep[m]
-            if ep.active and ep.run >= self.relearn_after:
+            values[m] = (value, adj, score)
+            if score > best[typ][0]:
+                best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
+        for typ, (score, m, obs) in best.items():
+            self._step(typ, m, f, obs if obs is not None and score >= self.threshold else None, out, warm)
+        for m, (value, adj, score) in values.items():
+            base = self._base[m]
+            ep = self._ep[METRICS[m][0]]
+            if ep.active and ep.run >= self.relearn_after and score >= self.threshold:
                 # A lasting level shift that was alerted: it is the new normal.
                 base.relearn(adj)
-                ep.run = 0
             if m in self._drift:
                 self._drift_step(m, f, value, base, ep, out, warm)
             if self._season is not None and m == "request_count" and score < self.threshold and base.n > 0:
                 self._season.learn(mid, math.log(value + base.offset) - base._loc)
             base.learn_one(adj)
+        for typ, (_, _, _) in best.items():
+            ep = self._ep[typ]
+            if ep.active and ep.run >= self.relearn_after:
+                ep.run = 0
+        if self._drift:
+            # Drift windows with no value (a quiet window) count as quiet for the drift episode.
+            if not any(m in values for m in self._drift):
+                self._drift_quiet_step(f, out, warm)
         if "error_rate" in self.types:
             self._error_rate(f, out, warm)
         self._windows += 1
         return out
 
+    def _drift_quiet_step(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:
+        dep = self._ep["drift"]
+        last, severity, first, metric = dep.last_obs, dep.severity, dep.first_start, self._drift_metric
+        if dep.step(f.start, None, 1, self.drift_quiet, warm) == "resolved":
+            fd = self._finding("drift", metric, f, last, dep, "resolved")
+            fd.severity, fd.event_time = severity, first
+            out.append(fd)
+
     def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline, ep: Episode,
                     out: List[Finding], warm: bool) -> None:
         det = self._drift[m]
-        dep = self._ep[f"drift:{m}"]
+        dep = self._ep["drift"]
         if ep.run > 0 or ep.active:
             # A sudden change is the spike detector's; do not count it twice as drift.
             det.rebase()
             alarm = None
         else:
             alarm = det.update(value, base.scale)
+        if alarm is not None and alarm[0] < 0:
+            alarm = None  # usage and cost falling is not an incident; the reference has moved down
+        if alarm is not None:
+            direction, length, mean_log, ref = alarm
+            change = value / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
+            if length < self.drift_min_windows or abs(change) < self.drift_min_change:
+                # Accumulated fast (a step: the spike detector's business, or a burst
+                # from one actor) or too small to act on: not a drift.
+                alarm = None
         if alarm is None:
-            last, severity, first = dep.last_obs, dep.severity, dep.first_start
-            if dep.step(f.start, None, 1, self.drift_quiet, warm) == "resolved":
-                fd = self._finding(f"drift:{m}", f, last, dep, "resolved")
-                fd.severity, fd.event_time = severity, first
-                out.append(fd)
+            if m == self._drift_metric or not dep.active:
+                self._drift_quiet_step(f, out, warm)
             return
-        direction, length, mean_log, ref = alarm
-        change = value / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
         start = f.end - length * (f.end - f.start)
         obs = (value, ref, 0.95, mean_log / max(base.scale, 1e-6), "medium" if abs(change) < 1.0 else "high")
         if not dep.active:
             dep.first_start = start
+            self._drift_metric = m
         t = dep.step(start, obs, 1, self.drift_quiet, warm)
         if t is not None:
-            fd = self._finding(f"drift:{m}", f, obs, dep, t)
+            fd = self._finding("drift", m, f, obs, dep, t)
             fd.evidence.update({"change": round(change, 3), "change_start": start,
                                 "windows_accumulated": length})
             if t == "firing":
@@ -238,7 +282,7 @@ class KeyDetectors:
     def _error_rate(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:
         n, k = f.count, f.errors
         if n < self.min_requests:
-            self._step("error_rate", f, None, out, warm)
+            self._step("error_rate", "error_rate", f, None, out, warm)
             return
         rate = k / n
         p = self._err_rate if self._err_rate is not None else rate
@@ -248,32 +292,28 @@ class KeyDetectors:
         ratio = (rate + 1e-9) / p_eff
         sev = "critical" if rate >= 0.5 else "high" if rate >= 0.2 else "medium" if rate >= 0.05 else "low"
         obs = (rate, p, score, z, sev if ratio >= 2 else "low")
-        self._step("error_rate", f, obs if score >= self.threshold else None, out, warm)
+        self._step("error_rate", "error_rate", f, obs if score >= self.threshold else None, out, warm)
         a = 0.05 if score < self.threshold else 0.005
         if self._err_rate is None:
             self._err_rate = rate
         else:
             self._err_rate += a * (rate - self._err_rate)
 
-    def _step(self, m: str, f: WindowFeatures, obs, out: List[Finding], warm: bool) -> None:
-        ep = self._ep[m]
+    def _step(self, typ: str, metric: str, f: WindowFeatures, obs, out: List[Finding], warm: bool) -> None:
+        ep = self._ep[typ]
         last, severity, first = ep.last_obs, ep.severity, ep.first_start
         t = ep.step(f.start, obs, self.persistence, self.quiet_windows, warm)
+        if t == "firing":
+            self._metric_of[typ] = metric
         if t is not None:
-            fd = self._finding(m, f, obs if obs is not None else last, ep, t)
+            fd = self._finding(typ, self._metric_of.get(typ, metric), f, obs if obs is not None else last, ep, t)
             if t == "resolved":
                 fd.severity, fd.event_time = severity, first
             out.append(fd)
 
-    def _finding(self, name: str, f: WindowFeatures, obs, ep: Episode, status: str) -> Finding:
+    def _finding(self, typ: str, metric: str, f: WindowFeatures, obs, ep: Episode, status: str) -> Finding:
         value, expected, score, z, severity = obs
-        if name.startswith("drift:"):
-            typ, metric = "drift", name[6:]
-        elif name == "error_rate":
-            typ, metric = "error_rate", name
-        else:
-            typ, metric = METRICS[name][0], name
-        ratio = (value + 1e-9) / max(expected, 0.005) if name == "error_rate" else _ratio(value, expected)
+        ratio = (value + 1e-9) / max(expected, 0.005) if typ == "error_rate" else _ratio(value, expected)
         evidence = {
             "z": round(z, 2),
             "ratio": round(ratio, 3),
@@ -283,7 +323,7 @@ class KeyDetectors:
             "requests_in_window": f.count,
         }
         if status == "resolved":
-            evidence["resolved_after_windows"] = self.quiet_windows
+            evidence["resolved_after_windows"] = self.quiet_windows if typ != "drift" else self.drift_quiet
         return Finding(typ, metric, value, expected, max(score, ep.peak), z, ep.first_start, f.end,
                        ep.severity if status != "firing" else severity, evidence,
                        "up" if z >= 0 else "down", status)

@@ -1,10 +1,12 @@
 """Per-actor token use (``token_abuse``): where a user's own baseline lives.
 
-Input per actor key (``user:<id>`` or ``tenant:<id>``): ``(actor, partition, [LLMEvent], ingested_at)``.
-An actor's window is abusive when its tokens exceed both an absolute floor
-and ``ratio`` times the actor's own typical busy window, for ``persistence``
-consecutive windows. A new actor, with no history yet, is held to a much
-higher floor instead (``new_actor_min_tokens``).
+Input per actor key (``user:<id>`` or ``tenant:<id>``): ``(actor, partition, [LLMEvent], ingested_at, partitions)``.
+An actor's window is abusive when its tokens exceed an absolute floor,
+``ratio`` times the actor's own typical busy window, and what the
+population's heavy users send in a window (the ``heavy_quantile`` of busy
+actor-windows), for ``persistence`` consecutive windows. A new actor, with
+no history yet, must exceed four times the heavy users' level (at most
+``new_actor_min_tokens``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
+from detectors.population import DecayingQuantiles
 from detectors.robust import RobustBaseline
 from operators.alerts import iso, make_alert, resolved
 from operators.model_windows import _utc_in
@@ -24,6 +27,13 @@ from operators.windowing import KeyWindows
 from sentinel.config import FlowConfig
 from sentinel.events import KEY_SEP, LLMEvent
 from sentinel.metrics import get_metrics
+
+
+# Busy actor-windows seen by this process: where the heavy users are. Shared by
+# the actors of all workers of the process (each worker sees a hash sample of
+# the population); rebuilt within minutes after a restart, so not snapshotted.
+POPULATION = DecayingQuantiles()
+MIN_POPULATION = 5000  # busy actor-windows before the population is a reference
 
 
 class ActorAgg:
@@ -55,7 +65,7 @@ class ActorState:
     firing: Optional[Dict[str, Any]] = None  # the open episode's alert
 
 
-class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str, Any], ActorState]):
+class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict[str, Any], ActorState]):
     def __init__(self, cfg: FlowConfig, state: Optional[ActorState]) -> None:
         self.cfg = cfg
         self.ta = cfg.detection.token_abuse
@@ -67,7 +77,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
         self._keys.inc()
 
     def on_item(self, value):
-        actor, part, events, ingested_at = value
+        actor, part, events, ingested_at, nparts = value
         if self.state is None:
             w = self.cfg.windows
             self.state = ActorState(
@@ -79,7 +89,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
         win = self.state.windows
         late = 0
         for ev in events:
-            agg = win.agg_for(part, ev.ts, now)
+            agg = win.agg_for(part, ev.ts, now, nparts)
             if agg is None:
                 late += 1
                 continue
@@ -124,10 +134,16 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float], Dict[str,
             base = st.baseline
             warm = base.n >= base.warmup
             expected = base.expected() if warm else None
+            heavy = POPULATION.quantile(ta.heavy_quantile) if POPULATION.n >= MIN_POPULATION else None
             if expected is not None:
-                abusive = tokens >= ta.min_tokens and tokens >= ta.ratio * max(expected, 1.0)
+                # Far above its own habit, and above what the population's heavy users send.
+                abusive = (tokens >= ta.min_tokens and tokens >= ta.ratio * max(expected, 1.0)
+                           and (heavy is None or tokens >= heavy))
             else:
-                abusive = tokens >= ta.new_actor_min_tokens
+                # No history yet: only far above the heavy users counts.
+                # (While the population itself is young, every actor is new: then nobody is judged.)
+                abusive = heavy is not None and tokens >= max(min(ta.new_actor_min_tokens, 4 * heavy), ta.min_tokens)
+            POPULATION.update(tokens)
             if abusive:
                 if st.run == 0:
                     st.run_start = start

@@ -35,7 +35,7 @@ class AttackState:
     firing: Optional[Dict[str, Any]] = None  # the open episode's alert
 
 
-class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dict[str, Any], AttackState]):
+class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int], Dict[str, Any], AttackState]):
     def __init__(self, cfg: FlowConfig, state: Optional[AttackState]) -> None:
         self.cfg = cfg
         self.ac = cfg.detection.coordinated_attack
@@ -46,7 +46,7 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float], Dic
         self._keys.inc()
 
     def on_item(self, value):
-        source, _part, events, ingested_at = value
+        source, _part, events, ingested_at, _nparts = value
         if self.state is None:
             self.state = AttackState(source)
         st = self.state

@@ -74,6 +74,7 @@ class Incident:
     last_page_event: float = 0.0
     repeats: int = 0
     escalations: int = 0
+    first_event: float = 0.0
     last_event: float = 0.0
     updates: int = 0
     last_update_event: float = 0.0
@@ -105,7 +106,8 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
                 return inc
         best = None
         for inc in incs:
-            if any(inc.active.values()) and t <= inc.last_event + self.cfg.group_window:
+            if (any(inc.active.values()) and inc.first_event - self.cfg.group_window <= t
+                    <= inc.last_event + self.cfg.group_window):
                 if best is None or inc.last_event > best.last_event:
                     best = inc
         return best
@@ -133,7 +135,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
             return out, self._discard()
         inc = self._find(fp, t)
         if inc is None:
-            inc = Incident(primary=alert, severity=alert["severity"], last_event=t,
+            inc = Incident(primary=alert, severity=alert["severity"], first_event=t, last_event=t,
                            hold_until_event=t + self.cfg.group_wait, hold_until_wall=now + self.cfg.group_wait)
             inc.members[fp] = alert
             inc.active[fp] = True
@@ -144,6 +146,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
                 self._page(inc, out, t)
             return out, StatefulLogic.RETAIN
         inc.last_event = max(inc.last_event, t)
+        inc.first_event = min(inc.first_event, t)
         new_member = fp not in inc.members or not inc.active.get(fp)
         inc.members[fp] = alert
         inc.active[fp] = True

@@ -1,7 +1,7 @@
 """Where a service/model key's windows and baselines live.
 
-Input per key: ``(key, partition, [LLMEvent, ...], ingested_at)`` groups made
-by the parse step. Output: alert dicts (SPEC section 2).
+Input per key: ``(key, partition, [LLMEvent, ...], ingested_at, partitions)``
+groups made by the parse step. Output: alert dicts (SPEC section 2).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sentinel.config import FlowConfig
 from sentinel.events import KEY_SEP, LLMEvent
 from sentinel.metrics import get_metrics
 
-Group = Tuple[str, str, List[LLMEvent], float]
+Group = Tuple[str, str, List[LLMEvent], float, int]
 
 
 class WindowAgg:
@@ -145,11 +145,11 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
             key,
             KeyWindows(w.size, w.allowed_lateness, w.idle_partition, w.max_open_windows, WindowAgg),
             KeyDetectors(tuple(d.metrics), d.warmup_windows, d.min_requests, d.threshold,
-                         d.persistence, d.quiet_windows),
+                         d.persistence, d.quiet_windows, seasonality=d.seasonality, cold_windows=d.cold_windows),
         )
 
     def on_item(self, value: Group) -> Tuple[Iterable[Dict[str, Any]], bool]:
-        key, part, events, ingested_at = value
+        key, part, events, ingested_at, nparts = value
         st = self.state
         if st is None:
             st = self.state = self._new_state(key)
@@ -158,7 +158,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         late = 0
         max_ts = 0.0
         for ev in events:
-            agg = win.agg_for(part, ev.ts, now)
+            agg = win.agg_for(part, ev.ts, now, nparts)
             if agg is None:
                 late += 1
                 continue

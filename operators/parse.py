@@ -34,6 +34,7 @@ class BatchParser:
     def __call__(self, batch: RawBatch) -> List[Tagged]:
         part = batch.partition
         at = batch.ingested_at
+        nparts = batch.partitions
         by_key: Dict[str, List[LLMEvent]] = {}
         by_actor: Dict[str, List[LLMEvent]] = {}
         by_source: Dict[str, List[SecurityEvent]] = {}
@@ -74,9 +75,9 @@ class BatchParser:
                         by_source[ev.source] = [ev]
                     else:
                         g.append(ev)
-        out: List[Tagged] = [(MODEL, k, (part, evs, at)) for k, evs in by_key.items()]
-        out.extend((ACTOR, a, (part, evs, at)) for a, evs in by_actor.items())
-        out.extend((SECURITY, s, (part, evs, at)) for s, evs in by_source.items())
+        out: List[Tagged] = [(MODEL, k, (part, evs, at, nparts)) for k, evs in by_key.items()]
+        out.extend((ACTOR, a, (part, evs, at, nparts)) for a, evs in by_actor.items())
+        out.extend((SECURITY, s, (part, evs, at, nparts)) for s, evs in by_source.items())
         n_ok = sum(len(v) for v in by_key.values())
         n_sec = sum(len(v) for v in by_source.values())
         if n_ok:

@@ -6,9 +6,9 @@ not the fastest: windows stay open until every active partition has moved
 past them, so the lagging partition's events are not "late". A partition
 that has sent nothing for this key for ``idle_partition`` seconds of wall
 time stops holding the watermark back, so an idle partition never stalls the
-key. A key learns of a partition only from its first event, so for its first
-``idle_partition`` seconds a key closes no window (every partition of the
-source gets a turn to speak first). When the key itself goes quiet, the watermark advances with wall time
+key. A key learns of a partition only from its first event, so when the
+source has several partitions, for its first ``idle_partition`` seconds a
+key closes no window (every partition gets a turn to speak first). When the key itself goes quiet, the watermark advances with wall time
 since its last event (as Bytewax's EventClock does), so the last window of a
 live key closes.
 
@@ -43,10 +43,14 @@ class KeyWindows(Generic[A]):
         self._max_ts = float("-inf")
         self._born: Optional[float] = None
 
-    def agg_for(self, part: str, ts: float, now: float) -> Optional[A]:
-        """The open window aggregate for an event, or None if its window has closed."""
+    def agg_for(self, part: str, ts: float, now: float, partitions: int = 1) -> Optional[A]:
+        """The open window aggregate for an event, or None if its window has closed.
+
+        ``partitions`` is how many partitions the source has: with one, there
+        is no other partition to wait for at start-up.
+        """
         if self._born is None:
-            self._born = now
+            self._born = now if partitions > 1 else float("-inf")
         p = self._parts.get(part)
         if p is None:
             self._parts[part] = [ts, now]

@@ -36,6 +36,25 @@ def parse_duration(v: Any) -> float:
 
 Duration = Annotated[float, Field(ge=0)]
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNIT = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
+              "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
+
+
+def parse_size(v: Any) -> int:
+    """Bytes from a number or a string like ``256MiB``, ``1GiB``, ``500MB``, ``64k``."""
+    if isinstance(v, bool):
+        raise ValueError("expected a size like 268435456, '256MiB' or '1GB'")
+    if isinstance(v, (int, float)):
+        return int(v)
+    if isinstance(v, str) and (m := _SIZE.match(v)):
+        unit = (m.group(2) or "").lower()
+        if unit.endswith("b") and unit != "b":
+            unit = unit[:-1]
+        return int(float(m.group(1)) * _SIZE_UNIT[unit])
+    raise ValueError(f"expected a size like 268435456, '256MiB' or '1GB', got {v!r}")
+
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -101,13 +120,22 @@ class SimulatorSource(_Model):
 Source = Annotated[Union[FileSource, KafkaSource, SimulatorSource], Field(discriminator="kind")]
 
 
+# Every alert sink but qdrant: "cloudevents" wraps each alert in a CloudEvents
+# 1.0 structured envelope (the alert is its `data`); "none" writes the bare alert.
+Envelope = Literal["cloudevents", "none"]
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+Severity = Literal["info", "low", "medium", "high", "critical"]
+
+
 class JsonlSink(_Model):
     kind: Literal["jsonl"]
     path: str = Field(min_length=1)
+    envelope: Envelope = "cloudevents"
 
 
 class StdoutSink(_Model):
     kind: Literal["stdout"]
+    envelope: Envelope = "cloudevents"
 
 
 class RabbitMQSink(_Model):
@@ -116,6 +144,51 @@ class RabbitMQSink(_Model):
     exchange: str = "sentinel.alerts"
     high_queue: str = "incidents.high-priority"
     low_queue: str = "incidents.low-priority"
+    envelope: Envelope = "cloudevents"
+    # Alerts are appended to an on-disk spool and published from it, so an
+    # outage of the broker never blocks detection. Every worker spools to
+    # <spool_dir>/worker-<index>; default ./sentinel-spool/<exchange>.
+    spool_dir: Optional[str] = None
+    # Bound of each worker's spool; when full, the flow waits (backpressure).
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
+    # On shutdown, keep publishing the spool for at most this long; the rest
+    # stays spooled and is delivered on the next start.
+    drain_timeout: float = 10.0
+    # Queue bindings {queue: [severities]}; unset: the SPEC ones, high_queue
+    # <- high, critical and low_queue <- info, low, medium.
+    routing: Optional[Dict[str, List[Severity]]] = None
+
+    _dur = field_validator("drain_timeout", mode="before")(parse_duration)
+    _size = field_validator("spool_max_bytes", mode="before")(parse_size)
+
+    @model_validator(mode="after")
+    def _routing_covers_every_severity(self) -> "RabbitMQSink":
+        if self.routing is None:
+            return self
+        both = {"high_queue", "low_queue"} & self.model_fields_set
+        if both:
+            raise ValueError(f"routing: give either routing or {' and '.join(sorted(both))}, not both "
+                             f"(routing lists every queue)")
+        if not self.routing:
+            raise ValueError("routing: needs at least one queue")
+        for queue, sevs in self.routing.items():
+            if not queue:
+                raise ValueError("routing: a queue name is empty")
+            if not sevs:
+                raise ValueError(f"routing.{queue}: lists no severity")
+        missing = [s for s in SEVERITIES if not any(s in sevs for sevs in self.routing.values())]
+        if missing:
+            raise ValueError(f"routing: no queue takes severity {', '.join(missing)}: such alerts would be "
+                             f"unroutable (they are published mandatory and retried, blocking the ones after them)")
+        return self
+
+    def bindings(self) -> Dict[str, List[str]]:
+        if self.routing is not None:
+            return {q: list(dict.fromkeys(sevs)) for q, sevs in self.routing.items()}
+        return {self.high_queue: ["high", "critical"], self.low_queue: ["info", "low", "medium"]}
+
+    def spool_base(self) -> str:
+        return self.spool_dir or os.path.join("sentinel-spool", self.exchange)
 
 
 class KafkaSink(_Model):
@@ -123,6 +196,7 @@ class KafkaSink(_Model):
     brokers: str = Field(min_length=1)
     topic: str = "llm.anomalies"
     config: Dict[str, Any] = Field(default_factory=dict)
+    envelope: Envelope = "cloudevents"
 
 
 class QdrantSink(_Model):
@@ -193,6 +267,8 @@ class TokenAbuseConfig(_Model):
     # only `new_actor_min_tokens` in one window counts.
     history_windows: int = Field(default=5, ge=1)
     new_actor_min_tokens: int = Field(default=1_000_000, ge=1)
+    # Quantile of busy actor-windows over the population that marks "heavy users".
+    heavy_quantile: float = Field(default=0.95, gt=0, lt=1)
     persistence: int = Field(default=2, ge=1)
 
     _dur = field_validator("window", mode="before")(parse_duration)
@@ -207,9 +283,13 @@ class AttackConfig(_Model):
 
 
 class DetectionConfig(_Model):
-    metrics: List[Literal["latency", "ttft", "tokens", "cost", "error_rate", "traffic"]] = Field(
-        default_factory=lambda: ["latency", "ttft", "tokens", "cost", "error_rate", "traffic"]
+    metrics: List[Literal["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift"]] = Field(
+        default_factory=lambda: ["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift"]
     )
+    # Time-of-day profile for traffic (used once a key has a day of history).
+    seasonality: bool = True
+    # Windows after warm-up in which a key must deviate further to count.
+    cold_windows: int = Field(default=60, ge=0)
     warmup_windows: int = Field(default=30, ge=1)
     min_requests: int = Field(default=8, ge=1)
     threshold: float = Field(default=0.9, gt=0, lt=1)
@@ -304,6 +384,18 @@ class FlowConfig(_Model):
         if brokers is None or not (c.topic or c.feedback_topic):
             return None
         return ControlConfig(brokers=brokers, topic=c.topic, feedback_topic=c.feedback_topic)
+
+    @model_validator(mode="after")
+    def _one_spool_per_rabbitmq_sink(self) -> "FlowConfig":
+        seen: Dict[str, int] = {}
+        for i, s in enumerate(self.sinks):
+            if isinstance(s, RabbitMQSink):
+                base = os.path.abspath(s.spool_base())
+                if base in seen:
+                    raise ValueError(f"sinks[{i}].spool_dir: {s.spool_base()!r} is already the spool of "
+                                     f"sinks[{seen[base]}]; give every rabbitmq sink its own spool_dir")
+                seen[base] = i
+        return self
 
     @model_validator(mode="after")
     def _dlq_brokers(self) -> "FlowConfig":

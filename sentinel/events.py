@@ -182,16 +182,15 @@ class RawBatch:
     """What a source partition hands to the flow in one step.
 
     ``partition`` names the source partition (for per-partition event-time
-    progress), ``ingested_at`` is the wall-clock time it was read (for the
+    progress) and ``partitions`` says how many the source has in all;
+    ``ingested_at`` is the wall-clock time it was read (for the
     detection-latency metric only, never for detection).
     """
 
-    __slots__ = ("partition", "records", "ingested_at", "eof")
+    __slots__ = ("partition", "records", "ingested_at", "partitions")
 
-    def __init__(
-        self, partition: str, records: List[RawRecord], ingested_at: float, eof: bool = False
-    ) -> None:
+    def __init__(self, partition: str, records: List[RawRecord], ingested_at: float, partitions: int = 1) -> None:
         self.partition = partition
         self.records = records
         self.ingested_at = ingested_at
-        self.eof = eof
+        self.partitions = partitions

@@ -40,6 +40,10 @@ class Metrics:
         self.alerts_suppressed = Counter(
             "sentinel_alerts_suppressed", "Alerts not published, by reason.", ["reason"], registry=r
         )
+        self.spool_pending = Gauge(
+            "sentinel_spool_pending", "Alerts in a sink's on-disk spool, not yet confirmed by the destination.",
+            ["sink"], registry=r,
+        )
         self.sink_errors = Counter(
             "sentinel_sink_errors", "Failed delivery attempts (retried), by sink.", ["sink"], registry=r
         )

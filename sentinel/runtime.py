@@ -22,6 +22,11 @@ def setup_logging(level: str = "") -> None:
     root.setLevel(level.upper())
     for noisy in ("pika", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # pika logs every failed connection attempt as errors with tracebacks; the
+    # RabbitMQ sink logs each failure (and its retry) in one line itself.
+    for chatty in ("pika.adapters.utils.connection_workflow", "pika.adapters.utils.io_services_utils",
+                   "pika.adapters.blocking_connection"):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
 def prepare(cfg: FlowConfig, process_id: int = 0) -> None:

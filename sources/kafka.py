@@ -50,8 +50,9 @@ def consumer_config(brokers: str, group_id: Optional[str], extra: Dict[str, Any]
 
 class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
     def __init__(self, cfg: KafkaSourceConfig, topic: str, partition: int, encoding: str,
-                 resume: Optional[int]) -> None:
+                 resume: Optional[int], partitions: int = 2) -> None:
         self._cfg = cfg
+        self._partitions = partitions
         self._topic = topic
         self._partition = partition
         self._encoding = encoding
@@ -119,7 +120,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             self._consumer.commit(offsets=[TopicPartition(topic, part, self._next)], asynchronous=True)
         if not records:
             return []
-        return [RawBatch(self._name, records, time.time())]
+        return [RawBatch(self._name, records, time.time(), self._partitions)]
 
     def next_awake(self) -> Optional[datetime]:
         return self._awake
@@ -155,10 +156,12 @@ class KafkaSource(FixedPartitionedSource[RawBatch, Optional[int]]):
                         f"{t.error if t is not None else 'no metadata'}"
                     )
                 parts.extend(f"{topic}#{p}" for p in sorted(t.partitions))
+            self._n_parts = len(parts)
             return parts
         finally:
             c.close()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _KafkaPartition:
         topic, _, p = for_part.rpartition("#")
-        return _KafkaPartition(self.cfg, topic, int(p), self._encodings[topic], resume_state)
+        return _KafkaPartition(self.cfg, topic, int(p), self._encodings[topic], resume_state,
+                               getattr(self, "_n_parts", 2))

@@ -40,12 +40,12 @@ def steady(minutes: int, per_minute: int = 60, seed: int = 1, start: float = T0,
     return out
 
 
-def batches(events: Iterable, partition: str = "p0", size: int = 500) -> List[RawBatch]:
+def batches(events: Iterable, partition: str = "p0", size: int = 500, partitions: int = 1) -> List[RawBatch]:
     lines = [e if isinstance(e, bytes) else orjson.dumps(e) for e in events]
     out = []
     for i in range(0, len(lines), size):
         recs = [RawRecord(line, (partition, 0, i + j)) for j, line in enumerate(lines[i:i + size])]
-        out.append(RawBatch(partition, recs, 0.0))
+        out.append(RawBatch(partition, recs, 0.0, partitions))
     return out
 
 

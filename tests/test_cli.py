@@ -13,6 +13,8 @@ from pathlib import Path
 
 import orjson
 
+from sinks.base import alert_body
+
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = [sys.executable, "-m", "sentinel.cli"]
 
@@ -88,7 +90,9 @@ def test_file_flow_with_bad_input_ends_cleanly(tmp_path):
         assert "raw" in d or "raw_base64" in d
     big = next(d for d in dead if d["reason"] == "oversized")
     assert str(len(bad[3]) - 1) in big["detail"] or "bytes" in big["detail"]
-    got = [json.loads(line) for line in alerts.read_text().splitlines()]
+    events_out = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert all(e["specversion"] == "1.0" for e in events_out)  # CloudEvents envelope by default
+    got = [alert_body(e) for e in events_out]
     lat = [a for a in got if a["type"] == "latency" and a["service"] == "support-bot" and a["model"] == "gpt-4o-mini"
            and a["status"] == "firing"]
     assert len(lat) == 1, got

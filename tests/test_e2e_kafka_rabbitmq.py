@@ -40,6 +40,7 @@ import yaml
 from confluent_kafka import Producer
 
 from sentinel.simulator import DEFAULT_START, FLEET, Simulator
+from sinks.base import alert_body
 
 RUN_TIMEOUT_S = 180
 EOF_AFTER_IDLE = "5s"
@@ -266,7 +267,7 @@ def run_incident_flow(tmp_path: Path, tansu: str, rabbitmq_url: str, names: Dict
     for queue, msgs in (("high", high), ("low", low)):
         for method, props, body in msgs:
             alert = orjson.loads(body)
-            alert = alert.get("data", alert) if "specversion" in alert else alert  # CloudEvents envelope
+            alert = alert_body(alert)  # CloudEvents envelope
             assert props.message_id == alert["alert_id"]
             assert props.content_type == "application/json"
             assert props.delivery_mode == 2
@@ -287,7 +288,7 @@ def run_incident_flow(tmp_path: Path, tansu: str, rabbitmq_url: str, names: Dict
     # The same alerts on every sink, each once.
     ids = [a["alert_id"] for a in got]
     assert len(ids) == len(set(ids)), "duplicate alerts on RabbitMQ: %s" % ids
-    file_alerts = read_jsonl(alerts_path)
+    file_alerts = [alert_body(e) for e in read_jsonl(alerts_path)]
     assert sorted(a["alert_id"] for a in file_alerts) == sorted(ids)
 
 

@@ -79,8 +79,8 @@ def test_lagging_partition_does_not_turn_events_late():
     early = steady(60, seed=2)
     late_part = steady(60, seed=3, start=T0 + 3 * 3600)
     items = []
-    b_early = batches(early, partition="p-early", size=200)
-    b_late = batches(late_part, partition="p-late", size=200)
+    b_early = batches(early, partition="p-early", size=200, partitions=2)
+    b_late = batches(late_part, partition="p-late", size=200, partitions=2)
     for x, y in zip(b_late, b_early):  # the fast partition is read first
         items += [x, y]
     from sentinel.metrics import get_metrics

@@ -17,8 +17,8 @@ def make(**kw):
     return KeyWindows(**args)
 
 
-def feed(w, part, ts, now):
-    agg = w.agg_for(part, ts, now)
+def feed(w, part, ts, now, partitions=2):
+    agg = w.agg_for(part, ts, now, partitions)
     if agg is not None:
         agg.n += 1
     return agg
