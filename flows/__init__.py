@@ -39,31 +39,40 @@ def make_source(cfg: FlowConfig) -> Source:
 
 
 def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
-    from sinks.base import AlertSink
+    """One Bytewax sink per configured alert sink; each worker gets its own writer."""
+    from sinks.base import AlertSink, event_source
 
+    source = event_source(cfg.name)
     sinks: List[Sink] = []
     for s in cfg.sinks:
         if s.kind == "jsonl":
             from sinks.files import JsonlWriter
 
-            sinks.append(AlertSink(lambda i, n, p=s.path: JsonlWriter(p)))
+            sinks.append(AlertSink(lambda i, n, p=s.path: JsonlWriter(p), s.envelope, source))
         elif s.kind == "stdout":
             from sinks.files import StdoutWriter
 
-            sinks.append(AlertSink(lambda i, n: StdoutWriter()))
+            sinks.append(AlertSink(lambda i, n: StdoutWriter(), s.envelope, source))
         elif s.kind == "rabbitmq":
-            from sinks.rabbitmq import RabbitMQWriter
+            from sinks.rabbitmq import RabbitMQWriter, worker_spool_dirs
 
-            sinks.append(AlertSink(lambda i, n, s=s: RabbitMQWriter(
-                url=s.url, exchange=s.exchange, high_queue=s.high_queue, low_queue=s.low_queue)))
+            def make_rabbitmq(i: int, n: int, s=s) -> RabbitMQWriter:
+                own, orphans = worker_spool_dirs(s.spool_base(), i, n)
+                return RabbitMQWriter(
+                    url=s.url, exchange=s.exchange, bindings=s.bindings(), spool_dir=own,
+                    spool_max_bytes=s.spool_max_bytes, drain_timeout=s.drain_timeout, adopt_spools=orphans,
+                    connection_name="llm-sentinel/%s/worker-%d" % (cfg.name, i))
+
+            sinks.append(AlertSink(make_rabbitmq, s.envelope, source))
         elif s.kind == "kafka":
             from sinks.kafka import KafkaWriter
 
-            sinks.append(AlertSink(lambda i, n, s=s: KafkaWriter(s.brokers, s.topic, s.config)))
+            sinks.append(AlertSink(lambda i, n, s=s: KafkaWriter(s.brokers, s.topic, s.config), s.envelope, source))
         elif s.kind == "qdrant":
             from sinks.qdrant import QdrantWriter
 
-            sinks.append(AlertSink(lambda i, n, s=s: QdrantWriter(s.location, s.collection)))
+            # Incident memory indexes the bare alert (the writer ignores the payload bytes).
+            sinks.append(AlertSink(lambda i, n, s=s: QdrantWriter(s.location, s.collection), "none", source))
     return sinks
 
 

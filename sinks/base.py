@@ -1,18 +1,31 @@
 """Shared plumbing for alert sinks.
 
-A destination implements :class:`Writer` (``write(alerts, payloads)`` then
-``close()``); :class:`AlertSink` turns it into a Bytewax sink that encodes each
-alert once, counts what was published and observes the detection latency.
-``write`` returns only once the destination has accepted the batch (publisher
-confirms, producer flush, fsync-free file write): a batch that cannot be
-delivered is retried inside ``write`` and so turns into backpressure, never
-into a silent drop.
+A destination implements :class:`Writer` (``write(alerts, payloads)``, then
+``flush(timeout)`` / ``close()``); :class:`AlertSink` turns it into a Bytewax
+sink that encodes each alert once, counts what was published and observes the
+detection latency. ``write`` returns once the destination has accepted the
+batch: a broker's confirmation (Kafka), a file write (jsonl, stdout), or a
+durable append to an on-disk spool whose sender thread delivers it later
+(RabbitMQ, see :mod:`sinks.spool`). A batch is never dropped silently: it is
+retried, spooled, or turned into backpressure.
+
+Payloads: with ``envelope="cloudevents"`` (the default of every alert sink
+kind) each alert is wrapped in a CloudEvents 1.0 structured-mode envelope and
+the SPEC section 2 alert object is its ``data``::
+
+    {"specversion": "1.0", "id": <alert_id>, "source": "llm-sentinel/<flow name>",
+     "type": "dev.llmsentinel.alert.<type>", "time": <detected_at>,
+     "subject": "<service>/<model>" (or the actor, or the service),
+     "datacontenttype": "application/json", "data": {...the alert...}}
+
+``envelope="none"`` writes the bare alert object. :func:`alert_body` reads
+either form back.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -29,25 +42,78 @@ def public(alert: Alert) -> Alert:
     return {k: v for k, v in alert.items() if not k.startswith("_")}
 
 
-def encode_alert(alert: Alert) -> bytes:
-    return orjson.dumps(public(alert))
+ENVELOPES = ("cloudevents", "none")
+CLOUDEVENTS_TYPE_PREFIX = "dev.llmsentinel.alert."
+
+
+def cloudevent(alert: Alert, source: str = "llm-sentinel/sentinel") -> Dict[str, Any]:
+    """The alert in a CloudEvents 1.0 structured envelope (the alert is ``data``)."""
+    body = public(alert)
+    service, model, actor = body.get("service"), body.get("model"), body.get("subject")
+    if service and model:
+        subject = "%s/%s" % (service, model)
+    else:
+        subject = actor or service
+    event: Dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(body.get("alert_id")),
+        "source": source,
+        "type": CLOUDEVENTS_TYPE_PREFIX + str(body.get("type") or "unknown"),
+        "time": body.get("detected_at"),
+        "datacontenttype": "application/json",
+    }
+    if subject:
+        event["subject"] = str(subject)
+    if event["time"] is None:
+        del event["time"]  # optional in CloudEvents; never null
+    event["data"] = body
+    return event
+
+
+def encode_alert(alert: Alert, envelope: str = "none", source: str = "llm-sentinel/sentinel") -> bytes:
+    """The bytes a sink publishes: the bare alert (``none``) or its CloudEvents envelope."""
+    if envelope == "cloudevents":
+        return orjson.dumps(cloudevent(alert, source))
+    if envelope == "none":
+        return orjson.dumps(public(alert))
+    raise ValueError("envelope must be one of %s, got %r" % (", ".join(ENVELOPES), envelope))
+
+
+def alert_body(obj: Dict[str, Any]) -> Dict[str, Any]:
+    """The SPEC alert object from a published payload: unwraps a CloudEvents envelope."""
+    if isinstance(obj, dict) and "specversion" in obj and isinstance(obj.get("data"), dict):
+        return obj["data"]
+    return obj
+
+
+def event_source(flow_name: Optional[str]) -> str:
+    return "llm-sentinel/%s" % (flow_name or "sentinel")
 
 
 class Writer:
     """One destination's connection, owned by one worker."""
 
     kind = "base"
+    # True for writers that deliver in the background (e.g. from a spool):
+    # they count sentinel_alerts_published_total and the detection latency
+    # themselves, when the destination confirms.
+    async_delivery = False
 
     def write(self, alerts: List[Alert], payloads: List[bytes]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Return once everything written so far is delivered (no-op for synchronous writers)."""
 
     def close(self) -> None:
         pass
 
 
 class _AlertPartition(StatelessSinkPartition[Alert]):
-    def __init__(self, writer: Writer) -> None:
+    def __init__(self, writer: Writer, envelope: str, source: str) -> None:
         self._writer = writer
+        self._envelope = envelope
+        self._source = source
         m = get_metrics()
         self._published = m.alerts_published.labels(sink=writer.kind)
         self._latency = m.detection_latency
@@ -55,8 +121,11 @@ class _AlertPartition(StatelessSinkPartition[Alert]):
     def write_batch(self, items: List[Alert]) -> None:
         if not items:
             return
-        payloads = [encode_alert(a) for a in items]
+        envelope, source = self._envelope, self._source
+        payloads = [encode_alert(a, envelope, source) for a in items]
         self._writer.write(items, payloads)
+        if self._writer.async_delivery:
+            return
         now = time.time()
         self._published.inc(len(items))
         for a in items:
@@ -69,10 +138,19 @@ class _AlertPartition(StatelessSinkPartition[Alert]):
 
 
 class AlertSink(DynamicSink[Alert]):
-    """A Bytewax sink around a :class:`Writer` factory (one writer per worker)."""
+    """A Bytewax sink around a :class:`Writer` factory.
 
-    def __init__(self, make_writer: Callable[[int, int], Writer]) -> None:
+    ``make_writer(worker_index, worker_count)`` is called once per worker, so a
+    writer can keep per-worker resources (e.g. its own spool directory).
+    """
+
+    def __init__(self, make_writer: Callable[[int, int], Writer], envelope: str = "cloudevents",
+                 source: str = "llm-sentinel/sentinel") -> None:
+        if envelope not in ENVELOPES:
+            raise ValueError("envelope must be one of %s, got %r" % (", ".join(ENVELOPES), envelope))
         self._make_writer = make_writer
+        self.envelope = envelope
+        self.source = source
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
-        return _AlertPartition(self._make_writer(worker_index, worker_count))
+        return _AlertPartition(self._make_writer(worker_index, worker_count), self.envelope, self.source)

@@ -12,7 +12,8 @@ Nothing is dropped silently: the wait ends only when everything is delivered,
 or, if ``max_retry_s`` is set, with :class:`KafkaDeliveryError`.
 
 :class:`KafkaWriter` is the alert :class:`~sinks.base.Writer` on top of it
-(key = ``fingerprint``, headers ``severity`` and ``type``). The dead-letter
+(key = ``fingerprint``, headers ``severity``, ``type`` and ``status``); its
+``close()`` flushes what is still unacknowledged (bounded by ``close_timeout_s``). The dead-letter
 sink reuses :class:`KafkaBytesProducer` directly.
 """
 
@@ -229,7 +230,7 @@ class KafkaBytesProducer:
 
 
 class KafkaWriter(Writer):
-    """Alerts to a Kafka topic: key = fingerprint, headers severity and type."""
+    """Alerts to a Kafka topic: key = fingerprint, headers severity, type and status."""
 
     kind = "kafka"
 
@@ -249,7 +250,7 @@ class KafkaWriter(Writer):
         for alert, payload in zip(alerts, payloads):
             fp = alert.get("fingerprint")
             headers: Headers = []
-            for field in ("severity", "type"):
+            for field in ("severity", "type", "status"):
                 value = alert.get(field)
                 if value is not None:
                     headers.append((field, str(value).encode()))

@@ -63,6 +63,15 @@ def test_read_waits_for_a_put_from_another_thread(tmp_path: Path) -> None:
         assert 0.1 < time.monotonic() - start < 4
         timer.join()
         assert spool.read(10, timeout=0.05) == []
+        # wake() ends a wait at once (a sender being stopped), without losing anything.
+        timer = threading.Timer(0.2, spool.wake)
+        timer.start()
+        start = time.monotonic()
+        assert spool.read(10, timeout=10) == []
+        assert time.monotonic() - start < 5
+        timer.join()
+        spool.put([rec(8)])
+        assert spool.read(10, timeout=1) == [(1, rec(8))]
 
 
 def test_reopen_resumes_after_the_acknowledged_offset(tmp_path: Path) -> None:
