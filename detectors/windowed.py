@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from detectors.drift import DriftDetector
 from detectors.episode import Episode
+from detectors.multivariate import MultivariateDetector, squash
 from detectors.robust import RobustBaseline, z_to_score
 from detectors.seasonal import SeasonalProfile
 
@@ -116,7 +117,7 @@ METRICS: Dict[str, Tuple[str, str, int]] = {
 }
 # Metrics also watched for slow drift (type ``drift``).
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
-ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")
+ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
 
 
 class KeyDetectors:
@@ -148,6 +149,8 @@ class KeyDetectors:
         self.drift_min_windows = 15
         self.drift_min_change = 0.2
         self._drift_metric = DRIFT_METRICS[0]
+        # Calibrated Half-Space Trees score (rank among recent windows) that counts as anomalous.
+        self.mv_threshold = 0.998
         self._metric_of: Dict[str, str] = {}
         self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
         self._base: Dict[str, RobustBaseline] = {
@@ -162,7 +165,9 @@ class KeyDetectors:
                            for m in DRIFT_METRICS}
         # One episode per alert type: the strongest of its metrics speaks for it,
         # so a slow model (p50 and p95 both up) is one latency anomaly, not two.
-        names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"} | ({"drift"} if self._drift else set()))
+        self._mv = MultivariateDetector() if "multivariate" in self.types else None
+        names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"} | ({"drift"} if self._drift else set())
+                       | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
         self._err_rate: Optional[float] = None
         self._windows = 0
@@ -186,7 +191,7 @@ class KeyDetectors:
                 busy = False
         mid = (f.start + f.end) / 2.0
         best: Dict[str, Tuple[float, str, tuple]] = {}
-        values: Dict[str, Tuple[float, float, float]] = {}  # metric -> (value, adjusted, score)
+        values: Dict[str, Tuple[float, float, float, float]] = {}  # metric -> (value, adjusted, score, z)
         for m in self._metrics:
             typ, attr, direction = METRICS[m]
             best.setdefault(typ, (-1.0, m, None))
@@ -205,12 +210,14 @@ class KeyDetectors:
             score = z_to_score(z_eff)
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
-            values[m] = (value, adj, score)
+            values[m] = (value, adj, score, z)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
         for typ, (score, m, obs) in best.items():
             self._step(typ, m, f, obs if obs is not None and score >= self.threshold else None, out, warm)
-        for m, (value, adj, score) in values.items():
+        if self._mv is not None:
+            self._multivariate(f, values, best, out, warm)
+        for m, (value, adj, score, _z) in values.items():
             base = self._base[m]
             ep = self._ep[METRICS[m][0]]
             if ep.active and ep.run >= self.relearn_after and score >= self.threshold:
@@ -233,6 +240,24 @@ class KeyDetectors:
             self._error_rate(f, out, warm)
         self._windows += 1
         return out
+
+    def _multivariate(self, f: WindowFeatures, values, best, out: List[Finding], warm: bool) -> None:
+        """Half-Space Trees on the window's z-scores, for windows no single metric flags."""
+        if len(values) < 3:
+            self._step("multivariate", "feature_vector", f, None, out, warm)
+            return
+        x = {m: squash(v[3]) for m, v in values.items()}
+        score = self._mv.score_learn(x)
+        single = any(b[0] >= self.threshold for b in best.values())
+        if score >= self.mv_threshold and not single:
+            top = max(values, key=lambda m: abs(values[m][3]))
+            z = values[top][3]
+            obs = (score, self.mv_threshold, score, z, "low")
+            self._step("multivariate", "feature_vector", f, obs, out, warm)
+            if out and out[-1].type == "multivariate" and out[-1].status == "firing":
+                out[-1].evidence["z_by_metric"] = {m: round(v[3], 2) for m, v in values.items()}
+        else:
+            self._step("multivariate", "feature_vector", f, None, out, warm)
 
     def _drift_quiet_step(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:
         dep = self._ep["drift"]

@@ -19,6 +19,8 @@ METRIC_UNITS = {
     "error_rate": "error rate",
     "tokens_per_window": "tokens per window",
     "security_events": "security events",
+    "feature_vector": "combined rarity of the window's metrics",
+    "latency_p50_ms": "median latency",
 }
 
 
@@ -74,6 +76,9 @@ def make_alert(
         direction = "above" if observed >= expected else "below"
         if status == "resolved":
             summary = f"{what.capitalize()} of {where} is back to normal (last anomalous: {_fmt(metric, observed)})."
+        elif metric == "feature_vector":
+            summary = (f"Unusual combination of metrics on {where}: rarer than {observed * 100:.1f}% "
+                       f"of its recent windows, though no single metric is out of range.")
         else:
             summary = (
                 f"{what.capitalize()} of {where} is {_fmt(metric, observed)}, "

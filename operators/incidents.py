@@ -30,6 +30,7 @@ from bytewax.operators import StatefulLogic
 
 from detectors.episode import RANK
 from operators.alerts import alert_id, iso
+from sinks.base import INGESTED_AT
 from sentinel.config import AlertingConfig
 from sentinel.metrics import get_metrics
 
@@ -113,6 +114,14 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         return best
 
     def on_item(self, alert: Alert) -> Tuple[List[Alert], bool]:
+        out, discard = self._on_item(alert)
+        ingested = alert.get(INGESTED_AT)
+        if ingested is not None:
+            for a in out:
+                a.setdefault(INGESTED_AT, ingested)
+        return out, discard
+
+    def _on_item(self, alert: Alert) -> Tuple[List[Alert], bool]:
         st = self.state
         now = time.monotonic()
         st.last_wall = now
@@ -250,6 +259,9 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
 
     def _incident_alert(self, inc: Incident, status: str) -> Alert:
         a = dict(inc.primary)
+        # The primary's ingest time is not this message's: the flow sets it from the
+        # alert that triggered the message (see on_item).
+        a.pop(INGESTED_AT, None)
         a["evidence"] = dict(a.get("evidence") or {})
         a["status"] = status
         a["severity"] = inc.severity if status != "firing" else max(

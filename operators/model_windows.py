@@ -23,6 +23,8 @@ from sentinel.metrics import get_metrics
 
 Group = Tuple[str, str, List[LLMEvent], float, int]
 
+DETECTOR_NAMES = {"drift": "cusum_drift", "multivariate": "half_space_trees", "error_rate": "binomial_rate"}
+
 
 class WindowAgg:
     """Running aggregate of one window of one key."""
@@ -215,9 +217,11 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                 ev["first_window_start"] = iso(ev["first_window_start"])
                 alert = make_alert(
                     fd.type, fd.metric, fd.observed, fd.expected, fd.score, fd.severity,
-                    "cusum_drift" if fd.type == "drift" else "robust_baseline", fd.event_time,
+                    DETECTOR_NAMES.get(fd.type, "robust_baseline"), fd.event_time,
                     self.service, self.model, evidence=ev,
-                    ingested_at=ingested_at if ingested_at is not None else self.state.last_ingest,
+                    # Only alerts born of a batch have an ingest time to measure from
+                    # (a window closed by the idle timer has none).
+                    ingested_at=ingested_at,
                     status=fd.status,
                 )
                 if fd.status == "firing":

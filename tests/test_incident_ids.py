@@ -1,0 +1,59 @@
+"""Alert ids stay unique through the incidents step, whatever the interleaving of episodes."""
+
+import random
+from datetime import datetime, timezone
+
+import pytest
+
+from operators.alerts import make_alert, resolved
+from operators.incidents import IncidentLogic
+from sentinel.config import AlertingConfig
+
+T0 = 1767571200.0
+SEVS = ("low", "medium", "high", "critical")
+
+
+def episodes(rng, n_keys=4, n_eps=60):
+    """Random but well-formed lifecycles (firing, escalations, resolve) on a few keys of one service."""
+    msgs = []
+    for k in range(n_keys):
+        t = T0 + rng.randrange(600)
+        for _ in range(n_eps // n_keys):
+            t += rng.randrange(60, 1800)
+            typ = rng.choice(("latency", "ttft", "error_rate"))
+            sev = rng.randrange(3)
+            a = make_alert(typ, "m", 10.0, 1.0, 0.95, SEVS[sev], "d", t, "svc", f"model{k}",
+                           evidence={"fired_event_time": datetime.fromtimestamp(t + 120, timezone.utc).isoformat()})
+            msgs.append((t + 120, a))
+            end = t + 120
+            for _e in range(rng.randrange(3)):
+                end += rng.randrange(60, 300)
+                if sev < 3:
+                    sev += 1
+                    e = make_alert(typ, "m", 20.0, 1.0, 0.99, SEVS[sev], "d", t, "svc", f"model{k}",
+                                   status="escalated",
+                                   evidence={"fired_event_time": datetime.fromtimestamp(end, timezone.utc).isoformat()})
+                    msgs.append((end, e))
+            end += rng.randrange(300, 900)
+            msgs.append((end, resolved(a, end)))
+            t = end
+    msgs.sort(key=lambda x: x[0])
+    return [m for _, m in msgs]
+
+
+@pytest.mark.parametrize("window", [0.0, 120.0, 600.0, 3600.0])
+@pytest.mark.parametrize("seed", range(5))
+def test_ids_unique_and_every_incident_resolves(window, seed):
+    rng = random.Random(seed)
+    logic = IncidentLogic(AlertingConfig(group_window=window, group_interval=60.0), None)
+    out = []
+    for m in episodes(rng):
+        got, _ = logic.on_item(m)
+        out.extend(got)
+    got, _ = logic.on_eof()
+    out.extend(got)
+    ids = [a["alert_id"] for a in out]
+    assert len(ids) == len(set(ids)), [(a["status"], a["severity"], a["alert_id"][:6]) for a in out]
+    firing = {a["alert_id"] for a in out if a["status"] == "firing"}
+    assert len([a for a in out if a["status"] == "resolved"]) == len(firing)
+    assert logic.state.incidents == []
