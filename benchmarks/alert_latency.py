@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 
 import orjson
 import pika
@@ -39,7 +39,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from _tansu import free_port, start_tansu, stop_tansu, wait_for_kafka  # noqa: E402
+from sentinel.tansu import free_port, start_tansu, stop_tansu, wait_for_kafka  # noqa: E402
 
 KEYS = [("support-bot", "gpt-4o-mini"), ("support-bot", "claude-haiku"), ("search-rag", "gpt-4o"),
         ("code-assist", "claude-sonnet-4"), ("doc-summarizer", "gemini-2.0-flash")]

@@ -55,7 +55,7 @@ import orjson  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from _tansu import tansu_broker  # noqa: E402
+from sentinel.tansu import tansu_broker  # noqa: E402
 from sentinel.simulator import Simulator  # noqa: E402
 from sources.kafka import consumer_config  # noqa: E402
 

@@ -15,7 +15,7 @@ import copy
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 

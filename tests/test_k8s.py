@@ -21,3 +21,11 @@ def test_manifests_parse_and_carry_a_valid_flow():
     env = {e["name"]: e["value"] for e in sts["template"]["spec"]["containers"][0]["env"]}
     assert env["SENTINEL_FLOW"] == "/etc/sentinel/flow.yaml"
     assert int(env["REPLICAS"]) == sts["replicas"]
+
+
+def test_the_readme_flow_definition_is_valid():
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```yaml\nname: production")
+    block = text[start + len("```yaml\n"):text.index("```", start + 8)]
+    cfg = load_config_dict(yaml.safe_load(block), "README")
+    assert cfg.source.kind == "kafka" and len(cfg.sinks) == 5

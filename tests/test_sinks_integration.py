@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from conftest import TANSU_CONSUMER_CONFIG
 from sentinel.metrics import get_metrics
+from conftest import drain_queue as drain
 from sinks.base import encode_alert
 from sinks.kafka import KafkaBytesProducer, KafkaDeliveryError, KafkaWriter
 from sinks.qdrant import QdrantWriter, alert_vector, point_id
@@ -60,18 +61,6 @@ def sink_errors(sink: str) -> float:
 # -- RabbitMQ ------------------------------------------------------------------
 
 
-def drain(url: str, queue: str) -> List[tuple]:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        ch = conn.channel()
-        out = []
-        while True:
-            method, props, body = ch.basic_get(queue, auto_ack=True)
-            if method is None:
-                return out
-            out.append((method, props, body))
-    finally:
-        conn.close()
 
 
 def test_rabbitmq_routes_by_severity(rabbitmq_url: str, fresh_rabbit, tmp_path) -> None:

