@@ -716,13 +716,18 @@ def test_scoring_traps_and_precision_by_type():
     assert r0["false_alerts"] == r["false_alerts"]
 
 
-def test_scoring_reports_labels_seen_only_as_grouped_members():
+def test_scoring_counts_grouped_members_of_pages_and_updates_not_of_resolves():
     labels = [_label("L1", "latency", 60, 70), _label("T1", "tokens", 100, 110)]
     member = _alert("tokens", 101)
     page = dict(_alert("latency", 101), status="firing")  # a tokens incident paged as latency ...
-    resolve = dict(_alert("latency", 101), status="resolved", evidence={"grouped": [member]})  # ... tokens folded in
+    resolve = dict(_alert("latency", 101), status="resolved", evidence={"grouped": [member]})  # ... told at the end
     r = score([_alert("latency", 61), page, resolve], labels, duration_s=H)
-    assert r["detected_by_type"]["tokens"] == [0, 1]  # not a detection: nothing paged as tokens
+    assert r["detected_by_type"]["tokens"] == [0, 1]  # a resolve tells the operator too late
+    assert r["detected_grouped_only_by_type"] == {}
+    assert r["n_alerts"] == 2  # the resolve is not a page
+    update = dict(_alert("latency", 102), status="updated", evidence={"grouped": [member]})
+    r = score([_alert("latency", 61), page, update, resolve], labels, duration_s=H)
+    assert r["detected_by_type"]["tokens"] == [1, 1]  # the incident's update named it
     assert r["detected_grouped_only_by_type"] == {"tokens": 1}
     assert r["grouped_only_labels"] == ["T1"]
-    assert r["n_alerts"] == 2  # the resolve is not a page
+    assert r["n_alerts"] == 2  # an update is not a page either
