@@ -14,6 +14,9 @@ flow as production. ``python -m bytewax.run flows.main`` runs the flow that
 
 from __future__ import annotations
 
+import os
+import sys
+
 from typing import List, Optional
 
 import bytewax.operators as op
@@ -147,4 +150,7 @@ def get_flow() -> Dataflow:
         raise SystemExit(str(ex)) from None
     prepare(cfg)
     shutdown.install()
+    if os.environ.get("BYTEWAX_RECOVERY_DIRECTORY") or any(
+            a in ("-r", "--recovery-directory") or a.startswith("--recovery-directory=") for a in sys.argv):
+        shutdown.keep_windows_on_stop()
     return build_flow(cfg)

@@ -24,6 +24,7 @@ from detectors.robust import RobustBaseline
 from operators.alerts import iso, make_alert, resolved
 from operators.model_windows import _utc_in
 from operators.windowing import KeyWindows
+from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.events import KEY_SEP, LLMEvent
 from sentinel.metrics import get_metrics
@@ -111,6 +112,8 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
         return self._close(st.windows.close_ready(now)), StatefulLogic.RETAIN
 
     def on_eof(self):
+        if self.state is None or not shutdown.flush_on_eof():
+            return [], StatefulLogic.RETAIN
         return self._close(self.state.windows.close_all()), StatefulLogic.RETAIN
 
     def notify_at(self):

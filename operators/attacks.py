@@ -18,6 +18,7 @@ from bytewax.operators import StatefulLogic
 
 from operators.alerts import iso, make_alert, resolved
 from operators.model_windows import _utc_in
+from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.events import SecurityEvent
 from sentinel.metrics import get_metrics
@@ -93,6 +94,8 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
         return [], StatefulLogic.RETAIN
 
     def on_eof(self):
+        if not shutdown.flush_on_eof():
+            return [], StatefulLogic.RETAIN
         return self._resolve_open(), StatefulLogic.RETAIN
 
     def _resolve_open(self) -> List[Dict[str, Any]]:

@@ -240,8 +240,10 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         a["severity"] = inc.severity
         a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "escalated",
                                  f"{inc.severity}|{inc.escalations}")
-        if member["fingerprint"] != inc.primary["fingerprint"]:
-            a["summary"] = f"Escalated to {inc.severity}: " + member["summary"]
+        if member["fingerprint"] != inc.primary["fingerprint"] or member.get("status") == "escalated":
+            prefix = f"Escalated to {inc.severity}: "
+            summary = member["summary"]
+            a["summary"] = summary if summary.startswith("Escalated to ") else prefix + summary
         inc.last_page_event = t
         out.append(a)
 

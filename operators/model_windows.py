@@ -17,6 +17,7 @@ from bytewax.operators import StatefulLogic
 from detectors.windowed import KeyDetectors, WindowFeatures
 from operators.alerts import iso, make_alert
 from operators.windowing import KeyWindows
+from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.events import KEY_SEP, LLMEvent
 from sentinel.metrics import get_metrics
@@ -187,6 +188,8 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         return self._close(st.windows.close_ready(now), None), StatefulLogic.RETAIN
 
     def on_eof(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
+        if self.state is None or not shutdown.flush_on_eof():
+            return [], StatefulLogic.RETAIN
         return self._close(self.state.windows.close_all(), None), StatefulLogic.RETAIN
 
     def notify_at(self) -> Optional[datetime]:

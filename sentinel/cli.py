@@ -61,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         kwargs["addresses"] = args.addresses.split(";")
     if args.recovery_directory:
         kwargs["recovery_config"] = RecoveryConfig(args.recovery_directory)
+        shutdown.keep_windows_on_stop()
         kwargs["epoch_interval"] = timedelta(seconds=args.snapshot_interval)
     t0 = time.monotonic()
     try:

@@ -2,7 +2,9 @@
 
 The first signal asks every source to end its input: the flow then runs to
 completion as at end of file (open windows are flushed, sinks flush and
-close, Kafka offsets are committed). A second signal stops at once.
+close, Kafka offsets are committed). With recovery on, open windows are not
+flushed but kept in the last snapshot, and the next run goes on with them. A
+second signal stops at once.
 """
 
 from __future__ import annotations
@@ -16,9 +18,23 @@ log = logging.getLogger(__name__)
 
 STOP = threading.Event()
 
+# With recovery on, a stop keeps open windows in the snapshot for the next run
+# instead of flushing them (flushed, the rest of those windows would arrive late).
+_keep_windows = False
+
 
 def requested() -> bool:
     return STOP.is_set()
+
+
+def keep_windows_on_stop(on: bool = True) -> None:
+    global _keep_windows
+    _keep_windows = on
+
+
+def flush_on_eof() -> bool:
+    """Whether end of input should flush open windows: yes, unless this is a stop with recovery on."""
+    return not (_keep_windows and STOP.is_set())
 
 
 def install() -> None:
