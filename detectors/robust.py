@@ -76,6 +76,7 @@ class RobustBaseline:
         self._n = 0
         self._loc = 0.0
         self._dev = 0.0
+        self._prior_scale: Optional[float] = None
 
     def _t(self, x: float) -> float:
         return math.log(x + self.offset) if self.log else x
@@ -94,10 +95,17 @@ class RobustBaseline:
         return math.exp(self._loc) - self.offset if self.log else self._loc
 
     def z(self, x: float) -> float:
-        """Signed robust z of ``x`` against the baseline (0 during warm-up)."""
+        """Signed robust z of ``x`` against the baseline (0 during warm-up, unless a
+        scale was borrowed: then from the fifth point, against the larger of the two scales)."""
         if self._n < self.warmup:
-            return 0.0
+            if self._prior_scale is None or self._n < 5:
+                return 0.0
+            return (self._t(x) - self._loc) / max(self.scale, self._prior_scale)
         return (self._t(x) - self._loc) / self.scale
+
+    def borrow_scale(self, scale: Optional[float]) -> None:
+        """Use ``scale`` (a parent's typical one) until this baseline's warm-up is over."""
+        self._prior_scale = scale
 
     def score_one(self, x: float) -> float:
         return z_to_score(abs(self.z(x)))

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 from detectors.drift import DriftDetector
 from detectors.episode import Episode
 from detectors.multivariate import MultivariateDetector, squash
+from detectors.priors import ParentPriors
 from detectors.robust import RobustBaseline, z_to_score
 from detectors.seasonal import SeasonalProfile
 
@@ -143,6 +144,8 @@ class KeyDetectors:
         self.relearn_after = relearn_after
         self.seasonality = seasonality
         self.cold_windows = cold_windows
+        # With parents' scales borrowed, a new key is judged from this window on.
+        self.borrowed_warmup = 10
         # A drift episode ends after this many windows without a new alarm.
         self.drift_quiet = 120
         # A drift builds up over at least this many windows and changes the level by at least this much.
@@ -176,10 +179,28 @@ class KeyDetectors:
     def windows_seen(self) -> int:
         return self._windows
 
-    def update(self, f: WindowFeatures) -> List[Finding]:
-        """Score one closed window, then learn it; return lifecycle transitions."""
+    def update(self, f: WindowFeatures, priors: Optional[ParentPriors] = None,
+               parents: Tuple[Tuple[str, ...], ...] = (), key: str = "") -> List[Finding]:
+        """Score one closed window, then learn it; return lifecycle transitions.
+
+        With ``priors``, a young key borrows its parents' noise levels and may
+        be judged after ``borrowed_warmup`` windows; once warm, it reports its
+        own to them every 30 windows.
+        """
         out: List[Finding] = []
         warm = self._windows >= self.warmup_windows
+        if priors is not None and parents:
+            if not warm:
+                borrowed = {m: priors.scale(parents, m) for m in self._metrics}
+                for m, s in borrowed.items():
+                    self._base[m].borrow_scale(s)
+                warm = (self._windows >= self.borrowed_warmup
+                        and all(borrowed.get(m) is not None for m in ("latency_p95_ms", "request_count")
+                                if m in borrowed))
+            elif self._windows % 30 == 0:
+                for m in self._metrics:
+                    if not self._ep[METRICS[m][0]].active:
+                        priors.observe(key, parents, m, self._base[m].scale)
         cold = self._windows < self.warmup_windows + self.cold_windows
         busy = f.count >= self.min_requests
         # A window with a small share of its usual traffic has no reliable

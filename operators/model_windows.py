@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
+from detectors.priors import ParentPriors
 from detectors.windowed import KeyDetectors, WindowFeatures
 from operators.alerts import iso, make_alert
 from operators.windowing import KeyWindows
@@ -23,6 +24,11 @@ from sentinel.events import KEY_SEP, LLMEvent
 from sentinel.metrics import get_metrics
 
 Group = Tuple[str, str, List[LLMEvent], float, int]
+
+# Noise levels of this process's keys, by service, provider and fleet: what a
+# new key borrows until it has its own history (not snapshotted: keys report
+# again within minutes of a restart).
+PRIORS = ParentPriors()
 
 DETECTOR_NAMES = {"drift": "cusum_drift", "multivariate": "half_space_trees", "error_rate": "binomial_rate"}
 
@@ -200,6 +206,10 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
             return _utc_in(self.cfg.state.idle_flush)
         return _utc_in(self.cfg.state.key_idle_evict)
 
+    def _parents(self):
+        p = self.state.provider
+        return (("service", self.service),) + ((("provider", p),) if p else ()) + (("fleet",),)
+
     def snapshot(self) -> ModelKeyState:
         return copy.deepcopy(self.state)
 
@@ -211,7 +221,8 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         out: List[Dict[str, Any]] = []
         for start, agg in closed:
             f = agg.features(size) if agg is not None else WindowFeatures(start, start + size)
-            for fd in det.update(f):
+            for fd in det.update(f, PRIORS if self.cfg.detection.borrow_from_parents else None,
+                                 self._parents(), self.state.key):
                 ev = dict(fd.evidence)
                 ev["provider"] = self.state.provider
                 ev["fired_event_time"] = iso(fd.window_end)

@@ -292,6 +292,9 @@ class DetectionConfig(_Model):
     seasonality: bool = True
     # Windows after warm-up in which a key must deviate further to count.
     cold_windows: int = Field(default=60, ge=0)
+    # A new key borrows its parents' noise levels (service, provider, fleet)
+    # and may alert after 10 windows instead of warmup_windows.
+    borrow_from_parents: bool = True
     warmup_windows: int = Field(default=30, ge=1)
     min_requests: int = Field(default=8, ge=1)
     threshold: float = Field(default=0.9, gt=0, lt=1)

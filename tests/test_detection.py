@@ -106,3 +106,40 @@ def test_state_pickles_mid_stream():
     a = [(f.type, f.status) for w in ws[150:] for f in det.update(w)]
     b = [(f.type, f.status) for w in ws[150:] for f in clone.update(w)]
     assert a == b and a
+
+
+def _parents_with_history():
+    from detectors.priors import ParentPriors
+
+    priors = ParentPriors()
+    parents = (("service", "svc"), ("fleet",))
+    for k in range(3):  # three sibling models, warm, reporting their noise levels
+        det = KeyDetectors()
+        for i in range(200):
+            det.update(window(i, rng=random.Random(k * 7919 + i)), priors, parents, f"sibling{k}")
+    return priors, parents
+
+
+def test_new_key_borrows_its_parents_noise_level_and_can_alert_early():
+    priors, parents = _parents_with_history()
+    ws = [window(i, lat=3000.0, rng=random.Random(50_000 + i)) for i in range(40)]  # a new, slower model
+    for i in (15, 16, 17):
+        ws[i].lat_p95 *= 8
+        ws[i].lat_p50 *= 8
+    det = KeyDetectors()
+    fs = [f for w in ws for f in det.update(w, priors, parents, "new")]
+    assert [f.type for f in fs if f.status == "firing"] == ["latency"]
+    # Without parents it is still warming up at window 17: nothing.
+    alone = KeyDetectors()
+    assert [f for w in ws for f in alone.update(w) if f.status == "firing"] == []
+
+
+def test_new_key_with_borrowed_scale_stays_quiet_in_its_first_hour():
+    priors, parents = _parents_with_history()
+    fs = []
+    for k in range(20):
+        det = KeyDetectors()
+        for i in range(60):
+            fs += det.update(window(i, lat=500.0 * (1 + k), rng=random.Random(k * 1000 + i + 7)), priors, parents,
+                             f"new{k}")
+    assert firing(fs) == []
