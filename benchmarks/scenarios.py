@@ -49,7 +49,7 @@ sys.path.insert(0, HERE)
 if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
 
-from scoring import load_jsonl, score  # noqa: E402
+from scoring import load_jsonl, median, score  # noqa: E402
 
 from sentinel.simulator import INCIDENT_TYPES, TRAP_KINDS, Simulator  # noqa: E402
 
@@ -178,14 +178,6 @@ def run_flow(flow: Dict[str, Any], flow_path: str, workers: int) -> float:
 # ------------------------------------------------------------- aggregate
 
 
-def _median(xs: List[float]) -> Optional[float]:
-    if not xs:
-        return None
-    s = sorted(xs)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
-
-
 def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Sums over the runs of one magnitude scale."""
     detected: Dict[str, List[int]] = {t: [0, 0] for t in INCIDENT_TYPES}
@@ -231,7 +223,7 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         "detected_grouped_only_by_type": grouped,
         "alerts_by_type": alerts,
         "precision_by_type": {t: c[0] / c[1] for t, c in alerts.items() if c[1]},
-        "median_delay_windows_by_type": {t: (None if not ds else _median(ds) / WINDOW_S) for t, ds in delays.items()},
+        "median_delay_windows_by_type": {t: (None if not ds else median(ds) / WINDOW_S) for t, ds in delays.items()},
         "n_labels": n_labels,
         "detected": n_detected,
         "recall": n_detected / n_labels if n_labels else 1.0,
@@ -240,7 +232,7 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         "precision": n_true / n_alerts if n_alerts else 1.0,
         "false_alerts": false,
         "false_alerts_per_day": false / days if days else 0.0,
-        "median_delay_windows": None if not all_delays else _median(all_delays) / WINDOW_S,
+        "median_delay_windows": None if not all_delays else median(all_delays) / WINDOW_S,
         "trap_alerts": sum(r["trap_alerts"] for r in runs),
         "trap_alerts_by_kind": trap_alerts,
         "traps_by_kind": traps,

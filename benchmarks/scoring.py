@@ -108,7 +108,7 @@ def in_trap(alert: Dict[str, Any], trap: Dict[str, Any], after_s: float = TRAP_A
     return to_epoch(trap["start"]) - EARLY_S <= t <= to_epoch(trap["end"]) + after_s
 
 
-def _median(xs: List[float]) -> Optional[float]:
+def median(xs: List[float]) -> Optional[float]:
     if not xs:
         return None
     s = sorted(xs)
@@ -291,8 +291,8 @@ def score(
         "false_alerts_per_day": len(false_list) * _DAY_S / duration_s,
         "false_alerts_by_type": dict(sorted(false_by_type.items())),
         "collateral_false_alerts": collateral,
-        "median_delay_s": _median(all_delays),
-        "delay_by_type": {t: _median(ds) for t, ds in sorted(delays_by_type.items())},
+        "median_delay_s": median(all_delays),
+        "delay_by_type": {t: median(ds) for t, ds in sorted(delays_by_type.items())},
         "detections": detections,
         "missed_labels": missed,
         "false_alert_list": false_list,

@@ -34,8 +34,6 @@ def parse_duration(v: Any) -> float:
     return secs
 
 
-Duration = Annotated[float, Field(ge=0)]
-
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
 _SIZE_UNIT = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
               "ki": 1024, "mi": 1024**2, "gi": 1024**3, "ti": 1024**4}
@@ -58,9 +56,6 @@ def parse_size(v: Any) -> int:
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-ENCODINGS = ("json", "otlp_json", "otlp_proto")
 
 
 class TopicSpec(_Model):
