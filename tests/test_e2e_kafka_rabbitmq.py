@@ -103,10 +103,10 @@ def write_flow(tmp_path: Path, flow: Dict[str, Any]) -> Path:
     return path
 
 
-def start_sentinel(flow_path: Path, workers: int) -> subprocess.Popen:
+def start_sentinel(flow_path: Path, workers: int, cluster: Tuple[str, ...] = ()) -> subprocess.Popen:
     env = {**os.environ, "SENTINEL_LOG_LEVEL": "INFO"}
     return subprocess.Popen(
-        sentinel_cmd() + ["run", "-c", str(flow_path), "-w", str(workers)],
+        sentinel_cmd() + ["run", "-c", str(flow_path), "-w", str(workers), *cluster],
         cwd=str(flow_path.parent), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
 
@@ -224,7 +224,7 @@ def telemetry(tansu: str) -> Dict[str, Any]:
 
 
 def run_incident_flow(tmp_path: Path, tansu: str, rabbitmq_url: str, names: Dict[str, str],
-                      telemetry: Dict[str, Any], workers: int) -> None:
+                      telemetry: Dict[str, Any], workers: int, processes: int = 1) -> None:
     alerts_path = tmp_path / "alerts.jsonl"
     dlq_path = tmp_path / "dlq.jsonl"
     flow_path = write_flow(tmp_path, {
@@ -237,7 +237,16 @@ def run_incident_flow(tmp_path: Path, tansu: str, rabbitmq_url: str, names: Dict
         "dead_letters": {"kind": "jsonl", "path": str(dlq_path)},
     })
     t0 = time.monotonic()
-    _, stderr = finish(start_sentinel(flow_path, workers))
+    if processes == 1:
+        _, stderr = finish(start_sentinel(flow_path, workers))
+    else:
+        # A cluster of processes on this host, as `sentinel run -i N -a ...` (one per pod on Kubernetes).
+        addresses = ";".join("127.0.0.1:%d" % _free_port() for _ in range(processes))
+        procs = [start_sentinel(flow_path, workers, ("-i", str(i), "-a", addresses)) for i in range(processes)]
+        errs = [finish(p)[1] for p in procs]
+        # The topic's partitions were spread over the processes: each read some.
+        assert all(messages_read(e) for e in errs), [sorted(messages_read(e)) for e in errs]
+        stderr = "".join(errs)
     elapsed = time.monotonic() - t0
 
     # Every message of every partition was read.
@@ -292,6 +301,14 @@ def test_latency_incident_reaches_rabbitmq_two_workers(tmp_path: Path, tansu: st
     # them, so a key's windows are fed by partitions read on different workers.
     assert len(set(telemetry["workers_of"].values())) == 2, telemetry["workers_of"]
     run_incident_flow(tmp_path, tansu, rabbitmq_url, fresh_rabbit(), telemetry, workers=2)
+
+
+def test_latency_incident_reaches_rabbitmq_two_processes(tmp_path: Path, tansu: str, rabbitmq_url: str,
+                                                         fresh_rabbit, telemetry: Dict[str, Any]) -> None:
+    # Two processes of one Bytewax cluster, one worker each: the partitions are
+    # read in both, every key's windows live in one of them, and each alert
+    # leaves once.
+    run_incident_flow(tmp_path, tansu, rabbitmq_url, fresh_rabbit(), telemetry, workers=1, processes=2)
 
 
 # -- OTLP protobuf topic -------------------------------------------------------
