@@ -1,0 +1,83 @@
+"""One conformance check over every detector in detectors/: seeded determinism,
+pickling mid-stream, and inputs left as they were."""
+
+import copy
+import math
+import pickle
+import random
+
+import pytest
+
+from detectors import make_univariate
+from detectors.drift import DriftDetector
+from detectors.multivariate import MultivariateDetector, squash
+from detectors.population import DecayingQuantiles
+from detectors.robust import RobustBaseline
+from detectors.seasonal import SeasonalProfile
+from detectors.windowed import KeyDetectors, WindowFeatures
+
+T0 = 1767571200.0
+
+
+def series(n=600, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        v = 100 * math.exp(rng.gauss(0, 0.1)) * (1 + 0.3 * math.sin(i / 50))
+        if i in (300, 301, 302):
+            v *= 6
+        out.append((T0 + 60 * i, v))
+    return out
+
+
+def features(i, ts, v):
+    return WindowFeatures(ts, ts + 60, int(v), 1, v * 5, v * 10, v * 2, v * 8, v * 2, v * 1e-5, v * 1e-3, int(v * 10))
+
+
+# name -> (factory, step(detector, i, ts, value) -> output)
+DETECTORS = {
+    "univariate": (make_univariate, lambda d, i, ts, v: d.update(ts, v)),
+    "robust_baseline": (RobustBaseline, lambda d, i, ts, v: (d.score_one(v), d.learn_one(v))[0]),
+    "drift": (DriftDetector, lambda d, i, ts, v: d.update(v, 0.1)),
+    "seasonal": (SeasonalProfile, lambda d, i, ts, v: (d.offset(ts), d.learn(ts, math.log(v) - 4.6))[0]),
+    "population": (DecayingQuantiles, lambda d, i, ts, v: (d.update(v), d.quantile(0.9))[1]),
+    "multivariate": (lambda: MultivariateDetector(warmup=50, seed=7),
+                     lambda d, i, ts, v: d.score_learn({"a": squash(math.log(v) - 4.6), "b": squash(math.sin(i))})),
+    "key_detectors": (KeyDetectors,
+                      lambda d, i, ts, v: [(f.type, f.status, round(f.score, 9)) for f in d.update(features(i, ts, v))]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_deterministic(name):
+    make, step = DETECTORS[name]
+    a, b = make(), make()
+    xs = series()
+    assert [step(a, i, ts, v) for i, (ts, v) in enumerate(xs)] == [step(b, i, ts, v) for i, (ts, v) in enumerate(xs)]
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_pickles_mid_stream(name):
+    make, step = DETECTORS[name]
+    d = make()
+    xs = series()
+    for i, (ts, v) in enumerate(xs[:250]):
+        step(d, i, ts, v)
+    clone = pickle.loads(pickle.dumps(d))
+    rest = list(enumerate(xs))[250:]
+    assert [step(d, i, ts, v) for i, (ts, v) in rest] == [step(clone, i, ts, v) for i, (ts, v) in rest]
+
+
+def test_inputs_are_not_mutated():
+    d = MultivariateDetector(warmup=5)
+    x = {"a": 0.4, "b": 0.6}
+    before = dict(x)
+    for _ in range(20):
+        d.score_learn(x)
+    assert x == before
+    k = KeyDetectors()
+    f = features(0, T0, 100.0)
+    snap = copy.deepcopy(f.__getstate__())
+    for _ in range(40):
+        k.update(f)
+    assert f.__getstate__() == snap
