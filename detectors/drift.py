@@ -37,6 +37,8 @@ class DriftDetector:
     >>> hits = [i for i, x in enumerate(xs) if d.update(x, 0.05) is not None]
     >>> 200 < hits[0] < 240
     True
+    >>> d.accept(xs[-1]); d.update(xs[-1], 0.05) is None
+    True
     """
 
     def __init__(self, k: float = 0.75, h: float = 14.0, alpha: float = 0.01, warmup: int = 60,
@@ -85,12 +87,16 @@ class DriftDetector:
         if self._up > self.h or self._down > self.h:
             ref = math.exp(self._ref) - self.offset
             if self._up > self.h:
-                res = (1, self._up_len, self._up_sum / max(1, self._up_len), ref)
-            else:
-                res = (-1, self._down_len, self._down_sum / max(1, self._down_len), ref)
-            self.rebase(t)
-            return res
+                return (1, self._up_len, self._up_sum / max(1, self._up_len), ref)
+            return (-1, self._down_len, self._down_sum / max(1, self._down_len), ref)
         return None
+
+    def accept(self, x: float) -> None:
+        """Take ``x`` as the new reference level and start accumulating afresh.
+
+        An alarm stands (``update`` keeps returning it) until the caller accepts
+        the change or rebases: it may want the change to grow first."""
+        self.rebase(math.log(x + self.offset))
 
     def rebase(self, t: Optional[float] = None) -> None:
         """Forget accumulated change (after an alarm, or when a sudden change was alerted elsewhere)."""

@@ -152,6 +152,7 @@ class KeyDetectors:
         self.drift_min_windows = 15
         self.drift_min_change = 0.2
         self._drift_metric = DRIFT_METRICS[0]
+        self._drift_held: Dict[str, int] = {}
         # Calibrated Half-Space Trees score (rank among recent windows) that counts as anomalous.
         self.mv_threshold = 0.998
         self._metric_of: Dict[str, str] = {}
@@ -299,14 +300,28 @@ class KeyDetectors:
         else:
             alarm = det.update(value, base.scale)
         if alarm is not None and alarm[0] < 0:
-            alarm = None  # usage and cost falling is not an incident; the reference has moved down
+            det.accept(value)  # usage and cost falling is not an incident: the reference moves down
+            alarm = None
         if alarm is not None:
             direction, length, mean_log, ref = alarm
-            change = value / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
-            if length < self.drift_min_windows or abs(change) < self.drift_min_change:
-                # Accumulated fast (a step: the spike detector's business, or a burst
-                # from one actor) or too small to act on: not a drift.
+            level = base.expected()
+            level = value if level is None else level
+            change = level / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
+            if length < self.drift_min_windows:
+                # Accumulated fast: a step (the spike detector's business) or a burst from one actor.
+                det.accept(value)
                 alarm = None
+            elif change < self.drift_min_change:
+                # Real but still small: let it grow, for a while.
+                held = self._drift_held.get(m, 0) + 1
+                self._drift_held[m] = held
+                if held >= self.drift_quiet:
+                    det.accept(value)
+                    self._drift_held[m] = 0
+                alarm = None
+            else:
+                det.accept(value)
+                self._drift_held[m] = 0
         if alarm is None:
             if m == self._drift_metric or not dep.active:
                 self._drift_quiet_step(f, out, warm)
