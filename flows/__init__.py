@@ -4,7 +4,9 @@
            -> model windows  (per service/model: windows, baselines, detectors)
            -> actor windows  (per user/tenant: token_abuse)
            -> attack counter (per security source: coordinated_attack)
-           -> alerts -> every configured sink
+           -> alert filter   (silences, feedback)
+           -> incidents      (per group: grouping, escalation, resolve)
+           -> every configured alert sink
            -> dead letters -> the DLQ sink
 
 Sources and sinks can be injected, so tests and benchmarks build the same
@@ -93,8 +95,10 @@ def build_flow(
 ) -> Dataflow:
     from operators.actors import ActorLogic
     from operators.attacks import AttackLogic
+    from operators.incidents import IncidentLogic, group_key
     from operators.model_windows import ModelWindowLogic
     from operators.parse import BatchParser
+    from operators.silences import AlertFilter, get_controls, load_silences
 
     flow = Dataflow(cfg.name)
     raw = op.input("input", flow, source if source is not None else make_source(cfg))
@@ -105,7 +109,7 @@ def build_flow(
         return op.filter(f"only_{kind}", tagged, lambda t: t[0] == kind)
 
     def keyed(kind: str):
-        # (tag, key, group) -> (key, (key, partition, events, ingested_at))
+        # (tag, key, group) -> (key, (key, partition, events, ingested_at, partitions))
         return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], (t[1],) + t[2]))
 
     streams = [op.stateful("model_windows", keyed("m"), lambda st: ModelWindowLogic(cfg, st))]
@@ -117,9 +121,6 @@ def build_flow(
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
 
     # Silences and feedback, then one incident per group of related anomalies.
-    from operators.incidents import IncidentLogic, group_key
-    from operators.silences import AlertFilter, get_controls, load_silences
-
     controls = get_controls()
     load_silences(cfg.alerting.silences, controls)
     alerts = op.filter("alert_filter", alerts, AlertFilter(controls))
