@@ -257,7 +257,7 @@ class TokenAbuseConfig(_Model):
     # A user's tokens in one window must exceed both this floor and
     # `ratio` times the user's own typical busy window ...
     min_tokens: int = Field(default=20000, ge=1)
-    ratio: float = Field(default=10.0, gt=1)
+    ratio: float = Field(default=6.0, gt=1)
     # ... once the user has this many busy windows of history; before that,
     # only `new_actor_min_tokens` in one window counts.
     history_windows: int = Field(default=5, ge=1)
