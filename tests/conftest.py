@@ -28,7 +28,7 @@ from typing import Callable, Dict, Iterator, List
 
 import pytest
 
-from sentinel.tansu import TansuError, free_port, stop_tansu
+from sentinel.tansu import TansuError, free_port, stop_tansu, tansu_broker  # noqa: F401 (stop_tansu: for tests)
 from sentinel.tansu import start_tansu as _start_tansu
 from sentinel.tansu import wait_for_kafka as _wait_for_kafka
 
@@ -88,14 +88,15 @@ def tansu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         del admin
         yield given
         return
-    address = "127.0.0.1:%d" % _free_port()
-    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    proc = start_tansu(address, log_path)
+    broker = tansu_broker(str(tmp_path_factory.mktemp("tansu")))
     try:
-        wait_for_kafka(address, proc, log_path)
+        address = broker.__enter__()
+    except TansuError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
         yield address
     finally:
-        stop_tansu(proc)
+        broker.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
