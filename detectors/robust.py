@@ -24,6 +24,11 @@ def z_to_score(z: float, z0: float = 3.5, k: float = 1.5) -> float:
     return 1.0 / (1.0 + math.exp(e))
 
 
+def score_to_z(score: float, z0: float = 3.5, k: float = 1.5) -> float:
+    """The z that :func:`z_to_score` maps to ``score`` (0 < score < 1)."""
+    return z0 + math.log(score / (1.0 - score)) / k
+
+
 class RobustBaseline:
     """Robust running location and scale of a (possibly log-transformed) value.
 

@@ -17,7 +17,7 @@ from detectors.drift import DriftDetector
 from detectors.episode import Episode
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
-from detectors.robust import RobustBaseline, z_to_score
+from detectors.robust import RobustBaseline, score_to_z, z_to_score
 from detectors.seasonal import SeasonalProfile
 
 
@@ -174,6 +174,11 @@ class KeyDetectors:
                        | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
         self._err_rate: Optional[float] = None
+        # Bernoulli CUSUM of the error rate against `err_shift` times its usual
+        # level: a few errors too many in each of several windows of a quiet
+        # key add up, where no single window is significant on its own.
+        self.err_shift = 3.0
+        self._err_cusum = 0.0
         self._windows = 0
 
     @property
@@ -349,18 +354,34 @@ class KeyDetectors:
         p = self._err_rate if self._err_rate is not None else rate
         p_eff = min(max(p, 0.005), 0.5)
         z = (k - n * p_eff) / math.sqrt(n * p_eff * (1 - p_eff))
-        score = z_to_score(z) if (k >= 3 and rate >= 2 * p_eff) else 0.0
+        if not (k >= 3 and rate >= 2 * p_eff):
+            z = min(z, 0.0)
+        # The CUSUM's log-likelihood ratio S speaks as z = sqrt(2 S), so that a
+        # score means the same tail probability as the one-window test.
+        z_acc = 0.0
+        if warm and self._err_rate is not None:
+            p1 = min(self.err_shift * p_eff, 0.9)
+            llr = k * math.log(p1 / p_eff) + (n - k) * math.log((1.0 - p1) / (1.0 - p_eff))
+            # Capped: it falls back within a few windows once the errors stop.
+            cap = 0.75 * score_to_z(self.threshold) ** 2
+            self._err_cusum = min(max(0.0, self._err_cusum + llr), cap)
+            if k >= 1:
+                z_acc = math.sqrt(2.0 * self._err_cusum)
+        z_eff = max(z, z_acc)
+        score = z_to_score(z_eff)
         ratio = (rate + 1e-9) / p_eff
         sev = "critical" if rate >= 0.5 else "high" if rate >= 0.2 else "medium" if rate >= 0.05 else "low"
-        obs = (rate, p, score, z, sev if ratio >= 2 else "low")
-        self._step("error_rate", "error_rate", f, obs if score >= self.threshold else None, out, warm)
+        obs = (rate, p, score, z_eff, sev if ratio >= 2 else "low")
+        t = self._step("error_rate", "error_rate", f, obs if score >= self.threshold else None, out, warm)
+        if t == "resolved":
+            self._err_cusum = 0.0
         a = 0.05 if score < self.threshold else 0.005
         if self._err_rate is None:
             self._err_rate = rate
         else:
             self._err_rate += a * (rate - self._err_rate)
 
-    def _step(self, typ: str, metric: str, f: WindowFeatures, obs, out: List[Finding], warm: bool) -> None:
+    def _step(self, typ: str, metric: str, f: WindowFeatures, obs, out: List[Finding], warm: bool) -> Optional[str]:
         ep = self._ep[typ]
         last, severity, first = ep.last_obs, ep.severity, ep.first_start
         t = ep.step(f.start, obs, self.persistence, self.quiet_windows, warm)
@@ -371,6 +392,7 @@ class KeyDetectors:
             if t == "resolved":
                 fd.severity, fd.event_time = severity, first
             out.append(fd)
+        return t
 
     def _finding(self, typ: str, metric: str, f: WindowFeatures, obs, ep: Episode, status: str) -> Finding:
         value, expected, score, z, severity = obs
@@ -394,3 +416,5 @@ class KeyDetectors:
 
     def __setstate__(self, s) -> None:
         self.__dict__.update(s)
+        self.__dict__.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
+        self.__dict__.setdefault("_err_cusum", 0.0)

@@ -143,3 +143,35 @@ def test_new_key_with_borrowed_scale_stays_quiet_in_its_first_hour():
             fs += det.update(window(i, lat=500.0 * (1 + k), rng=random.Random(k * 1000 + i + 7)), priors, parents,
                              f"new{k}")
     assert firing(fs) == []
+
+
+def _error_windows(seed, n_windows, count, rate_at):
+    rng = random.Random(seed)
+    ws = []
+    for i in range(n_windows):
+        f = window(i, count=count, rng=rng)
+        p = rate_at(i)
+        f.errors = sum(1 for _ in range(f.count) if rng.random() < p)
+        ws.append(f)
+    return ws
+
+
+def test_error_rate_rise_on_a_quiet_key_adds_up_over_windows():
+    # 40 requests a minute, errors 1.1% -> 8% for ten minutes: about three errors
+    # a window, rarely significant in one window, clear over several (the
+    # one-window test alone finds about a third of these).
+    found = 0
+    for seed in range(10):
+        ws = _error_windows(seed, 400, 40, lambda i: 0.08 if 300 <= i < 310 else 0.011)
+        fs = run(ws, types=("error_rate",))
+        fired = firing(fs, "error_rate")
+        assert all(300 * 60 <= f.window_end - T0 <= 313 * 60 for f in fired), seed
+        assert len(fired) <= 1 and (not fired or fs[-1].status == "resolved"), seed
+        found += len(fired)
+    assert found >= 8
+
+
+def test_error_rate_noise_on_quiet_keys_stays_quiet():
+    for seed in range(6):
+        ws = _error_windows(seed, 1440, 40, lambda i: 0.011)
+        assert firing(run(ws, types=("error_rate",)), "error_rate") == [], seed
