@@ -1,12 +1,18 @@
 """Per-actor token use (``token_abuse``): where a user's own baseline lives.
 
 Input per actor key (``user:<id>`` or ``tenant:<id>``): ``(actor, partition, [LLMEvent], ingested_at, partitions)``.
-An actor's window is abusive when its tokens exceed an absolute floor,
-``ratio`` times the actor's own typical busy window, and what the
-population's heavy users send in a window (the ``heavy_quantile`` of busy
-actor-windows), for ``persistence`` consecutive windows. A new actor, with
-no history yet, must exceed four times the heavy users' level (at most
-``new_actor_min_tokens``).
+Abuse is a sustained rise in volume, so an actor is judged on its tokens over
+the last ``horizon`` of event time (summed over its windows), each time one
+of its busy windows closes. That sum is abusive when it exceeds an absolute
+floor, ``ratio`` times what the actor usually sends in a ``horizon`` (its
+habit: tokens per window, idle windows counting as zero), and what the
+population's heavy users send in a ``horizon`` (the ``heavy_quantile`` of
+busy actor-horizons), without one window carrying more than ``max_share`` of
+it (one huge request is not abuse), for ``persistence`` busy windows in a
+row. An actor seen for less than ``history_windows`` has no habit yet: only
+four times the heavy users' level counts (at most ``new_actor_min_tokens``).
+Until the population is a reference, nobody is judged: a young actor's burst
+and a heavy user's habit look alike.
 """
 
 from __future__ import annotations
@@ -14,13 +20,12 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
 from detectors.population import DecayingQuantiles
-from detectors.robust import RobustBaseline
 from operators.alerts import iso, make_alert, resolved
 from operators.model_windows import _utc_in
 from operators.windowing import KeyWindows
@@ -53,17 +58,28 @@ class ActorAgg:
         self.start, self.tokens, self.requests, self.keys = s
 
 
+HABIT_ALPHA = 1.0 / 60.0  # weight of a window in the actor's habit (about an hour of memory at 1-minute windows)
+
+
 @dataclass
 class ActorState:
     actor: str
     windows: KeyWindows
-    baseline: RobustBaseline
     run: int = 0
     run_start: float = 0.0
     active: bool = False
     quiet: int = 0
     last_ingest: float = 0.0
     firing: Optional[Dict[str, Any]] = None  # the open episode's alert
+    rate: Optional[float] = None  # habit: tokens per window, idle windows counting as zero
+    first_start: Optional[float] = None
+    last_start: Optional[float] = None
+    # Busy windows within the horizon: (start, tokens, tokens by service/model key).
+    recent: List[Tuple[float, int, Counter]] = field(default_factory=list)
+
+    def __setstate__(self, s) -> None:
+        self.__dict__.update(s)
+        self.__dict__.setdefault("recent", [])  # snapshots from before the horizon
 
 
 class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict[str, Any], ActorState]):
@@ -84,7 +100,6 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
             self.state = ActorState(
                 actor,
                 KeyWindows(self.ta.window, w.allowed_lateness, w.idle_partition, w.max_open_windows, ActorAgg),
-                RobustBaseline(alpha=0.1, log=True, warmup=self.ta.history_windows),
             )
         now = time.monotonic()
         win = self.state.windows
@@ -94,9 +109,10 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
             if agg is None:
                 late += 1
                 continue
-            agg.tokens += (ev.input_tokens or 0) + (ev.output_tokens or 0)
+            tok = (ev.input_tokens or 0) + (ev.output_tokens or 0)
+            agg.tokens += tok
             agg.requests += 1
-            agg.keys[ev.service + KEY_SEP + ev.model] += 1
+            agg.keys[ev.service + KEY_SEP + ev.model] += tok + 1  # the alert names the key most tokens went to
         if late:
             self._late.inc(late)
         self.state.last_ingest = ingested_at
@@ -130,23 +146,36 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
         out: List[Dict[str, Any]] = []
         st = self.state
         ta = self.ta
+        span = ta.horizon / ta.window  # windows per horizon
         for start, agg in closed:
             if agg is None or agg.requests == 0:
-                continue  # an actor's idle windows are neither normal nor abusive
+                continue  # an actor's idle windows are neither normal nor abusive (their zeros reach the habit below)
             tokens = agg.tokens
-            base = st.baseline
-            warm = base.n >= base.warmup
-            expected = base.expected() if warm else None
+            if st.rate is not None and st.last_start is not None:
+                idle = min(int(round((start - st.last_start) / ta.window)) - 1, 100_000)
+                if idle > 0:
+                    st.rate *= (1.0 - HABIT_ALPHA) ** idle
+            recent = st.recent
+            recent.append((start, tokens, agg.keys))
+            while recent[0][0] <= start - ta.horizon:
+                recent.pop(0)
+            total = 0
+            top = 0
+            for _, t, _k in recent:
+                total += t
+                top = t if t > top else top
+            warm = st.rate is not None and start - st.first_start >= ta.history_windows * ta.window
+            expected = st.rate * span if warm else None
             heavy = POPULATION.quantile(ta.heavy_quantile) if POPULATION.n >= MIN_POPULATION else None
-            if expected is not None:
+            if heavy is None or top > ta.max_share * total:
+                abusive = False  # the population is young (nobody is judged yet), or one window is most of it
+            elif expected is not None:
                 # Far above its own habit, and above what the population's heavy users send.
-                abusive = (tokens >= ta.min_tokens and tokens >= ta.ratio * max(expected, 1.0)
-                           and (heavy is None or tokens >= heavy))
+                abusive = total >= ta.min_tokens and total >= ta.ratio * max(expected, 1.0) and total >= heavy
             else:
                 # No history yet: only far above the heavy users counts.
-                # (While the population itself is young, every actor is new: then nobody is judged.)
-                abusive = heavy is not None and tokens >= max(min(ta.new_actor_min_tokens, 4 * heavy), ta.min_tokens)
-            POPULATION.update(tokens)
+                abusive = total >= max(min(ta.new_actor_min_tokens, 4 * heavy), ta.min_tokens)
+            POPULATION.update(total)
             if abusive:
                 if st.run == 0:
                     st.run_start = start
@@ -154,39 +183,51 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
                 st.quiet = 0
                 if not st.active and st.run >= ta.persistence:
                     st.active = True
-                    st.firing = self._alert(agg, tokens, expected, st, start + self.ta.window)
+                    st.firing = self._alert(agg, total, expected, st, start + ta.window)
                     out.append(st.firing)
-                base.learn_one(tokens) if not warm else None
             else:
                 if st.active:
                     st.quiet += 1
                     if st.quiet >= self.cfg.detection.quiet_windows:
                         st.active = False
-                        st.run = 0
                         if st.firing is not None:
-                            out.append(resolved(st.firing, start + self.ta.window))
+                            out.append(resolved(st.firing, start + ta.window))
                             st.firing = None
+                st.run = 0
+                # Learned only when not abusive, and winsorised: a burst does not become the habit.
+                if st.rate is None:
+                    st.rate = float(tokens)
                 else:
-                    st.run = 0
-                base.learn_one(tokens)
+                    st.rate += HABIT_ALPHA * (min(tokens, 10.0 * st.rate + ta.min_tokens) - st.rate)
+            if st.first_start is None:
+                st.first_start = start
+            st.last_start = start
         return out
 
     def _alert(self, agg: ActorAgg, tokens: int, expected: Optional[float], st: ActorState,
                fired: float) -> Dict[str, Any]:
-        key, _ = agg.keys.most_common(1)[0]
+        by_key: Counter = Counter()
+        for _, _t, keys in st.recent:
+            by_key.update(keys)
+        key, _ = by_key.most_common(1)[0]  # the key the horizon's tokens went to
         service, _, model = key.partition(KEY_SEP)
         exp = expected if expected is not None else float(self.ta.min_tokens)
+        horizon = self.ta.horizon
         ratio = tokens / max(exp, 1.0)
         severity = "critical" if ratio >= 50 else "high" if ratio >= 15 else "medium"
         score = min(1.0, 0.9 + 0.1 * min(1.0, ratio / 50.0))
         self._anomalies.labels(type="token_abuse", severity=severity).inc()
+        history = (st.last_start - st.first_start) / self.ta.window + 1 if st.first_start is not None else 0
+        minutes = horizon / 60.0
+        usual = f"{ratio:.1f}x its usual {exp:,.0f}" if expected is not None else "a new actor, far above the heavy users"
         return make_alert(
-            "token_abuse", "tokens_per_window", tokens, exp, score, severity, "actor_tokens",
+            "token_abuse", "tokens_per_horizon", tokens, exp, score, severity, "actor_tokens",
             st.run_start, service, model, subject=st.actor,
-            evidence={"ratio": round(ratio, 2), "requests_in_window": agg.requests,
+            evidence={"ratio": round(ratio, 2), "horizon_seconds": horizon,
+                      "busy_windows_in_horizon": len(st.recent), "requests_in_window": agg.requests,
                       "window_seconds": self.ta.window, "windows_abusive": st.run,
-                      "history_windows": st.baseline.n, "fired_event_time": iso(fired)},
-            summary=f"{st.actor} used {tokens:,} tokens in one {self.ta.window:.0f}s window on "
-                    f"{service}/{model}, {ratio:.1f}x its usual {exp:,.0f}.",
+                      "history_windows": int(history), "fired_event_time": iso(fired)},
+            summary=f"{st.actor} used {tokens:,} tokens in {minutes:g} minutes, mostly on "
+                    f"{service}/{model}: {usual}.",
             ingested_at=st.last_ingest,
         )

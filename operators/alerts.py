@@ -18,6 +18,7 @@ METRIC_UNITS = {
     "request_count": "requests per window",
     "error_rate": "error rate",
     "tokens_per_window": "tokens per window",
+    "tokens_per_horizon": "an actor's tokens over its horizon",
     "security_events": "security events",
     "feature_vector": "combined rarity of the window's metrics",
     "latency_p50_ms": "median latency",

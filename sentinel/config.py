@@ -254,19 +254,31 @@ class WindowConfig(_Model):
 class TokenAbuseConfig(_Model):
     enabled: bool = True
     window: float = 60.0
-    # A user's tokens in one window must exceed both this floor and
-    # `ratio` times the user's own typical busy window ...
+    # An actor is judged on its tokens over the last `horizon` of event time
+    # (abuse is a sustained rise), each time one of its busy windows closes.
+    horizon: float = 600.0
+    # That sum must exceed this floor, `ratio` times what the actor usually
+    # sends in a horizon (idle windows count as zero), and the heavy users' level ...
     min_tokens: int = Field(default=20000, ge=1)
-    ratio: float = Field(default=6.0, gt=1)
-    # ... once the user has this many busy windows of history; before that,
-    # only `new_actor_min_tokens` in one window counts.
-    history_windows: int = Field(default=5, ge=1)
+    ratio: float = Field(default=3.0, gt=1)
+    # ... once the actor has been seen for this many windows; before that,
+    # only `new_actor_min_tokens` (or four times the heavy users' level) counts.
+    history_windows: int = Field(default=30, ge=1)
     new_actor_min_tokens: int = Field(default=1_000_000, ge=1)
-    # Quantile of busy actor-windows over the population that marks "heavy users".
-    heavy_quantile: float = Field(default=0.95, gt=0, lt=1)
-    persistence: int = Field(default=3, ge=1)
+    # Quantile of busy actor-horizons over the population that marks "heavy users".
+    heavy_quantile: float = Field(default=0.9, gt=0, lt=1)
+    # No window may carry more than this share of the horizon's tokens: one huge request is not abuse.
+    max_share: float = Field(default=0.6, gt=0, le=1)
+    # Busy windows in a row that are abusive before an alert.
+    persistence: int = Field(default=2, ge=1)
 
-    _dur = field_validator("window", mode="before")(parse_duration)
+    _dur = field_validator("window", "horizon", mode="before")(parse_duration)
+
+    @model_validator(mode="after")
+    def _horizon(self) -> "TokenAbuseConfig":
+        if self.horizon < self.window:
+            raise ValueError(f"horizon ({self.horizon:g}s) must be at least one window ({self.window:g}s)")
+        return self
 
 
 class AttackConfig(_Model):
