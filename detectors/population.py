@@ -61,3 +61,10 @@ class DecayingQuantiles:
             if acc >= target:
                 return 2.0 ** ((i + 1) / self.per_octave)
         return 2.0 ** (len(self._counts) / self.per_octave)
+
+    def __getstate__(self):
+        return {"per_octave": self.per_octave, "octaves": self.octaves, "decay": self.decay,
+                "decay_every": self.decay_every, "_counts": list(self._counts), "_total": self._total, "_n": self._n}
+
+    def __setstate__(self, s) -> None:
+        self.__dict__.update(s)

@@ -57,3 +57,17 @@ class ParentPriors:
                     mid = len(vals) // 2
                     return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2.0
         return None
+
+    def __len__(self) -> int:
+        return len(self._scales)
+
+    def __getstate__(self):
+        with self._lock:
+            return {"alpha": self.alpha, "min_keys": self.min_keys, "max_keys": self.max_keys,
+                    "_scales": {k: dict(v) for k, v in self._scales.items()}}
+
+    def __setstate__(self, s) -> None:
+        lock = self.__dict__.get("_lock") or threading.Lock()
+        with lock:
+            self.__dict__.update(s)
+            self._lock = lock

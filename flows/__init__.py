@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -139,6 +139,18 @@ def build_flow(
     return flow
 
 
+def _arg(flags: Tuple[str, ...], env: str) -> Optional[str]:
+    """The value of a ``python -m bytewax.run`` option (``-r DIR``, ``--recovery-directory=DIR``), else ``env``."""
+    argv = sys.argv
+    for i, a in enumerate(argv):
+        if a in flags and i + 1 < len(argv):
+            return argv[i + 1]
+        for f in flags:
+            if f.startswith("--") and a.startswith(f + "="):
+                return a[len(f) + 1:]
+    return os.environ.get(env) or None
+
+
 def get_flow() -> Dataflow:
     """The flow named by SENTINEL_FLOW (the embedded default when unset), metrics started."""
     from sentinel import shutdown
@@ -149,9 +161,9 @@ def get_flow() -> Dataflow:
         cfg = config_from_env()
     except ConfigError as ex:
         raise SystemExit(str(ex)) from None
-    prepare(cfg)
+    recovery = _arg(("-r", "--recovery-directory"), "BYTEWAX_RECOVERY_DIRECTORY")
+    prepare(cfg, int(_arg(("-i", "--process-id"), "BYTEWAX_PROCESS_ID") or 0), recovery)
     shutdown.install()
-    if os.environ.get("BYTEWAX_RECOVERY_DIRECTORY") or any(
-            a in ("-r", "--recovery-directory") or a.startswith("--recovery-directory=") for a in sys.argv):
+    if recovery:
         shutdown.keep_windows_on_stop()
     return build_flow(cfg)

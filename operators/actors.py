@@ -29,7 +29,7 @@ from detectors.population import DecayingQuantiles
 from operators.alerts import iso, make_alert, resolved
 from operators.model_windows import _utc_in
 from operators.windowing import KeyWindows
-from sentinel import shutdown
+from sentinel import crosskey, shutdown
 from sentinel.config import FlowConfig
 from sentinel.events import KEY_SEP, LLMEvent
 from sentinel.metrics import get_metrics
@@ -140,6 +140,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
         return _utc_in(self.cfg.state.key_idle_evict)
 
     def snapshot(self) -> ActorState:
+        crosskey.maybe_save()
         return copy.deepcopy(self.state)
 
     def _close(self, closed) -> List[Dict[str, Any]]:

@@ -18,7 +18,7 @@ from detectors.priors import ParentPriors
 from detectors.windowed import KeyDetectors, WindowFeatures
 from operators.alerts import iso, make_alert
 from operators.windowing import KeyWindows
-from sentinel import shutdown
+from sentinel import crosskey, shutdown
 from sentinel.config import FlowConfig
 from sentinel.events import KEY_SEP, LLMEvent
 from sentinel.metrics import get_metrics
@@ -211,6 +211,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         return (("service", self.service),) + ((("provider", p),) if p else ()) + (("fleet",),)
 
     def snapshot(self) -> ModelKeyState:
+        crosskey.maybe_save()
         return copy.deepcopy(self.state)
 
     def _close(self, closed, ingested_at: Optional[float]) -> List[Dict[str, Any]]:

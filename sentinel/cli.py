@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
-    prepare(cfg, args.process_id or 0)
+    prepare(cfg, args.process_id or 0, args.recovery_directory)
     shutdown.install()
     if args.config is None:
         log.info("no flow definition given: running the embedded default (simulated telemetry, "

@@ -367,6 +367,10 @@ class StateConfig(_Model):
     key_idle_evict: float = 6 * 3600.0
     # Open windows of a key idle this long (wall clock) are flushed.
     idle_flush: float = 30.0
+    # Where a process keeps its cross-key references (the heavy-user population,
+    # the parents' noise levels) between runs; "{process}" is the process id.
+    # Unset: <recovery directory>/sentinel-cross-key-p{process}.pkl when recovery is on.
+    cross_key_file: Optional[str] = None
 
     _dur = field_validator("key_idle_evict", "idle_flush", mode="before")(parse_duration)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Optional
 
-from sentinel import metrics
+from sentinel import crosskey, metrics
 from sentinel.config import FlowConfig
 
 log = logging.getLogger("sentinel")
@@ -29,8 +30,8 @@ def setup_logging(level: str = "") -> None:
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
-def prepare(cfg: FlowConfig, process_id: int = 0) -> None:
-    """Logging and the metrics endpoint, once per process.
+def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[str] = None) -> None:
+    """Logging, the metrics endpoint and the cross-key references, once per process.
 
     Processes of one cluster on one host each need a port: process N serves
     on ``metrics.port + N`` (``sentinel run -i N``), unless
@@ -47,6 +48,10 @@ def prepare(cfg: FlowConfig, process_id: int = 0) -> None:
             raise SystemExit(f"metrics: cannot listen on {cfg.metrics.host}:{port + offset}: {ex.strerror or ex} "
                              f"(set metrics.port to another port, or 0 to turn the endpoint off)") from None
     start_control(cfg)
+    ck = cfg.state.cross_key_file
+    if ck is None and recovery_directory:
+        ck = os.path.join(recovery_directory, "sentinel-cross-key-p{process}.pkl")
+    crosskey.configure(ck.replace("{process}", str(process_id)) if ck else None)
     log.info("flow %r: source %s, sinks %s, dead letters %s, windows %.0fs", cfg.name, cfg.source.kind,
              ",".join(s.kind for s in cfg.sinks) or "none", cfg.dead_letters.kind, cfg.windows.size)
 

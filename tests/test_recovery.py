@@ -13,6 +13,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows import build_flow
+from sentinel import crosskey
 from sentinel.config import load_config_dict
 from tests.helpers import T0, batches, steady
 
@@ -34,6 +35,7 @@ def test_abort_and_resume_gives_the_same_alerts(tmp_path):
 
     init_db_dir(tmp_path, 1)
     rc = RecoveryConfig(str(tmp_path))
+    crosskey.configure(str(tmp_path / "sentinel-cross-key-p0.pkl"))
     cut = len(items) * 2 // 3  # after the incident started, before it resolved
     crashed = items[:cut] + [TestingSource.ABORT()] + items[cut:]  # the abort fires once
     first = []
@@ -43,3 +45,5 @@ def test_abort_and_resume_gives_the_same_alerts(tmp_path):
     ids = lambda xs: {(a["alert_id"], a["status"]) for a in xs}  # noqa: E731
     assert ids(first) | ids(second) == ids(whole)
     assert second, "the resumed run finished the episode"
+    assert (tmp_path / "sentinel-cross-key-p0.pkl").exists()  # written at a snapshot
+    crosskey.configure(None)
