@@ -117,7 +117,8 @@ _EFFECTS = {
     "error_rate": [],
     "traffic": [],
     "drift": ["tokens", "cost", "latency"],
-    "token_abuse": ["tokens", "cost"],
+    # The abuser's large inputs also lengthen prefill: ttft and latency on its key.
+    "token_abuse": ["tokens", "cost", "latency", "ttft"],
     "coordinated_attack": [],
 }
 
@@ -717,15 +718,12 @@ class Simulator:
 
     def _finish(self, inc: _Incident, key: Optional[_Key]) -> None:
         """Effects (and drift bookkeeping) once type, key and metric are known."""
-        if inc.type == "drift":
-            effects = list(_DRIFT_EFFECTS[inc.metric])
-            if key is not None and not key.streams and "ttft" in effects:
-                effects.remove("ttft")
-            inc.effects = effects
-            if key is not None:
-                self._drift_keys.add(key.index)
-        else:
-            inc.effects = list(_EFFECTS[inc.type])
+        effects = list(_DRIFT_EFFECTS[inc.metric] if inc.type == "drift" else _EFFECTS[inc.type])
+        if key is not None and not key.streams and "ttft" in effects:
+            effects.remove("ttft")
+        inc.effects = effects
+        if inc.type == "drift" and key is not None:
+            self._drift_keys.add(key.index)
 
     def _from_dict(self, d: Dict[str, Any], i: int) -> _Incident:
         typ = d.get("type")

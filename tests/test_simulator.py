@@ -247,6 +247,8 @@ def test_explicit_incidents_become_labels(all_types):
     assert [lab["type"] for lab in labels] == [i["type"] for i in _all_types_incidents()]
     by_type = {lab["type"]: lab for lab in labels}
     assert by_type["token_abuse"]["subject"] == "user:u0050"
+    # Its large inputs lengthen prefill on a streaming key: ttft and latency move too.
+    assert set(by_type["token_abuse"]["effects"]) == {"tokens", "cost", "latency", "ttft"}
     assert by_type["latency"]["magnitude"] == 4.0
     assert by_type["latency"]["start"] == _at(10) and by_type["latency"]["end"] == _at(20)
 
