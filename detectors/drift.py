@@ -58,6 +58,11 @@ class DriftDetector:
         self._down_sum = 0.0
 
     @property
+    def idle(self) -> bool:
+        """Nothing is accumulating in either direction."""
+        return self._up == 0.0 and self._down == 0.0
+
+    @property
     def reference(self) -> Optional[float]:
         return None if self._ref is None else math.exp(self._ref) - self.offset
 

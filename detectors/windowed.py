@@ -153,6 +153,8 @@ class KeyDetectors:
         self.drift_min_change = 0.2
         self._drift_metric = DRIFT_METRICS[0]
         self._drift_held: Dict[str, int] = {}
+        # Metrics whose drift detector was rebased for an alerted step since it last accepted a level.
+        self._drift_stepped: Dict[str, bool] = {}
         # Calibrated Half-Space Trees score (rank among recent windows) that counts as anomalous.
         self.mv_threshold = 0.998
         self._metric_of: Dict[str, str] = {}
@@ -301,11 +303,15 @@ class KeyDetectors:
         if ep.run > 0 or ep.active:
             # A sudden change is the spike detector's; do not count it twice as drift.
             det.rebase()
+            self._drift_stepped[m] = True
             alarm = None
         else:
             alarm = det.update(value, base.scale)
+            if det.idle:
+                self._drift_stepped[m] = False  # nothing accumulating: an old step no longer explains it
         if alarm is not None and alarm[0] < 0:
             det.accept(value)  # usage and cost falling is not an incident: the reference moves down
+            self._drift_stepped[m] = False
             alarm = None
         if alarm is not None:
             direction, length, mean_log, ref = alarm
@@ -313,8 +319,14 @@ class KeyDetectors:
             level = value if level is None else level
             change = level / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
             if length < self.drift_min_windows:
-                # Accumulated fast: a step (the spike detector's business) or a burst from one actor.
-                det.accept(value)
+                if self._drift_stepped.get(m):
+                    # Accumulated fast right after a step the spike detector alerted: the
+                    # new level is that step's, not a drift.
+                    det.accept(value)
+                    self._drift_stepped[m] = False
+                # Otherwise a fast climb (or a burst from one actor): it must last
+                # drift_min_windows to be a drift; a burst that ends falls back below
+                # drift_min_change against the key's fast level and is accepted later.
                 alarm = None
             elif change < self.drift_min_change:
                 # Real but still small: let it grow, for a while.
@@ -323,10 +335,12 @@ class KeyDetectors:
                 if held >= self.drift_quiet:
                     det.accept(value)
                     self._drift_held[m] = 0
+                    self._drift_stepped[m] = False
                 alarm = None
             else:
                 det.accept(value)
                 self._drift_held[m] = 0
+                self._drift_stepped[m] = False
         if alarm is None:
             if m == self._drift_metric or not dep.active:
                 self._drift_quiet_step(f, out, warm)
@@ -418,3 +432,4 @@ class KeyDetectors:
         self.__dict__.update(s)
         self.__dict__.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
         self.__dict__.setdefault("_err_cusum", 0.0)
+        self.__dict__.setdefault("_drift_stepped", {})

@@ -82,6 +82,17 @@ def test_slow_drift_alerts_as_drift_with_size_and_start():
     assert firing(fs, "tokens") == []  # a slow drift is not a spike
 
 
+def test_quicker_drift_on_a_quiet_series_is_still_a_drift():
+    # x1.5 over 30 minutes: the CUSUM crosses its threshold before the 15 windows
+    # a drift must last, with no spike alerted; it is held, not taken as a new level.
+    for seed in range(5):
+        ws = [window(i + 1000 * seed, out_tok=200 * (1.0 if i < 200 else 1 + 0.5 * min(1.0, (i - 200) / 30)))
+              for i in range(400)]
+        drift = firing(run(ws), "drift")
+        assert len(drift) == 1, seed
+        assert drift[0].evidence["windows_accumulated"] >= 15
+
+
 def test_cold_start_has_no_false_alarms_in_its_first_hour():
     fs = []
     for seed in range(20):  # twenty new keys, each watched for its first hour
