@@ -175,6 +175,7 @@ class KeyDetectors:
         names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"} | ({"drift"} if self._drift else set())
                        | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
+        self._sudden_eps = [self._ep[t] for t in ("tokens", "cost") if t in self._ep]
         self._err_rate: Optional[float] = None
         # Bernoulli CUSUM of the error rate against `err_shift` times its usual
         # level: a few errors too many in each of several windows of a quiet
@@ -300,8 +301,9 @@ class KeyDetectors:
                     out: List[Finding], warm: bool) -> None:
         det = self._drift[m]
         dep = self._ep["drift"]
-        if ep.run > 0 or ep.active:
-            # A sudden change is the spike detector's; do not count it twice as drift.
+        if any(e.run > 0 or e.active for e in self._sudden_eps):
+            # A sudden change is the spike detector's; do not count it twice as drift
+            # (a spike in tokens moves the cost per request too).
             det.rebase()
             self._drift_stepped[m] = True
             alarm = None
@@ -433,3 +435,5 @@ class KeyDetectors:
         self.__dict__.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
         self.__dict__.setdefault("_err_cusum", 0.0)
         self.__dict__.setdefault("_drift_stepped", {})
+        if "_sudden_eps" not in self.__dict__:
+            self._sudden_eps = [self._ep[t] for t in ("tokens", "cost") if t in self._ep]

@@ -93,6 +93,16 @@ def test_quicker_drift_on_a_quiet_series_is_still_a_drift():
         assert drift[0].evidence["windows_accumulated"] >= 15
 
 
+def test_cost_moved_by_an_alerted_token_spike_is_not_a_drift():
+    # Output tokens x3 for 40 minutes drag the cost per request up 30% (under the
+    # cost spike threshold): the tokens incident explains it, no drift of cost.
+    for seed in range(5):
+        ws = [window(i + 1000 * seed, out_tok=200 * (3 if 300 <= i < 340 else 1),
+                     cost=0.002 * (1.3 if 300 <= i < 340 else 1)) for i in range(450)]
+        fs = run(ws)
+        assert len(firing(fs, "tokens")) == 1 and firing(fs, "drift") == [], seed
+
+
 def test_cold_start_has_no_false_alarms_in_its_first_hour():
     fs = []
     for seed in range(20):  # twenty new keys, each watched for its first hour
