@@ -14,7 +14,9 @@ after ``repeat_interval`` of event time is paged again.
 ``group_wait`` (event time, and wall time for a live flow) holds a new
 incident's first page so that members arriving together are in it; 0 pages
 at once. ``group_interval`` > 0 announces members that joined a paged
-incident in an ``updated`` message, at most once per interval of event time;
+incident in an ``updated`` message, at most once per interval of event time
+(a member that joins sooner, say in the same window as the page, is
+announced by the group's next alert an interval later, or at end of input);
 0 folds them silently (they appear in escalations and in the resolve).
 """
 
@@ -79,6 +81,9 @@ class Incident:
     last_event: float = 0.0
     updates: int = 0
     last_update_event: float = 0.0
+    # A member joined the paged incident within group_interval of its last message:
+    # announced by the next alert of the group that comes an interval later (or at end of input).
+    pending_update: bool = False
 
 
 @dataclass
@@ -130,6 +135,8 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         for inc in st.incidents:
             self._flush_held(inc, t, now, out)
             self._repeat(inc, t, out)
+            if inc.pending_update and t - inc.last_update_event >= self.cfg.group_interval:
+                self._update(inc, t, out)
         status = alert.get("status", "firing")
         fp = alert["fingerprint"]
         if status == "resolved":
@@ -169,14 +176,21 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         if grew:
             self._escalate(inc, alert, out, t)
         elif new_member and self.cfg.group_interval > 0 and t - inc.last_update_event >= self.cfg.group_interval:
-            inc.updates += 1
-            inc.last_update_event = t
-            a = self._incident_alert(inc, "updated")
-            a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "updated", str(inc.updates))
-            out.append(a)
+            self._update(inc, t, out)
         elif new_member or status == "escalated":
             self._grouped.inc()
+            if new_member and self.cfg.group_interval > 0:
+                inc.pending_update = True
         return out, StatefulLogic.RETAIN
+
+    def _update(self, inc: Incident, t: float, out: List[Alert]) -> None:
+        """Announce the paged incident's members in an ``updated`` message."""
+        inc.updates += 1
+        inc.last_update_event = t
+        inc.pending_update = False
+        a = self._incident_alert(inc, "updated")
+        a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "updated", str(inc.updates))
+        out.append(a)
 
     def on_notify(self) -> Tuple[List[Alert], bool]:
         out: List[Alert] = []
@@ -191,6 +205,8 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         for inc in self.state.incidents:
             if not inc.paged:
                 self._page(inc, out, inc.last_event)
+            elif inc.pending_update:
+                self._update(inc, inc.last_event, out)
         return out, StatefulLogic.RETAIN
 
     def notify_at(self) -> Optional[datetime]:
@@ -245,6 +261,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
             summary = member["summary"]
             a["summary"] = summary if summary.startswith("Escalated to ") else prefix + summary
         inc.last_page_event = t
+        inc.pending_update = False  # the escalation names every member
         out.append(a)
 
     def _resolve(self, inc: Incident, last: Alert, out: List[Alert]) -> None:

@@ -57,3 +57,39 @@ def test_ids_unique_and_every_incident_resolves(window, seed):
     firing = {a["alert_id"] for a in out if a["status"] == "firing"}
     assert len([a for a in out if a["status"] == "resolved"]) == len(firing)
     assert logic.state.incidents == []
+
+
+def _iso(t):
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+def test_members_that_join_with_the_page_are_announced_before_the_resolve():
+    # Latency, tokens and cost of one key fire in the same window: the first pages
+    # at once; the other two are named by an "updated" message when the group's
+    # next alert comes an interval later, not only in the resolve.
+    logic = IncidentLogic(AlertingConfig(group_interval=60.0), None)
+    t = T0 + 3600
+    first = [make_alert(typ, "m", 10.0, 1.0, 0.95, "high" if typ == "latency" else "medium", "d", t, "svc", "m1",
+                        evidence={"fired_event_time": _iso(t + 120)}) for typ in ("latency", "tokens", "cost")]
+    out = []
+    for a in first:
+        out += logic.on_item(a)[0]
+    assert [a["status"] for a in out] == ["firing"]
+    assert "grouped" not in out[0]["evidence"]
+    out += logic.on_item(resolved(first[1], t + 420))[0]
+    assert [a["status"] for a in out] == ["firing", "updated"]
+    assert {m["type"] for m in out[1]["evidence"]["grouped"]} == {"tokens", "cost"}
+    for a in (first[0], first[2]):
+        out += logic.on_item(resolved(a, t + 480))[0]
+    assert [a["status"] for a in out] == ["firing", "updated", "resolved"]
+    assert len({a["alert_id"] for a in out}) == 3
+
+
+def test_a_member_still_unannounced_at_end_of_input_is_announced():
+    logic = IncidentLogic(AlertingConfig(group_interval=60.0), None)
+    t = T0 + 3600
+    for typ in ("latency", "tokens"):
+        logic.on_item(make_alert(typ, "m", 10.0, 1.0, 0.95, "medium", "d", t, "svc", "m1",
+                                 evidence={"fired_event_time": _iso(t + 120)}))
+    out, _ = logic.on_eof()
+    assert [(a["status"], [m["type"] for m in a["evidence"]["grouped"]]) for a in out] == [("updated", ["tokens"])]
