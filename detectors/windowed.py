@@ -118,6 +118,8 @@ METRICS: Dict[str, Tuple[str, str, int]] = {
 }
 # Metrics also watched for slow drift (type ``drift``).
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
+# Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
+SUDDEN_TYPES = ("tokens", "cost")
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
 
 
@@ -175,7 +177,6 @@ class KeyDetectors:
         names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"} | ({"drift"} if self._drift else set())
                        | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
-        self._sudden_eps = [self._ep[t] for t in ("tokens", "cost") if t in self._ep]
         self._err_rate: Optional[float] = None
         # Bernoulli CUSUM of the error rate against `err_shift` times its usual
         # level: a few errors too many in each of several windows of a quiet
@@ -254,7 +255,7 @@ class KeyDetectors:
                 # A lasting level shift that was alerted: it is the new normal.
                 base.relearn(adj)
             if m in self._drift:
-                self._drift_step(m, f, value, base, ep, out, warm)
+                self._drift_step(m, f, value, base, out, warm)
             if self._season is not None and m == "request_count" and score < self.threshold and base.n > 0:
                 self._season.learn(mid, math.log(value + base.offset) - base._loc)
             base.learn_one(adj)
@@ -297,11 +298,11 @@ class KeyDetectors:
             fd.severity, fd.event_time = severity, first
             out.append(fd)
 
-    def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline, ep: Episode,
+    def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline,
                     out: List[Finding], warm: bool) -> None:
         det = self._drift[m]
         dep = self._ep["drift"]
-        if any(e.run > 0 or e.active for e in self._sudden_eps):
+        if any(self._ep[t].run > 0 or self._ep[t].active for t in SUDDEN_TYPES if t in self._ep):
             # A sudden change is the spike detector's; do not count it twice as drift
             # (a spike in tokens moves the cost per request too).
             det.rebase()
@@ -435,5 +436,3 @@ class KeyDetectors:
         self.__dict__.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
         self.__dict__.setdefault("_err_cusum", 0.0)
         self.__dict__.setdefault("_drift_stepped", {})
-        if "_sudden_eps" not in self.__dict__:
-            self._sudden_eps = [self._ep[t] for t in ("tokens", "cost") if t in self._ep]
