@@ -8,18 +8,29 @@ the alert (:func:`alert_vector`), so no embedding model is needed.
 
 The point id is ``uuid5(alert_id)``: writing an alert twice (redelivery) is an
 idempotent upsert. The payload is the public alert (no ``_`` internals).
-:meth:`QdrantWriter.similar` returns the nearest other incidents already
-indexed, the material for an alert's ``similar_incidents``.
+:func:`find_similar` returns the nearest earlier incidents already indexed,
+the material for an alert's ``similar_incidents``; :class:`IncidentMemory`
+looks them up for the flow (operators/similar.py).
+
+Every writer and reader of one location in a process uses one client
+(:func:`shared_client`): an embedded ``":memory:"`` store exists only inside
+its client, and an embedded path can be opened by one client at a time.
+Bytewax workers are threads of one process, so calls on an embedded client
+are serialised by a lock; a server client needs none.
 
 ``qdrant_client`` is imported lazily, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
+import threading
 import time
 import uuid
+from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 import orjson
@@ -50,6 +61,24 @@ _ID_NAMESPACE = uuid.UUID("6f1d2a52-3c9e-5b7a-9e57-5e6e71a1e0c1")
 
 _BACKOFF_START_S = 0.5
 _BACKOFF_MAX_S = 10.0
+
+SIMILAR_LIMIT = 3
+SIMILAR_MIN_SCORE = 0.9
+"""Least cosine similarity for an incident to count as similar.
+
+The type one-hot of :func:`alert_vector` has norm 1 and the other features
+at most ``sqrt(3.26)``, so two alerts of different types score at most
+``3.26 / 4.26 = 0.77`` (a latency rise against a ttft or cost rise of the same
+size about 0.64, against a traffic drop about 0.46). A latency rise against
+a latency drop scores about 0.82. Above 0.9 are alerts of the same type, in
+the same direction, of comparable size, score and severity (a x5 latency
+rise, high, against a x2 rise, medium, or a x10 rise, critical: 0.99; against
+a x3 rise, low: 0.96; against a x1.5 rise, info, score 0.6: 0.87).
+"""
+# Lookups fetch this many points per incident asked for: the messages of one
+# earlier incident (page, escalations, updates, repeats) are one entry.
+_FETCH_PER_INCIDENT = 8
+_SIMILAR_FIELDS = ["alert_id", "fingerprint", "type", "service", "model", "event_time", "summary"]
 
 
 class QdrantDeliveryError(RuntimeError):
@@ -95,14 +124,189 @@ def alert_vector(alert: Alert) -> List[float]:
     return vec
 
 
+def is_server(location: str) -> bool:
+    return location.startswith(("http://", "https://"))
+
+
 def _client_for(location: str) -> Any:
     from qdrant_client import QdrantClient
 
     if location == ":memory:":
         return QdrantClient(location=":memory:")
-    if location.startswith(("http://", "https://")):
+    if is_server(location):
         return QdrantClient(url=location)
     return QdrantClient(path=location)
+
+
+def _registry_key(location: str) -> str:
+    if location == ":memory:" or is_server(location):
+        return location.rstrip("/")
+    return os.path.realpath(location)
+
+
+class _Entry:
+    __slots__ = ("client", "lock", "refs")
+
+    def __init__(self, client: Any, lock: Any) -> None:
+        self.client = client
+        self.lock = lock
+        self.refs = 0
+
+
+_registry: Dict[str, _Entry] = {}
+_registry_lock = threading.Lock()
+
+
+class SharedClient:
+    """A handle on the process's client for a location; :meth:`close` it when done.
+
+    Hold ``lock`` around every call on ``client`` (a no-op for a server).
+    """
+
+    __slots__ = ("location", "client", "lock", "_key", "_entry")
+
+    def __init__(self, location: str, key: str, entry: _Entry) -> None:
+        self.location = location
+        self.client = entry.client
+        self.lock = entry.lock
+        self._key = key
+        self._entry: Optional[_Entry] = entry
+
+    def close(self) -> None:
+        """Release the handle (again: no-op); the last one closes the client."""
+        with _registry_lock:
+            entry, self._entry = self._entry, None
+            if entry is None:
+                return
+            entry.refs -= 1
+            if entry.refs > 0:
+                return
+            if _registry.get(self._key) is entry:
+                del _registry[self._key]
+            # Closed under the registry lock: a path is free again before anyone can reopen it.
+            try:
+                entry.client.close()
+            except Exception:  # pragma: no cover - best effort
+                pass
+
+
+def shared_client(location: str) -> SharedClient:
+    """The process's Qdrant client for ``location``, opened on first use, reference counted."""
+    key = _registry_key(location)
+    with _registry_lock:
+        entry = _registry.get(key)
+        if entry is None:
+            lock = contextlib.nullcontext() if is_server(location) else threading.RLock()
+            entry = _registry[key] = _Entry(_client_for(location), lock)
+        entry.refs += 1
+        return SharedClient(location, key, entry)
+
+
+def _event_time(value: Any) -> Optional[datetime]:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def find_similar(client: Any, collection: str, alert: Alert, limit: int = SIMILAR_LIMIT,
+                 min_score: float = SIMILAR_MIN_SCORE) -> List[Dict[str, Any]]:
+    """The ``limit`` indexed incidents nearest to ``alert`` that began before it, best first.
+
+    Not listed: the alert itself, every alert of its fingerprint (its own
+    page, escalations, updates and resolve, and earlier episodes of the same
+    key and type), resolve messages, and points whose cosine similarity is
+    below ``min_score``. An incident appears once, as its closest message.
+    Each entry is ``{alert_id, fingerprint, type, service, model, score,
+    event_time, summary}``, ``score`` the cosine similarity (6 digits).
+    The caller holds the client's lock.
+    """
+    if limit <= 0:
+        return []
+    from qdrant_client import models
+
+    must: List[Any] = []
+    must_not: List[Any] = [models.FieldCondition(key="status", match=models.MatchValue(value="resolved"))]
+    if alert.get("alert_id") is not None:
+        must_not.append(models.HasIdCondition(has_id=[point_id(alert["alert_id"])]))
+    fp = alert.get("fingerprint")
+    if isinstance(fp, str):
+        must_not.append(models.FieldCondition(key="fingerprint", match=models.MatchValue(value=fp)))
+    began = _event_time(alert.get("event_time"))
+    if began is not None:
+        must.append(models.FieldCondition(key="event_time", range=models.DatetimeRange(lt=began)))
+    result = client.query_points(
+        collection,
+        query=alert_vector(alert),
+        query_filter=models.Filter(must=must or None, must_not=must_not),
+        limit=limit * _FETCH_PER_INCIDENT,
+        score_threshold=min_score if min_score > 0 else None,
+        with_payload=_SIMILAR_FIELDS,
+    )
+    out: List[Dict[str, Any]] = []
+    seen = set()
+    for p in result.points:
+        payload = p.payload or {}
+        incident = (payload.get("fingerprint"), payload.get("event_time"))
+        if incident in seen:
+            continue
+        seen.add(incident)
+        out.append(
+            {
+                "alert_id": payload.get("alert_id"),
+                "fingerprint": payload.get("fingerprint"),
+                "type": payload.get("type"),
+                "service": payload.get("service"),
+                "model": payload.get("model"),
+                "score": round(float(p.score), 6),
+                "event_time": payload.get("event_time"),
+                "summary": payload.get("summary"),
+            }
+        )
+        if len(out) == limit:
+            break
+    return out
+
+
+class IncidentMemory:
+    """Reads an incident memory: the similar earlier incidents of an alert.
+
+    Holds no client between lookups: each borrows the process's client for
+    ``location`` (:func:`shared_client`), the one the Qdrant writers of the
+    flow hold open while it runs, so the lookup sees what they indexed.
+    """
+
+    def __init__(self, location: str = ":memory:", collection: str = "sentinel_incidents",
+                 limit: int = SIMILAR_LIMIT, min_score: float = SIMILAR_MIN_SCORE) -> None:
+        self.location = location
+        self.collection = collection
+        self.limit = limit
+        self.min_score = min_score
+
+    def similar(self, alert: Alert) -> List[Dict[str, Any]]:
+        """See :func:`find_similar`; raises on a failed query, ``[]`` while nothing was indexed."""
+        if self.limit <= 0:
+            return []
+        handle = shared_client(self.location)
+        try:
+            with handle.lock:
+                try:
+                    return find_similar(handle.client, self.collection, alert, self.limit, self.min_score)
+                except Exception:
+                    if _collection_missing(handle.client, self.collection):
+                        return []
+                    raise
+        finally:
+            handle.close()
+
+
+def _collection_missing(client: Any, collection: str) -> bool:
+    try:
+        return not client.collection_exists(collection)
+    except Exception:
+        return False
 
 
 class QdrantWriter(Writer):
@@ -121,8 +325,15 @@ class QdrantWriter(Writer):
         self.collection = collection
         self.max_retry_s = max_retry_s
         self._errors = get_metrics().sink_errors.labels(sink=self.kind)
-        self._client = _client_for(location)
-        self._ensure_collection()
+        self._shared = shared_client(location)
+        self._client = self._shared.client
+        self._lock = self._shared.lock
+        try:
+            with self._lock:
+                self._ensure_collection()
+        except BaseException:
+            self._shared.close()
+            raise
 
     def _ensure_collection(self) -> None:
         models = self._models
@@ -161,7 +372,8 @@ class QdrantWriter(Writer):
         start = time.monotonic()
         while True:
             try:
-                self._client.upsert(self.collection, points=points, wait=True)
+                with self._lock:
+                    self._client.upsert(self.collection, points=points, wait=True)
                 return
             except Exception as exc:  # server mode: connection errors, 5xx, timeouts
                 self._errors.inc()
@@ -181,42 +393,11 @@ class QdrantWriter(Writer):
                     time.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
-    def similar(self, alert: Alert, limit: int = 3) -> List[Dict[str, Any]]:
-        """The ``limit`` indexed incidents nearest to ``alert`` (never the alert itself).
-
-        Each as ``{alert_id, type, service, model, score, event_time}``, with
-        ``score`` the cosine similarity, best first.
-        """
-        if limit <= 0:
-            return []
-        models = self._models
-        query_filter = None
-        if alert.get("alert_id") is not None:
-            query_filter = models.Filter(must_not=[models.HasIdCondition(has_id=[point_id(alert["alert_id"])])])
-        result = self._client.query_points(
-            self.collection,
-            query=alert_vector(alert),
-            query_filter=query_filter,
-            limit=limit,
-            with_payload=["alert_id", "type", "service", "model", "event_time"],
-        )
-        out = []
-        for p in result.points:
-            payload = p.payload or {}
-            out.append(
-                {
-                    "alert_id": payload.get("alert_id"),
-                    "type": payload.get("type"),
-                    "service": payload.get("service"),
-                    "model": payload.get("model"),
-                    "score": round(float(p.score), 6),
-                    "event_time": payload.get("event_time"),
-                }
-            )
-        return out
+    def similar(self, alert: Alert, limit: int = SIMILAR_LIMIT,
+                min_score: float = SIMILAR_MIN_SCORE) -> List[Dict[str, Any]]:
+        """The ``limit`` indexed incidents nearest to ``alert`` (see :func:`find_similar`)."""
+        with self._lock:
+            return find_similar(self._client, self.collection, alert, limit, min_score)
 
     def close(self) -> None:
-        try:
-            self._client.close()
-        except Exception:  # pragma: no cover - best effort
-            pass
+        self._shared.close()

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import orjson
 import pika
@@ -359,9 +359,11 @@ def _qdrant_alerts() -> List[Dict[str, Any]]:
     return [
         make_alert(alert_id="a-latency-1", type="latency", observed=4200.0, expected=850.0, score=0.97),
         make_alert(alert_id="a-latency-2", type="latency", observed=3900.0, expected=800.0, score=0.93,
-                   service="search-api", event_time="2025-01-14T08:00:00+00:00"),
+                   service="search-api", fingerprint="fp-search-api-gpt-4o-latency",
+                   event_time="2025-01-14T08:00:00+00:00"),
         make_alert(alert_id="a-cost-1", type="cost", severity="medium", observed=12.5, expected=3.0, score=0.8,
-                   metric="cost_usd_sum", service="batch-summarizer", model="claude-3-5-sonnet"),
+                   metric="cost_usd_sum", service="batch-summarizer", model="claude-3-5-sonnet",
+                   fingerprint="fp-batch-summarizer-cost", event_time="2025-01-13T12:00:00+00:00"),
     ]
 
 
@@ -373,19 +375,23 @@ def test_qdrant_similar_returns_closest_other_alert() -> None:
         writer.write(alerts[:1], [encode_alert(alerts[0])])  # redelivery: idempotent upsert
         assert writer._client.count("test_incidents").count == 3
 
-        similar = writer.similar(alerts[0], limit=3)
+        similar = writer.similar(alerts[0], limit=3, min_score=0.0)
         assert [s["alert_id"] for s in similar] == ["a-latency-2", "a-cost-1"]  # never itself
         best = similar[0]
         assert best == {
             "alert_id": "a-latency-2",
+            "fingerprint": "fp-search-api-gpt-4o-latency",
             "type": "latency",
             "service": "search-api",
             "model": "gpt-4o",
             "score": best["score"],
             "event_time": "2025-01-14T08:00:00+00:00",
+            "summary": alerts[1]["summary"],
         }
         assert 0.95 < best["score"] <= 1.0 and similar[1]["score"] < best["score"]
         assert [s["alert_id"] for s in writer.similar(alerts[0], limit=1)] == ["a-latency-2"]
+        # The default minimum score keeps the same type only.
+        assert [s["alert_id"] for s in writer.similar(alerts[0])] == ["a-latency-2"]
 
         # A new, not yet indexed alert finds its neighbours too.
         fresh = make_alert(alert_id="a-cost-2", type="cost", observed=10.0, expected=2.5, score=0.75)
@@ -407,7 +413,7 @@ def test_qdrant_path_location_persists(tmp_path) -> None:
     reopened = QdrantWriter(location=str(tmp_path / "qdrant"))
     try:
         assert reopened._client.count("sentinel_incidents").count == 3
-        assert reopened.similar(alerts[1], limit=1)[0]["alert_id"] == "a-latency-1"
+        assert reopened.similar(alerts[0], limit=1)[0]["alert_id"] == "a-latency-2"
     finally:
         reopened.close()
 
