@@ -6,6 +6,7 @@
            -> attack counter (per security source: coordinated_attack)
            -> alert filter   (silences, feedback)
            -> incidents      (per group: grouping, escalation, resolve)
+           -> similar incidents (from the first qdrant sink's collection, if any)
            -> every configured alert sink
            -> dead letters -> the DLQ sink
 
@@ -19,14 +20,14 @@ from __future__ import annotations
 import os
 import sys
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from sentinel.config import FlowConfig
+from sentinel.config import FlowConfig, QdrantSink
 
 def make_source(cfg: FlowConfig) -> Source:
     src = cfg.source
@@ -81,6 +82,21 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
     return sinks
 
 
+def make_similar_incidents(cfg: FlowConfig) -> Optional[Callable[[dict], dict]]:
+    """The ``similar_incidents`` step's callable, or None (no qdrant sink, or ``similar_limit: 0``).
+
+    It reads the first qdrant sink of ``cfg``, also when the flow is built
+    with injected alert sinks.
+    """
+    s = next((s for s in cfg.sinks if isinstance(s, QdrantSink)), None)
+    if s is None or s.similar_limit == 0:
+        return None
+    from operators.similar import SimilarIncidents
+    from sinks.qdrant import IncidentMemory
+
+    return SimilarIncidents(IncidentMemory(s.location, s.collection, s.similar_limit, s.similar_min_score))
+
+
 def make_dead_letter_sink(cfg: FlowConfig) -> Sink:
     from sinks.dead_letters import DeadLetterSink
 
@@ -129,6 +145,9 @@ def build_flow(
     alerts = op.stateful("incidents", grouped, lambda st: IncidentLogic(cfg.alerting, st))
     alerts = op.map("unkey_incidents", alerts, lambda kv: kv[1])
     alerts = op.inspect("remember_alerts", alerts, lambda _step, a: controls.remember(a))
+    similar = make_similar_incidents(cfg)
+    if similar is not None:
+        alerts = op.map("similar_incidents", alerts, similar)
 
     for i, sink in enumerate(alert_sinks if alert_sinks is not None else make_alert_sinks(cfg)):
         op.output(f"alerts_out_{i}", alerts, sink)

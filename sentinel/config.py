@@ -195,9 +195,21 @@ class KafkaSink(_Model):
 
 
 class QdrantSink(_Model):
+    """Incident memory: every alert is indexed; alerts are given their ``similar_incidents`` from it.
+
+    With several qdrant sinks, ``similar_incidents`` comes from the first one
+    (its collection, ``similar_limit`` and ``similar_min_score``); the others
+    only index.
+    """
+
     kind: Literal["qdrant"]
     location: str = ":memory:"
     collection: str = "sentinel_incidents"
+    # At most this many earlier incidents in an alert's similar_incidents; 0 does not look them up.
+    similar_limit: int = Field(default=3, ge=0, le=100)
+    # Least cosine similarity of a listed incident; 0.9 keeps the same type of
+    # anomaly, same direction, comparable size (sinks.qdrant.SIMILAR_MIN_SCORE).
+    similar_min_score: float = Field(default=0.9, ge=0, le=1)
 
 
 Sink = Annotated[

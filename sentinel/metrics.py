@@ -45,7 +45,8 @@ class Metrics:
             ["sink"], registry=r,
         )
         self.sink_errors = Counter(
-            "sentinel_sink_errors", "Failed delivery attempts (retried), by sink.", ["sink"], registry=r
+            "sentinel_sink_errors", "Failed delivery attempts (retried) and failed incident-memory lookups, by sink.",
+            ["sink"], registry=r,
         )
         self.detection_latency = Histogram(
             "sentinel_detection_latency_seconds", "Wall time from ingest of the closing event to alert published.",
