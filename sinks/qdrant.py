@@ -215,10 +215,12 @@ def find_similar(client: Any, collection: str, alert: Alert, limit: int = SIMILA
                  min_score: float = SIMILAR_MIN_SCORE) -> List[Dict[str, Any]]:
     """The ``limit`` indexed incidents nearest to ``alert`` that began before it, best first.
 
-    Not listed: the alert itself, every alert of its fingerprint (its own
-    page, escalations, updates and resolve, and earlier episodes of the same
-    key and type), resolve messages, and points whose cosine similarity is
-    below ``min_score``. An incident appears once, as its closest message.
+    Not listed: the alert itself and the other messages of its incident
+    (page, escalations, updates: they share its ``event_time``), resolve
+    messages, and points whose cosine similarity is below ``min_score``.
+    Earlier episodes of the same key and type are listed: a recurrence is the
+    most telling similar incident. Without an ``event_time`` the alert's whole
+    fingerprint is left out instead. An incident appears once, as its closest message.
     Each entry is ``{alert_id, fingerprint, type, service, model, score,
     event_time, summary}``, ``score`` the cosine similarity (6 digits).
     The caller holds the client's lock.
@@ -231,12 +233,15 @@ def find_similar(client: Any, collection: str, alert: Alert, limit: int = SIMILA
     must_not: List[Any] = [models.FieldCondition(key="status", match=models.MatchValue(value="resolved"))]
     if alert.get("alert_id") is not None:
         must_not.append(models.HasIdCondition(has_id=[point_id(alert["alert_id"])]))
-    fp = alert.get("fingerprint")
-    if isinstance(fp, str):
-        must_not.append(models.FieldCondition(key="fingerprint", match=models.MatchValue(value=fp)))
     began = _event_time(alert.get("event_time"))
     if began is not None:
+        # Every message of one incident carries its start: only earlier incidents,
+        # earlier episodes of the same key and type included (recurrences).
         must.append(models.FieldCondition(key="event_time", range=models.DatetimeRange(lt=began)))
+    else:
+        fp = alert.get("fingerprint")
+        if isinstance(fp, str):  # no start to compare: at least not its own messages
+            must_not.append(models.FieldCondition(key="fingerprint", match=models.MatchValue(value=fp)))
     result = client.query_points(
         collection,
         query=alert_vector(alert),
