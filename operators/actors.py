@@ -7,7 +7,8 @@ of its busy windows closes. That sum is abusive when it exceeds an absolute
 floor, ``ratio`` times what the actor usually sends in a ``horizon`` (its
 habit: tokens per window, idle windows counting as zero), and what the
 population's heavy users send in a ``horizon`` (the ``heavy_quantile`` of
-busy actor-horizons), without one window carrying more than ``max_share`` of
+busy actor-horizons; an actor at k times ``ratio`` over its habit needs only
+1/k of that level, and never less than half of it), without one window carrying more than ``max_share`` of
 it (one huge request is not abuse), for ``persistence`` busy windows in a
 row. An actor seen for less than ``history_windows`` has no habit yet: only
 four times the heavy users' level counts (at most ``new_actor_min_tokens``).
@@ -58,6 +59,8 @@ class ActorAgg:
         self.start, self.tokens, self.requests, self.keys = s
 
 
+# An actor far above its own habit needs only part of the heavy users' level, down to this share of it.
+HEAVY_FLOOR = 0.5
 HABIT_ALPHA = 1.0 / 60.0  # weight of a window in the actor's habit (about an hour of memory at 1-minute windows)
 
 
@@ -171,8 +174,12 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
             if heavy is None or top > ta.max_share * total:
                 abusive = False  # the population is young (nobody is judged yet), or one window is most of it
             elif expected is not None:
-                # Far above its own habit, and above what the population's heavy users send.
-                abusive = total >= ta.min_tokens and total >= ta.ratio * max(expected, 1.0) and total >= heavy
+                # Far above its own habit, and up among what the population's heavy users
+                # send: the further above its habit, the less of the heavy level it needs
+                # (at 2 x ratio, half of it; never less than HEAVY_FLOOR of it).
+                own = total / max(expected, 1.0)
+                abusive = (total >= ta.min_tokens and own >= ta.ratio
+                           and total >= heavy * max(HEAVY_FLOOR, ta.ratio / own))
             else:
                 # No history yet: only far above the heavy users counts.
                 abusive = total >= max(min(ta.new_actor_min_tokens, 4 * heavy), ta.min_tokens)

@@ -91,3 +91,44 @@ def test_nobody_is_judged_before_the_population_is_a_reference():
     actors.POPULATION = actors.DecayingQuantiles()
     alerts, _ = run_flow(batches(traffic(150)))
     assert [(s, st) for s, st, _ in _token_abuse(alerts)] == [("user:light020", "firing"), ("user:light020", "resolved")]
+
+
+
+def _rise(rng, user, tokens, start_minute=60, minutes=12):
+    # One extra request of about ``tokens`` a minute on m2, on top of the user's habit on m1.
+    return [request(T0 + 60 * (m + rng.random()), "svc", "m2", input_tokens=int(rng.lognormvariate(0, 0.2) * tokens),
+                    output_tokens=300, user_id=user)
+            for m in range(start_minute, start_minute + minutes)]
+
+
+
+def test_far_above_its_habit_needs_less_of_the_heavy_level():
+    # A sparse user (a request most minutes, about 3k tokens a minute) that goes
+    # to about 5x its habit stays under the heavy users' level (the 90th
+    # percentile of busy actor-horizons, about 155k here), but is so far above
+    # its own habit that part of that level is enough. A light user at about
+    # 3.3x (just over `ratio`) still needs the whole heavy level: not abuse.
+    rng, ev = _population(seed=4)
+    ev += _user_traffic(random.Random(9), "sparse", 100, 1, 1500)
+    ev += _rise(rng, "sparse", 11000)
+    ev += _rise(rng, "light021", 7800, start_minute=75)
+    # An actor whose requests carry no tokens (failed calls) is judged without error.
+    ev += [request(T0 + 60 * m + 7, "svc", "m1", input_tokens=0, output_tokens=0, user_id="failing")
+           for m in range(100)]
+    ev.sort(key=lambda e: e["timestamp"])
+    alerts, _ = run_flow(batches(ev))
+    ta = _token_abuse(alerts)
+    assert [(s, st) for s, st, _ in ta] == [("user:sparse", "firing"), ("user:sparse", "resolved")], ta
+    fired = [a for a in alerts if a["type"] == "token_abuse"][0]
+    assert fired["evidence"]["ratio"] >= 4
+    assert "2026-01-05T01:00:00" <= fired["event_time"] <= "2026-01-05T01:09:00"
+
+    # With the whole heavy level required of everyone, neither is found: the
+    # first stays under the heavy users' level.
+    actors.POPULATION = actors.DecayingQuantiles()
+    try:
+        actors.HEAVY_FLOOR, floor = 1.0, actors.HEAVY_FLOOR
+        alerts, _ = run_flow(batches(ev))
+    finally:
+        actors.HEAVY_FLOOR = floor
+    assert _token_abuse(alerts) == []
