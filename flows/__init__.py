@@ -119,7 +119,8 @@ def build_flow(
     flow = Dataflow(cfg.name)
     raw = op.input("input", flow, source if source is not None else make_source(cfg))
     det = cfg.detection
-    tagged = op.flat_map("parse", raw, BatchParser(cfg.max_record_bytes, actors=det.token_abuse.enabled))
+    tagged = op.flat_map("parse", raw, BatchParser(cfg.max_record_bytes, actors=det.token_abuse.enabled,
+                                                     dedup_ids=cfg.state.dedup_ids))
 
     def of_kind(kind: str):
         return op.filter(f"only_{kind}", tagged, lambda t: t[0] == kind)

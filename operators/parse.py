@@ -3,6 +3,11 @@
 One source batch turns into a handful of items: one group per service/model
 key, per actor and per security source, plus the batch's dead letters. This
 keeps Bytewax's per-item cost off the per-event path.
+
+Events whose ``event_id`` was seen lately (``state.dedup_ids`` ids, per
+process: a producer's retry, a collector's resend) are dropped and counted in
+``sentinel_events_total{outcome="duplicate"}``; events without an id are
+never dropped.
 """
 
 from __future__ import annotations
@@ -18,13 +23,44 @@ MODEL, ACTOR, SECURITY, DEAD = "m", "a", "s", "d"
 Tagged = Tuple[str, str, Any]
 
 
+class RecentIds:
+    """The most recent distinct ids, at least ``capacity / 2`` and at most ``capacity`` of them.
+
+    ``check_add(i)`` is True when ``i`` was seen (a duplicate), else remembers
+    it. Two generations of sets: when the current one is full (half the
+    capacity) it becomes the previous one and the oldest is forgotten, so
+    memory stays bounded and a lookup is two set probes.
+    """
+
+    __slots__ = ("capacity", "_cur", "_old")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity // 2)
+        self._cur: set = set()
+        self._old: set = set()
+
+    def check_add(self, i: str) -> bool:
+        if i in self._cur or i in self._old:
+            return True
+        cur = self._cur
+        cur.add(i)
+        if len(cur) >= self.capacity:
+            self._old, self._cur = cur, set()
+        return False
+
+    def __len__(self) -> int:
+        return len(self._cur) + len(self._old)
+
+
 class BatchParser:
     """Callable for ``op.flat_map``: RawBatch -> tagged groups."""
 
-    def __init__(self, max_record_bytes: int = MAX_RECORD_BYTES, actors: bool = True) -> None:
+    def __init__(self, max_record_bytes: int = MAX_RECORD_BYTES, actors: bool = True, dedup_ids: int = 0) -> None:
         self.max_record_bytes = max_record_bytes
         self.actors = actors
+        self.seen = RecentIds(dedup_ids) if dedup_ids > 0 else None
         m = get_metrics()
+        self._dup = m.events.labels(outcome="duplicate")
         self._ok = m.events.labels(outcome="ok")
         self._sec = m.events.labels(outcome="security")
         self._dead = m.events.labels(outcome="dead_letter")
@@ -40,8 +76,10 @@ class BatchParser:
         by_source: Dict[str, List[SecurityEvent]] = {}
         dead: List[DeadLetter] = []
         ignored = 0
+        dups = 0
         limit = self.max_record_bytes
         actors = self.actors
+        seen = self.seen
         for rec in batch.records:
             if rec.encoding == "json":
                 try:
@@ -54,6 +92,9 @@ class BatchParser:
                 dead.extend(dls)
                 ignored += ign
             for ev in evs:
+                if seen is not None and ev.event_id is not None and seen.check_add(ev.event_id):
+                    dups += 1
+                    continue
                 if ev.__class__ is LLMEvent:
                     k = ev.service + "\x1f" + ev.model
                     g = by_key.get(k)
@@ -86,6 +127,8 @@ class BatchParser:
             self._sec.inc(n_sec)
         if ignored:
             self._ignored.inc(ignored)
+        if dups:
+            self._dup.inc(dups)
         if dead:
             self._dead.inc(len(dead))
             for d in dead:

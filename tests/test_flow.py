@@ -91,3 +91,25 @@ def test_lagging_partition_does_not_turn_events_late():
     before = late._value.get()
     run_flow(items)
     assert late._value.get() == before
+
+
+def test_resent_events_count_once():
+    # Every event of a latency incident arrives twice (a producer's retries, in a
+    # later batch): the alerts are those of sending it once. Without the check
+    # the windows count each request twice.
+    def slow(ts, lat):
+        return lat * 5 if T0 + 60 * 60 <= ts < T0 + 70 * 60 else lat
+
+    evs = [dict(e, event_id="e%d" % i) for i, e in enumerate(steady(90, latency_fn=slow))]
+    resent = []
+    for i in range(0, len(evs), 200):
+        resent += evs[i:i + 200] + evs[i:i + 200]
+    once, _ = run_flow(batches(evs))
+    twice, _ = run_flow(batches(resent))
+
+    def view(alerts):
+        return [(a["type"], a["status"], a["observed"], a["evidence"].get("requests_in_window")) for a in alerts]
+
+    assert once and view(twice) == view(once)
+    unchecked, _ = run_flow(batches(resent), {"state": {"dedup_ids": 0}})
+    assert view(unchecked) != view(once)

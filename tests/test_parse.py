@@ -109,3 +109,48 @@ def test_huge_dead_letter_is_truncated_with_size():
     d = dead_letter_to_dict(dead[0], 0.0)
     assert d["raw_truncated"] is True and d["raw_size"] == 200_000
     assert len(d["raw"]) == 64 * 1024
+
+
+# -- duplicate event ids ------------------------------------------------------
+
+
+def test_recent_ids_remember_a_bounded_recent_set():
+    from operators.parse import RecentIds
+
+    ids = RecentIds(10)
+    assert [ids.check_add(i) for i in ("a", "b", "a")] == [False, False, True]
+    for i in range(100):
+        ids.check_add(str(i))
+        assert len(ids) <= 10
+    assert ids.check_add("99") and ids.check_add("95")  # the latest capacity/2 are always kept
+    assert not ids.check_add("a")  # long gone: seen as new
+
+
+def test_parser_drops_repeated_event_ids_and_counts_them():
+    from operators.parse import MODEL, SECURITY, BatchParser
+    from sentinel.events import RawBatch
+    from sentinel.metrics import get_metrics
+
+    def rec(obj, off):
+        return RawRecord(orjson.dumps(obj), ("p0", 0, off))
+
+    sec = {"timestamp": GOOD["timestamp"], "event_type": "security", "source": "10.0.0.1",
+           "kind": "prompt_injection", "service": "support-bot", "event_id": "s-1"}
+    recs = [rec(dict(GOOD, event_id="e-1"), 0), rec(dict(GOOD, event_id="e-2"), 1), rec(dict(GOOD, event_id="e-1"), 2),
+            rec(dict(GOOD), 3), rec(dict(GOOD), 4),  # no id: never dropped
+            rec(sec, 5), rec(sec, 6)]
+    dup = get_metrics().events.labels(outcome="duplicate")
+    before = dup._value.get()
+    out = BatchParser(dedup_ids=1000)(RawBatch("p0", recs, 0.0, 1))
+    models = [evs for tag, _k, (_p, evs, _a, _n) in [o for o in out if o[0] == MODEL]]
+    secs = [evs for tag, _k, (_p, evs, _a, _n) in [o for o in out if o[0] == SECURITY]]
+    assert [e.event_id for e in models[0]] == ["e-1", "e-2", None, None]
+    assert [e.event_id for e in secs[0]] == ["s-1"]
+    assert dup._value.get() - before == 2
+    # A later batch (a producer's retry) is checked against the same memory; off with 0.
+    parser = BatchParser(dedup_ids=1000)
+    parser(RawBatch("p0", recs[:2], 0.0, 1))
+    again = parser(RawBatch("p0", recs[:2], 0.0, 1))
+    assert [o for o in again if o[0] == MODEL] == []
+    off = BatchParser(dedup_ids=0)(RawBatch("p0", recs, 0.0, 1))
+    assert sum(len(o[2][1]) for o in off if o[0] == MODEL) == 5
