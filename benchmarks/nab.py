@@ -42,8 +42,6 @@ def _load_harness(nab_dir: str):
 
 def category_breakdown(nab_score, corpus, out_dir: str, name: str, res: dict) -> dict:
     """Per category: windows detected / total and false-positive rows, per profile."""
-    import numpy as np
-
     scores = nab_score.load_scores(out_dir, name, corpus)
     table: dict = {}
     for prof in PROFILES:
