@@ -32,24 +32,31 @@ class RecentIds:
     memory stays bounded and a lookup is two set probes.
     """
 
-    __slots__ = ("capacity", "_cur", "_old")
+    __slots__ = ("capacity", "cur", "old")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity // 2)
-        self._cur: set = set()
-        self._old: set = set()
+        self.cur: set = set()
+        self.old: set = set()
 
     def check_add(self, i: str) -> bool:
-        if i in self._cur or i in self._old:
+        """The loop of :meth:`BatchParser.__call__` does the same inline."""
+        if i in self.old:
             return True
-        cur = self._cur
+        cur = self.cur
+        n = len(cur)
         cur.add(i)
-        if len(cur) >= self.capacity:
-            self._old, self._cur = cur, set()
+        if len(cur) == n:
+            return True
+        if n + 1 >= self.capacity:
+            self.rotate()
         return False
 
+    def rotate(self) -> None:
+        self.old, self.cur = self.cur, set()
+
     def __len__(self) -> int:
-        return len(self._cur) + len(self._old)
+        return len(self.cur) + len(self.old)
 
 
 class BatchParser:
@@ -80,6 +87,8 @@ class BatchParser:
         limit = self.max_record_bytes
         actors = self.actors
         seen = self.seen
+        if seen is not None:
+            cur, old, cap = seen.cur, seen.old, seen.capacity
         for rec in batch.records:
             if rec.encoding == "json":
                 try:
@@ -92,9 +101,20 @@ class BatchParser:
                 dead.extend(dls)
                 ignored += ign
             for ev in evs:
-                if seen is not None and ev.event_id is not None and seen.check_add(ev.event_id):
-                    dups += 1
-                    continue
+                if seen is not None:
+                    i = ev.event_id
+                    if i is not None:  # RecentIds.check_add, inline: this runs for every event
+                        if i in old:
+                            dups += 1
+                            continue
+                        n = len(cur)
+                        cur.add(i)
+                        if len(cur) == n:
+                            dups += 1
+                            continue
+                        if n + 1 >= cap:
+                            seen.rotate()
+                            cur, old = seen.cur, seen.old
                 if ev.__class__ is LLMEvent:
                     k = ev.service + "\x1f" + ev.model
                     g = by_key.get(k)
