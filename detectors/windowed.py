@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from detectors.drift import DriftDetector
 from detectors.episode import Episode
+from detectors.hints import HINTS, OTHER, hints_for
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
 from detectors.robust import RobustBaseline, score_to_z, z_to_score
@@ -24,14 +25,15 @@ from detectors.seasonal import SeasonalProfile
 class WindowFeatures:
     __slots__ = (
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
-        "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total",
+        "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
     )
 
     def __init__(self, start: float, end: float, count: int = 0, errors: int = 0,
                  lat_p50: Optional[float] = None, lat_p95: Optional[float] = None,
                  ttft_p95: Optional[float] = None, in_tokens: Optional[float] = None,
                  out_tokens: Optional[float] = None, cost: Optional[float] = None,
-                 cost_total: float = 0.0, tokens_total: int = 0) -> None:
+                 cost_total: float = 0.0, tokens_total: int = 0,
+                 error_types: Optional[Dict[Optional[str], int]] = None) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -44,6 +46,7 @@ class WindowFeatures:
         self.cost = cost  # mean per request
         self.cost_total = cost_total
         self.tokens_total = tokens_total
+        self.error_types = error_types  # error_type -> count; None when the window had no error
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -52,6 +55,7 @@ class WindowFeatures:
         return tuple(getattr(self, k) for k in self.__slots__)
 
     def __setstate__(self, state) -> None:
+        self.error_types = None  # states from before error types were counted
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
 
@@ -61,14 +65,17 @@ class Finding:
 
     ``status`` is ``firing`` (a new episode), ``escalated`` (it grew a
     severity step) or ``resolved`` (back to normal for the quiet period).
+    ``hints`` are root-cause hints (:mod:`detectors.hints`) from the window
+    that fired or escalated; a resolve carries its episode's.
     """
 
     __slots__ = ("type", "metric", "observed", "expected", "score", "z", "event_time",
-                 "window_end", "severity", "evidence", "direction", "status")
+                 "window_end", "severity", "evidence", "direction", "status", "hints")
 
     def __init__(self, type: str, metric: str, observed: float, expected: float, score: float,
                  z: float, event_time: float, window_end: float, severity: str,
-                 evidence: dict, direction: str, status: str = "firing") -> None:
+                 evidence: dict, direction: str, status: str = "firing",
+                 hints: Optional[List[str]] = None) -> None:
         self.type = type
         self.metric = metric
         self.observed = observed
@@ -81,6 +88,7 @@ class Finding:
         self.evidence = evidence
         self.direction = direction
         self.status = status
+        self.hints = hints if hints is not None else []
 
     def __repr__(self) -> str:
         return (f"Finding({self.status} {self.type}, {self.metric}, observed={self.observed:.4g}, "
@@ -183,6 +191,10 @@ class KeyDetectors:
         # key add up, where no single window is significant on its own.
         self.err_shift = 3.0
         self._err_cusum = 0.0
+        # Error types of the error-rate episode's anomalous windows (for its hints).
+        self._err_types: Dict[Optional[str], int] = {}
+        # Root-cause hints of each open episode, by type: what its resolve repeats.
+        self._hints: Dict[str, List[str]] = {}
         self._windows = 0
 
     @property
@@ -222,7 +234,7 @@ class KeyDetectors:
                 busy = False
         mid = (f.start + f.end) / 2.0
         best: Dict[str, Tuple[float, str, tuple]] = {}
-        values: Dict[str, Tuple[float, float, float, float]] = {}  # metric -> (value, adjusted, score, z)
+        values: Dict[str, Tuple[float, float, float, float, float]] = {}  # metric -> (value, adjusted, score, z, expected)
         for m in self._metrics:
             typ, attr, direction = METRICS[m]
             best.setdefault(typ, (-1.0, m, None))
@@ -241,14 +253,14 @@ class KeyDetectors:
             score = z_to_score(z_eff)
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
-            values[m] = (value, adj, score, z)
+            values[m] = (value, adj, score, z, exp)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
         for typ, (score, m, obs) in best.items():
             self._step(typ, m, f, obs if obs is not None and score >= self.threshold else None, out, warm)
         if self._mv is not None:
             self._multivariate(f, values, best, out, warm)
-        for m, (value, adj, score, _z) in values.items():
+        for m, (value, adj, score, _z, _exp) in values.items():
             base = self._base[m]
             ep = self._ep[METRICS[m][0]]
             if ep.active and ep.run >= self.relearn_after and score >= self.threshold:
@@ -269,8 +281,26 @@ class KeyDetectors:
                 self._drift_quiet_step(f, out, warm)
         if "error_rate" in self.types:
             self._error_rate(f, out, warm)
+        if out:
+            self._attach_hints(out, values)
         self._windows += 1
         return out
+
+    def _attach_hints(self, out: List[Finding], values) -> None:
+        """Root-cause hints on the findings of this window (rare: only when something fires)."""
+        levels = None
+        for fd in out:
+            if fd.type not in HINTS:
+                continue
+            if fd.status == "resolved":
+                fd.hints = self._hints.pop(fd.type, [])
+                continue
+            if levels is None:
+                levels = {m: (v[0], v[4], v[3]) for m, v in values.items()}
+            hints = hints_for(fd.type, fd.metric, levels, self._err_types)
+            if hints or fd.status == "firing":
+                self._hints[fd.type] = hints  # an escalation the window does not explain keeps the earlier
+            fd.hints = list(self._hints.get(fd.type, []))
 
     def _multivariate(self, f: WindowFeatures, values, best, out: List[Finding], warm: bool) -> None:
         """Half-Space Trees on the window's z-scores, for windows no single metric flags."""
@@ -366,6 +396,8 @@ class KeyDetectors:
         n, k = f.count, f.errors
         if n < self.min_requests:
             self._step("error_rate", "error_rate", f, None, out, warm)
+            if self._err_types and not self._ep["error_rate"].active:
+                self._err_types = {}
             return
         rate = k / n
         p = self._err_rate if self._err_rate is not None else rate
@@ -389,14 +421,29 @@ class KeyDetectors:
         ratio = (rate + 1e-9) / p_eff
         sev = "critical" if rate >= 0.5 else "high" if rate >= 0.2 else "medium" if rate >= 0.05 else "low"
         obs = (rate, p, score, z_eff, sev if ratio >= 2 else "low")
-        t = self._step("error_rate", "error_rate", f, obs if score >= self.threshold else None, out, warm)
+        anomalous = score >= self.threshold
+        if anomalous and f.error_types:
+            self._count_error_types(f.error_types)
+        t = self._step("error_rate", "error_rate", f, obs if anomalous else None, out, warm)
         if t == "resolved":
             self._err_cusum = 0.0
+        if self._err_types and not anomalous and not self._ep["error_rate"].active:
+            self._err_types = {}
         a = 0.05 if score < self.threshold else 0.005
         if self._err_rate is None:
             self._err_rate = rate
         else:
             self._err_rate += a * (rate - self._err_rate)
+
+    def _count_error_types(self, types: Dict[Optional[str], int]) -> None:
+        acc = self._err_types
+        for name, c in types.items():
+            if name in acc:
+                acc[name] += c
+            elif len(acc) < 32:
+                acc[name] = c
+            else:
+                acc[OTHER] = acc.get(OTHER, 0) + c
 
     def _step(self, typ: str, metric: str, f: WindowFeatures, obs, out: List[Finding], warm: bool) -> Optional[str]:
         ep = self._ep[typ]
@@ -436,3 +483,5 @@ class KeyDetectors:
         self.__dict__.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
         self.__dict__.setdefault("_err_cusum", 0.0)
         self.__dict__.setdefault("_drift_stepped", {})
+        self.__dict__.setdefault("_err_types", {})  # snapshots from before root-cause hints
+        self.__dict__.setdefault("_hints", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from sinks.base import INGESTED_AT
 
@@ -69,7 +69,9 @@ def make_alert(
     ingested_at: Optional[float] = None,
     now: Optional[float] = None,
     status: str = "firing",
+    root_cause_hints: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
+    """A SPEC section 2 alert; ``root_cause_hints`` are short sentences, most telling first."""
     fp = fingerprint(type_, service, model, subject)
     if summary is None:
         what = METRIC_UNITS.get(metric, metric)
@@ -104,7 +106,7 @@ def make_alert(
         "detected_at": iso(now if now is not None else time.time()),
         "summary": summary,
         "evidence": evidence or {},
-        "root_cause_hints": [],
+        "root_cause_hints": list(root_cause_hints or []),
         "similar_incidents": [],
         "status": status,
     }

@@ -14,6 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
+from detectors.hints import OTHER
 from detectors.priors import ParentPriors
 from detectors.windowed import KeyDetectors, WindowFeatures
 from operators.alerts import iso, make_alert
@@ -31,12 +32,15 @@ Group = Tuple[str, str, List[LLMEvent], float, int]
 PRIORS = ParentPriors()
 
 DETECTOR_NAMES = {"drift": "cusum_drift", "multivariate": "half_space_trees", "error_rate": "binomial_rate"}
+# Distinct error types counted per window; the rest count under OTHER.
+MAX_ERROR_TYPES = 16
 
 
 class WindowAgg:
     """Running aggregate of one window of one key."""
 
-    __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "cost", "tok_total", "cost_total")
+    __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "cost", "tok_total", "cost_total",
+                 "err_types")
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -49,6 +53,7 @@ class WindowAgg:
         self.cost: List[float] = []
         self.tok_total = 0
         self.cost_total = 0.0
+        self.err_types: Optional[Dict[Optional[str], int]] = None  # made at the window's first error
 
     def add(self, ev: LLMEvent) -> None:
         self.count += 1
@@ -56,6 +61,16 @@ class WindowAgg:
             # A failed call's latency (a 30 s timeout) and usage say nothing
             # about the model's speed or cost: error_rate covers it.
             self.errors += 1
+            types = self.err_types
+            if types is None:
+                types = self.err_types = {}
+            name = ev.error_type
+            if name in types:
+                types[name] += 1
+            elif len(types) < MAX_ERROR_TYPES:
+                types[name] = 1
+            else:
+                types[OTHER] = types.get(OTHER, 0) + 1
             return
         if ev.latency_ms is not None:
             self.lat.append(ev.latency_ms)
@@ -87,12 +102,14 @@ class WindowAgg:
             _trimmed_mean(self.cost),
             self.cost_total,
             self.tok_total,
+            self.err_types,
         )
 
     def __getstate__(self):
         return tuple(getattr(self, k) for k in self.__slots__)
 
     def __setstate__(self, s) -> None:
+        self.err_types = None  # states from before error types were counted
         for k, v in zip(self.__slots__, s):
             setattr(self, k, v)
 
@@ -238,6 +255,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                     # (a window closed by the idle timer has none).
                     ingested_at=ingested_at,
                     status=fd.status,
+                    root_cause_hints=fd.hints,
                 )
                 if fd.status == "firing":
                     self._anomalies.labels(type=fd.type, severity=fd.severity).inc()

@@ -113,3 +113,35 @@ def test_resent_events_count_once():
     assert once and view(twice) == view(once)
     unchecked, _ = run_flow(batches(resent), {"state": {"dedup_ids": 0}})
     assert view(unchecked) != view(once)
+
+
+def test_latency_incident_with_ttft_up_hints_at_the_time_before_the_first_token():
+    def slow(ts, lat):
+        return lat * 5 if T0 + 60 * 60 <= ts < T0 + 70 * 60 else lat
+
+    alerts, _ = run_flow(batches(steady(90, latency_fn=slow)))  # ttft is a fifth of the latency: x5 too
+    lat = [a for a in alerts if a["type"] == "latency"]
+    assert lat and lat[0]["status"] == "firing"
+    hints = lat[0]["root_cause_hints"]
+    assert hints and hints[0].startswith("time to first token is up x") and len(hints) <= 3
+    assert "the delay is before the first token" in hints[0]
+    assert lat[-1]["status"] == "resolved" and lat[-1]["root_cause_hints"] == lat[-2]["root_cause_hints"]
+
+
+def test_error_rate_incident_of_rate_limits_hints_at_the_quota():
+    import random
+
+    rng = random.Random(5)
+    evs = steady(90)
+    for e in evs:
+        if T0 + 60 * 60 <= e["timestamp"] < T0 + 70 * 60 and rng.random() < 0.3:
+            e.update(status="error", error_type="rate_limit")
+    alerts, _ = run_flow(batches(evs))
+    err = [a for a in alerts if a["type"] == "error_rate"]
+    assert [a["status"] for a in err] == ["firing", "resolved"], alerts
+    hints = err[0]["root_cause_hints"]
+    assert len(hints) == 1 and hints[0].endswith("are rate_limit: a quota or rate limit at the provider, "
+                                                 "not a model fault"), hints
+    share = int(hints[0].split("%")[0])
+    assert 90 <= share <= 100  # the key's usual 1% of errors carry no type
+    assert err[-1]["root_cause_hints"] == hints
