@@ -22,6 +22,8 @@ Examples
 
 from __future__ import annotations
 
+import re
+
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 MAX_HINTS = 3
@@ -184,12 +186,21 @@ def _meaning(error_type: Optional[str]) -> Optional[str]:
     return None
 
 
+# An error type is repeated in a hint only when it looks like a class name or a
+# status code (``rate_limit``, ``openai.APIError``, ``HTTP 503``): at most three
+# words of letters (and ``_.:-``) or three-digit codes, 40 characters in all,
+# so a message, an address or a key that landed in the field never reaches an
+# alert.
+_WORD = r"(?:[A-Za-z][A-Za-z_.:\-]*|[1-5][0-9]{2})"
+_SAFE_TYPE = re.compile(r"(?=.{1,40}$)%s(?: %s){0,2}" % (_WORD, _WORD))
+
+
 def _name(error_type: Optional[str]) -> str:
     if error_type in UNTYPED:
         return "untyped"
     if error_type == OTHER:
         return "other"
-    return error_type if len(error_type) <= 40 else error_type[:39] + "…"
+    return error_type if _SAFE_TYPE.fullmatch(error_type) else "an unlisted error type"
 
 
 def _share_hint(error_type: Optional[str], n: int, total: int, first: bool) -> str:

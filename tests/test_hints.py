@@ -136,6 +136,12 @@ def test_error_hints_without_a_type_or_with_too_few_errors():
     assert error_hints({"error": 5}) == ["100% of the errors (5 of 5) carry no error type"]
     assert error_hints({"quux_failure": 5}) == ["100% of the errors (5 of 5) are quux_failure"]
     assert error_hints({"rate_limit": 2}) == []
+    # Only names that look like an error class or a status code are repeated: no message, address or key.
+    for leaked in ("Invalid key sk-proj-4f9a8b7c6d5e", "user jane.doe@example.com not found",
+                   "quota exceeded for project 123456789", "x" * 41):
+        (h,) = error_hints({leaked: 5})
+        assert h.startswith("100% of the errors (5 of 5) are an unlisted error type"), h
+        assert not re.search(r"sk-|@|123456789|xxxx", h), h
     assert error_hints(None) == [] and error_hints({}) == []
     assert error_hints({"rate_limit": 5}, levels(count=3))[1] == (
         "traffic is x3.0 its usual level (requests per window): the errors come with more load")
