@@ -383,7 +383,7 @@ class StateConfig(_Model):
     # the parents' noise levels) between runs; "{process}" is the process id.
     # Unset: <recovery directory>/sentinel-cross-key-p{process}.pkl when recovery is on.
     cross_key_file: Optional[str] = None
-    # Event ids each worker remembers to drop duplicates (a producer's retry, a
+    # Event ids each process remembers (its workers share them) to drop duplicates (a producer's retry, a
     # collector's resend); 0 turns the check off. See operators/parse.py.
     dedup_ids: int = Field(default=200_000, ge=0)
 
