@@ -60,7 +60,8 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
 
             sinks.append(AlertSink(lambda i, n: StdoutWriter(), s.envelope, source))
         elif s.kind == "rabbitmq":
-            from sinks.rabbitmq import RabbitMQWriter, worker_spool_dirs
+            from sinks.rabbitmq import RabbitMQWriter
+            from sinks.spooled import worker_spool_dirs
 
             def make_rabbitmq(i: int, n: int, s=s) -> RabbitMQWriter:
                 own, orphans = worker_spool_dirs(s.spool_base(), i, n)
