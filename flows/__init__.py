@@ -20,14 +20,14 @@ from __future__ import annotations
 import os
 import sys
 
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from sentinel.config import FlowConfig, QdrantSink
+from sentinel.config import FlowConfig, KafkaSink, QdrantSink, RabbitMQSink
 
 def make_source(cfg: FlowConfig) -> Source:
     src = cfg.source
@@ -42,6 +42,15 @@ def make_source(cfg: FlowConfig) -> Source:
     from sources.simulator import SimulatorSource
 
     return SimulatorSource(src)
+
+
+def spool_args(s: Union[RabbitMQSink, KafkaSink], worker_index: int, worker_count: int) -> Dict[str, Any]:
+    """A spooled writer's spool settings for one worker: its own directory, the orphans it adopts."""
+    from sinks.spooled import worker_spool_dirs
+
+    own, orphans = worker_spool_dirs(s.spool_base(), worker_index, worker_count)
+    return {"spool_dir": own, "spool_max_bytes": s.spool_max_bytes, "drain_timeout": s.drain_timeout,
+            "adopt_spools": orphans}
 
 
 def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
@@ -61,20 +70,18 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
             sinks.append(AlertSink(lambda i, n: StdoutWriter(), s.envelope, source))
         elif s.kind == "rabbitmq":
             from sinks.rabbitmq import RabbitMQWriter
-            from sinks.spooled import worker_spool_dirs
 
             def make_rabbitmq(i: int, n: int, s=s) -> RabbitMQWriter:
-                own, orphans = worker_spool_dirs(s.spool_base(), i, n)
                 return RabbitMQWriter(
-                    url=s.url, exchange=s.exchange, bindings=s.bindings(), spool_dir=own,
-                    spool_max_bytes=s.spool_max_bytes, drain_timeout=s.drain_timeout, adopt_spools=orphans,
-                    connection_name="llm-sentinel/%s/worker-%d" % (cfg.name, i))
+                    url=s.url, exchange=s.exchange, bindings=s.bindings(),
+                    connection_name="llm-sentinel/%s/worker-%d" % (cfg.name, i), **spool_args(s, i, n))
 
             sinks.append(AlertSink(make_rabbitmq, s.envelope, source))
         elif s.kind == "kafka":
             from sinks.kafka import KafkaWriter
 
-            sinks.append(AlertSink(lambda i, n, s=s: KafkaWriter(s.brokers, s.topic, s.config), s.envelope, source))
+            sinks.append(AlertSink(lambda i, n, s=s: KafkaWriter(s.brokers, s.topic, s.config, **spool_args(s, i, n)),
+                                   s.envelope, source))
         elif s.kind == "qdrant":
             from sinks.qdrant import QdrantWriter
 

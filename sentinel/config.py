@@ -133,28 +133,36 @@ class StdoutSink(_Model):
     envelope: Envelope = "cloudevents"
 
 
-class RabbitMQSink(_Model):
-    kind: Literal["rabbitmq"]
-    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    exchange: str = "sentinel.alerts"
-    high_queue: str = "incidents.high-priority"
-    low_queue: str = "incidents.low-priority"
-    envelope: Envelope = "cloudevents"
+class _SpooledSink(_Model):
+    """The spool settings of a sink that delivers from an on-disk spool (rabbitmq, kafka)."""
+
     # Alerts are appended to an on-disk spool and published from it, so an
     # outage of the broker never blocks detection. Every worker spools to
-    # <spool_dir>/worker-<index>; default ./sentinel-spool/<exchange>.
+    # <spool_dir>/worker-<index>; the default is the sink's spool_base().
     spool_dir: Optional[str] = None
     # Bound of each worker's spool; when full, the flow waits (backpressure).
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
     # On shutdown, keep publishing the spool for at most this long; the rest
     # stays spooled and is delivered on the next start.
     drain_timeout: float = 10.0
-    # Queue bindings {queue: [severities]}; unset: the SPEC ones, high_queue
-    # <- high, critical and low_queue <- info, low, medium.
-    routing: Optional[Dict[str, List[Severity]]] = None
 
     _dur = field_validator("drain_timeout", mode="before")(parse_duration)
     _size = field_validator("spool_max_bytes", mode="before")(parse_size)
+
+    def spool_base(self) -> str:  # pragma: no cover - every sink names its default
+        raise NotImplementedError
+
+
+class RabbitMQSink(_SpooledSink):
+    kind: Literal["rabbitmq"]
+    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    exchange: str = "sentinel.alerts"
+    high_queue: str = "incidents.high-priority"
+    low_queue: str = "incidents.low-priority"
+    envelope: Envelope = "cloudevents"
+    # Queue bindings {queue: [severities]}; unset: the SPEC ones, high_queue
+    # <- high, critical and low_queue <- info, low, medium.
+    routing: Optional[Dict[str, List[Severity]]] = None
 
     @model_validator(mode="after")
     def _routing_covers_every_severity(self) -> "RabbitMQSink":
@@ -183,15 +191,20 @@ class RabbitMQSink(_Model):
         return {self.high_queue: ["high", "critical"], self.low_queue: ["info", "low", "medium"]}
 
     def spool_base(self) -> str:
+        """Default ./sentinel-spool/<exchange>."""
         return self.spool_dir or os.path.join("sentinel-spool", self.exchange)
 
 
-class KafkaSink(_Model):
+class KafkaSink(_SpooledSink):
     kind: Literal["kafka"]
     brokers: str = Field(min_length=1)
     topic: str = "llm.anomalies"
     config: Dict[str, Any] = Field(default_factory=dict)
     envelope: Envelope = "cloudevents"
+
+    def spool_base(self) -> str:
+        """Default ./sentinel-spool/kafka-<topic>."""
+        return self.spool_dir or os.path.join("sentinel-spool", "kafka-" + self.topic)
 
 
 class QdrantSink(_Model):
@@ -417,14 +430,14 @@ class FlowConfig(_Model):
         return ControlConfig(brokers=brokers, topic=c.topic, feedback_topic=c.feedback_topic)
 
     @model_validator(mode="after")
-    def _one_spool_per_rabbitmq_sink(self) -> "FlowConfig":
+    def _one_spool_per_sink(self) -> "FlowConfig":
         seen: Dict[str, int] = {}
         for i, s in enumerate(self.sinks):
-            if isinstance(s, RabbitMQSink):
+            if isinstance(s, _SpooledSink):
                 base = os.path.abspath(s.spool_base())
                 if base in seen:
                     raise ValueError(f"sinks[{i}].spool_dir: {s.spool_base()!r} is already the spool of "
-                                     f"sinks[{seen[base]}]; give every rabbitmq sink its own spool_dir")
+                                     f"sinks[{seen[base]}]; give every rabbitmq and kafka sink its own spool_dir")
                 seen[base] = i
         return self
 

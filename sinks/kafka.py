@@ -11,23 +11,34 @@ waiting for acknowledgements logs a warning now and then and goes on waiting.
 Nothing is dropped silently: the wait ends only when everything is delivered,
 or, if ``max_retry_s`` is set, with :class:`KafkaDeliveryError`.
 
-:class:`KafkaWriter` is the alert :class:`~sinks.base.Writer` on top of it
-(key = ``fingerprint``, headers ``severity``, ``type`` and ``status``); its
-``close()`` flushes what is still unacknowledged (bounded by ``close_timeout_s``). The dead-letter
-sink reuses :class:`KafkaBytesProducer` directly.
+:class:`KafkaWriter` is the alert :class:`~sinks.base.Writer` (key =
+``fingerprint``, headers ``severity``, ``type`` and ``status``). It spools like
+the RabbitMQ sink (:mod:`sinks.spooled`): ``write`` appends to a per-worker
+on-disk spool and returns, so a Kafka outage never blocks detection (until the
+spool is full: then backpressure); a sender thread produces the spool in order
+and acknowledges records on the broker's delivery reports; ``close()`` drains
+for at most ``drain_timeout`` and leaves the rest spooled for the next start.
+Spool records carry key and headers with the payload in a small versioned
+framing (:func:`encode_record`); one that cannot be decoded is logged, counted
+and skipped. The dead-letter sink uses :class:`KafkaBytesProducer` directly.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
+import struct
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from sentinel.metrics import get_metrics
-from sinks.base import Alert, Writer
+from sinks.base import INGESTED_AT, Alert
+from sinks.spool import DEFAULT_MAX_BYTES
+from sinks.spooled import Progress, SpooledWriter
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,19 @@ def _brokers(brokers: Union[str, Sequence[str]]) -> str:
     if isinstance(brokers, str):
         return brokers
     return ",".join(brokers)
+
+
+def producer_config(brokers: Union[str, Sequence[str]], extra_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Idempotent, ``acks=all``, ``linger.ms=5``; ``extra_config`` (e.g. security settings) on top."""
+    config: Dict[str, Any] = {
+        "bootstrap.servers": _brokers(brokers),
+        "client.id": "llm-sentinel",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+    }
+    config.update(extra_config or {})
+    return config
 
 
 class KafkaBytesProducer:
@@ -72,14 +96,7 @@ class KafkaBytesProducer:
         self.max_retry_s = max_retry_s
         self.flush_timeout_s = flush_timeout_s
         self.close_timeout_s = close_timeout_s
-        self._config: Dict[str, Any] = {
-            "bootstrap.servers": _brokers(brokers),
-            "client.id": "llm-sentinel",
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-        }
-        self._config.update(extra_config or {})
+        self._config = producer_config(brokers, extra_config)
         self._config["error_cb"] = self._on_error
         self._errors = get_metrics().sink_errors.labels(sink=metrics_sink)
         self._sink = metrics_sink
@@ -229,33 +246,200 @@ class KafkaBytesProducer:
         self._producer = None
 
 
-class KafkaWriter(Writer):
-    """Alerts to a Kafka topic: key = fingerprint, headers severity, type and status."""
+# -- spool records ---------------------------------------------------------------
+
+# <magic "SK"><u8 version><u32 length of the JSON metadata><metadata><payload>;
+# metadata {"k": key or null, "h": [[name, value], ...], "in": ingested_at or null}.
+_FRAME = struct.Struct("<2sBI")
+_MAGIC = b"SK"
+RECORD_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A spool record this version cannot decode (corrupt, or written by another version)."""
+
+
+def encode_record(alert: Alert, payload: bytes) -> bytes:
+    """What the spool keeps for one alert: key (fingerprint), headers and the payload."""
+    fp = alert.get("fingerprint")
+    headers = [[field, str(alert[field])] for field in ("severity", "type", "status") if alert.get(field) is not None]
+    meta = orjson.dumps({"k": None if fp is None else str(fp), "h": headers, "in": alert.get(INGESTED_AT)})
+    return _FRAME.pack(_MAGIC, RECORD_VERSION, len(meta)) + meta + payload
+
+
+def decode_record(record: bytes) -> Tuple[Optional[bytes], Headers, Optional[float], bytes]:
+    """``(key, headers, ingested_at, payload)``; :class:`RecordError` when the record is not one."""
+    if len(record) < _FRAME.size:
+        raise RecordError("%d bytes, shorter than the record header" % len(record))
+    magic, version, n = _FRAME.unpack_from(record, 0)
+    if magic != _MAGIC:
+        raise RecordError("not a kafka spool record (starts with %r)" % bytes(record[:2]))
+    if version != RECORD_VERSION:
+        raise RecordError("record format version %d, this version reads %d" % (version, RECORD_VERSION))
+    end = _FRAME.size + n
+    if end > len(record):
+        raise RecordError("metadata of %d bytes runs past the end of the record" % n)
+    try:
+        meta = orjson.loads(record[_FRAME.size:end])
+        key, headers, ingested = meta["k"], meta["h"], meta["in"]
+        if not (key is None or isinstance(key, str)) or not isinstance(headers, list):
+            raise TypeError("bad key or headers")
+        if not (ingested is None or isinstance(ingested, (int, float))):
+            raise TypeError("bad ingested_at")
+        out: Headers = [(str(name), str(value).encode()) for name, value in headers]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise RecordError("unreadable metadata (%s: %s)" % (type(exc).__name__, exc)) from None
+    return (None if key is None else key.encode()), out, ingested, record[end:]
+
+
+# -- the alert writer --------------------------------------------------------------
+
+_WAITING, _DELIVERED, _SKIPPED = "waiting", "delivered", "skipped"
+# Errors no retry fixes: the sender stops, the next write raises.
+_FATAL_CODES = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION,
+}
+
+
+class _Undelivered(Exception):
+    """The broker did not take a message (its delivery report carries ``err``)."""
+
+    def __init__(self, err: KafkaError) -> None:
+        super().__init__(err)
+        self.err = err
+
+
+def _kafka_error(exc: BaseException) -> Optional[KafkaError]:
+    if isinstance(exc, _Undelivered):
+        return exc.err
+    if exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+class KafkaWriter(SpooledWriter):
+    """Alerts to a Kafka topic: key = fingerprint, headers severity, type and status.
+
+    Spooled (:class:`~sinks.spooled.SpooledWriter`): ``write`` appends to the
+    worker's on-disk spool and returns; a sender thread produces the spool in
+    order (idempotent producer, ``acks=all``) and acknowledges a record once
+    the broker's delivery report for it, and for every record before it, says
+    delivered. A failed delivery report, a fatal producer error (the producer
+    is recreated) or a broker connection error is logged and counted in
+    ``sentinel_sink_errors_total{sink="kafka"}``; failed records are produced
+    again, from the first unacknowledged one, after a backoff. A spool record
+    that cannot be decoded is logged, counted there too, and skipped.
+    """
 
     kind = "kafka"
+    error_class = KafkaDeliveryError
+    retry_on = (KafkaException, _Undelivered)
+    step_timeout = 2.0
 
     def __init__(
         self,
         brokers: Union[str, Sequence[str]],
         topic: str = "llm.anomalies",
         extra_config: Optional[Dict[str, Any]] = None,
-        max_retry_s: Optional[float] = None,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = DEFAULT_MAX_BYTES,
+        drain_timeout: float = 10.0,
+        adopt_spools: Sequence[str] = (),
     ) -> None:
         self.topic = topic
-        self._producer = KafkaBytesProducer(
-            brokers, topic, extra_config, metrics_sink=self.kind, max_retry_s=max_retry_s
-        )
+        self._config = producer_config(brokers, extra_config)
+        self._config["error_cb"] = self._on_error
+        self._producer: Optional[Producer] = None
+        self._producer_fatal: Optional[KafkaError] = None
+        self._last_error_log: Dict[int, float] = {}
+        super().__init__(spool_dir or os.path.join("sentinel-spool", "kafka-" + topic, "worker-0"),
+                         spool_max_bytes, drain_timeout, adopt_spools)
 
-    def write(self, alerts: List[Alert], payloads: List[bytes]) -> None:
-        for alert, payload in zip(alerts, payloads):
-            fp = alert.get("fingerprint")
-            headers: Headers = []
-            for field in ("severity", "type", "status"):
-                value = alert.get(field)
-                if value is not None:
-                    headers.append((field, str(value).encode()))
-            self._producer.send(None if fp is None else str(fp).encode(), payload, headers)
-        self._producer.flush()
+    def _where(self) -> str:
+        return "%s (topic %r)" % (self._config["bootstrap.servers"], self.topic)
 
-    def close(self) -> None:
-        self._producer.close()
+    def _open(self) -> None:
+        self._producer = Producer(self._config)  # a bad setting fails here, at start-up
+
+    def _disconnect(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            # What is still queued stays in the spool for the next start.
+            try:
+                producer.purge()
+                producer.flush(0)
+            except Exception:  # pragma: no cover - best effort on a dead producer
+                pass
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (on the sender thread, from poll)."""
+        if err.fatal():
+            self._producer_fatal = err
+            return
+        self._errors.inc()
+        self._last_error = "%s (librdkafka retries)" % err
+        # Transport errors repeat while a broker is down: log each code at most every 10 s.
+        now = time.monotonic()
+        if now - self._last_error_log.get(err.code(), -1e9) >= 10.0:
+            self._last_error_log[err.code()] = now
+            log.warning("kafka: producer error on %s (librdkafka retries; alerts stay spooled): %s",
+                        self._where(), err)
+
+    def _record(self, alert: Alert, payload: bytes) -> bytes:
+        return encode_record(alert, payload)
+
+    def _deliver(self, batch: List[Tuple[int, bytes]], progress: Progress) -> None:
+        if self._producer is None:
+            self._producer = Producer(self._config)
+        producer = self._producer
+        state: List[Any] = [_WAITING] * len(batch)
+        ingested: List[Optional[float]] = [None] * len(batch)
+        for i, (seq, record) in enumerate(batch):
+            try:
+                key, headers, ingested[i], payload = decode_record(record)
+            except RecordError as exc:
+                self._errors.inc()
+                log.error("kafka: spool record %d (spool %s) cannot be decoded, skipped: %s", seq, self.spool_dir, exc)
+                state[i] = _SKIPPED
+                continue
+            callback = functools.partial(_on_delivery, state, i)
+            while True:
+                try:
+                    producer.produce(self.topic, value=payload, key=key, headers=headers, on_delivery=callback)
+                    break
+                except BufferError:  # local queue full: serve delivery reports to make room
+                    producer.poll(0.1)
+        while any(outcome is _WAITING for outcome in state) and not self._past_drain_deadline():
+            producer.poll(0.1)
+            if self._producer_fatal is not None:
+                raise KafkaException(self._producer_fatal)
+        for i, (seq, _) in enumerate(batch):
+            outcome = state[i]
+            if outcome is _DELIVERED:
+                progress.confirm(seq, ingested[i])
+            elif outcome is _SKIPPED:
+                progress.skip(seq)
+            elif outcome is _WAITING:
+                return  # drain deadline: the rest stays spooled
+            else:
+                raise _Undelivered(outcome)
+
+    def _fatal_error(self, exc: BaseException) -> Optional[KafkaDeliveryError]:
+        err = _kafka_error(exc)
+        if err is not None and err.code() in _FATAL_CODES:
+            return KafkaDeliveryError("kafka: %s refused the alerts (%s): check the sink's security settings "
+                                      "(config) and the topic's ACLs" % (self._where(), err))
+        return None
+
+    def _failure(self, exc: BaseException, backoff: float) -> str:
+        err = _kafka_error(exc)
+        if self._producer_fatal is not None or (err is not None and err.fatal()):
+            # An idempotent producer is unusable after a fatal error: start a new one.
+            self._disconnect()
+            self._producer_fatal = None
+        return super()._failure(exc, backoff)
+
+
+def _on_delivery(state: List[Any], i: int, err: Optional[KafkaError], msg: Any) -> None:
+    state[i] = _DELIVERED if err is None else err

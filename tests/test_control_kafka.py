@@ -38,7 +38,8 @@ def run_flow(tmp_path: Path, brokers: str, topic: str, control: dict, name: str,
     alerts = tmp_path / f"{name}.alerts.jsonl"
     sinks = [{"kind": "jsonl", "path": str(alerts)}]
     if kafka_alerts:
-        sinks.append({"kind": "kafka", "brokers": brokers, "topic": kafka_alerts})
+        sinks.append({"kind": "kafka", "brokers": brokers, "topic": kafka_alerts,
+                      "spool_dir": str(tmp_path / "spool")})
     flow = {"name": name, "source": {"kind": "kafka", "brokers": brokers, "topics": [topic], "eof_after_idle": "4s"},
             "sinks": sinks, "metrics": {"port": 0}, "dead_letters": {"kind": "jsonl", "path": str(tmp_path / "dlq.jsonl")},
             "control": control}
