@@ -21,6 +21,13 @@ def test_manifests_parse_and_carry_a_valid_flow():
     env = {e["name"]: e["value"] for e in sts["template"]["spec"]["containers"][0]["env"]}
     assert env["SENTINEL_FLOW"] == "/etc/sentinel/flow.yaml"
     assert int(env["REPLICAS"]) == sts["replicas"]
+    # Every spool (rabbitmq, kafka) lands on the pod's persistent volume, not in the container.
+    claims = {t["metadata"]["name"] for t in sts["volumeClaimTemplates"]}
+    mounts = [m["mountPath"] for m in sts["template"]["spec"]["containers"][0]["volumeMounts"] if m["name"] in claims]
+    spooled = [s for s in cfg.sinks if s.kind in ("rabbitmq", "kafka")]
+    assert {s.kind for s in spooled} == {"rabbitmq", "kafka"}
+    for s in spooled:
+        assert any(s.spool_base() == m or s.spool_base().startswith(m.rstrip("/") + "/") for m in mounts), s
 
 
 def test_the_readme_flow_definition_is_valid():
