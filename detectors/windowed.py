@@ -128,6 +128,8 @@ METRICS: Dict[str, Tuple[str, str, int]] = {
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
 SUDDEN_TYPES = ("tokens", "cost")
+# Windows by which the usual error rate lags (see KeyDetectors._error_rate).
+ERR_GUARD = 10
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
 
 
@@ -186,6 +188,7 @@ class KeyDetectors:
                        | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
         self._err_rate: Optional[float] = None
+        self._err_pending: List[Tuple[float, bool]] = []  # (rate, anomalous) of the last ERR_GUARD windows
         # Bernoulli CUSUM of the error rate against `err_shift` times its usual
         # level: a few errors too many in each of several windows of a quiet
         # key add up, where no single window is significant on its own.
@@ -429,11 +432,20 @@ class KeyDetectors:
             self._err_cusum = 0.0
         if self._err_types and not anomalous and not self._ep["error_rate"].active:
             self._err_types = {}
-        a = 0.05 if score < self.threshold else 0.005
-        if self._err_rate is None:
-            self._err_rate = rate
-        else:
-            self._err_rate += a * (rate - self._err_rate)
+        # The usual rate learns each window ERR_GUARD windows late: errors that add
+        # up over several windows are judged against the rate from before they
+        # began, while a usual rate that is off still corrects itself. Windows of
+        # an episode (and the guard windows before it fired) are learned slowly.
+        pending = self._err_pending
+        if t == "firing":
+            pending[:] = [(r, True) for r, _ in pending]
+        pending.append((rate, anomalous))
+        if len(pending) > ERR_GUARD:
+            r, was_anomalous = pending.pop(0)
+            if self._err_rate is None:
+                self._err_rate = r
+            else:
+                self._err_rate += (0.005 if was_anomalous else 0.05) * (r - self._err_rate)
 
     def _count_error_types(self, types: Dict[Optional[str], int]) -> None:
         acc = self._err_types
@@ -484,4 +496,5 @@ class KeyDetectors:
         self.__dict__.setdefault("_err_cusum", 0.0)
         self.__dict__.setdefault("_drift_stepped", {})
         self.__dict__.setdefault("_err_types", {})  # snapshots from before root-cause hints
+        self.__dict__.setdefault("_err_pending", [])  # snapshots from before the error-rate guard
         self.__dict__.setdefault("_hints", {})
