@@ -188,7 +188,8 @@ class KeyDetectors:
                        | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
         self._err_rate: Optional[float] = None
-        self._err_pending: List[Tuple[float, bool]] = []  # (rate, anomalous) of the last ERR_GUARD windows
+        self._err_pending: List[Tuple[int, int, bool]] = []  # (errors, requests, anomalous), last ERR_GUARD windows
+        self._err_sums: Optional[Tuple[float, float]] = None  # decayed (errors, requests) behind the usual rate
         # Bernoulli CUSUM of the error rate against `err_shift` times its usual
         # level: a few errors too many in each of several windows of a quiet
         # key add up, where no single window is significant on its own.
@@ -436,16 +437,22 @@ class KeyDetectors:
         # up over several windows are judged against the rate from before they
         # began, while a usual rate that is off still corrects itself. Windows of
         # an episode (and the guard windows before it fired) are learned slowly.
+        # It is a ratio of decayed sums (errors / requests), so a window of few
+        # requests (a traffic drop) weighs little.
         pending = self._err_pending
         if t == "firing":
-            pending[:] = [(r, True) for r, _ in pending]
-        pending.append((rate, anomalous))
+            pending[:] = [(pk, pn, True) for pk, pn, _ in pending]
+        pending.append((k, n, anomalous))
         if len(pending) > ERR_GUARD:
-            r, was_anomalous = pending.pop(0)
-            if self._err_rate is None:
-                self._err_rate = r
+            pk, pn, was_anomalous = pending.pop(0)
+            if self._err_sums is None:
+                self._err_sums = (float(pk), float(pn))
             else:
-                self._err_rate += (0.005 if was_anomalous else 0.05) * (r - self._err_rate)
+                a = 0.005 if was_anomalous else 0.05
+                ek, en = self._err_sums
+                self._err_sums = (ek + a * (pk - ek), en + a * (pn - en))
+            ek, en = self._err_sums
+            self._err_rate = ek / en
 
     def _count_error_types(self, types: Dict[Optional[str], int]) -> None:
         acc = self._err_types
@@ -496,5 +503,10 @@ class KeyDetectors:
         self.__dict__.setdefault("_err_cusum", 0.0)
         self.__dict__.setdefault("_drift_stepped", {})
         self.__dict__.setdefault("_err_types", {})  # snapshots from before root-cause hints
-        self.__dict__.setdefault("_err_pending", [])  # snapshots from before the error-rate guard
+        pending = self.__dict__.setdefault("_err_pending", [])  # snapshots from before the error-rate guard
+        if pending and len(pending[0]) != 3:
+            self._err_pending = []  # (rate, anomalous) pairs of an earlier format: relearned within ERR_GUARD windows
+        if "_err_sums" not in self.__dict__:
+            rate = self.__dict__.get("_err_rate")
+            self._err_sums = None if rate is None else (rate * 100.0, 100.0)
         self.__dict__.setdefault("_hints", {})
