@@ -4,10 +4,10 @@ One source batch turns into a handful of items: one group per service/model
 key, per actor and per security source, plus the batch's dead letters. This
 keeps Bytewax's per-item cost off the per-event path.
 
-Events whose ``event_id`` was seen lately (``state.dedup_ids`` ids, per
-process: a producer's retry, a collector's resend) are dropped and counted in
-``sentinel_events_total{outcome="duplicate"}``; events without an id are
-never dropped.
+With ``state.dedup_ids`` set (off by default), events whose ``event_id`` was
+seen lately (that many ids, per process: a producer's retry, a collector's
+resend) are dropped and counted in ``sentinel_events_total{outcome="duplicate"}``;
+events without an id are never dropped.
 """
 
 from __future__ import annotations

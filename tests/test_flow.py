@@ -104,14 +104,15 @@ def test_resent_events_count_once():
     resent = []
     for i in range(0, len(evs), 200):
         resent += evs[i:i + 200] + evs[i:i + 200]
-    once, _ = run_flow(batches(evs))
-    twice, _ = run_flow(batches(resent))
+    checked = {"state": {"dedup_ids": 100000}}
+    once, _ = run_flow(batches(evs), checked)
+    twice, _ = run_flow(batches(resent), checked)
 
     def view(alerts):
         return [(a["type"], a["status"], a["observed"], a["evidence"].get("requests_in_window")) for a in alerts]
 
     assert once and view(twice) == view(once)
-    unchecked, _ = run_flow(batches(resent), {"state": {"dedup_ids": 0}})
+    unchecked, _ = run_flow(batches(resent))  # off by default
     assert view(unchecked) != view(once)
 
 
