@@ -397,7 +397,7 @@ class StateConfig(_Model):
     # Unset: <recovery directory>/sentinel-cross-key-p{process}.pkl when recovery is on.
     cross_key_file: Optional[str] = None
     # Event ids each process remembers (its workers share them) to drop duplicates (a producer's retry, a
-    # collector's resend); 0 (the default) turns the check off: it costs 10-20% of the flow's throughput
+    # collector's resend); 0 (the default) turns the check off: it costs 10-25% of the flow's CPU
     # (benchmarks/RESULTS.md, "Parse edge"). See operators/parse.py.
     dedup_ids: int = Field(default=0, ge=0)
 
