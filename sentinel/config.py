@@ -398,7 +398,7 @@ class StateConfig(_Model):
     cross_key_file: Optional[str] = None
     # Event ids each process remembers (its workers share them) to drop duplicates (a producer's retry, a
     # collector's resend); 0 (the default) turns the check off: it costs 10-25% of the flow's CPU
-    # (benchmarks/RESULTS.md, "Parse edge"). See operators/parse.py.
+    # (benchmarks/RESULTS.md, "Replay"). See operators/parse.py.
     dedup_ids: int = Field(default=0, ge=0)
 
     _dur = field_validator("key_idle_evict", "idle_flush", mode="before")(parse_duration)
