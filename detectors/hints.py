@@ -136,40 +136,47 @@ def ttft_hints(levels: Levels) -> List[str]:
     return _done(hints)
 
 
-def tokens_hints(levels: Levels) -> List[str]:
-    """Which side of the exchange grew: the prompts (input) or the answers (output), and what it costs."""
+def _token_growth(levels: Levels) -> Tuple[str, str]:
+    """Which side of the exchange grew, and the phrase that says by how much.
+
+    ``("both" | "output" | "input" | "", phrase)``: the prompts (input tokens),
+    the answers (output tokens), both, or neither (empty phrase).
+    """
     out_tok = moved_up(levels, "output_tokens_mean")
     in_tok = moved_up(levels, "input_tokens_mean")
-    hints: List[Optional[str]] = []
     if out_tok and in_tok:
-        hints.append(f"prompts are x{in_tok:.1f} larger and answers x{out_tok:.1f} longer: "
-                     f"the service is used differently (a new caller, feature or prompt template)")
-    elif out_tok:
+        return "both", f"prompts are x{in_tok:.1f} larger and answers x{out_tok:.1f} longer"
+    if out_tok:
+        return "output", f"answers are x{out_tok:.1f} longer (output tokens)"
+    if in_tok:
+        return "input", f"prompts are x{in_tok:.1f} larger (input tokens)"
+    return "", ""
+
+
+def tokens_hints(levels: Levels) -> List[str]:
+    """Which side of the exchange grew: the prompts (input) or the answers (output), and what it costs."""
+    side, grew = _token_growth(levels)
+    hints: List[Optional[str]] = []
+    if side == "both":
+        hints.append(f"{grew}: the service is used differently (a new caller, feature or prompt template)")
+    elif side == "output":
         same = ", prompts their usual size" if is_flat(levels, "input_tokens_mean") else ""
-        hints.append(f"answers are x{out_tok:.1f} longer (output tokens){same}: "
-                     f"a change in instructions, max_tokens or the model's behaviour")
-    elif in_tok:
+        hints.append(f"{grew}{same}: a change in instructions, max_tokens or the model's behaviour")
+    elif side == "input":
         same = ", answers their usual length" if is_flat(levels, "output_tokens_mean") else ""
-        hints.append(f"prompts are x{in_tok:.1f} larger (input tokens){same}: "
-                     f"more context is sent (retrieval results, chat history or a prompt template)")
+        hints.append(f"{grew}{same}: more context is sent (retrieval results, chat history or a prompt template)")
     cost = moved_up(levels, "cost_per_request_usd")
-    if cost and (out_tok or in_tok):
+    if cost and side:
         hints.append(f"cost per request is up x{cost:.1f} with them")
     return _done(hints)
 
 
 def cost_hints(levels: Levels) -> List[str]:
     """Whether a dearer request is more tokens or a dearer token."""
-    out_tok = moved_up(levels, "output_tokens_mean")
-    in_tok = moved_up(levels, "input_tokens_mean")
+    side, grew = _token_growth(levels)
     hints: List[Optional[str]] = []
-    if out_tok and in_tok:
-        hints.append(f"prompts are x{in_tok:.1f} larger and answers x{out_tok:.1f} longer: "
-                     f"the cost follows the tokens")
-    elif out_tok:
-        hints.append(f"answers are x{out_tok:.1f} longer (output tokens): the cost follows the tokens")
-    elif in_tok:
-        hints.append(f"prompts are x{in_tok:.1f} larger (input tokens): the cost follows the tokens")
+    if side:
+        hints.append(f"{grew}: the cost follows the tokens")
     elif is_flat(levels, "input_tokens_mean") and is_flat(levels, "output_tokens_mean"):
         hints.append("tokens per request are normal: the price per token changed "
                      "(a pricing change, another model version or a routing change)")

@@ -187,7 +187,6 @@ class KeyDetectors:
         names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"} | ({"drift"} if self._drift else set())
                        | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
-        self._err_rate: Optional[float] = None
         self._err_pending: List[Tuple[int, int, bool]] = []  # (errors, requests, anomalous), last ERR_GUARD windows
         self._err_sums: Optional[Tuple[float, float]] = None  # decayed (errors, requests) behind the usual rate
         # Bernoulli CUSUM of the error rate against `err_shift` times its usual
@@ -404,7 +403,9 @@ class KeyDetectors:
                 self._err_types = {}
             return
         rate = k / n
-        p = self._err_rate if self._err_rate is not None else rate
+        sums = self._err_sums
+        usual = sums[0] / sums[1] if sums is not None else None  # the usual rate (see below)
+        p = usual if usual is not None else rate
         p_eff = min(max(p, 0.005), 0.5)
         z = (k - n * p_eff) / math.sqrt(n * p_eff * (1 - p_eff))
         if not (k >= 3 and rate >= 2 * p_eff):
@@ -412,7 +413,7 @@ class KeyDetectors:
         # The CUSUM's log-likelihood ratio S speaks as z = sqrt(2 S), so that a
         # score means the same tail probability as the one-window test.
         z_acc = 0.0
-        if warm and self._err_rate is not None:
+        if warm and usual is not None:
             p1 = min(self.err_shift * p_eff, 0.9)
             llr = k * math.log(p1 / p_eff) + (n - k) * math.log((1.0 - p1) / (1.0 - p_eff))
             # Capped: it falls back within a few windows once the errors stop.
@@ -451,8 +452,6 @@ class KeyDetectors:
                 a = 0.005 if was_anomalous else 0.05
                 ek, en = self._err_sums
                 self._err_sums = (ek + a * (pk - ek), en + a * (pn - en))
-            ek, en = self._err_sums
-            self._err_rate = ek / en
 
     def _count_error_types(self, types: Dict[Optional[str], int]) -> None:
         acc = self._err_types
@@ -506,7 +505,7 @@ class KeyDetectors:
         pending = self.__dict__.setdefault("_err_pending", [])  # snapshots from before the error-rate guard
         if pending and len(pending[0]) != 3:
             self._err_pending = []  # (rate, anomalous) pairs of an earlier format: relearned within ERR_GUARD windows
+        rate = self.__dict__.pop("_err_rate", None)  # kept before the usual rate was derived from _err_sums
         if "_err_sums" not in self.__dict__:
-            rate = self.__dict__.get("_err_rate")
             self._err_sums = None if rate is None else (rate * 100.0, 100.0)
         self.__dict__.setdefault("_hints", {})
