@@ -49,6 +49,16 @@ def test_check_reports_yaml_and_missing_files(tmp_path):
     assert r.returncode != 0 and "cannot read" in r.stderr
 
 
+def test_run_names_a_file_source_it_cannot_read(tmp_path):
+    for path in (tmp_path / "missing.jsonl", tmp_path):  # no such file; a directory
+        flow = tmp_path / "flow.yaml"
+        flow.write_text(f"source: {{kind: file, path: '{path}'}}\nmetrics: {{port: 0}}\n")
+        r = run(["run", "-c", str(flow)])
+        assert r.returncode == 2, r.stderr
+        assert f"source.path '{path}' cannot be read" in r.stderr
+        assert "Traceback" not in r.stderr and "panicked" not in r.stderr
+
+
 def test_simulate_writes_events_and_labels(tmp_path):
     out = tmp_path / "ev.jsonl"
     r = run(["simulate", "--out", str(out), "--hours", "0.5", "--seed", "3"])
