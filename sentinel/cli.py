@@ -36,7 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from flows import build_flow
     from sentinel import shutdown
-    from sentinel.runtime import prepare
+    from sentinel.runtime import preflight, prepare
 
     try:
         cfg = _load(args.config)
@@ -46,14 +46,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
-    if cfg.source.kind == "file":
-        try:
-            with open(cfg.source.path, "rb"):
-                pass
-        except OSError as ex:
-            print(f"{args.config}: source.path {cfg.source.path!r} cannot be read: {ex.strerror or ex}",
-                  file=sys.stderr)
-            return 2
+    problems = preflight(cfg)
+    if problems:
+        print("\n".join(f"{args.config or 'the default flow'}: {p}" for p in problems), file=sys.stderr)
+        return 2
     prepare(cfg, args.process_id or 0, args.recovery_directory)
     shutdown.install()
     if args.config is None:

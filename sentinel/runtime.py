@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Optional
+from typing import List, Optional
 
 from sentinel import crosskey, metrics
 from sentinel.config import FlowConfig
@@ -72,3 +72,54 @@ def start_control(cfg: FlowConfig) -> None:
     _listener = ControlListener(c.brokers, c.topic, c.feedback_topic, get_controls(), alerts_topic=alerts_topic)
     _listener.catch_up()
     _listener.start()
+
+
+def _writable_dir(path: str) -> Optional[str]:
+    """Why ``path`` cannot be used as a directory to write in, or None."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as ex:
+        return ex.strerror or str(ex)
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "not writable"
+    return None
+
+
+def preflight(cfg: FlowConfig) -> List[str]:
+    """What of the flow's files and directories cannot be used, one line each (empty: all can).
+
+    Run before the dataflow is built, so a wrong path is named in one line
+    instead of surfacing as a failure inside Bytewax. Creates the directories
+    (and alert files) the sinks would create anyway.
+    """
+    errors: List[str] = []
+    src = cfg.source
+    if src.kind == "file":
+        try:
+            with open(src.path, "rb"):
+                pass
+        except OSError as ex:
+            errors.append(f"source.path {src.path!r} cannot be read: {ex.strerror or ex}")
+    files = [(f"sinks[{i}].path", s.path) for i, s in enumerate(cfg.sinks) if s.kind == "jsonl"]
+    if cfg.dead_letters.kind == "jsonl":
+        files.append(("dead_letters.path", cfg.dead_letters.path))
+    for where, path in files:
+        why = _writable_dir(os.path.dirname(os.path.abspath(path)))
+        if why is None:
+            try:
+                with open(path, "ab"):
+                    pass
+            except OSError as ex:
+                why = ex.strerror or str(ex)
+        if why:
+            errors.append(f"{where} {path!r} cannot be written: {why}")
+    for i, s in enumerate(cfg.sinks):
+        if s.kind in ("rabbitmq", "kafka"):
+            why = _writable_dir(s.spool_base())
+            if why:
+                errors.append(f"sinks[{i}].spool_dir {s.spool_base()!r} cannot be used: {why}")
+        elif s.kind == "qdrant" and s.location != ":memory:" and not s.location.startswith(("http://", "https://")):
+            why = _writable_dir(s.location)
+            if why:
+                errors.append(f"sinks[{i}].location {s.location!r} cannot be used: {why}")
+    return errors

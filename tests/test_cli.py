@@ -49,14 +49,31 @@ def test_check_reports_yaml_and_missing_files(tmp_path):
     assert r.returncode != 0 and "cannot read" in r.stderr
 
 
-def test_run_names_a_file_source_it_cannot_read(tmp_path):
-    for path in (tmp_path / "missing.jsonl", tmp_path):  # no such file; a directory
+def test_run_names_the_paths_it_cannot_use(tmp_path):
+    # Each in one line and exit 2, before Bytewax starts (no traceback, no panic).
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    cases = [
+        (f"source: {{kind: file, path: '{tmp_path / 'missing.jsonl'}'}}",
+         f"source.path '{tmp_path / 'missing.jsonl'}' cannot be read: No such file"),
+        (f"source: {{kind: file, path: '{tmp_path}'}}", f"source.path '{tmp_path}' cannot be read: Is a directory"),
+        (f"source: {{kind: file, path: '{events}'}}\nsinks: [{{kind: jsonl, path: '{a_file}/alerts.jsonl'}}]",
+         f"sinks[0].path '{a_file}/alerts.jsonl' cannot be written"),
+        (f"source: {{kind: file, path: '{events}'}}\n"
+         f"sinks: [{{kind: stdout}}, {{kind: rabbitmq, spool_dir: '{a_file}'}}, {{kind: qdrant, location: '{a_file}/q'}}]\n"
+         f"dead_letters: {{kind: jsonl, path: '{a_file}/dlq.jsonl'}}",
+         f"sinks[1].spool_dir '{a_file}' cannot be used"),
+    ]
+    for text, needle in cases:
         flow = tmp_path / "flow.yaml"
-        flow.write_text(f"source: {{kind: file, path: '{path}'}}\nmetrics: {{port: 0}}\n")
+        flow.write_text(text + "\nmetrics: {port: 0}\n")
         r = run(["run", "-c", str(flow)])
         assert r.returncode == 2, r.stderr
-        assert f"source.path '{path}' cannot be read" in r.stderr
+        assert needle in r.stderr, r.stderr
         assert "Traceback" not in r.stderr and "panicked" not in r.stderr
+    assert "sinks[2].location" in r.stderr and "dead_letters.path" in r.stderr
 
 
 def test_simulate_writes_events_and_labels(tmp_path):
