@@ -164,6 +164,7 @@ class KeyDetectors:
         self.drift_min_windows = 15
         self.drift_min_change = 0.2
         self._drift_metric = DRIFT_METRICS[0]
+        self._drift_obs = None  # the last alarm of the metric that opened the drift episode
         self._drift_held: Dict[str, int] = {}
         # Metrics whose drift detector was rebased for an alerted step since it last accepted a level.
         self._drift_stepped: Dict[str, bool] = {}
@@ -325,16 +326,30 @@ class KeyDetectors:
 
     def _drift_quiet_step(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:
         dep = self._ep["drift"]
-        last, severity, first, metric = dep.last_obs, dep.severity, dep.first_start, self._drift_metric
+        # The resolved message speaks of the metric that opened the episode, with its own values
+        # (other metrics' alarms keep the episode open and update it, but are not its numbers).
+        last, severity, first, metric = self._drift_obs or dep.last_obs, dep.severity, dep.first_start, self._drift_metric
         if dep.step(f.start, None, 1, self.drift_quiet, warm) == "resolved":
             fd = self._finding("drift", metric, f, last, dep, "resolved")
             fd.severity, fd.event_time = severity, first
             out.append(fd)
+            # A drift stays (that is what makes it one): its level is the new normal of every
+            # drift metric. An alarm is accepted while the ramp still climbs, so what came
+            # after it would otherwise add up, hours later, to a second drift of the same change.
+            for mm, det in self._drift.items():
+                level = self._base[mm].expected()
+                if level is not None:
+                    det.accept(level)
 
     def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline,
                     out: List[Finding], warm: bool) -> None:
         det = self._drift[m]
         dep = self._ep["drift"]
+        # Where a change is accepted, the new reference is the key's fast level, not this
+        # window's value: the window that completes an alarm is an outlier in the alarm's
+        # direction, and a reference set from it starts the next false drift from there.
+        now = base.expected()
+        now = value if now is None else now
         if any(self._ep[t].run > 0 or self._ep[t].active for t in SUDDEN_TYPES if t in self._ep):
             # A sudden change is the spike detector's; do not count it twice as drift
             # (a spike in tokens moves the cost per request too).
@@ -346,19 +361,17 @@ class KeyDetectors:
             if det.idle:
                 self._drift_stepped[m] = False  # nothing accumulating: an old step no longer explains it
         if alarm is not None and alarm[0] < 0:
-            det.accept(value)  # usage and cost falling is not an incident: the reference moves down
+            det.accept(now)  # usage and cost falling is not an incident: the reference moves down
             self._drift_stepped[m] = False
             alarm = None
         if alarm is not None:
             direction, length, mean_log, ref = alarm
-            level = base.expected()
-            level = value if level is None else level
-            change = level / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
+            change = now / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
             if length < self.drift_min_windows:
                 if self._drift_stepped.get(m):
                     # Accumulated fast right after a step the spike detector alerted: the
                     # new level is that step's, not a drift.
-                    det.accept(value)
+                    det.accept(now)
                     self._drift_stepped[m] = False
                 # Otherwise a fast climb (or a burst from one actor): it must last
                 # drift_min_windows to be a drift; a burst that ends falls back below
@@ -369,12 +382,12 @@ class KeyDetectors:
                 held = self._drift_held.get(m, 0) + 1
                 self._drift_held[m] = held
                 if held >= self.drift_quiet:
-                    det.accept(value)
+                    det.accept(now)
                     self._drift_held[m] = 0
                     self._drift_stepped[m] = False
                 alarm = None
             else:
-                det.accept(value)
+                det.accept(now)
                 self._drift_held[m] = 0
                 self._drift_stepped[m] = False
         if alarm is None:
@@ -386,6 +399,8 @@ class KeyDetectors:
         if not dep.active:
             dep.first_start = start
             self._drift_metric = m
+        if m == self._drift_metric:
+            self._drift_obs = obs
         t = dep.step(start, obs, 1, self.drift_quiet, warm)
         if t is not None:
             fd = self._finding("drift", m, f, obs, dep, t)
@@ -509,3 +524,4 @@ class KeyDetectors:
         if "_err_sums" not in self.__dict__:
             self._err_sums = None if rate is None else (rate * 100.0, 100.0)
         self.__dict__.setdefault("_hints", {})
+        self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept

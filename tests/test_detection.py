@@ -93,6 +93,36 @@ def test_quicker_drift_on_a_quiet_series_is_still_a_drift():
         assert drift[0].evidence["windows_accumulated"] >= 15
 
 
+def _lasting_drift(seed, noise, n=1200):
+    # Input tokens (and so cost) per request ramp up 50% over an hour and stay
+    # there for 16 hours; `noise` is the window-to-window spread of their means
+    # (0.06 for the other metrics, up to 0.2 on keys with long, varied prompts).
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        g = 1.0 if i < 200 else min(1.5, 1 + 0.5 * (i - 200) / 60)
+        c = max(1, int(rng.gauss(100, 10)))
+        j = lambda s=0.06: math.exp(rng.gauss(0, s))  # noqa: E731
+        out.append(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), c, 1, 500 * j(), 1000 * j(), 300 * j(),
+                                  800 * g * j(noise), 200 * j(), 0.002 * g * j(noise), 0.002 * c, 1000 * c))
+    return out
+
+
+def test_a_drift_that_stays_is_one_alert_for_the_rest_of_the_day():
+    # The alarm is accepted while the ramp still climbs; the rest of the ramp,
+    # and a reference taken from one noisy window, used to add up to a second
+    # "drift" of the same change hours later.
+    for noise in (0.1, 0.2):
+        for seed in range(4):
+            fs = [f for f in run(_lasting_drift(seed, noise)) if f.type == "drift"]
+            assert [f.status for f in fs] == ["firing", "resolved"], (noise, seed, [(f.status, f.metric) for f in fs])
+            opened, closed = fs
+            assert T0 + 60 * 200 <= opened.event_time <= T0 + 60 * 260
+            # The resolved message carries the numbers of the metric it names.
+            assert closed.metric == opened.metric
+            assert 0.5 < closed.observed / opened.observed < 2.0, (closed.observed, opened.observed)
+
+
 def test_cost_moved_by_an_alerted_token_spike_is_not_a_drift():
     # Output tokens x3 for 40 minutes drag the cost per request up 30% (under the
     # cost spike threshold): the tokens incident explains it, no drift of cost.
