@@ -49,6 +49,8 @@ class RobustBaseline:
     protect_z
         Robust z beyond which a point counts as anomalous and is learned with
         ``alpha / 10``.
+    dev_guard
+        Robust z beyond which a point moves the scale at ``alpha / 4``.
     warmup
         Points learned before ``score_one`` returns anything but 0.
 
@@ -61,6 +63,8 @@ class RobustBaseline:
     (True, True)
     """
 
+    dev_guard = 2.0  # for snapshots from before it was a parameter
+
     def __init__(
         self,
         alpha: float = 0.05,
@@ -70,12 +74,14 @@ class RobustBaseline:
         protect_z: float = 4.0,
         warmup: int = 10,
         offset: float = 1.0,
+        dev_guard: float = 2.0,
     ) -> None:
         self.alpha = alpha
         self.log = log
         self.min_scale = min_scale
         self.clip = clip
         self.protect_z = protect_z
+        self.dev_guard = dev_guard
         self.warmup = warmup
         self.offset = offset
         self._n = 0
@@ -140,7 +146,11 @@ class RobustBaseline:
         elif z < -self.clip:
             d = -self.clip * s
         self._loc += a * d
-        self._dev += a * (abs(d) - self._dev)
+        # A window far off (|z| > dev_guard) moves the scale at a quarter of the rate: a
+        # shift held just under the alert level would otherwise widen the scale by about
+        # 14% a window (each one learned at the clip) and hide itself within minutes.
+        b = a if -self.dev_guard <= z <= self.dev_guard else 0.25 * a
+        self._dev += b * (abs(d) - self._dev)
         self._n = n + 1
 
     def relearn(self, x: float) -> None:

@@ -172,9 +172,12 @@ class KeyDetectors:
         self.mv_threshold = 0.998
         self._metric_of: Dict[str, str] = {}
         self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
+        # Traffic keeps the plain scale (no dev_guard): with the guard, the scale of request
+        # counts came out narrow enough for a dip of 30 to 15 requests to page.
         self._base: Dict[str, RobustBaseline] = {
             m: RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
-                              warmup=warmup_windows // 2, offset=1e-6 if m == "cost_per_request_usd" else 1.0)
+                              warmup=warmup_windows // 2, offset=1e-6 if m == "cost_per_request_usd" else 1.0,
+                              dev_guard=math.inf if m == "request_count" else 2.0)
             for m in self._metrics
         }
         self._season = SeasonalProfile() if seasonality and "request_count" in self._metrics else None

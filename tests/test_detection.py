@@ -133,6 +133,27 @@ def test_cost_moved_by_an_alerted_token_spike_is_not_a_drift():
         assert len(firing(fs, "tokens")) == 1 and firing(fs, "drift") == [], seed
 
 
+def test_a_shift_held_near_the_alert_level_does_not_widen_the_scale_and_hide():
+    # Output tokens x1.8 for 15 minutes on a key whose window means vary by
+    # about 12%: z of 4-5, just around the alert level. Each window learned at
+    # the clip used to widen the scale by about 14%, so the shift hid itself
+    # within a few windows (9 of 20 found); far-off windows now move the scale slowly.
+    found = 0
+    for seed in range(20):
+        rng = random.Random(seed)
+        ws = []
+        for i in range(300):
+            j = lambda s=0.06: math.exp(rng.gauss(0, s))  # noqa: E731
+            c = max(1, int(rng.gauss(30, 5)))
+            g = 1.8 if 200 <= i < 215 else 1.0
+            ws.append(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), c, 0, 500 * j(), 1000 * j(), 300 * j(),
+                                     800 * j(), 300 * g * j(0.12), 0.002 * j(), 0.002 * c, 1000 * c))
+        fire = firing(run(ws))
+        assert all(T0 + 60 * 200 <= f.event_time < T0 + 60 * 216 for f in fire), [(f.type, f.event_time) for f in fire]
+        found += any(f.type == "tokens" for f in fire)
+    assert found >= 16, found
+
+
 def test_cold_start_has_no_false_alarms_in_its_first_hour():
     fs = []
     for seed in range(20):  # twenty new keys, each watched for its first hour
