@@ -92,6 +92,8 @@ def preflight(cfg: FlowConfig) -> List[str]:
     instead of surfacing as a failure inside Bytewax. Creates the directories
     (and alert files) the sinks would create anyway.
     """
+    from sinks.qdrant import is_server
+
     errors: List[str] = []
     src = cfg.source
     if src.kind == "file":
@@ -118,7 +120,7 @@ def preflight(cfg: FlowConfig) -> List[str]:
             why = _writable_dir(s.spool_base())
             if why:
                 errors.append(f"sinks[{i}].spool_dir {s.spool_base()!r} cannot be used: {why}")
-        elif s.kind == "qdrant" and s.location != ":memory:" and not s.location.startswith(("http://", "https://")):
+        elif s.kind == "qdrant" and s.location != ":memory:" and not is_server(s.location):
             why = _writable_dir(s.location)
             if why:
                 errors.append(f"sinks[{i}].location {s.location!r} cannot be used: {why}")
