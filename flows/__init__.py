@@ -183,15 +183,13 @@ def get_flow() -> Dataflow:
     """The flow named by SENTINEL_FLOW (the embedded default when unset), metrics started."""
     from sentinel import shutdown
     from sentinel.config import ConfigError, config_from_env
-    from sentinel.runtime import preflight, prepare
+    from sentinel.runtime import prepare, require_paths
 
     try:
         cfg = config_from_env()
     except ConfigError as ex:
         raise SystemExit(str(ex)) from None
-    problems = preflight(cfg)
-    if problems:
-        raise SystemExit("\n".join(f"SENTINEL_FLOW: {p}" for p in problems))
+    require_paths(cfg, "SENTINEL_FLOW")
     recovery = _arg(("-r", "--recovery-directory"), "BYTEWAX_RECOVERY_DIRECTORY")
     prepare(cfg, int(_arg(("-i", "--process-id"), "BYTEWAX_PROCESS_ID") or 0), recovery)
     shutdown.install()

@@ -36,7 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from flows import build_flow
     from sentinel import shutdown
-    from sentinel.runtime import preflight, prepare
+    from sentinel.runtime import prepare, require_paths
 
     try:
         cfg = _load(args.config)
@@ -46,10 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
-    problems = preflight(cfg)
-    if problems:
-        print("\n".join(f"{args.config or 'the default flow'}: {p}" for p in problems), file=sys.stderr)
-        return 2
+    require_paths(cfg, args.config or "the default flow")
     prepare(cfg, args.process_id or 0, args.recovery_directory)
     shutdown.install()
     if args.config is None:

@@ -125,3 +125,11 @@ def preflight(cfg: FlowConfig) -> List[str]:
             if why:
                 errors.append(f"sinks[{i}].location {s.location!r} cannot be used: {why}")
     return errors
+
+
+def require_paths(cfg: FlowConfig, where: str) -> None:
+    """Exit with status 2, naming each problem on a line of its own, unless :func:`preflight` finds none."""
+    problems = preflight(cfg)
+    if problems:
+        print("\n".join(f"{where}: {p}" for p in problems), file=sys.stderr)
+        raise SystemExit(2)
