@@ -79,3 +79,71 @@ class SeasonalProfile:
 
     def __setstate__(self, s) -> None:
         self.__dict__.update(s)
+
+
+class DailyMemory:
+    """What a log-scale series looked like at each time of day, yesterday.
+
+    A pattern that recurs every day at the same hour (a lunch peak, a nightly
+    batch, a sharp morning login wave) is learned by :class:`SeasonalProfile`
+    only slowly, and not at all while it is being alerted. This memory keeps
+    the mean of ``log(x)`` per ``slot`` seconds of the (UTC) day for the last
+    two days seen, so a window can be compared with the same time yesterday:
+    a value that yesterday had too, within ``slots_either_side`` slots, is
+    the day's pattern, not an incident.
+
+    Examples
+    --------
+    >>> m = DailyMemory(slot=300.0)
+    >>> for minute in range(2 * 1440):
+    ...     ts = minute * 60.0
+    ...     m.learn(ts, 5.0 if 720 <= minute % 1440 < 780 else 4.0)
+    >>> m.seen_yesterday(2 * 86400 + 12.5 * 3600, 5.0, 0.2), m.seen_yesterday(2 * 86400 + 10 * 3600, 5.0, 0.2)
+    (True, False)
+    """
+
+    def __init__(self, slot: float = 300.0, slots_either_side: int = 1) -> None:
+        self.slot = slot
+        self.slots = int(round(86400.0 / slot))
+        self.either_side = slots_either_side
+        # Per slot: the latest day seen, with the running sum and count of its values,
+        # and the mean of the day seen before it.
+        self._day: List[int] = [-1] * self.slots
+        self._sum: List[float] = [0.0] * self.slots
+        self._n: List[int] = [0] * self.slots
+        self._prev_day: List[int] = [-1] * self.slots
+        self._prev: List[float] = [0.0] * self.slots
+
+    def _yesterday(self, s: int, day: int):
+        if self._day[s] == day - 1 and self._n[s]:
+            return self._sum[s] / self._n[s]
+        if self._prev_day[s] == day - 1:
+            return self._prev[s]
+        return None
+
+    def seen_yesterday(self, ts: float, value: float, tolerance: float) -> bool:
+        """Whether ``value`` is within ``tolerance`` of the same time yesterday (or a slot either side)."""
+        day = int(ts // 86400.0)
+        s = int((ts % 86400.0) // self.slot)
+        for j in range(s - self.either_side, s + self.either_side + 1):
+            d = day - 1 if 0 <= j < self.slots else (day - 2 if j < 0 else day)
+            y = self._yesterday(j % self.slots, d + 1)
+            if y is not None and abs(value - y) <= tolerance:
+                return True
+        return False
+
+    def learn(self, ts: float, value: float) -> None:
+        day = int(ts // 86400.0)
+        s = int((ts % 86400.0) // self.slot)
+        if self._day[s] != day:
+            if self._n[s]:
+                self._prev_day[s], self._prev[s] = self._day[s], self._sum[s] / self._n[s]
+            self._day[s], self._sum[s], self._n[s] = day, 0.0, 0
+        self._sum[s] += value
+        self._n[s] += 1
+
+    def __getstate__(self):
+        return self.__dict__.copy()
+
+    def __setstate__(self, s) -> None:
+        self.__dict__.update(s)

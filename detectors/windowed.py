@@ -19,7 +19,7 @@ from detectors.hints import HINTS, OTHER, hints_for
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
 from detectors.robust import RobustBaseline, score_to_z, z_to_score
-from detectors.seasonal import SeasonalProfile
+from detectors.seasonal import DailyMemory, SeasonalProfile
 
 
 class WindowFeatures:
@@ -181,6 +181,11 @@ class KeyDetectors:
             for m in self._metrics
         }
         self._season = SeasonalProfile() if seasonality and "request_count" in self._metrics else None
+        # Traffic as it was at each time of day yesterday: a window that is off its level and
+        # profile, but where it was at this time yesterday, is the day's pattern (a sharp lunch
+        # peak the hourly profile smooths over, or one it has not learned because it was alerted).
+        self._daily = DailyMemory() if self._season is not None else None
+        self.daily_tolerance = 2.0  # in scales of the request count
         self._drift: Dict[str, DriftDetector] = {}
         if "drift" in self.types:
             self._drift = {m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0)
@@ -258,6 +263,9 @@ class KeyDetectors:
             if cold:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
+            if (score >= self.threshold and m == "request_count" and self._daily is not None
+                    and self._daily.seen_yesterday(mid, math.log(value + base.offset), self.daily_tolerance * base.scale)):
+                score = 0.0
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
             values[m] = (value, adj, score, z, exp)
@@ -275,8 +283,11 @@ class KeyDetectors:
                 base.relearn(adj)
             if m in self._drift:
                 self._drift_step(m, f, value, base, out, warm)
-            if self._season is not None and m == "request_count" and score < self.threshold and base.n > 0:
-                self._season.learn(mid, math.log(value + base.offset) - base._loc)
+            if self._season is not None and m == "request_count":
+                lv = math.log(value + base.offset)
+                if score < self.threshold and base.n > 0:
+                    self._season.learn(mid, lv - base._loc)
+                self._daily.learn(mid, lv)
             base.learn_one(adj)
         for typ, (_, _, _) in best.items():
             ep = self._ep[typ]
@@ -528,3 +539,6 @@ class KeyDetectors:
             self._err_sums = None if rate is None else (rate * 100.0, 100.0)
         self.__dict__.setdefault("_hints", {})
         self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept
+        if "_daily" not in self.__dict__:  # snapshots from before the daily memory
+            self._daily = DailyMemory() if self.__dict__.get("_season") is not None else None
+            self.daily_tolerance = 2.0

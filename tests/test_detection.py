@@ -59,6 +59,43 @@ def test_diurnal_swing_is_not_an_incident():
     assert firing(run([w(i) for i in range(3 * 1440)])) == []
 
 
+def _lunch_days(days, drops=()):
+    """Sixty requests a minute, three times that from 12:00 to 13:00 UTC every day (a
+    five-minute ramp either side); ``drops``: (first minute, last minute) at a tenth."""
+    out = []
+    for i in range(days * 1440):
+        m = i % 1440
+        k = min(1.0, (m - 720 + 1) / 5, (780 - m) / 5) if 720 <= m < 780 else 0.0
+        count = 60.0 * (1 + 2 * k)
+        if any(a <= i <= b for a, b in drops):
+            count *= 0.1
+        out.append(window(i, count=count))
+    return out
+
+
+def _traffic_by_day(ws):
+    per_day = {}
+    for f in firing(run(ws), "traffic"):
+        d = int((f.event_time - T0) // 86400)
+        per_day.setdefault(d, []).append(f)
+    return per_day
+
+
+def test_a_sharp_daily_peak_is_the_days_pattern_after_its_first_day():
+    # The hourly profile smooths a one-hour peak away, and it never learns one that was
+    # alerted; the same time yesterday says it is the day's pattern.
+    per_day = _traffic_by_day(_lunch_days(4))
+    assert set(per_day) <= {0}, {d: [(f.direction, f.observed) for f in fs] for d, fs in per_day.items()}
+
+
+def test_a_drop_still_pages_on_a_day_with_a_daily_peak():
+    # At a quiet hour, and in the middle of the peak (where yesterday had three times as much).
+    day = 1440
+    per_day = _traffic_by_day(_lunch_days(4, drops=[(2 * day + 960, 2 * day + 974), (3 * day + 740, 3 * day + 754)]))
+    assert [(f.direction, int((f.event_time - T0) % 86400 // 60)) for f in per_day[2]] == [("down", 960)]
+    assert [(f.direction, int((f.event_time - T0) % 86400 // 60)) for f in per_day[3]] == [("down", 740)]
+
+
 def test_traffic_drop_alerts():
     ws = [window(i) for i in range(300)]
     for i in range(200, 215):
