@@ -82,7 +82,7 @@ class SeasonalProfile:
 
 
 class DailyMemory:
-    """What a log-scale series looked like at each time of day, yesterday.
+    """What a count (in log terms) looked like at each time of day, yesterday.
 
     A pattern that recurs every day at the same hour (a lunch peak, a nightly
     batch, a sharp morning login wave) is learned by :class:`SeasonalProfile`
@@ -98,7 +98,7 @@ class DailyMemory:
     >>> for minute in range(2 * 1440):
     ...     ts = minute * 60.0
     ...     m.learn(ts, 5.0 if 720 <= minute % 1440 < 780 else 4.0)
-    >>> m.seen_yesterday(2 * 86400 + 12.5 * 3600, 5.0, 0.2), m.seen_yesterday(2 * 86400 + 10 * 3600, 5.0, 0.2)
+    >>> m.seen_yesterday(2 * 86400 + 12.5 * 3600, 5.0, 3, 0.1), m.seen_yesterday(2 * 86400 + 10 * 3600, 5.0, 3, 0.1)
     (True, False)
     """
 
@@ -121,14 +121,19 @@ class DailyMemory:
             return self._prev[s]
         return None
 
-    def seen_yesterday(self, ts: float, value: float, tolerance: float) -> bool:
-        """Whether ``value`` is within ``tolerance`` of the same time yesterday (or a slot either side)."""
+    def seen_yesterday(self, ts: float, value: float, k: float, scale: float) -> bool:
+        """Whether ``value`` is within ``k`` noise levels of the same time yesterday (or a slot
+        either side). The noise level is ``scale`` or, where counts are small, their Poisson
+        noise in log terms (``1 / sqrt(count)`` at the mean of the two counts)."""
         day = int(ts // 86400.0)
         s = int((ts % 86400.0) // self.slot)
         for j in range(s - self.either_side, s + self.either_side + 1):
             d = day - 1 if 0 <= j < self.slots else (day - 2 if j < 0 else day)
             y = self._yesterday(j % self.slots, d + 1)
-            if y is not None and abs(value - y) <= tolerance:
+            if y is None:
+                continue
+            noise = max(scale, math.sqrt(2.0 / (math.exp(value) + math.exp(y))))
+            if abs(value - y) <= k * noise:
                 return True
         return False
 

@@ -185,7 +185,7 @@ class KeyDetectors:
         # profile, but where it was at this time yesterday, is the day's pattern (a sharp lunch
         # peak the hourly profile smooths over, or one it has not learned because it was alerted).
         self._daily = DailyMemory() if self._season is not None else None
-        self.daily_tolerance = 2.0  # in scales of the request count
+        self.daily_tolerance = 3.0  # in noise levels of the request count (see DailyMemory)
         self._drift: Dict[str, DriftDetector] = {}
         if "drift" in self.types:
             self._drift = {m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0)
@@ -264,7 +264,7 @@ class KeyDetectors:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
             if (score >= self.threshold and m == "request_count" and self._daily is not None
-                    and self._daily.seen_yesterday(mid, math.log(value + base.offset), self.daily_tolerance * base.scale)):
+                    and self._daily.seen_yesterday(mid, math.log(value + base.offset), self.daily_tolerance, base.scale)):
                 score = 0.0
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
@@ -541,4 +541,4 @@ class KeyDetectors:
         self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept
         if "_daily" not in self.__dict__:  # snapshots from before the daily memory
             self._daily = DailyMemory() if self.__dict__.get("_season") is not None else None
-            self.daily_tolerance = 2.0
+            self.daily_tolerance = 3.0
