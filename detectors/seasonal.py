@@ -9,6 +9,7 @@ hour still stands out. Offsets are interpolated between hour centres.
 from __future__ import annotations
 
 import math
+from array import array
 from typing import List
 
 
@@ -88,9 +89,10 @@ class DailyMemory:
     batch, a sharp morning login wave) is learned by :class:`SeasonalProfile`
     only slowly, and not at all while it is being alerted. This memory keeps
     the mean of ``log(x)`` per ``slot`` seconds of the (UTC) day for the last
-    two days seen, so a window can be compared with the same time yesterday:
-    a value that yesterday had too, within ``slots_either_side`` slots, is
-    the day's pattern, not an incident.
+    three days seen, so a window can be compared with the same time on the two
+    days before: a value that one of them had too, within ``slots_either_side``
+    slots, is the day's pattern, not an incident (one odd day, such as an
+    incident at that hour, does not make the next day's pattern page).
 
     Examples
     --------
@@ -106,35 +108,39 @@ class DailyMemory:
         self.slot = slot
         self.slots = int(round(86400.0 / slot))
         self.either_side = slots_either_side
-        # Per slot: the latest day seen, with the running sum and count of its values,
-        # and the mean of the day seen before it.
-        self._day: List[int] = [-1] * self.slots
-        self._sum: List[float] = [0.0] * self.slots
-        self._n: List[int] = [0] * self.slots
-        self._prev_day: List[int] = [-1] * self.slots
-        self._prev: List[float] = [0.0] * self.slots
+        # Per slot: the latest day seen, with the running sum and count of its values, and
+        # the means of the two days seen before it (compact arrays: this is per key, in snapshots).
+        self._day = array("i", [-1]) * self.slots
+        self._sum = array("f", [0.0]) * self.slots
+        self._n = array("H", [0]) * self.slots
+        self._prev_day = array("i", [-1]) * self.slots
+        self._prev = array("f", [0.0]) * self.slots
+        self._prev2_day = array("i", [-1]) * self.slots
+        self._prev2 = array("f", [0.0]) * self.slots
 
-    def _yesterday(self, s: int, day: int):
-        if self._day[s] == day - 1 and self._n[s]:
-            return self._sum[s] / self._n[s]
-        if self._prev_day[s] == day - 1:
-            return self._prev[s]
-        return None
+    def _before(self, s: int, day: int) -> List[float]:
+        """The slot's means on the two days before ``day`` (those it has)."""
+        out = []
+        if self._day[s] in (day - 1, day - 2) and self._n[s]:
+            out.append(self._sum[s] / self._n[s])
+        if self._prev_day[s] in (day - 1, day - 2):
+            out.append(self._prev[s])
+        if self._prev2_day[s] in (day - 1, day - 2):
+            out.append(self._prev2[s])
+        return out
 
     def seen_yesterday(self, ts: float, value: float, k: float, scale: float) -> bool:
-        """Whether ``value`` is within ``k`` noise levels of the same time yesterday (or a slot
-        either side). The noise level is ``scale`` or, where counts are small, their Poisson
-        noise in log terms (``1 / sqrt(count)`` at the mean of the two counts)."""
+        """Whether ``value`` is within ``k`` noise levels of the same time yesterday or the day
+        before (or a slot either side). The noise level is ``scale`` or, where counts are small,
+        their Poisson noise in log terms (``1 / sqrt(count)`` at the mean of the two counts)."""
         day = int(ts // 86400.0)
         s = int((ts % 86400.0) // self.slot)
         for j in range(s - self.either_side, s + self.either_side + 1):
-            d = day - 1 if 0 <= j < self.slots else (day - 2 if j < 0 else day)
-            y = self._yesterday(j % self.slots, d + 1)
-            if y is None:
-                continue
-            noise = max(scale, math.sqrt(2.0 / (math.exp(value) + math.exp(y))))
-            if abs(value - y) <= k * noise:
-                return True
+            d = day if 0 <= j < self.slots else (day - 1 if j < 0 else day + 1)
+            for y in self._before(j % self.slots, d):
+                noise = max(scale, math.sqrt(2.0 / (math.exp(value) + math.exp(y))))
+                if abs(value - y) <= k * noise:
+                    return True
         return False
 
     def learn(self, ts: float, value: float) -> None:
@@ -142,13 +148,20 @@ class DailyMemory:
         s = int((ts % 86400.0) // self.slot)
         if self._day[s] != day:
             if self._n[s]:
+                self._prev2_day[s], self._prev2[s] = self._prev_day[s], self._prev[s]
                 self._prev_day[s], self._prev[s] = self._day[s], self._sum[s] / self._n[s]
             self._day[s], self._sum[s], self._n[s] = day, 0.0, 0
         self._sum[s] += value
-        self._n[s] += 1
+        if self._n[s] < 65535:
+            self._n[s] += 1
+        else:
+            self._sum[s] -= self._sum[s] / 65536.0
 
     def __getstate__(self):
         return self.__dict__.copy()
 
     def __setstate__(self, s) -> None:
         self.__dict__.update(s)
+        if "_prev2" not in s:  # snapshots from before the day before yesterday was kept
+            self._prev2_day = array("i", [-1]) * self.slots
+            self._prev2 = array("f", [0.0]) * self.slots

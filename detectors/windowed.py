@@ -181,9 +181,10 @@ class KeyDetectors:
             for m in self._metrics
         }
         self._season = SeasonalProfile() if seasonality and "request_count" in self._metrics else None
-        # Traffic as it was at each time of day yesterday: a window that is off its level and
-        # profile, but where it was at this time yesterday, is the day's pattern (a sharp lunch
-        # peak the hourly profile smooths over, or one it has not learned because it was alerted).
+        # Traffic as it was at each time of day on the two days before: a window that is off its
+        # level and profile, but where it was at this time on one of them, is the day's pattern
+        # (a sharp lunch peak the hourly profile smooths over, or one it did not learn because it
+        # was alerted). It is not an alert, and it is the profile's to learn, not the level's.
         self._daily = DailyMemory() if self._season is not None else None
         self.daily_tolerance = 3.0  # in noise levels of the request count (see DailyMemory)
         self._drift: Dict[str, DriftDetector] = {}
@@ -245,6 +246,7 @@ class KeyDetectors:
             if usual is not None and self._windows >= self.warmup_windows and f.count < 0.3 * usual:
                 busy = False
         mid = (f.start + f.end) / 2.0
+        daily = False  # the window's traffic is where it was at this time on one of the days before
         best: Dict[str, Tuple[float, str, tuple]] = {}
         values: Dict[str, Tuple[float, float, float, float, float]] = {}  # metric -> (value, adjusted, score, z, expected)
         for m in self._metrics:
@@ -263,9 +265,10 @@ class KeyDetectors:
             if cold:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
-            if (score >= self.threshold and m == "request_count" and self._daily is not None
+            if (m == "request_count" and self._daily is not None and abs(z) >= 2.0
                     and self._daily.seen_yesterday(mid, math.log(value + base.offset), self.daily_tolerance, base.scale)):
                 score = 0.0
+                daily = True
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
             values[m] = (value, adj, score, z, exp)
@@ -288,6 +291,10 @@ class KeyDetectors:
                 if score < self.threshold and base.n > 0:
                     self._season.learn(mid, lv - base._loc)
                 self._daily.learn(mid, lv)
+                if daily:
+                    # The day's pattern is the profile's to learn, not the level's or the scale's:
+                    # a peak the hourly profile cannot follow would otherwise widen the scale for hours.
+                    continue
             base.learn_one(adj)
         for typ, (_, _, _) in best.items():
             ep = self._ep[typ]

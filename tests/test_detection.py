@@ -89,11 +89,27 @@ def test_a_sharp_daily_peak_is_the_days_pattern_after_its_first_day():
 
 
 def test_a_drop_still_pages_on_a_day_with_a_daily_peak():
-    # At a quiet hour, and in the middle of the peak (where yesterday had three times as much).
+    # At a quiet hour, and in the middle of the peak (where yesterday had three times as much);
+    # the day after the drop in the peak, the peak is still the day's pattern (as the day before).
     day = 1440
-    per_day = _traffic_by_day(_lunch_days(4, drops=[(2 * day + 960, 2 * day + 974), (3 * day + 740, 3 * day + 754)]))
+    per_day = _traffic_by_day(_lunch_days(5, drops=[(2 * day + 960, 2 * day + 974), (3 * day + 740, 3 * day + 754)]))
     assert [(f.direction, int((f.event_time - T0) % 86400 // 60)) for f in per_day[2]] == [("down", 960)]
     assert [(f.direction, int((f.event_time - T0) % 86400 // 60)) for f in per_day[3]] == [("down", 740)]
+    assert 4 not in per_day
+
+
+def test_a_drop_in_a_daily_wave_does_not_make_the_next_days_wave_page():
+    # A 30-minute wave (x4 at 09:00) and, on the third day, a drop in the middle of it: the
+    # fourth day compares its wave with the third day's (the drop) and with the second's.
+    out = []
+    for i in range(5 * 1440):
+        m = i % 1440
+        k = min(1.0, (m - 540 + 1) / 3, (570 - m) / 3) if 540 <= m < 570 else 0.0
+        count = 60.0 * (1 + 3 * k) * (0.1 if 2 * 1440 + 548 <= i <= 2 * 1440 + 562 else 1.0)
+        out.append(window(i, count=count))
+    per_day = _traffic_by_day(out)
+    assert {d: [(f.direction, int((f.event_time - T0) % 86400 // 60)) for f in fs] for d, fs in per_day.items()} == {
+        0: [("up", 541)], 2: [("down", 548)]}
 
 
 def test_traffic_drop_alerts():
