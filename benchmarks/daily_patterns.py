@@ -9,10 +9,15 @@ and tokens) straight into :class:`detectors.windowed.KeyDetectors` for
 on each day. On the third day (the second with ``--days 2``) a real drop (a tenth of the
 traffic for 15 minutes) is added twice: at a quiet hour, and in the middle of the pattern. Those must page.
 
-    python benchmarks/daily_patterns.py [--days 5] [--seeds 1,...,10]
+    python benchmarks/daily_patterns.py [--days 5] [--weeks 3] [--seeds 1,...,10]
 
-Prints, per pattern, the traffic alerts per day summed over the seeds (the
-pattern's own) and how many of the real drops paged.
+A weekly pattern is run too (``--weeks``, default 3): a daily swing of
++-50% and a weekend at 35% of a weekday's traffic, with real drops on the
+last Wednesday and the last Saturday.
+
+Prints, per pattern, the traffic alerts per day (per week for the weekly
+one) summed over the seeds (the pattern's own) and how many of the real
+drops paged.
 """
 
 from __future__ import annotations
@@ -60,23 +65,39 @@ def _factor(minute_of_day: int, pattern) -> float:
     return 1.0 + (factor - 1.0) * k
 
 
-def run(pattern, days: int, seed: int):
-    """Traffic alerts (firing) per day, and whether each real drop paged."""
-    rng = random.Random(seed)
+def _daily(pattern, days: int):
+    """Rate per minute index, and the two real drops (first minutes) of a daily pattern."""
     drop_day = min(2, days - 1)
     # A quiet hour (eight hours after the pattern starts), and the middle of the pattern.
     drops = [
         drop_day * 1440 + (pattern[1] + 480) % 1440,
         drop_day * 1440 + pattern[1] + max(0, pattern[2] // 2 - 7),
     ]
+    return (lambda i: LEVEL * _factor(i % 1440, pattern)), drops
+
+
+def _weekly(days: int):
+    """A daily swing of +-50% and a weekend at 35% of a weekday (T0 is a Monday); drops on
+    the last Wednesday and the last Saturday, at 14:00."""
+    last_week = (days // 7 - 1) * 7
+
+    def lam(i: int) -> float:
+        d, m = divmod(i, 1440)
+        return LEVEL * (1 + 0.5 * math.sin(2 * math.pi * (m - 360) / 1440)) * (0.35 if d % 7 in (5, 6) else 1.0)
+    return lam, [(last_week + 2) * 1440 + 840, (last_week + 5) * 1440 + 840]
+
+
+def run(lam, drops, days: int, seed: int, per: int = 1440):
+    """Traffic alerts (firing) per ``per`` minutes, and whether each real drop paged."""
+    rng = random.Random(seed)
     det = KeyDetectors()
-    per_day = [0] * days
-    paged = [False, False]
+    counts = [0] * ((days * 1440 + per - 1) // per)
+    paged = [False] * len(drops)
     for i in range(days * 1440):
-        lam = LEVEL * _factor(i % 1440, pattern)
+        rate = lam(i)
         if any(d <= i < d + 15 for d in drops):
-            lam *= 0.1
-        n = _poisson(rng, lam)
+            rate *= 0.1
+        n = _poisson(rng, rate)
         j = lambda: math.exp(rng.gauss(0.0, 0.06))  # noqa: E731
         f = WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), n, min(n, 1), 500 * j(), 1000 * j(), 300 * j(),
                            800 * j(), 200 * j(), 0.002 * j(), 0.002 * n, 1000 * n)
@@ -88,31 +109,46 @@ def run(pattern, days: int, seed: int):
             if hit:
                 paged[hit[0]] = True
             else:
-                per_day[start // 1440] += 1
-    return per_day, paged
+                counts[start // per] += 1
+    return counts, paged
+
+
+def _table(rows, seeds, periods: int, what: str, drops: str) -> None:
+    head = " | ".join(f"{what} {d + 1}" for d in range(periods))
+    print(f"pattern                          | {head} | {drops}")
+    for name, (lam, dr, days, per) in rows.items():
+        tot = [0] * periods
+        paged = [0] * len(dr)
+        for s in seeds:
+            counts, hit = run(lam, dr, days, s, per)
+            tot = [a + b for a, b in zip(tot, counts)]
+            paged = [a + b for a, b in zip(paged, hit)]
+        cells = " | ".join(f"{x:5d}" for x in tot)
+        print(f"{name:32s} | {cells} | " + " | ".join(f"{p}/{len(seeds)}" for p in paged), flush=True)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=int, default=5)
+    ap.add_argument("--weeks", type=int, default=3, help="weeks of the weekly pattern (0: skip it)")
     ap.add_argument("--seeds", default="1,2,3,4,5,6,7,8,9,10")
     args = ap.parse_args(argv)
     if args.days < 2:
         ap.error("--days must be at least 2")
+    if args.weeks == 1:
+        ap.error("--weeks must be 0 or at least 2")
     seeds = [int(s) for s in args.seeds.split(",")]
-    head = " | ".join(f"day {d + 1}" for d in range(args.days))
-    print(f"{len(seeds)} seeds; traffic alerts of the pattern per day (summed over seeds); real drops paged")
-    print(f"pattern                          | {head} | drop at a quiet hour | drop inside the pattern")
+    print(f"{len(seeds)} seeds; traffic alerts of the pattern (summed over seeds); real drops paged")
+    rows = {}
     for name, pattern in PATTERNS.items():
-        tot = [0] * args.days
-        quiet = inside = 0
-        for s in seeds:
-            per_day, paged = run(pattern, args.days, s)
-            tot = [a + b for a, b in zip(tot, per_day)]
-            quiet += paged[0]
-            inside += paged[1]
-        cells = " | ".join(f"{x:5d}" for x in tot)
-        print(f"{name:32s} | {cells} | {quiet}/{len(seeds)} | {inside}/{len(seeds)}", flush=True)
+        lam, drops = _daily(pattern, args.days)
+        rows[name] = (lam, drops, args.days, 1440)
+    _table(rows, seeds, args.days, "day", "drop at a quiet hour | drop inside the pattern")
+    if args.weeks:
+        lam, drops = _weekly(args.weeks * 7)
+        print()
+        _table({"weekend x0.35, daily swing": (lam, drops, args.weeks * 7, 7 * 1440)}, seeds, args.weeks, "week",
+               "drop on a Wednesday | drop on a Saturday")
     return 0
 
 

@@ -4,6 +4,8 @@ Learns the typical offset of each hour of the (UTC) day from the series'
 level, once a full day has been seen, so a daily traffic swing or a lunch
 peak is expected rather than alerted, and a drop that is unusual for that
 hour still stands out. Offsets are interpolated between hour centres.
+:class:`PeriodMemory` remembers the same time of the day (or week) before,
+for sharp patterns the profile smooths away and for weekdays.
 """
 
 from __future__ import annotations
@@ -82,34 +84,38 @@ class SeasonalProfile:
         self.__dict__.update(s)
 
 
-class DailyMemory:
-    """What a count (in log terms) looked like at each time of day, yesterday.
+class PeriodMemory:
+    """What a count (in log terms) looked like at the same point of the day (or week) before.
 
     A pattern that recurs every day at the same hour (a lunch peak, a nightly
-    batch, a sharp morning login wave) is learned by :class:`SeasonalProfile`
-    only slowly, and not at all while it is being alerted. This memory keeps
-    the mean of ``log(x)`` per ``slot`` seconds of the (UTC) day for the last
-    three days seen, so a window can be compared with the same time on the two
-    days before: a value that one of them had too, within ``slots_either_side``
-    slots, is the day's pattern, not an incident (one odd day, such as an
-    incident at that hour, does not make the next day's pattern page).
+    batch, a sharp morning login wave), or every week (a quiet weekend), is
+    learned by :class:`SeasonalProfile` only slowly or not at all: its 24
+    hourly offsets smooth a sharp peak away, know no weekday, and learn
+    nothing while it is being alerted. This memory keeps the mean of
+    ``log(x)`` per ``slot`` seconds of each ``period`` (UTC) for the last three
+    periods seen, so a window can be compared with the same time in the two
+    periods before: a value that one of them had too, within
+    ``slots_either_side`` slots, is the period's pattern, not an incident (one
+    odd period, such as an incident at that hour, does not make the next
+    period's pattern page).
 
     Examples
     --------
-    >>> m = DailyMemory(slot=300.0)
+    >>> m = PeriodMemory(86400.0, slot=300.0)
     >>> for minute in range(2 * 1440):
     ...     ts = minute * 60.0
     ...     m.learn(ts, 5.0 if 720 <= minute % 1440 < 780 else 4.0)
-    >>> m.seen_yesterday(2 * 86400 + 12.5 * 3600, 5.0, 3, 0.1), m.seen_yesterday(2 * 86400 + 10 * 3600, 5.0, 3, 0.1)
+    >>> m.seen_before(2 * 86400 + 12.5 * 3600, 5.0, 3, 0.1), m.seen_before(2 * 86400 + 10 * 3600, 5.0, 3, 0.1)
     (True, False)
     """
 
-    def __init__(self, slot: float = 300.0, slots_either_side: int = 1) -> None:
+    def __init__(self, period: float = 86400.0, slot: float = 300.0, slots_either_side: int = 1) -> None:
+        self.period = period
         self.slot = slot
-        self.slots = int(round(86400.0 / slot))
+        self.slots = int(round(period / slot))
         self.either_side = slots_either_side
-        # Per slot: the latest day seen, with the running sum and count of its values, and
-        # the means of the two days seen before it (compact arrays: this is per key, in snapshots).
+        # Per slot: the latest period seen, with the running sum and count of its values, and
+        # the means of the two periods seen before it (compact arrays: this is per key, in snapshots).
         self._day = array("i", [-1]) * self.slots
         self._sum = array("f", [0.0]) * self.slots
         self._n = array("H", [0]) * self.slots
@@ -119,7 +125,7 @@ class DailyMemory:
         self._prev2 = array("f", [0.0]) * self.slots
 
     def _before(self, s: int, day: int) -> List[float]:
-        """The slot's means on the two days before ``day`` (those it has)."""
+        """The slot's means in the two periods before period ``day`` (those it has)."""
         out = []
         if self._day[s] in (day - 1, day - 2) and self._n[s]:
             out.append(self._sum[s] / self._n[s])
@@ -129,12 +135,12 @@ class DailyMemory:
             out.append(self._prev2[s])
         return out
 
-    def seen_yesterday(self, ts: float, value: float, k: float, scale: float) -> bool:
-        """Whether ``value`` is within ``k`` noise levels of the same time yesterday or the day
-        before (or a slot either side). The noise level is ``scale`` or, where counts are small,
-        their Poisson noise in log terms (``1 / sqrt(count)`` at the mean of the two counts)."""
-        day = int(ts // 86400.0)
-        s = int((ts % 86400.0) // self.slot)
+    def seen_before(self, ts: float, value: float, k: float, scale: float) -> bool:
+        """Whether ``value`` is within ``k`` noise levels of the same time in one of the two
+        periods before (or a slot either side). The noise level is ``scale`` or, where counts
+        are small, their Poisson noise in log terms (``1 / sqrt(count)`` at the mean of the two)."""
+        day = int(ts // self.period)
+        s = int((ts % self.period) // self.slot)
         for j in range(s - self.either_side, s + self.either_side + 1):
             d = day if 0 <= j < self.slots else (day - 1 if j < 0 else day + 1)
             for y in self._before(j % self.slots, d):
@@ -144,8 +150,8 @@ class DailyMemory:
         return False
 
     def learn(self, ts: float, value: float) -> None:
-        day = int(ts // 86400.0)
-        s = int((ts % 86400.0) // self.slot)
+        day = int(ts // self.period)
+        s = int((ts % self.period) // self.slot)
         if self._day[s] != day:
             if self._n[s]:
                 self._prev2_day[s], self._prev2[s] = self._prev_day[s], self._prev[s]
@@ -162,6 +168,3 @@ class DailyMemory:
 
     def __setstate__(self, s) -> None:
         self.__dict__.update(s)
-        if "_prev2" not in s:  # snapshots from before the day before yesterday was kept
-            self._prev2_day = array("i", [-1]) * self.slots
-            self._prev2 = array("f", [0.0]) * self.slots

@@ -19,7 +19,7 @@ from detectors.hints import HINTS, OTHER, hints_for
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
 from detectors.robust import RobustBaseline, score_to_z, z_to_score
-from detectors.seasonal import DailyMemory, SeasonalProfile
+from detectors.seasonal import PeriodMemory, SeasonalProfile
 
 
 class WindowFeatures:
@@ -185,8 +185,12 @@ class KeyDetectors:
         # level and profile, but where it was at this time on one of them, is the day's pattern
         # (a sharp lunch peak the hourly profile smooths over, or one it did not learn because it
         # was alerted). It is not an alert, and it is the profile's to learn, not the level's.
-        self._daily = DailyMemory() if self._season is not None else None
-        self.daily_tolerance = 3.0  # in noise levels of the request count (see DailyMemory)
+        self._daily = PeriodMemory(86400.0, 300.0) if self._season is not None else None
+        # ... and at the same hour of the week on the two weeks before: a quiet weekend pages
+        # neither its start nor its end once it has been seen. Only the alert is spared there:
+        # the level follows a weekday's level as it does any lasting change.
+        self._weekly = PeriodMemory(7 * 86400.0, 3600.0) if self._season is not None else None
+        self.daily_tolerance = 3.0  # in noise levels of the request count (see PeriodMemory)
         self._drift: Dict[str, DriftDetector] = {}
         if "drift" in self.types:
             self._drift = {m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0)
@@ -247,6 +251,7 @@ class KeyDetectors:
                 busy = False
         mid = (f.start + f.end) / 2.0
         daily = False  # the window's traffic is where it was at this time on one of the days before
+        weekly = False  # ... or at this time of the week, on one of the weeks before
         best: Dict[str, Tuple[float, str, tuple]] = {}
         values: Dict[str, Tuple[float, float, float, float, float]] = {}  # metric -> (value, adjusted, score, z, expected)
         for m in self._metrics:
@@ -265,10 +270,12 @@ class KeyDetectors:
             if cold:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
-            if (m == "request_count" and self._daily is not None and abs(z) >= 2.0
-                    and self._daily.seen_yesterday(mid, math.log(value + base.offset), self.daily_tolerance, base.scale)):
-                score = 0.0
-                daily = True
+            if m == "request_count" and self._daily is not None and abs(z) >= 2.0:
+                lv = math.log(value + base.offset)
+                if self._daily.seen_before(mid, lv, self.daily_tolerance, base.scale):
+                    score, daily = 0.0, True
+                elif score >= self.threshold and self._weekly.seen_before(mid, lv, self.daily_tolerance, base.scale):
+                    score, weekly = 0.0, True
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
             values[m] = (value, adj, score, z, exp)
@@ -288,9 +295,10 @@ class KeyDetectors:
                 self._drift_step(m, f, value, base, out, warm)
             if self._season is not None and m == "request_count":
                 lv = math.log(value + base.offset)
-                if score < self.threshold and base.n > 0:
+                if score < self.threshold and base.n > 0 and not weekly:
                     self._season.learn(mid, lv - base._loc)
                 self._daily.learn(mid, lv)
+                self._weekly.learn(mid, lv)
                 if daily:
                     # The day's pattern is the profile's to learn, not the level's or the scale's:
                     # a peak the hourly profile cannot follow would otherwise widen the scale for hours.
@@ -547,5 +555,7 @@ class KeyDetectors:
         self.__dict__.setdefault("_hints", {})
         self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept
         if "_daily" not in self.__dict__:  # snapshots from before the daily memory
-            self._daily = DailyMemory() if self.__dict__.get("_season") is not None else None
+            self._daily = PeriodMemory(86400.0, 300.0) if self.__dict__.get("_season") is not None else None
             self.daily_tolerance = 3.0
+        if "_weekly" not in self.__dict__:  # snapshots from before the weekly memory
+            self._weekly = PeriodMemory(7 * 86400.0, 3600.0) if self.__dict__.get("_season") is not None else None

@@ -112,6 +112,23 @@ def test_a_drop_in_a_daily_wave_does_not_make_the_next_days_wave_page():
         0: [("up", 541)], 2: [("down", 548)]}
 
 
+
+def test_a_quiet_weekend_pages_on_the_first_weekend_only():
+    # A daily swing, and weekends at a third of a weekday (T0 is a Monday); on the third
+    # Saturday, a real drop at 14:00.
+    drop = (19 * 1440 + 840, 19 * 1440 + 854)
+    ws = []
+    for i in range(21 * 1440):
+        d, m = divmod(i, 1440)
+        count = 60.0 * (1 + 0.5 * math.sin(2 * math.pi * (m - 360) / 1440)) * (0.35 if d % 7 in (5, 6) else 1.0)
+        if drop[0] <= i <= drop[1]:
+            count *= 0.1
+        ws.append(window(i, count=count))
+    per_day = _traffic_by_day(ws)
+    # The first weekend may page (nothing says yet that it is one); after it, only the drop.
+    assert set(per_day) - set(range(8)) == {19}, {d: [(f.direction, f.observed) for f in fs] for d, fs in per_day.items()}
+    assert [(f.direction, int((f.event_time - T0) % 86400 // 60)) for f in per_day[19]] == [("down", 840)]
+
 def test_traffic_drop_alerts():
     ws = [window(i) for i in range(300)]
     for i in range(200, 215):
