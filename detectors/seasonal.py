@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import List
+from typing import List, Optional
 
 
 class SeasonalProfile:
@@ -85,7 +85,7 @@ class SeasonalProfile:
 
 
 class PeriodMemory:
-    """What a count (in log terms) looked like at the same point of the day (or week) before.
+    """What a series (in log terms) looked like at the same point of the day (or week) before.
 
     A pattern that recurs every day at the same hour (a lunch peak, a nightly
     batch, a sharp morning login wave), or every week (a quiet weekend), is
@@ -109,42 +109,51 @@ class PeriodMemory:
     (True, False)
     """
 
-    def __init__(self, period: float = 86400.0, slot: float = 300.0, slots_either_side: int = 1) -> None:
+    def __init__(self, period: float = 86400.0, slot: float = 300.0, slots_either_side: int = 1,
+                 poisson: bool = True) -> None:
         self.period = period
+        self.poisson = poisson
         self.slot = slot
         self.slots = int(round(period / slot))
         self.either_side = slots_either_side
         # Per slot: the latest period seen, with the running sum and count of its values, and
-        # the means of the two periods seen before it (compact arrays: this is per key, in snapshots).
-        self._day = array("i", [-1]) * self.slots
+        # the means of the two periods seen before it. Compact, as this is per key and metric in
+        # snapshots: periods are counted from the one before the first seen (0: none), means
+        # are kept in thousandths.
+        self._origin: Optional[int] = None
+        self._day = array("H", [0]) * self.slots
         self._sum = array("f", [0.0]) * self.slots
         self._n = array("H", [0]) * self.slots
-        self._prev_day = array("i", [-1]) * self.slots
-        self._prev = array("f", [0.0]) * self.slots
-        self._prev2_day = array("i", [-1]) * self.slots
-        self._prev2 = array("f", [0.0]) * self.slots
+        self._prev_day = array("H", [0]) * self.slots
+        self._prev = array("h", [0]) * self.slots
+        self._prev2_day = array("H", [0]) * self.slots
+        self._prev2 = array("h", [0]) * self.slots
 
     def _before(self, s: int, day: int) -> List[float]:
         """The slot's means in the two periods before period ``day`` (those it has)."""
+        if self._origin is None:
+            return []
+        d = day - self._origin
         out = []
-        if self._day[s] in (day - 1, day - 2) and self._n[s]:
+        if self._n[s] and 1 <= d - self._day[s] <= 2:
             out.append(self._sum[s] / self._n[s])
-        if self._prev_day[s] in (day - 1, day - 2):
-            out.append(self._prev[s])
-        if self._prev2_day[s] in (day - 1, day - 2):
-            out.append(self._prev2[s])
+        if self._prev_day[s] and 1 <= d - self._prev_day[s] <= 2:
+            out.append(self._prev[s] / 1000.0)
+        if self._prev2_day[s] and 1 <= d - self._prev2_day[s] <= 2:
+            out.append(self._prev2[s] / 1000.0)
         return out
 
     def seen_before(self, ts: float, value: float, k: float, scale: float) -> bool:
         """Whether ``value`` is within ``k`` noise levels of the same time in one of the two
-        periods before (or a slot either side). The noise level is ``scale`` or, where counts
-        are small, their Poisson noise in log terms (``1 / sqrt(count)`` at the mean of the two)."""
+        periods before (or a slot either side). The noise level is ``scale`` or, for counts
+        (``poisson``) that are small, their Poisson noise in log terms (``1 / sqrt(count)`` at
+        the mean of the two)."""
         day = int(ts // self.period)
         s = int((ts % self.period) // self.slot)
         for j in range(s - self.either_side, s + self.either_side + 1):
             d = day if 0 <= j < self.slots else (day - 1 if j < 0 else day + 1)
             for y in self._before(j % self.slots, d):
-                noise = max(scale, math.sqrt(2.0 / (math.exp(value) + math.exp(y))))
+                noise = max(scale, math.sqrt(2.0 / (math.exp(value) + math.exp(y)))) if self.poisson else scale
                 if abs(value - y) <= k * noise:
                     return True
         return False
@@ -152,11 +161,17 @@ class PeriodMemory:
     def learn(self, ts: float, value: float) -> None:
         day = int(ts // self.period)
         s = int((ts % self.period) // self.slot)
-        if self._day[s] != day:
+        if self._origin is None:
+            self._origin = day - 1
+        d = day - self._origin
+        if not 1 <= d <= 65535:
+            return  # before the first period seen, or 65,000 periods later
+        if self._day[s] != d:
             if self._n[s]:
+                mean = min(max(self._sum[s] / self._n[s], -32.767), 32.767)
                 self._prev2_day[s], self._prev2[s] = self._prev_day[s], self._prev[s]
-                self._prev_day[s], self._prev[s] = self._day[s], self._sum[s] / self._n[s]
-            self._day[s], self._sum[s], self._n[s] = day, 0.0, 0
+                self._prev_day[s], self._prev[s] = self._day[s], int(round(mean * 1000.0))
+            self._day[s], self._sum[s], self._n[s] = d, 0.0, 0
         self._sum[s] += value
         if self._n[s] < 65535:
             self._n[s] += 1

@@ -181,16 +181,12 @@ class KeyDetectors:
             for m in self._metrics
         }
         self._season = SeasonalProfile() if seasonality and "request_count" in self._metrics else None
-        # Traffic as it was at each time of day on the two days before: a window that is off its
-        # level and profile, but where it was at this time on one of them, is the day's pattern
-        # (a sharp lunch peak the hourly profile smooths over, or one it did not learn because it
-        # was alerted). It is not an alert, and it is the profile's to learn, not the level's.
-        self._daily = PeriodMemory(86400.0, 300.0) if self._season is not None else None
-        # ... and at the same hour of the week on the two weeks before: a quiet weekend pages
-        # neither its start nor its end once it has been seen. Only the alert is spared there:
-        # the level follows a weekday's level as it does any lasting change.
-        self._weekly = PeriodMemory(7 * 86400.0, 3600.0) if self._season is not None else None
-        self.daily_tolerance = 3.0  # in noise levels of the request count (see PeriodMemory)
+        # Each metric's values at each time of day on the two days before (see _recurring),
+        # and for traffic at each hour of the week on the two weeks before: metric ->
+        # (daily, weekly or None). A metric gets its memory the first time a window of it would
+        # alert; most never do, and a calm key carries none.
+        self._memory: Optional[Dict[str, Tuple[PeriodMemory, Optional[PeriodMemory]]]] = {} if seasonality else None
+        self.daily_tolerance = 3.0  # in noise levels (see PeriodMemory)
         self._drift: Dict[str, DriftDetector] = {}
         if "drift" in self.types:
             self._drift = {m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0)
@@ -250,8 +246,7 @@ class KeyDetectors:
             if usual is not None and self._windows >= self.warmup_windows and f.count < 0.3 * usual:
                 busy = False
         mid = (f.start + f.end) / 2.0
-        daily = False  # the window's traffic is where it was at this time on one of the days before
-        weekly = False  # ... or at this time of the week, on one of the weeks before
+        pattern: Dict[str, str] = {}  # metric -> "daily" / "weekly": where it was at this time before
         best: Dict[str, Tuple[float, str, tuple]] = {}
         values: Dict[str, Tuple[float, float, float, float, float]] = {}  # metric -> (value, adjusted, score, z, expected)
         for m in self._metrics:
@@ -270,12 +265,8 @@ class KeyDetectors:
             if cold:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
-            if m == "request_count" and self._daily is not None and abs(z) >= 2.0:
-                lv = math.log(value + base.offset)
-                if self._daily.seen_before(mid, lv, self.daily_tolerance, base.scale):
-                    score, daily = 0.0, True
-                elif score >= self.threshold and self._weekly.seen_before(mid, lv, self.daily_tolerance, base.scale):
-                    score, weekly = 0.0, True
+            if self._memory is not None and (score >= self.threshold or (abs(z) >= 2.0 and m in self._memory)):
+                score = self._recurring(m, mid, value, base, score, pattern)
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
             values[m] = (value, adj, score, z, exp)
@@ -292,17 +283,21 @@ class KeyDetectors:
                 # A lasting level shift that was alerted: it is the new normal.
                 base.relearn(adj)
             if m in self._drift:
-                self._drift_step(m, f, value, base, out, warm)
-            if self._season is not None and m == "request_count":
+                self._drift_step(m, f, value, base, out, warm, m in pattern)
+            mems = self._memory.get(m) if self._memory is not None else None
+            if mems is not None:
                 lv = math.log(value + base.offset)
-                if score < self.threshold and base.n > 0 and not weekly:
-                    self._season.learn(mid, lv - base._loc)
-                self._daily.learn(mid, lv)
-                self._weekly.learn(mid, lv)
-                if daily:
-                    # The day's pattern is the profile's to learn, not the level's or the scale's:
-                    # a peak the hourly profile cannot follow would otherwise widen the scale for hours.
-                    continue
+                mems[0].learn(mid, lv)
+                if mems[1] is not None:
+                    mems[1].learn(mid, lv)
+            if (self._season is not None and m == "request_count" and score < self.threshold and base.n > 0
+                    and pattern.get(m) != "weekly"):
+                self._season.learn(mid, math.log(value + base.offset) - base._loc)
+            if pattern.get(m) == "daily":
+                # The day's pattern is not the level's or the scale's (for traffic, it is the
+                # profile's): a peak would otherwise widen the scale for hours, and a metric's
+                # nightly batch mix would be learned into its daytime level and back every day.
+                continue
             base.learn_one(adj)
         for typ, (_, _, _) in best.items():
             ep = self._ep[typ]
@@ -318,6 +313,35 @@ class KeyDetectors:
             self._attach_hints(out, values)
         self._windows += 1
         return out
+
+    def _recurring(self, m: str, ts: float, value: float, base: RobustBaseline, score: float,
+                   pattern: Dict[str, str]) -> float:
+        """The window's score, or 0 where its value is where it was at this time before.
+
+        A value that is off its level (|z| >= 2) but within ``daily_tolerance`` noise levels of
+        where it was at the same time (5 minutes either way) on one of the two days before is the
+        day's pattern: a lunch peak, a nightly batch with other prompts, a morning login wave.
+        It does not count as anomalous, and it is not learned into the level (``pattern[m] =
+        "daily"``). For traffic, a window that would alert but is where it was at the same hour
+        of the week (an hour either way) on one of the two weeks before is the week's pattern (a
+        quiet weekend): it does not count either, but the level follows it as any lasting change
+        (``"weekly"``).
+        """
+        mems = self._memory.get(m)
+        if mems is None:
+            # The first window of this metric that would alert: from now on its values are kept.
+            count = m == "request_count"
+            self._memory[m] = (PeriodMemory(86400.0, 300.0 if count else 600.0, poisson=count),
+                               PeriodMemory(7 * 86400.0, 3600.0) if count else None)
+            return score
+        lv = math.log(value + base.offset)
+        if mems[0].seen_before(ts, lv, self.daily_tolerance, base.scale):
+            pattern[m] = "daily"
+            return 0.0
+        if mems[1] is not None and score >= self.threshold and mems[1].seen_before(ts, lv, self.daily_tolerance, base.scale):
+            pattern[m] = "weekly"
+            return 0.0
+        return score
 
     def _attach_hints(self, out: List[Finding], values) -> None:
         """Root-cause hints on the findings of this window (rare: only when something fires)."""
@@ -371,7 +395,7 @@ class KeyDetectors:
                     det.accept(level)
 
     def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline,
-                    out: List[Finding], warm: bool) -> None:
+                    out: List[Finding], warm: bool, recurring: bool = False) -> None:
         det = self._drift[m]
         dep = self._ep["drift"]
         # Where a change is accepted, the new reference is the key's fast level, not this
@@ -379,9 +403,9 @@ class KeyDetectors:
         # direction, and a reference set from it starts the next false drift from there.
         now = base.expected()
         now = value if now is None else now
-        if any(self._ep[t].run > 0 or self._ep[t].active for t in SUDDEN_TYPES if t in self._ep):
+        if recurring or any(self._ep[t].run > 0 or self._ep[t].active for t in SUDDEN_TYPES if t in self._ep):
             # A sudden change is the spike detector's; do not count it twice as drift
-            # (a spike in tokens moves the cost per request too).
+            # (a spike in tokens moves the cost per request too). Nor is a daily pattern a drift.
             det.rebase()
             self._drift_stepped[m] = True
             alarm = None
@@ -554,8 +578,6 @@ class KeyDetectors:
             self._err_sums = None if rate is None else (rate * 100.0, 100.0)
         self.__dict__.setdefault("_hints", {})
         self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept
-        if "_daily" not in self.__dict__:  # snapshots from before the daily memory
-            self._daily = PeriodMemory(86400.0, 300.0) if self.__dict__.get("_season") is not None else None
+        if "_memory" not in self.__dict__:  # snapshots from before the memories of days and weeks before
+            self._memory = {} if self.__dict__.get("seasonality", True) else None
             self.daily_tolerance = 3.0
-        if "_weekly" not in self.__dict__:  # snapshots from before the weekly memory
-            self._weekly = PeriodMemory(7 * 86400.0, 3600.0) if self.__dict__.get("_season") is not None else None

@@ -129,6 +129,25 @@ def test_a_quiet_weekend_pages_on_the_first_weekend_only():
     assert set(per_day) - set(range(8)) == {19}, {d: [(f.direction, f.observed) for f in fs] for d, fs in per_day.items()}
     assert [(f.direction, int((f.event_time - T0) % 86400 // 60)) for f in per_day[19]] == [("down", 840)]
 
+
+def test_a_nightly_batch_with_other_requests_pages_on_its_first_night_only():
+    # From 02:00 to 04:00 every night a batch job's requests make answers twice as long and
+    # latency three times as long; on the fourth night latency goes to x9 (a real incident).
+    for attr, usual, factor in (("out_tok", 200.0, 2.0), ("lat", 1000.0, 3.0)):
+        ws = []
+        for i in range(5 * 1440):
+            m = i % 1440
+            x = usual * (factor if 120 <= m < 240 else 1.0)
+            if attr == "lat" and 3 * 1440 + 180 <= i < 3 * 1440 + 195:
+                x *= 3.0
+            ws.append(window(i, **{attr: x}))
+        fs = firing(run(ws))
+        when = [(int((f.event_time - T0) // 86400), int((f.event_time - T0) % 86400 // 60), f.type) for f in fs]
+        if attr == "out_tok":
+            assert when == [(0, 120, "tokens")]  # nor a drift
+        else:
+            assert when == [(0, 120, "latency"), (3, 180, "latency")]
+
 def test_traffic_drop_alerts():
     ws = [window(i) for i in range(300)]
     for i in range(200, 215):
