@@ -1,23 +1,26 @@
-"""Sharp daily traffic patterns: traffic alerts per day, and real drops on top of them.
+"""Sharp daily and weekly patterns: alerts per day, and real incidents on top of them.
 
 The scenario simulator's daily swing is a smooth cosine. Real keys also have
 sharp patterns that come back every day at the same time: a lunch peak, an
 evening lull, a nightly batch. This benchmark feeds one key's one-minute
 windows (Poisson request counts around a level of 60 a minute, steady latency
 and tokens) straight into :class:`detectors.windowed.KeyDetectors` for
-``--days`` days with one such pattern, and counts the traffic alerts that fire
-on each day. On the third day (the second with ``--days 2``) a real drop (a tenth of the
-traffic for 15 minutes) is added twice: at a quiet hour, and in the middle of the pattern. Those must page.
+``--days`` days with one such pattern, and counts the traffic alerts that
+fire on each day. On the third day (the second with ``--days 2``) a real drop
+(a tenth of the traffic for 15 minutes) is added twice: at a quiet hour, and
+in the middle of the pattern. Those must page.
 
     python benchmarks/daily_patterns.py [--days 5] [--weeks 3] [--seeds 1,...,10]
 
-A weekly pattern is run too (``--weeks``, default 3): a daily swing of
+A nightly batch is run too (02:00-04:00: answers twice and latency three
+times as long; latency, tokens, cost and drift alerts are counted), with
+real latency incidents (x3 for 15 minutes) on the third day at 14:00 and in
+the batch. And a weekly pattern (``--weeks``, default 3): a daily swing of
 +-50% and a weekend at 35% of a weekday's traffic, with real drops on the
 last Wednesday and the last Saturday.
 
-Prints, per pattern, the traffic alerts per day (per week for the weekly
-one) summed over the seeds (the pattern's own) and how many of the real
-drops paged.
+Prints, per pattern, the alerts of the pattern per day (per week for the
+weekly one) summed over the seeds, and how many of the real incidents paged.
 """
 
 from __future__ import annotations
@@ -87,22 +90,42 @@ def _weekly(days: int):
     return lam, [(last_week + 2) * 1440 + 840, (last_week + 5) * 1440 + 840]
 
 
-def run(lam, drops, days: int, seed: int, per: int = 1440):
-    """Traffic alerts (firing) per ``per`` minutes, and whether each real drop paged."""
+def _batch(days: int):
+    """Steady traffic; from 02:00 to 04:00 every night a batch job's requests make answers
+    twice and latency three times as long. The real incidents: latency x3 on top of that (in
+    the batch) and latency x3 at 14:00, for 15 minutes each on the third day."""
+    drop_day = min(2, days - 1)
+
+    def mix(i: int, incident: bool):
+        batch = 120 <= i % 1440 < 240
+        lat = (3.0 if batch else 1.0) * (3.0 if incident else 1.0)
+        return lat, 2.0 if batch else 1.0
+    return (lambda i: LEVEL), [drop_day * 1440 + 840, drop_day * 1440 + 150], mix
+
+
+def run(lam, drops, days: int, seed: int, per: int = 1440, mix=None, types=("traffic",)):
+    """Alerts of ``types`` (firing) per ``per`` minutes, and whether each real incident paged.
+
+    Without ``mix`` the incidents are drops (a tenth of the traffic); with it, ``mix(i,
+    incident)`` gives the window's latency and output-token factors."""
     rng = random.Random(seed)
     det = KeyDetectors()
     counts = [0] * ((days * 1440 + per - 1) // per)
     paged = [False] * len(drops)
     for i in range(days * 1440):
         rate = lam(i)
-        if any(d <= i < d + 15 for d in drops):
+        incident = any(d <= i < d + 15 for d in drops)
+        lat_x, tok_x = 1.0, 1.0
+        if mix is not None:
+            lat_x, tok_x = mix(i, incident)
+        elif incident:
             rate *= 0.1
         n = _poisson(rng, rate)
         j = lambda: math.exp(rng.gauss(0.0, 0.06))  # noqa: E731
-        f = WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), n, min(n, 1), 500 * j(), 1000 * j(), 300 * j(),
-                           800 * j(), 200 * j(), 0.002 * j(), 0.002 * n, 1000 * n)
+        f = WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), n, min(n, 1), 500 * lat_x * j(), 1000 * lat_x * j(),
+                           300 * j(), 800 * j(), 200 * tok_x * j(), 0.002 * j(), 0.002 * n, 1000 * n)
         for fd in det.update(f):
-            if fd.type != "traffic" or fd.status != "firing":
+            if fd.type not in types or fd.status != "firing":
                 continue
             start = int((fd.event_time - T0) // 60)
             hit = [k for k, d in enumerate(drops) if d - 1 <= start < d + 15]
@@ -113,14 +136,14 @@ def run(lam, drops, days: int, seed: int, per: int = 1440):
     return counts, paged
 
 
-def _table(rows, seeds, periods: int, what: str, drops: str) -> None:
+def _table(rows, seeds, periods: int, what: str, drops: str, mix=None, types=("traffic",)) -> None:
     head = " | ".join(f"{what} {d + 1}" for d in range(periods))
     print(f"pattern                          | {head} | {drops}")
     for name, (lam, dr, days, per) in rows.items():
         tot = [0] * periods
         paged = [0] * len(dr)
         for s in seeds:
-            counts, hit = run(lam, dr, days, s, per)
+            counts, hit = run(lam, dr, days, s, per, mix, types)
             tot = [a + b for a, b in zip(tot, counts)]
             paged = [a + b for a, b in zip(paged, hit)]
         cells = " | ".join(f"{x:5d}" for x in tot)
@@ -138,12 +161,16 @@ def main(argv=None) -> int:
     if args.weeks == 1:
         ap.error("--weeks must be 0 or at least 2")
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(f"{len(seeds)} seeds; traffic alerts of the pattern (summed over seeds); real drops paged")
+    print(f"{len(seeds)} seeds; alerts of the pattern (summed over seeds); real incidents paged")
     rows = {}
     for name, pattern in PATTERNS.items():
         lam, drops = _daily(pattern, args.days)
         rows[name] = (lam, drops, args.days, 1440)
     _table(rows, seeds, args.days, "day", "drop at a quiet hour | drop inside the pattern")
+    lam, incidents, mix = _batch(args.days)
+    print()
+    _table({"batch: answers x2, latency x3": (lam, incidents, args.days, 1440)}, seeds, args.days, "day",
+           "latency x3 at 14:00 | latency x3 in the batch", mix, ("latency", "tokens", "cost", "drift"))
     if args.weeks:
         lam, drops = _weekly(args.weeks * 7)
         print()

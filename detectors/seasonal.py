@@ -143,18 +143,18 @@ class PeriodMemory:
             out.append(self._prev2[s] / 1000.0)
         return out
 
-    def seen_before(self, ts: float, value: float, k: float, scale: float) -> bool:
+    def seen_before(self, ts: float, value: float, k: float, scale: float, closer_than: float = math.inf) -> bool:
         """Whether ``value`` is within ``k`` noise levels of the same time in one of the two
-        periods before (or a slot either side). The noise level is ``scale`` or, for counts
-        (``poisson``) that are small, their Poisson noise in log terms (``1 / sqrt(count)`` at
-        the mean of the two)."""
+        periods before (or a slot either side), and closer than ``closer_than`` to it. The noise
+        level is ``scale`` or, for counts (``poisson``) that are small, their Poisson noise in
+        log terms (``1 / sqrt(count)`` at the mean of the two)."""
         day = int(ts // self.period)
         s = int((ts % self.period) // self.slot)
         for j in range(s - self.either_side, s + self.either_side + 1):
             d = day if 0 <= j < self.slots else (day - 1 if j < 0 else day + 1)
             for y in self._before(j % self.slots, d):
                 noise = max(scale, math.sqrt(2.0 / (math.exp(value) + math.exp(y)))) if self.poisson else scale
-                if abs(value - y) <= k * noise:
+                if abs(value - y) <= k * noise and abs(value - y) < closer_than:
                     return True
         return False
 

@@ -266,7 +266,7 @@ class KeyDetectors:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
             if self._memory is not None and (score >= self.threshold or (abs(z) >= 2.0 and m in self._memory)):
-                score = self._recurring(m, mid, value, base, score, pattern)
+                score = self._recurring(m, mid, value, z, base, score, pattern)
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
             values[m] = (value, adj, score, z, exp)
@@ -314,18 +314,19 @@ class KeyDetectors:
         self._windows += 1
         return out
 
-    def _recurring(self, m: str, ts: float, value: float, base: RobustBaseline, score: float,
+    def _recurring(self, m: str, ts: float, value: float, z: float, base: RobustBaseline, score: float,
                    pattern: Dict[str, str]) -> float:
         """The window's score, or 0 where its value is where it was at this time before.
 
         A value that is off its level (|z| >= 2) but within ``daily_tolerance`` noise levels of
-        where it was at the same time (5 minutes either way) on one of the two days before is the
-        day's pattern: a lunch peak, a nightly batch with other prompts, a morning login wave.
-        It does not count as anomalous, and it is not learned into the level (``pattern[m] =
-        "daily"``). For traffic, a window that would alert but is where it was at the same hour
-        of the week (an hour either way) on one of the two weeks before is the week's pattern (a
-        quiet weekend): it does not count either, but the level follows it as any lasting change
-        (``"weekly"``).
+        where it was at the same time (5 minutes either way, 10 for metrics other than traffic)
+        on one of the two days before, and less than half as far from it as from its
+        expectation, is the day's pattern: a lunch peak, a nightly batch with other prompts, a
+        morning login wave. It does not count as anomalous, and it is not learned into the level
+        (``pattern[m] = "daily"``). For traffic, a window that would alert but is where it was
+        at the same hour of the week (an hour either way) on one of the two weeks before is the
+        week's pattern (a quiet weekend): it does not count either, but the level follows it as
+        any lasting change (``"weekly"``).
         """
         mems = self._memory.get(m)
         if mems is None:
@@ -335,10 +336,15 @@ class KeyDetectors:
                                PeriodMemory(7 * 86400.0, 3600.0) if count else None)
             return score
         lv = math.log(value + base.offset)
-        if mems[0].seen_before(ts, lv, self.daily_tolerance, base.scale):
+        # Where it was before must explain the value much better than the expectation does (a
+        # window just off its level is as near the level's usual value then as the level itself;
+        # not learning it would narrow the scale).
+        closer = 0.5 * abs(z) * base.scale
+        if mems[0].seen_before(ts, lv, self.daily_tolerance, base.scale, closer):
             pattern[m] = "daily"
             return 0.0
-        if mems[1] is not None and score >= self.threshold and mems[1].seen_before(ts, lv, self.daily_tolerance, base.scale):
+        if (mems[1] is not None and score >= self.threshold
+                and mems[1].seen_before(ts, lv, self.daily_tolerance, base.scale, closer)):
             pattern[m] = "weekly"
             return 0.0
         return score

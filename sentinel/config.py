@@ -320,7 +320,9 @@ class DetectionConfig(_Model):
     metrics: List[Literal["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift", "multivariate"]] = Field(
         default_factory=lambda: ["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift"]
     )
-    # Time-of-day profile for traffic (used once a key has a day of history).
+    # Time-of-day profile for traffic (used once a key has a day of history), and each
+    # metric's values at the same time on the days (traffic: and weeks) before, so a
+    # pattern that comes back every day or week pages the first time only.
     seasonality: bool = True
     # Windows after warm-up in which a key must deviate further to count.
     cold_windows: int = Field(default=60, ge=0)
