@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 
 class SeasonalProfile:
@@ -92,70 +92,79 @@ class PeriodMemory:
     learned by :class:`SeasonalProfile` only slowly or not at all: its 24
     hourly offsets smooth a sharp peak away, know no weekday, and learn
     nothing while it is being alerted. This memory keeps the mean of
-    ``log(x)`` per ``slot`` seconds of each ``period`` (UTC) for the last three
-    periods seen, so a window can be compared with the same time in the two
-    periods before: a value that one of them had too, within
-    ``slots_either_side`` slots, is the period's pattern, not an incident (one
-    odd period, such as an incident at that hour, does not make the next
-    period's pattern page).
+    ``log(x)`` per ``slot`` seconds of each ``period`` (UTC) for the last four
+    periods seen, so a window can be compared with the same time in the three
+    periods before: a value that ``need`` of them had too (within
+    ``slots_either_side`` slots) is the period's pattern, not an incident. With
+    two of three, a pattern pages on its first two days, one odd day (an
+    incident at that hour) does not make the next day's pattern page, and one
+    incident does not hide another at the same time the next day.
 
     Examples
     --------
     >>> m = PeriodMemory(86400.0, slot=300.0)
-    >>> for minute in range(2 * 1440):
+    >>> for minute in range(3 * 1440):
     ...     ts = minute * 60.0
     ...     m.learn(ts, 5.0 if 720 <= minute % 1440 < 780 else 4.0)
-    >>> m.seen_before(2 * 86400 + 12.5 * 3600, 5.0, 3, 0.1), m.seen_before(2 * 86400 + 10 * 3600, 5.0, 3, 0.1)
+    >>> m.seen_before(3 * 86400 + 12.5 * 3600, 5.0, 3, 0.1), m.seen_before(3 * 86400 + 10 * 3600, 5.0, 3, 0.1)
     (True, False)
     """
 
+    KEEP = 3  # periods kept before the latest
+
     def __init__(self, period: float = 86400.0, slot: float = 300.0, slots_either_side: int = 1,
-                 poisson: bool = True) -> None:
+                 poisson: bool = True, need: int = 2) -> None:
+        if not 1 <= need <= self.KEEP:
+            raise ValueError(f"need must be 1 to {self.KEEP}, got {need}")
         self.period = period
         self.poisson = poisson
+        self.need = need
         self.slot = slot
         self.slots = int(round(period / slot))
         self.either_side = slots_either_side
         # Per slot: the latest period seen, with the running sum and count of its values, and
-        # the means of the two periods seen before it. Compact, as this is per key and metric in
-        # snapshots: periods are counted from the one before the first seen (0: none), means
-        # are kept in thousandths.
+        # the means of the periods seen before it, latest first. Compact, as this is per key and
+        # metric in snapshots: periods are counted from the one before the first seen (0: none),
+        # means are kept in thousandths.
         self._origin: Optional[int] = None
         self._day = array("H", [0]) * self.slots
         self._sum = array("f", [0.0]) * self.slots
         self._n = array("H", [0]) * self.slots
-        self._prev_day = array("H", [0]) * self.slots
-        self._prev = array("h", [0]) * self.slots
-        self._prev2_day = array("H", [0]) * self.slots
-        self._prev2 = array("h", [0]) * self.slots
+        self._pday = [array("H", [0]) * self.slots for _ in range(self.KEEP)]
+        self._pmean = [array("h", [0]) * self.slots for _ in range(self.KEEP)]
 
-    def _before(self, s: int, day: int) -> List[float]:
-        """The slot's means in the two periods before period ``day`` (those it has)."""
+    def _before(self, s: int, day: int) -> List[Tuple[int, float]]:
+        """The slot's means in the periods before period ``day``, as (periods back, mean)."""
         if self._origin is None:
             return []
         d = day - self._origin
+        keep = self.KEEP
         out = []
-        if self._n[s] and 1 <= d - self._day[s] <= 2:
-            out.append(self._sum[s] / self._n[s])
-        if self._prev_day[s] and 1 <= d - self._prev_day[s] <= 2:
-            out.append(self._prev[s] / 1000.0)
-        if self._prev2_day[s] and 1 <= d - self._prev2_day[s] <= 2:
-            out.append(self._prev2[s] / 1000.0)
+        if self._n[s] and 1 <= d - self._day[s] <= keep:
+            out.append((d - self._day[s], self._sum[s] / self._n[s]))
+        for pday, pmean in zip(self._pday, self._pmean):
+            if pday[s] and 1 <= d - pday[s] <= keep:
+                out.append((d - pday[s], pmean[s] / 1000.0))
         return out
 
     def seen_before(self, ts: float, value: float, k: float, scale: float, closer_than: float = math.inf) -> bool:
-        """Whether ``value`` is within ``k`` noise levels of the same time in one of the two
-        periods before (or a slot either side), and closer than ``closer_than`` to it. The noise
+        """Whether ``value`` is within ``k`` noise levels of the same time (or a slot either side)
+        in ``need`` of the three periods before, and closer than ``closer_than`` to it. The noise
         level is ``scale`` or, for counts (``poisson``) that are small, their Poisson noise in
         log terms (``1 / sqrt(count)`` at the mean of the two)."""
         day = int(ts // self.period)
         s = int((ts % self.period) // self.slot)
+        seen = set()
         for j in range(s - self.either_side, s + self.either_side + 1):
             d = day if 0 <= j < self.slots else (day - 1 if j < 0 else day + 1)
-            for y in self._before(j % self.slots, d):
+            for back, y in self._before(j % self.slots, d):
+                if back in seen:
+                    continue
                 noise = max(scale, math.sqrt(2.0 / (math.exp(value) + math.exp(y)))) if self.poisson else scale
                 if abs(value - y) <= k * noise and abs(value - y) < closer_than:
-                    return True
+                    seen.add(back)
+                    if len(seen) >= self.need:
+                        return True
         return False
 
     def learn(self, ts: float, value: float) -> None:
@@ -169,8 +178,10 @@ class PeriodMemory:
         if self._day[s] != d:
             if self._n[s]:
                 mean = min(max(self._sum[s] / self._n[s], -32.767), 32.767)
-                self._prev2_day[s], self._prev2[s] = self._prev_day[s], self._prev[s]
-                self._prev_day[s], self._prev[s] = self._day[s], int(round(mean * 1000.0))
+                pday, pmean = self._pday, self._pmean
+                for i in range(self.KEEP - 1, 0, -1):
+                    pday[i][s], pmean[i][s] = pday[i - 1][s], pmean[i - 1][s]
+                pday[0][s], pmean[0][s] = self._day[s], int(round(mean * 1000.0))
             self._day[s], self._sum[s], self._n[s] = d, 0.0, 0
         self._sum[s] += value
         if self._n[s] < 65535:
