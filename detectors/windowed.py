@@ -181,8 +181,8 @@ class KeyDetectors:
             for m in self._metrics
         }
         self._season = SeasonalProfile() if seasonality and "request_count" in self._metrics else None
-        # Each metric's values at each time of day on the two days before (see _recurring),
-        # and for traffic at each hour of the week on the two weeks before: metric ->
+        # Each metric's values at each time of day on the days before (see _recurring),
+        # and for traffic at each hour of the week on the weeks before: metric ->
         # (daily, weekly or None). A metric gets its memory the first time a window of it would
         # alert; most never do, and a calm key carries none.
         self._memory: Optional[Dict[str, Tuple[PeriodMemory, Optional[PeriodMemory]]]] = {} if seasonality else None
@@ -320,11 +320,11 @@ class KeyDetectors:
 
         A value that is off its level (|z| >= 2) but within ``daily_tolerance`` noise levels of
         where it was at the same time (5 minutes either way, 10 for metrics other than traffic)
-        on one of the two days before, and less than half as far from it as from its
+        on two of the three days before, and less than half as far from it as from its
         expectation, is the day's pattern: a lunch peak, a nightly batch with other prompts, a
         morning login wave. It does not count as anomalous, and it is not learned into the level
         (``pattern[m] = "daily"``). For traffic, a window that would alert but is where it was
-        at the same hour of the week (an hour either way) on one of the two weeks before is the
+        at the same hour of the week (an hour either way) on two of the three weeks before is the
         week's pattern (a quiet weekend): it does not count either, but the level follows it as
         any lasting change (``"weekly"``).
         """

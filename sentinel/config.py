@@ -322,7 +322,7 @@ class DetectionConfig(_Model):
     )
     # Time-of-day profile for traffic (used once a key has a day of history), and each
     # metric's values at the same time on the days (traffic: and weeks) before, so a
-    # pattern that comes back every day or week pages the first time only.
+    # pattern that comes back every day or week pages the first two times only.
     seasonality: bool = True
     # Windows after warm-up in which a key must deviate further to count.
     cold_windows: int = Field(default=60, ge=0)
