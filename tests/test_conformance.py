@@ -13,7 +13,7 @@ from detectors.drift import DriftDetector
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.population import DecayingQuantiles
 from detectors.robust import RobustBaseline
-from detectors.seasonal import SeasonalProfile
+from detectors.seasonal import PeriodMemory, SeasonalProfile
 from detectors.windowed import KeyDetectors, WindowFeatures
 
 T0 = 1767571200.0
@@ -40,6 +40,8 @@ DETECTORS = {
     "robust_baseline": (RobustBaseline, lambda d, i, ts, v: (d.score_one(v), d.learn_one(v))[0]),
     "drift": (DriftDetector, lambda d, i, ts, v: d.update(v, 0.1)),
     "seasonal": (SeasonalProfile, lambda d, i, ts, v: (d.offset(ts), d.learn(ts, math.log(v) - 4.6))[0]),
+    "period_memory": (lambda: PeriodMemory(7200.0, 600.0),  # 600 one-minute points: five periods
+                      lambda d, i, ts, v: (d.seen_before(ts, math.log(v), 3.0, 0.1), d.learn(ts, math.log(v)))[0]),
     "population": (DecayingQuantiles, lambda d, i, ts, v: (d.update(v), d.quantile(0.9))[1]),
     "multivariate": (lambda: MultivariateDetector(warmup=50, seed=7),
                      lambda d, i, ts, v: d.score_learn({"a": squash(math.log(v) - 4.6), "b": squash(math.sin(i))})),
