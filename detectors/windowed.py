@@ -137,8 +137,10 @@ class KeyDetectors:
     """All window-level detectors of one service/model key.
 
     Layers: a robust baseline per metric (spikes and steps, with persistence),
-    a time-of-day profile for traffic, a CUSUM drift detector on tokens and
-    cost, and a binomial test for the error rate. During the key's first
+    a time-of-day profile for traffic, the same time on the days (and, for
+    traffic, weeks) before for patterns that recur (:meth:`_recurring`), a
+    CUSUM drift detector on tokens and cost, and a binomial test for the
+    error rate. During the key's first
     ``cold_windows`` windows after warm-up a window must deviate a third further
     to count: a new model's young baseline does not page on its own noise.
     """
