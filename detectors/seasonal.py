@@ -183,14 +183,6 @@ class PeriodMemory:
                     pday[i][s], pmean[i][s] = pday[i - 1][s], pmean[i - 1][s]
                 pday[0][s], pmean[0][s] = self._day[s], int(round(mean * 1000.0))
             self._day[s], self._sum[s], self._n[s] = d, 0.0, 0
-        self._sum[s] += value
-        if self._n[s] < 65535:
+        if self._n[s] < 65535:  # values past that many in one slot (windows under 5 ms) are not kept
+            self._sum[s] += value
             self._n[s] += 1
-        else:
-            self._sum[s] -= self._sum[s] / 65536.0
-
-    def __getstate__(self):
-        return self.__dict__.copy()
-
-    def __setstate__(self, s) -> None:
-        self.__dict__.update(s)

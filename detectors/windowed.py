@@ -287,14 +287,16 @@ class KeyDetectors:
             if m in self._drift:
                 self._drift_step(m, f, value, base, out, warm, m in pattern)
             mems = self._memory.get(m) if self._memory is not None else None
-            if mems is not None:
+            season_learns = (self._season is not None and m == "request_count" and score < self.threshold
+                             and base.n > 0 and pattern.get(m) != "weekly")
+            if mems is not None or season_learns:
                 lv = math.log(value + base.offset)
-                mems[0].learn(mid, lv)
-                if mems[1] is not None:
-                    mems[1].learn(mid, lv)
-            if (self._season is not None and m == "request_count" and score < self.threshold and base.n > 0
-                    and pattern.get(m) != "weekly"):
-                self._season.learn(mid, math.log(value + base.offset) - base._loc)
+                if mems is not None:
+                    mems[0].learn(mid, lv)
+                    if mems[1] is not None:
+                        mems[1].learn(mid, lv)
+                if season_learns:
+                    self._season.learn(mid, lv - base._loc)
             if pattern.get(m) == "daily":
                 # The day's pattern is not the level's or the scale's (for traffic, it is the
                 # profile's): a peak would otherwise widen the scale for hours, and a metric's

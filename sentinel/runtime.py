@@ -117,9 +117,10 @@ def preflight(cfg: FlowConfig) -> List[str]:
             errors.append(f"{where} {path!r} cannot be written: {why}")
     for i, s in enumerate(cfg.sinks):
         if s.kind in ("rabbitmq", "kafka"):
-            why = _writable_dir(s.spool_base())
+            spool = s.spool_base()
+            why = _writable_dir(spool)
             if why:
-                errors.append(f"sinks[{i}].spool_dir {s.spool_base()!r} cannot be used: {why}")
+                errors.append(f"sinks[{i}].spool_dir {spool!r} cannot be used: {why}")
         elif s.kind == "qdrant" and s.location != ":memory:" and not is_server(s.location):
             why = _writable_dir(s.location)
             if why:
