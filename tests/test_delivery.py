@@ -362,6 +362,7 @@ def test_sentinel_run_killed_during_an_outage_delivers_the_spool_after_restart(
             # (same batch, next output step): give that step a moment, then kill -9.
             snapshot = [alert_body(e) for e in read_events(alerts_path)]
             time.sleep(1.0)
+            kill_at = time.time()
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
             assert proc.returncode == -signal.SIGKILL
@@ -401,9 +402,17 @@ def test_sentinel_run_killed_during_an_outage_delivers_the_spool_after_restart(
     missing = [key(a) for a in snapshot if key(a) not in delivered]
     assert not missing, "%d alerts written before the kill never reached RabbitMQ: %s" % (len(missing), missing[:5])
     emitted = [alert_body(e) for e in read_events(alerts_path)]
-    assert delivered <= keys(emitted)
-    assert_order_per_fingerprint(emitted, high)
-    assert_order_per_fingerprint(emitted, low)
+    # The sinks are separate output steps: a kill -9 can land after the RabbitMQ sink spooled
+    # a batch and before the file sink wrote it. Only such alerts, of the killed run's last
+    # moments, may reach RabbitMQ without being in the file.
+    in_file = keys(emitted)
+    last_written = max(epoch(a["detected_at"]) for a in emitted if epoch(a["detected_at"]) <= kill_at)
+    extra = [a for a in high + low if key(a) not in in_file]
+    assert len(extra) <= 50, len(extra)
+    for a in extra:
+        assert last_written - 1.0 <= epoch(a["detected_at"]) <= kill_at, (a["detected_at"], last_written, kill_at)
+    assert_order_per_fingerprint(emitted, [a for a in high if key(a) in in_file])
+    assert_order_per_fingerprint(emitted, [a for a in low if key(a) in in_file])
     with Spool(str(spool / "worker-0")) as left:
         assert left.pending == 0
     print("\nkilled with %d alerts spooled (outage %.1fs); restart delivered them in %.1fs; "
