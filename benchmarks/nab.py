@@ -123,13 +123,8 @@ def main(argv=None) -> dict:
         print(f"{cat:<24}" + "".join(
             f"{r[p]['tp']:>6}/{r[p]['windows']:<3}{r[p]['fp_rows']:>5} fp  " for p in PROFILES))
     print("thresholds: " + ", ".join(f"{SHORT[p]} {res[p]['threshold']:.4g}" for p in PROFILES))
-    from nab_bound import per_file_bound
-    profiles = nab_score.load_profiles(args.nab_dir)
-    file_scores = nab_score.load_scores(args.out_dir, args.name, corpus)
-    bound = {}
-    for p in PROFILES:
-        raw = per_file_bound(nab_score, corpus, file_scores, profiles[p])
-        bound[p] = 100.0 * (raw - res[p]["baseline"]) / (res[p]["perfect"] - res[p]["baseline"])
+    from nab_bound import bounds
+    bound = bounds(nab_score, corpus, nab_score.load_scores(args.out_dir, args.name, corpus), res)
     print("with the best threshold for each file (labels known, an upper bound for any "
           "per-series recalibration): " + ", ".join(f"{SHORT[p]} {bound[p]:.2f}" for p in PROFILES))
 

@@ -24,7 +24,10 @@ PROFILES = ["standard", "reward_low_FP_rate", "reward_low_FN_rate"]
 
 
 def per_file_bound(nab_score, corpus, scores: list, cm: dict) -> float:
-    """Raw NAB score when each file is swept on its own (best threshold per file)."""
+    """Raw NAB score when each file is swept on its own (best threshold per file).
+
+    Uses the shared scorer's own sweep (``_Flat``, ``_sweep``) on a one-file corpus.
+    """
     total = 0.0
     for g, s in zip(corpus.files, scores):
         one = nab_score.Corpus(corpus.nab_dir, corpus.windows_path, [g], g.n_windows)
@@ -32,6 +35,17 @@ def per_file_bound(nab_score, corpus, scores: list, cm: dict) -> float:
         _thr, sc, *_ = nab_score._sweep(flat, cm)
         total += float(np.max(sc))
     return total
+
+
+def bounds(nab_score, corpus, scores: list, res: dict) -> dict:
+    """Normalised per-file threshold bound per profile; ``res`` is ``score_detector``'s result."""
+    profiles = nab_score.load_profiles(corpus.nab_dir)
+    out = {}
+    for p in PROFILES:
+        raw = per_file_bound(nab_score, corpus, scores, profiles[p])
+        base, perfect = res[p]["baseline"], res[p]["perfect"]
+        out[p] = 100.0 * (raw - base) / (perfect - base)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -44,20 +58,13 @@ def main(argv=None) -> dict:
     import nab_score
 
     corpus = nab_score.load_corpus(os.path.abspath(args.nab_dir))
-    profiles = nab_score.load_profiles(corpus.nab_dir)
-    res = nab_score.score_detector(corpus, args.out_dir, args.name, profiles)
-    scores = nab_score.load_scores(args.out_dir, args.name, corpus)
-    out = {}
+    res = nab_score.score_detector(corpus, args.out_dir, args.name)
+    bound = bounds(nab_score, corpus, nab_score.load_scores(args.out_dir, args.name, corpus), res)
     print(f"NAB subset, run '{args.name}' in {args.out_dir}")
     print(f"{'profile':<20}{'NAB (one threshold)':>22}{'best threshold per file':>26}")
     for p in PROFILES:
-        cm = profiles[p]
-        raw = per_file_bound(nab_score, corpus, scores, cm)
-        base, perfect = res[p]["baseline"], res[p]["perfect"]
-        bound = 100.0 * (raw - base) / (perfect - base)
-        out[p] = {"score": res[p]["score"], "per_file_bound": bound}
-        print(f"{p:<20}{res[p]['score']:>22.2f}{bound:>26.2f}")
-    return out
+        print(f"{p:<20}{res[p]['score']:>22.2f}{bound[p]:>26.2f}")
+    return {p: {"score": res[p]["score"], "per_file_bound": bound[p]} for p in PROFILES}
 
 
 if __name__ == "__main__":
