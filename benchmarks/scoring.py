@@ -26,6 +26,15 @@ key when the trap has none), of one of the trap's ``types`` (any type when it
 has none), with ``event_time`` in ``[trap.start - 60 s, trap.end + 10 min]``.
 Trap alerts are false alerts too; the trap counts say which traps provoke them.
 
+What counts (``count``): ``"pages"`` (the default) scores the pages, the
+``firing`` and ``escalated`` messages; ``"all"`` scores every message that is
+not ``resolved`` (``firing``, ``escalated`` and ``updated``), as the person
+who receives them counts them (SPEC section 2). In ``"all"`` mode a message is
+also true when a member of its ``evidence.grouped`` matches a label (it tells
+of that incident). Either way the result says how many *first pages* there
+were (``firing`` messages that are not a repeat, ``evidence.repeat``) and how
+many of them were true, and the notifications per detected incident.
+
 Conventions: recall is 1.0 when there are no labels, precision 1.0 when there
 are no alerts (nothing was missed / nothing was wrong); a detection delay is
 ``first matching event_time - label.start`` (the ``fired_event_time`` of the
@@ -136,6 +145,7 @@ def score(
     duration_s: float,
     grace_s: float = 300.0,
     traps: Optional[List[Dict[str, Any]]] = None,
+    count: str = "pages",
 ) -> Dict[str, Any]:
     """Match ``alerts`` to ``labels`` (and ``traps``) over a run of ``duration_s`` seconds of event time.
 
@@ -161,6 +171,11 @@ def score(
         are 0 / empty. ``detected_grouped_only_by_type`` ({type: labels})
         and ``grouped_only_labels`` (ids): labels detected only as a member
         in ``evidence.grouped`` of a page or update (counted in recall).
+        ``count`` says what the alert figures count (``"pages"`` or
+        ``"all"``); ``first_pages``, ``true_first_pages`` and
+        ``precision_first_pages`` cover the first pages only; ``updates`` is
+        the number of ``updated`` messages; ``notifications_per_detected`` is
+        true alerts per detected label (None when none was detected).
 
     Examples
     --------
@@ -171,6 +186,15 @@ def score(
     >>> r = score([hit], [lab], duration_s=86400)
     >>> r["recall"], r["precision"], r["median_delay_s"]
     (1.0, 1.0, 120.0)
+
+    Counting as the receiver does, an update is a notification too:
+
+    >>> upd = dict(hit, status="updated", event_time="2026-01-05T03:00:00Z")
+    >>> r = score([hit, upd], [lab], duration_s=86400, count="all")
+    >>> r["n_alerts"], r["true_alerts"], r["false_alerts"], r["first_pages"]
+    (2, 1, 1, 1)
+    >>> score([hit, upd], [lab], duration_s=86400)["n_alerts"]
+    1
     """
     if duration_s <= 0:
         msg = f"duration_s must be > 0, got {duration_s!r}"
@@ -181,12 +205,16 @@ def score(
     # through the incident's own type or through a member in
     # ``evidence.grouped`` (the operator was told of it); labels detected
     # only that way are also reported apart (``detected_grouped_only_by_type``).
+    if count not in ("pages", "all"):
+        msg = f"count must be 'pages' or 'all', got {count!r}"
+        raise ValueError(msg)
     all_bodies = [alert_body(a) for a in alerts]
-    bodies = [b for b in all_bodies if b.get("status", "firing") in ("firing", "escalated")]
+    counted = ("firing", "escalated", "updated") if count == "all" else ("firing", "escalated")
+    bodies = [b for b in all_bodies if b.get("status", "firing") in counted]
     updates = [b for b in all_bodies if b.get("status") == "updated"]
     matched = [False] * len(bodies)
     members: List[tuple] = []
-    for a in bodies + updates:
+    for a in bodies + ([] if count == "all" else updates):
         fired_at = (a.get("evidence") or {}).get("fired_event_time") or a["event_time"]
         for m in (a.get("evidence") or {}).get("grouped") or ():
             if isinstance(m, dict) and m.get("event_time") is not None:
@@ -242,7 +270,18 @@ def score(
                                   for lab in labels):
             matched[i] = True
             effect_alerts += 1
+    if count == "all":
+        # A notification that names a real incident among its grouped members
+        # told the receiver of it: it is true.
+        for i, a in enumerate(bodies):
+            if not matched[i] and any(
+                isinstance(m, dict) and m.get("event_time") is not None and matches(m, lab, grace_s)
+                for m in (a.get("evidence") or {}).get("grouped") or () for lab in labels
+            ):
+                matched[i] = True
     false_list = [a for a, m in zip(bodies, matched) if not m]
+    first = [m for a, m in zip(bodies, matched)
+             if a.get("status", "firing") == "firing" and not (a.get("evidence") or {}).get("repeat")]
     false_by_type: Dict[str, int] = {}
     for a in false_list:
         false_by_type[str(a.get("type"))] = false_by_type.get(str(a.get("type")), 0) + 1
@@ -277,8 +316,14 @@ def score(
     all_delays = [d for ds in delays_by_type.values() for d in ds]
     n_true = sum(matched)
     return {
+        "count": count,
         "n_labels": n_labels,
         "n_alerts": len(bodies),
+        "updates": sum(1 for b in all_bodies if b.get("status") == "updated"),
+        "first_pages": len(first),
+        "true_first_pages": sum(first),
+        "precision_first_pages": sum(first) / len(first) if first else 1.0,
+        "notifications_per_detected": n_true / detected if detected else None,
         "recall": detected / n_labels if n_labels else 1.0,
         "recall_by_type": {t: c[0] / c[1] for t, c in sorted(by_type.items())},
         "detected_by_type": {t: list(c) for t, c in sorted(by_type.items())},
