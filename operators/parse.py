@@ -1,7 +1,7 @@
 """The parse step: a raw batch becomes per-key groups of typed events.
 
 One source batch turns into a handful of items: one group per service/model
-key, per actor and per security source, plus the batch's dead letters. This
+key, per service (for token use) and per security source, plus the batch's dead letters. This
 keeps Bytewax's per-item cost off the per-event path.
 
 With ``state.dedup_ids`` set (off by default), events whose ``event_id`` was
@@ -79,7 +79,6 @@ class BatchParser:
         at = batch.ingested_at
         nparts = batch.partitions
         by_key: Dict[str, List[LLMEvent]] = {}
-        by_actor: Dict[str, List[LLMEvent]] = {}
         by_source: Dict[str, List[SecurityEvent]] = {}
         dead: List[DeadLetter] = []
         ignored = 0
@@ -122,14 +121,6 @@ class BatchParser:
                         by_key[k] = [ev]
                     else:
                         g.append(ev)
-                    if actors:
-                        a = ev.actor
-                        if a is not None:
-                            g = by_actor.get(a)
-                            if g is None:
-                                by_actor[a] = [ev]
-                            else:
-                                g.append(ev)
                 else:
                     g = by_source.get(ev.source)
                     if g is None:
@@ -137,7 +128,17 @@ class BatchParser:
                     else:
                         g.append(ev)
         out: List[Tagged] = [(MODEL, k, (part, evs, at, nparts)) for k, evs in by_key.items()]
-        out.extend((ACTOR, a, (part, evs, at, nparts)) for a, evs in by_actor.items())
+        if actors:
+            # Token use is judged per service: one group per service (its models' groups joined).
+            by_service: Dict[str, List[LLMEvent]] = {}
+            for k, evs in by_key.items():
+                svc = k[:k.index("\x1f")]
+                g = by_service.get(svc)
+                if g is None:
+                    by_service[svc] = evs
+                else:
+                    by_service[svc] = g + evs
+            out.extend((ACTOR, svc, (part, evs, at, nparts)) for svc, evs in by_service.items())
         out.extend((SECURITY, s, (part, evs, at, nparts)) for s, evs in by_source.items())
         n_ok = sum(len(v) for v in by_key.values())
         n_sec = sum(len(v) for v in by_source.values())

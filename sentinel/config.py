@@ -277,21 +277,28 @@ class WindowConfig(_Model):
 
 
 class TokenAbuseConfig(_Model):
+    """Token abuse, judged per service (see detectors/actor_tokens.py)."""
+
     enabled: bool = True
     window: float = 60.0
     # An actor is judged on its tokens over the last `horizon` of event time
     # (abuse is a sustained rise), each time one of its busy windows closes.
     horizon: float = 600.0
-    # That sum must exceed this floor, `ratio` times what the actor usually
-    # sends in a horizon (idle windows count as zero), and the heavy users' level ...
+    # That sum needs at least `min_tokens` tokens in at least `min_requests` requests ...
     min_tokens: int = Field(default=20000, ge=1)
+    min_requests: int = Field(default=5, ge=1)
+    # ... `heavy_ratio` times the service's heavy users (the `heavy_quantile` of its busy actor-horizons) ...
+    heavy_quantile: float = Field(default=0.99, gt=0, lt=1)
+    heavy_ratio: float = Field(default=2.0, gt=0)
+    # ... and `ratio` times what the actor itself usually sends in a horizon (idle windows count as zero).
     ratio: float = Field(default=3.0, gt=1)
-    # ... once the actor has been seen for this many windows; before that,
-    # only `new_actor_min_tokens` (or four times the heavy users' level) counts.
-    history_windows: int = Field(default=30, ge=1)
-    new_actor_min_tokens: int = Field(default=1_000_000, ge=1)
-    # Quantile of busy actor-horizons over the population that marks "heavy users".
-    heavy_quantile: float = Field(default=0.9, gt=0, lt=1)
+    # Nobody is judged in a service's first `history_windows` windows, nor before it has seen
+    # `min_population` busy actor-horizons.
+    history_windows: int = Field(default=60, ge=1)
+    min_population: int = Field(default=1000, ge=1)
+    # Accepted for flow files written for earlier versions; no longer used (every actor is
+    # judged against its service's heavy users, young or not).
+    new_actor_min_tokens: Optional[int] = Field(default=None, ge=1)
     # No window may carry more than this share of the horizon's tokens: one huge request is not abuse.
     max_share: float = Field(default=0.6, gt=0, le=1)
     # Busy windows in a row that are abusive before an alert.

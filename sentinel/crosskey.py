@@ -1,11 +1,10 @@
 """Cross-key references of one process, kept between runs.
 
-Two references are learned from many keys at once and shared by the workers
-of a process: the population of busy actor-windows (where the heavy users
-are, for ``token_abuse``) and the parents' noise levels (what a new key
-borrows). Bytewax snapshots per-key state only, so without this file a
-restarted process would judge no actor until its population is a reference
-again (about half an hour of traffic).
+One reference is learned from many keys at once and shared by the workers
+of a process: the parents' noise levels (what a new key borrows). Bytewax
+snapshots per-key state only, so without this file a restarted process would
+judge a new key only after its own warm-up. (Each service's heavy-user
+population, for ``token_abuse``, is in that service's keyed state.)
 
 ``configure(path)`` loads the file if it exists; ``maybe_save()``, called from
 the per-key snapshots, rewrites it atomically at most every ``interval``
@@ -23,7 +22,7 @@ from typing import Optional
 
 log = logging.getLogger("sentinel.crosskey")
 
-FORMAT = 1
+FORMAT = 2
 
 _lock = threading.Lock()
 _path: Optional[str] = None
@@ -44,30 +43,28 @@ def path() -> Optional[str]:
     return _path
 
 
-def _objects():
-    from operators import actors, model_windows
+def _priors():
+    from operators import model_windows
 
-    return actors, model_windows
+    return model_windows.PRIORS
 
 
 def load(p: str) -> bool:
-    actors, model_windows = _objects()
+    priors_obj = _priors()
     try:
         with open(p, "rb") as f:
             data = pickle.load(f)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"not a cross-key file of format {FORMAT}")
-        pop, priors = data["population"], data["priors"]
+        priors = data["priors"]
     except FileNotFoundError:
         log.info("cross-key references: %s does not exist yet; learning them from the traffic", p)
         return False
     except Exception as ex:  # a torn or foreign file: start fresh, say so
         log.warning("cross-key references: cannot read %s (%s); learning them from the traffic", p, ex)
         return False
-    actors.POPULATION.__setstate__(pop)
-    model_windows.PRIORS.__setstate__(priors)
-    log.info("cross-key references restored from %s: %d busy actor-windows, noise levels of %d parent/metric pairs",
-             p, actors.POPULATION.n, len(model_windows.PRIORS))
+    priors_obj.__setstate__(priors)
+    log.info("cross-key references restored from %s: noise levels of %d parent/metric pairs", p, len(priors_obj))
     return True
 
 
@@ -75,9 +72,7 @@ def save(p: Optional[str] = None) -> None:
     p = p or _path
     if not p:
         return
-    actors, model_windows = _objects()
-    data = {"format": FORMAT, "saved_at": time.time(),
-            "population": actors.POPULATION.__getstate__(), "priors": model_windows.PRIORS.__getstate__()}
+    data = {"format": FORMAT, "saved_at": time.time(), "priors": _priors().__getstate__()}
     tmp = f"{p}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         d = os.path.dirname(p)

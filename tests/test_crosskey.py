@@ -1,19 +1,17 @@
-"""Cross-key references (heavy-user population, parents' noise levels) survive a restart."""
+"""Cross-key references (the parents' noise levels) survive a restart."""
 
 import logging
 import pickle
 
 import pytest
 
-from detectors.population import DecayingQuantiles
 from detectors.priors import ParentPriors
-from operators import actors, model_windows
+from operators import model_windows
 from sentinel import crosskey
 
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch):
-    monkeypatch.setattr(actors, "POPULATION", DecayingQuantiles())
     monkeypatch.setattr(model_windows, "PRIORS", ParentPriors())
     yield
     crosskey.configure(None)
@@ -22,18 +20,13 @@ def fresh(monkeypatch):
 def test_saved_references_are_restored_on_the_next_start(tmp_path):
     path = str(tmp_path / "ck.pkl")
     crosskey.configure(path)
-    for i in range(1, 6001):
-        actors.POPULATION.update(float(i))
     model_windows.PRIORS.observe("svc/a", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.2)
     model_windows.PRIORS.observe("svc/b", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.4)
-    q95 = actors.POPULATION.quantile(0.95)
     crosskey.save()
 
     # A new process: empty references, then configure() loads the file.
-    actors.POPULATION = DecayingQuantiles()
     model_windows.PRIORS = ParentPriors()
     crosskey.configure(path)
-    assert actors.POPULATION.n == 6000 and actors.POPULATION.quantile(0.95) == q95
     assert round(model_windows.PRIORS.scale([("service", "svc")], "latency_p95_ms"), 2) == 0.3
     model_windows.PRIORS.observe("svc/c", [("fleet",)], "ttft_p95_ms", 0.1)  # the lock came back too
 
@@ -42,15 +35,16 @@ def test_saves_are_throttled_and_atomic(tmp_path):
     path = tmp_path / "ck.pkl"
     crosskey.configure(str(path), interval=3600)
     crosskey.maybe_save()  # the first snapshot saves
-    assert pickle.loads(path.read_bytes())["population"]["_n"] == 0
-    actors.POPULATION.update(5.0)
+    assert len(pickle.loads(path.read_bytes())["priors"]["_scales"]) == 0
+    model_windows.PRIORS.observe("svc/a", [("fleet",)], "latency_p95_ms", 0.2)
     crosskey.maybe_save()  # not due yet
-    assert pickle.loads(path.read_bytes())["population"]["_n"] == 0
-    crosskey.configure(str(path), interval=0)  # loads the file: the unsaved update is gone
-    actors.POPULATION.update(7.0)
+    assert len(pickle.loads(path.read_bytes())["priors"]["_scales"]) == 0
+    crosskey.configure(str(path), interval=0)  # loads the file: the unsaved observation is gone
+    assert len(model_windows.PRIORS) == 0
+    model_windows.PRIORS.observe("svc/a", [("fleet",)], "latency_p95_ms", 0.2)
     crosskey.maybe_save()
     data = pickle.loads(path.read_bytes())
-    assert data["format"] == crosskey.FORMAT and data["population"]["_n"] == 1
+    assert data["format"] == crosskey.FORMAT and len(data["priors"]["_scales"]) > 0
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pkl"]
 
 
@@ -59,7 +53,7 @@ def test_a_torn_file_is_a_fresh_start_not_an_error(tmp_path, caplog):
     path.write_bytes(b"\x80\x05garbage")
     with caplog.at_level(logging.WARNING, logger="sentinel.crosskey"):
         crosskey.configure(str(path))
-    assert actors.POPULATION.n == 0
+    assert len(model_windows.PRIORS) == 0
     assert "cannot read" in caplog.text
 
 
