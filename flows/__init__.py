@@ -2,7 +2,7 @@
 
     source -> parse (RawBatch -> per-key groups + dead letters)
            -> model windows  (per service/model: windows, baselines, detectors)
-           -> actor windows  (per user/tenant: token_abuse)
+           -> service actors (per service: its users' and tenants' token use, token_abuse)
            -> attack counter (per security source: coordinated_attack)
            -> alert filter   (silences, feedback)
            -> incidents      (per group: grouping, escalation, resolve)
