@@ -1,0 +1,340 @@
+"""Family benchmark: scenario families (benchmarks/world.py), a tune/test split, scored as the receiver counts.
+
+Each family is a mix of service archetypes (chat, RAG, document pipelines,
+agents, scheduled batch, sparse keys, canary models, the real Azure code
+trace) with thousands of heavy-tailed users and labelled incidents. Two
+families are for tuning (seeds 1,2,3), three for testing (seeds 101,102,103);
+the table shows the two splits side by side, so a change tuned on one can be
+read on the other.
+
+For every (family, seed) the telemetry is written once and cached in
+``--workdir`` (keyed by the generator's source hash, family, seed and hours),
+replayed through ``sentinel run -c`` (file source, jsonl alert sink, metrics
+off, jsonl dead letters) and scored with ``scoring.score(count="all")``:
+every message that is not ``resolved`` (firing, escalated, updated) is a
+notification. Reported per split:
+
+* recall per incident type (detected/total);
+* precision over all notifications, and over first pages only (``firing``
+  messages that are not repeats);
+* false notifications per simulated day (all keys), and by alert type;
+* median detection delay in one-minute windows;
+* notifications per detected incident (true notifications / detected labels);
+* events/s of the replay (events / wall time of the ``sentinel run`` process;
+  with ``--jobs 2`` two replays share the machine).
+
+Then the false notifications by type and kind of trap, and the missed labels.
+
+    python benchmarks/families.py --split tune                      # 2 families x seeds 1,2,3 x 24 h
+    python benchmarks/families.py --split both --json fam.json
+    python benchmarks/families.py --split tune --families saas-chat --seeds 1 --hours 6
+    python benchmarks/families.py --split tune --flow-extra ablation.yaml
+
+``--flow-extra FILE`` is a YAML mapping merged into every generated flow
+definition (as in ``benchmarks/scenarios.py``). The real trace is read from
+``--data-dir`` (default ``../shared/data`` beside the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+if ROOT not in sys.path:
+    sys.path.insert(1, ROOT)
+
+import world  # noqa: E402
+from scenarios import check_flow, deep_merge, load_flow_extra  # noqa: E402
+from scoring import load_jsonl, median, score  # noqa: E402
+
+WINDOW_S = 60.0
+SPLITS = ("tune", "test")
+
+
+# ------------------------------------------------------------------ data
+
+
+def world_fingerprint() -> str:
+    """Short hash of the generator's source: cached telemetry is reused only for the same generator."""
+    with open(world.__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:10]
+
+
+def data_base(workdir: str, fp: str, family: str, seed: int, hours: float) -> str:
+    return os.path.join(workdir, "data", f"fam-{fp}-{family}-s{seed}-h{hours:g}")
+
+
+def generate(job: Tuple[str, str, int, float, str]) -> Dict[str, Any]:
+    """Write events, labels and traps of one (family, seed, hours) unless already cached."""
+    base, family, seed, hours, data_dir = job
+    meta_path = base + ".meta.json"
+    if os.path.exists(meta_path) and os.path.exists(base + ".jsonl"):
+        with open(meta_path) as f:
+            meta = json.load(f)
+        meta["cached"] = True
+        return meta
+    t0 = time.monotonic()
+    w = world.World(family, seed=seed, hours=hours, data_dir=data_dir)
+    tmp = base + ".tmp"
+    n = w.write(tmp + ".jsonl", tmp + ".labels.jsonl", tmp + ".traps.jsonl")
+    for suffix in (".labels.jsonl", ".traps.jsonl", ".jsonl"):
+        os.replace(tmp + suffix, base + suffix)
+    meta = {**w.describe(), "events": n, "generate_s": round(time.monotonic() - t0, 2)}
+    with open(meta_path, "w") as f:  # written last: marks the set complete
+        json.dump(meta, f)
+    meta["cached"] = False
+    return meta
+
+
+# ------------------------------------------------------------------ replay
+
+
+def flow_definition(events: str, alerts: str, dlq: str, extra: Dict[str, Any]) -> Dict[str, Any]:
+    flow = {
+        "name": "families",
+        "source": {"kind": "file", "path": events},
+        "sinks": [{"kind": "jsonl", "path": alerts}],
+        "metrics": {"port": 0},
+        "dead_letters": {"kind": "jsonl", "path": dlq},
+    }
+    return deep_merge(flow, extra)
+
+
+def replay(job: Tuple[Dict[str, Any], str, int]) -> Tuple[float, int, str]:
+    """Run one flow definition with ``sentinel run -c``: (wall seconds, exit code, stderr tail)."""
+    flow, flow_path, workers = job
+    for p in (flow["sinks"][0]["path"], flow["dead_letters"]["path"]):
+        if os.path.exists(p):
+            os.remove(p)
+    with open(flow_path, "w") as f:
+        yaml.safe_dump(flow, f, sort_keys=False)
+    env = {**os.environ, "SENTINEL_LOG_LEVEL": "WARNING"}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", "-c", flow_path, "-w", str(workers)],
+                          env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    return time.monotonic() - t0, proc.returncode, proc.stderr[-2000:]
+
+
+# ------------------------------------------------------------- aggregate
+
+
+def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Sums over the runs of one split."""
+    detected: Dict[str, List[int]] = {t: [0, 0] for t in world.INCIDENT_TYPES}
+    false_by_type: Dict[str, int] = {}
+    trap_by_kind: Dict[str, int] = {}
+    delays: List[float] = []
+    for r in runs:
+        for t, (hit, total) in r["detected_by_type"].items():
+            c = detected.setdefault(t, [0, 0])
+            c[0] += hit
+            c[1] += total
+        for t, n in r["false_alerts_by_type"].items():
+            false_by_type[t] = false_by_type.get(t, 0) + n
+        for k, n in r["trap_alerts_by_kind"].items():
+            trap_by_kind[k] = trap_by_kind.get(k, 0) + n
+        delays += [d["delay_s"] for d in r["detections"]]
+    n_labels = sum(c[1] for c in detected.values())
+    n_detected = sum(c[0] for c in detected.values())
+    n_alerts = sum(r["n_alerts"] for r in runs)
+    n_true = sum(r["true_alerts"] for r in runs)
+    first = sum(r["first_pages"] for r in runs)
+    first_true = sum(r["true_first_pages"] for r in runs)
+    false = sum(r["false_alerts"] for r in runs)
+    days = sum(r["hours"] for r in runs) / 24.0
+    events = sum(r["events"] for r in runs)
+    run_s = sum(r["run_s"] for r in runs)
+    return {
+        "runs": len(runs),
+        "days": days,
+        "detected_by_type": detected,
+        "n_labels": n_labels,
+        "detected": n_detected,
+        "recall": n_detected / n_labels if n_labels else 1.0,
+        "notifications": n_alerts,
+        "true_notifications": n_true,
+        "precision": n_true / n_alerts if n_alerts else 1.0,
+        "first_pages": first,
+        "true_first_pages": first_true,
+        "precision_first_pages": first_true / first if first else 1.0,
+        "false_notifications": false,
+        "false_per_day": false / days if days else 0.0,
+        "false_by_type": dict(sorted(false_by_type.items())),
+        "trap_notifications_by_kind": dict(sorted(trap_by_kind.items())),
+        "median_delay_windows": None if not delays else median(delays) / WINDOW_S,
+        "notifications_per_detected": n_true / n_detected if n_detected else None,
+        "events": events,
+        "run_s": run_s,
+        "events_per_s": events / run_s if run_s else 0.0,
+    }
+
+
+def _cell(a: Optional[Dict[str, Any]], fn) -> str:
+    return "-" if a is None else fn(a)
+
+
+def format_table(aggs: Dict[str, Optional[Dict[str, Any]]], title: str) -> str:
+    """Tune and test side by side."""
+    col = 26
+    lines = [title, f"{'':26s}" + "".join(f"| {s:{col - 2}s}" for s in aggs), "-" * (26 + col * len(aggs))]
+
+    def row(name: str, fn) -> None:
+        lines.append(f"{name:26s}" + "".join(f"| {_cell(a, fn):{col - 2}s}" for a in aggs.values()))
+
+    for t in world.INCIDENT_TYPES:
+        def rec(a, t=t):
+            hit, total = a["detected_by_type"].get(t, [0, 0])
+            return f"{hit}/{total}" + (f" {hit / total:.2f}" if total else "")
+        row(f"recall {t}", rec)
+    row("recall ALL", lambda a: f"{a['detected']}/{a['n_labels']} {a['recall']:.2f}")
+    row("precision (all notif.)", lambda a: f"{a['precision']:.2f} ({a['true_notifications']}/{a['notifications']})")
+    row("precision (first pages)",
+        lambda a: f"{a['precision_first_pages']:.2f} ({a['true_first_pages']}/{a['first_pages']})")
+    row("false notif. / day", lambda a: f"{a['false_per_day']:.1f} ({a['false_notifications']} in {a['days']:g} d)")
+    row("median delay (windows)",
+        lambda a: "-" if a["median_delay_windows"] is None else f"{a['median_delay_windows']:.1f}")
+    row("notif. per detected inc.",
+        lambda a: "-" if a["notifications_per_detected"] is None else f"{a['notifications_per_detected']:.2f}")
+    row("events/s (replay)", lambda a: f"{a['events_per_s']:,.0f} ({a['events']:,} ev)")
+    return "\n".join(lines)
+
+
+def format_diagnosis(split: str, runs: List[Dict[str, Any]], agg: Dict[str, Any], limit: int) -> str:
+    """False notifications by type and trap kind, per-family lines, and the missed labels."""
+    lines = [f"[{split}] false notifications by alert type: "
+             + (", ".join(f"{t} {n}" for t, n in agg["false_by_type"].items()) or "none")]
+    trapped = {k: n for k, n in agg["trap_notifications_by_kind"].items() if n}
+    lines.append(f"[{split}] of them inside normal-behaviour traps: "
+                 + (", ".join(f"{k} {n}" for k, n in trapped.items()) or "none"))
+    for r in runs:
+        lines.append(f"[{split}] {r['family']} s{r['seed']}: recall {r['recall']:.2f} "
+                     f"({sum(c[0] for c in r['detected_by_type'].values())}/{r['n_labels']}), "
+                     f"precision {r['precision']:.2f}, false {r['false_alerts']} "
+                     f"({', '.join(f'{t} {n}' for t, n in r['false_alerts_by_type'].items()) or '-'}), "
+                     f"{r['events']:,} events in {r['run_s']:.0f} s")
+    missed = [(r["family"], r["seed"], lab) for r in runs for lab in r["missed_labels"]]
+    lines.append(f"[{split}] missed labels: {len(missed)}")
+    for fam, seed, lab in missed[:limit]:
+        lines.append(f"  {lab['id']} {lab['type']} {lab['service']}/{lab['model']} {lab.get('subject') or ''} "
+                     f"{lab['start'][11:19]}..{lab['end'][11:19]}: {lab.get('detail')}")
+    if len(missed) > limit:
+        lines.append(f"  ... {len(missed) - limit} more (see --json)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ main
+
+
+def _ints(text: Optional[str]) -> Optional[List[int]]:
+    return None if text is None else [int(s) for s in text.split(",") if s.strip()]
+
+
+def plan(split: str, families: Optional[List[str]], seeds: Optional[List[int]]) -> List[Tuple[str, str, int]]:
+    """(split, family, seed) of every run asked for."""
+    out = []
+    for sp in SPLITS if split == "both" else (split,):
+        for fam in world.list_families(sp):
+            if families and fam not in families:
+                continue
+            for seed in seeds or world.seeds_of(sp):
+                out.append((sp, fam, seed))
+    return out
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", choices=("tune", "test", "both"), default="tune", help="which families (default tune)")
+    ap.add_argument("--families", help="comma-separated family names (default: every family of the split)")
+    ap.add_argument("--seeds", help="comma-separated seeds (default: 1,2,3 for tune, 101,102,103 for test)")
+    ap.add_argument("--hours", type=float, default=24.0, help="simulated hours per run (default 24)")
+    ap.add_argument("--flow-extra", help="YAML mapping merged into every flow definition")
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "sentinel-families"),
+                    help="cache of generated telemetry and run outputs (default: %(default)s)")
+    ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"),
+                    help="where the real trace is (default: ../shared/data beside the repository)")
+    ap.add_argument("--workers", type=int, default=1, help="worker threads of sentinel run (default 1)")
+    ap.add_argument("--jobs", type=int, default=2, help="generations and replays run in parallel (default 2)")
+    ap.add_argument("--grace", type=float, default=300.0, help="seconds after a label's end an alert still matches")
+    ap.add_argument("--show-missed", type=int, default=40, help="missed labels printed per split (default 40)")
+    ap.add_argument("--json", help="write aggregates and per-run results here")
+    args = ap.parse_args(argv)
+
+    families = args.families.split(",") if args.families else None
+    for fam in families or ():
+        if fam not in world.FAMILIES:
+            sys.exit(f"unknown family {fam!r} (known: {', '.join(world.FAMILIES)})")
+    runs_plan = plan(args.split, families, _ints(args.seeds))
+    if not runs_plan:
+        sys.exit("nothing to run: no family of that split matches --families")
+    extra, tag = load_flow_extra(args.flow_extra)
+    check_flow(flow_definition("x.jsonl", "a.jsonl", "d.jsonl", extra), args.flow_extra or "<flow>")
+    workdir = os.path.abspath(args.workdir)
+    os.makedirs(os.path.join(workdir, "data"), exist_ok=True)
+    out_dir = os.path.join(workdir, "runs", tag)
+    os.makedirs(out_dir, exist_ok=True)
+    data_dir = os.path.abspath(args.data_dir)
+
+    fp = world_fingerprint()
+    gen_jobs = [(data_base(workdir, fp, fam, seed, args.hours), fam, seed, args.hours, data_dir)
+                for _, fam, seed in runs_plan]
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        metas = list(pool.map(generate, gen_jobs))
+    fresh = [m for m in metas if not m["cached"]]
+    print(f"telemetry: {len(metas) - len(fresh)} cached, {len(fresh)} generated "
+          f"({time.monotonic() - t0:.0f} s wall) in {os.path.join(workdir, 'data')}", file=sys.stderr)
+
+    flows = []
+    for (sp, fam, seed), job in zip(runs_plan, gen_jobs):
+        name = f"{fam}-s{seed}-h{args.hours:g}"
+        alerts = os.path.join(out_dir, f"alerts-{name}.jsonl")
+        flow = flow_definition(job[0] + ".jsonl", alerts, os.path.join(out_dir, f"dlq-{name}.jsonl"), extra)
+        flows.append((flow, os.path.join(out_dir, f"flow-{name}.yaml"), args.workers))
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(replay, flows))
+
+    runs: List[Dict[str, Any]] = []
+    for (sp, fam, seed), job, meta, flow, (run_s, rc, err) in zip(runs_plan, gen_jobs, metas, flows, results):
+        if rc != 0:
+            sys.exit(f"sentinel run -c {flow[1]} failed with exit code {rc}:\n{err}")
+        alerts_path = flow[0]["sinks"][0]["path"]
+        alerts = load_jsonl(alerts_path) if os.path.exists(alerts_path) else []
+        r = score(alerts, load_jsonl(job[0] + ".labels.jsonl"), duration_s=args.hours * 3600.0,
+                  grace_s=args.grace, traps=load_jsonl(job[0] + ".traps.jsonl"), count="all")
+        r.update(split=sp, family=fam, seed=seed, hours=args.hours, events=meta["events"], run_s=round(run_s, 2),
+                 alerts_path=alerts_path)
+        runs.append(r)
+
+    aggs = {sp: (aggregate([r for r in runs if r["split"] == sp]) if any(r["split"] == sp for r in runs) else None)
+            for sp in SPLITS}
+    title = (f"family benchmark: {args.hours:g} h per run, flow-extra: {args.flow_extra or 'none'} ({tag}); "
+             f"tune = {', '.join(world.list_families('tune'))}; test = {', '.join(world.list_families('test'))}\n"
+             f"every non-resolve message (firing, escalated, updated) is a notification; first pages = firing, "
+             f"not repeats; delay in {WINDOW_S:g} s windows")
+    print(format_table(aggs, title))
+    for sp in SPLITS:
+        if aggs[sp] is not None:
+            print()
+            print(format_diagnosis(sp, [r for r in runs if r["split"] == sp], aggs[sp], args.show_missed))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"hours": args.hours, "flow_extra": extra, "tag": tag, "generator": fp,
+                       "by_split": aggs, "runs": runs, "worlds": metas}, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
