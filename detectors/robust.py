@@ -11,7 +11,7 @@ does (after it has been scored as anomalous for a while).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 
 def z_to_score(z: float, z0: float = 3.5, k: float = 1.5) -> float:
@@ -121,7 +121,8 @@ class RobustBaseline:
     def score_one(self, x: float) -> float:
         return z_to_score(abs(self.z(x)))
 
-    def learn_one(self, x: float) -> None:
+    def learn_one(self, x: float, damp: bool = False) -> None:
+        """Learn ``x``; with ``damp``, at a tenth of the weight (it was judged anomalous)."""
         t = self._t(x)
         n = self._n
         if n == 0:
@@ -140,7 +141,7 @@ class RobustBaseline:
         s = self.scale
         d = t - self._loc
         z = d / s
-        a = self.alpha if abs(z) < self.protect_z else self.alpha * 0.1
+        a = self.alpha if abs(z) < self.protect_z and not damp else self.alpha * 0.1
         if z > self.clip:
             d = self.clip * s
         elif z < -self.clip:
@@ -156,3 +157,118 @@ class RobustBaseline:
     def relearn(self, x: float) -> None:
         """Accept ``x`` as the new level (after a lasting shift was alerted)."""
         self._loc = self._t(x)
+
+
+class PooledLogMean(RobustBaseline):
+    """A per-request quantity (tokens, cost) judged on the mean of its logs, pooled over windows.
+
+    A window brings ``(n, sum, sumsq)``: how many requests had the value, the sum of
+    ``log(x + offset)`` over them and the sum of squared deviations from their mean. The
+    mean of the logs (a geometric mean) has a standard error the window's count gives:
+    ``sigma / sqrt(n)``, with ``sigma`` the per-request spread of the logs, learned from
+    the windows' own spreads. A window of many requests is judged alone; with too few for
+    a doubling to stand six standard errors out (``precision``), it is judged together
+    with the windows before it, up to ``pool`` of them: every pool from the newest window
+    back to that length is tested, each without its most deviating window (one odd
+    window does not make the pools after it anomalous), and the most deviating pool speaks.
+    The z of a pool counts the requests' spread, the key's window-to-window wander
+    ``tau`` (what the windows' spread has beyond their counts) and the uncertainty of the
+    level itself.
+
+    The level (location and window-level scale of :class:`RobustBaseline`) learns each
+    window when it leaves the pool, ``pool`` windows late, so a pool is compared with the
+    windows before it, not with a level that is learning it as it goes; windows of a pool
+    that was anomalous are learned at a tenth of the weight. Until the level is warm,
+    windows are learned as they come.
+
+    Features without log statistics (a hand-made window) are judged and learned as by
+    :class:`RobustBaseline`.
+    """
+
+    def __init__(self, pool: int = 15, precision: float = math.log(2.0) / 8.0, **kw) -> None:
+        super().__init__(log=True, **kw)
+        self.pool = pool
+        self.precision = precision
+        # (n, sum of logs, sum of squared deviations, flag) of the last windows with values, oldest
+        # first; flag: 0 to learn, 1 anomalous (a tenth of the weight), 2 not to learn, 3 learned.
+        self._ring: list = []
+        self._var: Optional[float] = None  # per-request variance of the logs (EW, within windows)
+        self._inv_n: Optional[float] = None  # EW mean of 1 / n over the windows learned
+
+    def judge(self) -> Tuple[float, float, int, float]:
+        """``(z, mean of logs, windows pooled, standard error)`` of the most deviating pool
+        ending with the window pushed last; z is 0 while the baseline is warming up."""
+        ring = self._ring
+        n0, s0, _, _ = ring[-1]
+        mean0 = s0 / n0
+        if self._n < self.warmup or self._var is None:
+            return 0.0, mean0, 1, self.scale
+        loc, var = self._loc, self._var
+        scale2 = self.scale ** 2
+        tau2 = max(self.min_scale ** 2, scale2 - var * (self._inv_n or 0.0))
+        v_loc = self.alpha / (2.0 - self.alpha) * scale2
+        target = self.precision ** 2
+        best = (0.0, mean0, 1, self.scale)
+        n = s = q = 0.0
+        # The two largest and two smallest window means (as deviations from the level), with counts.
+        hi = [(-math.inf, 0), (-math.inf, 0)]
+        lo = [(math.inf, 0), (math.inf, 0)]
+        for k in range(1, len(ring) + 1):
+            wn, ws, _, _ = ring[-k]
+            n += wn
+            s += ws
+            q += wn * wn
+            d = ws / wn - loc
+            if d > hi[1][0]:
+                hi = [(d, wn), hi[0]] if d > hi[0][0] else [hi[0], (d, wn)]
+            if d < lo[1][0]:
+                lo = [(d, wn), lo[0]] if d < lo[0][0] else [lo[0], (d, wn)]
+            se = math.sqrt(var / n + tau2 * q / (n * n) + v_loc)
+            if k == 1:
+                cands = ((s / n, 0),)
+            else:
+                # The most deviating window on either side counts as far as the next one only:
+                # one odd window (a single user's burst) does not make the pools after it
+                # anomalous, while a change that all the windows share loses next to nothing.
+                cands = (((s - (hi[0][0] - hi[1][0]) * hi[0][1]) / n, 1),
+                         ((s - (lo[0][0] - lo[1][0]) * lo[0][1]) / n, -1))
+            for m, side in cands:
+                z = (m - loc) / se
+                if z * side >= 0 and abs(z) > abs(best[0]):
+                    best = (z, m, k, se)
+            if var / n <= target:
+                break  # precise enough: pooling further would only add the level's wander
+        return best
+
+    def push(self, stats, flag: int = 0) -> None:
+        """Add a window's ``(n, sum, sumsq)``; the window that leaves the pool is learned."""
+        n, s, ss = stats
+        warm = self._n >= self.warmup and self._var is not None
+        self._ring.append([n, s, ss, flag if warm else 3])
+        if not warm:
+            self._learn_window(n, s, ss, 0)
+        while len(self._ring) > self.pool:
+            wn, ws, wss, wflag = self._ring.pop(0)
+            if wflag != 3:
+                self._learn_window(wn, ws, wss, wflag)
+
+    def mark(self, windows: int, flag: int) -> None:
+        """Flag the newest ``windows`` windows (1: anomalous, 2: not to learn) unless learned."""
+        for w in self._ring[-windows:]:
+            if w[3] != 3 and flag > w[3]:
+                w[3] = flag
+
+    def _learn_window(self, n: int, s: float, ss: float, flag: int) -> None:
+        if flag == 2:
+            return
+        if n >= 2:
+            v = ss / (n - 1)
+            # The spread is learned by degrees of freedom, so a window of two requests weighs little.
+            a = self.alpha * min(1.0, (n - 1) / 10.0) if self._var is not None else 1.0
+            self._var = v if self._var is None else self._var + a * (v - self._var)
+        inv = 1.0 / n
+        self._inv_n = inv if self._inv_n is None else self._inv_n + self.alpha * (inv - self._inv_n)
+        self.learn_one(math.exp(s / n) - self.offset, damp=flag == 1)
+
+    def __setstate__(self, s) -> None:
+        self.__dict__.update(s)

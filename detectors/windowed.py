@@ -18,14 +18,33 @@ from detectors.episode import Episode
 from detectors.hints import HINTS, OTHER, hints_for
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
-from detectors.robust import RobustBaseline, score_to_z, z_to_score
+from detectors.robust import PooledLogMean, RobustBaseline, score_to_z, z_to_score
 from detectors.seasonal import PeriodMemory, SeasonalProfile
+
+
+LogStats = Tuple[int, float, float]
+
+
+def log_stats(xs, offset: float) -> Optional[LogStats]:
+    """``(n, sum, sumsq)`` of ``log(x + offset)`` over ``xs``: their count, sum and sum of squared
+    deviations from their mean (None when empty). ``exp(sum / n) - offset`` is their geometric
+    mean, what a window reports as its tokens or cost per request: one 20k-token answer among
+    thirty moves it by a few percent, not by a factor."""
+    n = len(xs)
+    if n == 0:
+        return None
+    log = math.log
+    ys = [log(x + offset) if x > 0 else log(offset) for x in xs]
+    s = sum(ys)
+    m = s / n
+    return n, s, sum((y - m) * (y - m) for y in ys)
 
 
 class WindowFeatures:
     __slots__ = (
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
+        "in_log", "out_log", "cost_log",
     )
 
     def __init__(self, start: float, end: float, count: int = 0, errors: int = 0,
@@ -33,7 +52,9 @@ class WindowFeatures:
                  ttft_p95: Optional[float] = None, in_tokens: Optional[float] = None,
                  out_tokens: Optional[float] = None, cost: Optional[float] = None,
                  cost_total: float = 0.0, tokens_total: int = 0,
-                 error_types: Optional[Dict[Optional[str], int]] = None) -> None:
+                 error_types: Optional[Dict[Optional[str], int]] = None,
+                 in_log: Optional[LogStats] = None, out_log: Optional[LogStats] = None,
+                 cost_log: Optional[LogStats] = None) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -41,12 +62,17 @@ class WindowFeatures:
         self.lat_p50 = lat_p50
         self.lat_p95 = lat_p95
         self.ttft_p95 = ttft_p95
-        self.in_tokens = in_tokens  # mean per request
-        self.out_tokens = out_tokens  # mean per request
-        self.cost = cost  # mean per request
+        self.in_tokens = in_tokens  # per request: the geometric mean (see log_stats)
+        self.out_tokens = out_tokens
+        self.cost = cost
         self.cost_total = cost_total
         self.tokens_total = tokens_total
         self.error_types = error_types  # error_type -> count; None when the window had no error
+        # (n, sum, sumsq) of log(x + offset) per request (log_stats); None: not measured (the
+        # metric is then judged on the window's value alone, as a hand-made window's).
+        self.in_log = in_log
+        self.out_log = out_log
+        self.cost_log = cost_log
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -56,6 +82,7 @@ class WindowFeatures:
 
     def __setstate__(self, state) -> None:
         self.error_types = None  # states from before error types were counted
+        self.in_log = self.out_log = self.cost_log = None  # and before log statistics
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
 
@@ -124,6 +151,13 @@ METRICS: Dict[str, Tuple[str, str, int]] = {
     "cost_per_request_usd": ("cost", "cost", +1),
     "request_count": ("traffic", "count", 0),
 }
+# Per-request metrics judged on the mean of their logs, pooled over windows (PooledLogMean):
+# metric -> (feature with its log statistics, offset added before the log).
+POOLED: Dict[str, Tuple[str, float]] = {
+    "output_tokens_mean": ("out_log", 1.0),
+    "input_tokens_mean": ("in_log", 1.0),
+    "cost_per_request_usd": ("cost_log", 1e-6),
+}
 # Metrics also watched for slow drift (type ``drift``).
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
@@ -176,12 +210,7 @@ class KeyDetectors:
         self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
         # Traffic keeps the plain scale (no dev_guard): with the guard, the scale of request
         # counts came out narrow enough for a dip of 30 to 15 requests to page.
-        self._base: Dict[str, RobustBaseline] = {
-            m: RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
-                              warmup=warmup_windows // 2, offset=1e-6 if m == "cost_per_request_usd" else 1.0,
-                              dev_guard=math.inf if m == "request_count" else 2.0)
-            for m in self._metrics
-        }
+        self._base: Dict[str, RobustBaseline] = {m: self._new_base(m) for m in self._metrics}
         self._season = SeasonalProfile() if seasonality and "request_count" in self._metrics else None
         # Each metric's values at each time of day on the days before (see _recurring),
         # and for traffic at each hour of the week on the weeks before: metric ->
@@ -211,6 +240,14 @@ class KeyDetectors:
         # Root-cause hints of each open episode, by type: what its resolve repeats.
         self._hints: Dict[str, List[str]] = {}
         self._windows = 0
+
+    def _new_base(self, m: str) -> RobustBaseline:
+        if m in POOLED:
+            return PooledLogMean(alpha=0.05, min_scale=0.05, warmup=self.warmup_windows // 2,
+                                 offset=POOLED[m][1])
+        return RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
+                              warmup=self.warmup_windows // 2, offset=1.0,
+                              dev_guard=math.inf if m == "request_count" else 2.0)
 
     @property
     def windows_seen(self) -> int:
@@ -251,24 +288,36 @@ class KeyDetectors:
         pattern: Dict[str, str] = {}  # metric -> "daily" / "weekly": where it was at this time before
         best: Dict[str, Tuple[float, str, tuple]] = {}
         values: Dict[str, Tuple[float, float, float, float, float]] = {}  # metric -> (value, adjusted, score, z, expected)
+        pooled: Dict[str, Tuple[int, float]] = {}  # metric -> (windows pooled, this window's own value)
         for m in self._metrics:
             typ, attr, direction = METRICS[m]
             best.setdefault(typ, (-1.0, m, None))
             value = getattr(f, attr)
-            if value is None or (not busy and m != "request_count"):
+            stats = getattr(f, POOLED[m][0]) if m in POOLED else None
+            if value is None or (stats is None and not busy and m != "request_count"):
                 continue
             base = self._base[m]
             value = float(value)
-            # Traffic is compared with its level plus the offset usual for this time of day.
-            season = self._season.offset(mid) if (self._season is not None and m == "request_count") else 0.0
-            adj = value if season == 0.0 else (value + base.offset) * math.exp(-season) - base.offset
-            z = base.z(adj)
+            season = 0.0
+            noise = None
+            if stats is not None:
+                # Judged on the mean of its logs, over as many windows as it takes (PooledLogMean):
+                # a key of five requests a minute is judged too, by what its count says.
+                base.push(stats)
+                z, mlog, k, noise = base.judge()
+                pooled[m] = (k, value)
+                value = adj = math.exp(mlog) - base.offset
+            else:
+                # Traffic is compared with its level plus the offset usual for this time of day.
+                season = self._season.offset(mid) if (self._season is not None and m == "request_count") else 0.0
+                adj = value if season == 0.0 else (value + base.offset) * math.exp(-season) - base.offset
+                z = base.z(adj)
             z_eff = 0.0 if (direction > 0 and z < 0) else abs(z)
             if cold:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
             if self._memory is not None and (score >= self.threshold or (abs(z) >= 2.0 and m in self._memory)):
-                score = self._recurring(m, mid, value, z, base, score, pattern)
+                score = self._recurring(m, mid, value, z, base, score, pattern, noise)
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
             values[m] = (value, adj, score, z, exp)
@@ -285,7 +334,8 @@ class KeyDetectors:
                 # A lasting level shift that was alerted: it is the new normal.
                 base.relearn(adj)
             if m in self._drift:
-                self._drift_step(m, f, value, base, out, warm, m in pattern)
+                # The drift CUSUM follows each window's own value (against the windows' scale).
+                self._drift_step(m, f, pooled[m][1] if m in pooled else value, base, out, warm, m in pattern)
             mems = self._memory.get(m) if self._memory is not None else None
             season_learns = (self._season is not None and m == "request_count" and score < self.threshold
                              and base.n > 0 and pattern.get(m) != "weekly")
@@ -301,7 +351,13 @@ class KeyDetectors:
                 # The day's pattern is not the level's or the scale's (for traffic, it is the
                 # profile's): a peak would otherwise widen the scale for hours, and a metric's
                 # nightly batch mix would be learned into its daytime level and back every day.
+                if m in pooled:
+                    base.mark(1, 2)
                 continue
+            if m in pooled:
+                if score >= self.threshold:
+                    base.mark(pooled[m][0], 1)  # the pool that was anomalous is learned slowly
+                continue  # learned when it leaves the pool
             base.learn_one(adj)
         for typ, (_, _, _) in best.items():
             ep = self._ep[typ]
@@ -319,7 +375,7 @@ class KeyDetectors:
         return out
 
     def _recurring(self, m: str, ts: float, value: float, z: float, base: RobustBaseline, score: float,
-                   pattern: Dict[str, str]) -> float:
+                   pattern: Dict[str, str], noise: Optional[float] = None) -> float:
         """The window's score, or 0 where its value is where it was at this time before.
 
         A value that is off its level (|z| >= 2) but within ``daily_tolerance`` noise levels of
@@ -343,12 +399,13 @@ class KeyDetectors:
         # Where it was before must explain the value much better than the expectation does (a
         # window just off its level is as near the level's usual value then as the level itself;
         # not learning it would narrow the scale).
-        closer = 0.5 * abs(z) * base.scale
-        if mems[0].seen_before(ts, lv, self.daily_tolerance, base.scale, closer):
+        scale = base.scale if noise is None else noise  # noise: the standard error z was measured in
+        closer = 0.5 * abs(z) * scale
+        if mems[0].seen_before(ts, lv, self.daily_tolerance, scale, closer):
             pattern[m] = "daily"
             return 0.0
         if (mems[1] is not None and score >= self.threshold
-                and mems[1].seen_before(ts, lv, self.daily_tolerance, base.scale, closer)):
+                and mems[1].seen_before(ts, lv, self.daily_tolerance, scale, closer)):
             pattern[m] = "weekly"
             return 0.0
         return score
@@ -588,6 +645,11 @@ class KeyDetectors:
             self._err_sums = None if rate is None else (rate * 100.0, 100.0)
         self.__dict__.setdefault("_hints", {})
         self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept
+        for m in POOLED:
+            if m in self._base and not isinstance(self._base[m], PooledLogMean):
+                # Snapshots from before the geometric means: the baseline of trimmed means (another
+                # quantity) is started afresh and learns again within its warm-up.
+                self._base[m] = self._new_base(m)
         if "_memory" not in self.__dict__:  # snapshots from before the memories of days and weeks before
             self._memory = {} if self.__dict__.get("seasonality", True) else None
             self.daily_tolerance = 3.0

@@ -7,6 +7,7 @@ groups made by the parse step. Output: alert dicts (SPEC section 2).
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,7 @@ from bytewax.operators import StatefulLogic
 
 from detectors.hints import OTHER
 from detectors.priors import ParentPriors
-from detectors.windowed import KeyDetectors, WindowFeatures
+from detectors.windowed import POOLED, KeyDetectors, WindowFeatures, log_stats
 from operators.alerts import iso, make_alert
 from operators.windowing import KeyWindows
 from sentinel import crosskey, shutdown
@@ -89,6 +90,9 @@ class WindowAgg:
     def features(self, size: float) -> WindowFeatures:
         lat = sorted(self.lat)
         ttft = sorted(self.ttft)
+        logs = {attr: log_stats(xs, POOLED[m][1]) for attr, m, xs in (
+            ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
+            ("cost_log", "cost_per_request_usd", self.cost))}
         return WindowFeatures(
             self.start,
             self.start + size,
@@ -97,12 +101,13 @@ class WindowAgg:
             _q(lat, 0.5),
             _q(lat, 0.95),
             _q(ttft, 0.95),
-            _trimmed_mean(self.in_tok),
-            _trimmed_mean(self.out_tok),
-            _trimmed_mean(self.cost),
+            _geometric_mean(logs["in_log"], POOLED["input_tokens_mean"][1]),
+            _geometric_mean(logs["out_log"], POOLED["output_tokens_mean"][1]),
+            _geometric_mean(logs["cost_log"], POOLED["cost_per_request_usd"][1]),
             self.cost_total,
             self.tok_total,
             self.err_types,
+            **logs,
         )
 
     def __getstate__(self):
@@ -122,17 +127,12 @@ def _q(xs: List[float], q: float) -> Optional[float]:
     return xs[i if i < len(xs) else -1]
 
 
-def _trimmed_mean(xs: List[float]) -> Optional[float]:
-    """Mean without the top and bottom 5% (at least the single largest value from 10 up):
-    one 20k-token answer does not make a window look like a tokens incident."""
-    n = len(xs)
-    if n == 0:
+def _geometric_mean(stats, offset: float) -> Optional[float]:
+    """The per-request value a window reports: ``exp(mean of log(x + offset)) - offset``
+    (see :func:`detectors.windowed.log_stats`)."""
+    if stats is None:
         return None
-    if n < 10:
-        return sum(xs) / n
-    k = max(1, n // 20)
-    s = sorted(xs)[k:n - k]
-    return sum(s) / len(s)
+    return math.exp(stats[1] / stats[0]) - offset
 
 
 @dataclass
