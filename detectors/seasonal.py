@@ -186,3 +186,87 @@ class PeriodMemory:
         if self._n[s] < 65535:  # values past that many in one slot (windows under 5 ms) are not kept
             self._sum[s] += value
             self._n[s] += 1
+
+
+class HourProfile:
+    """Minute-of-hour profile of a count (``log(count + 1)``): scheduled batches several times an hour.
+
+    Per minute of the (UTC) hour, an exponentially weighted level and absolute deviation of
+    ``log(count + 1)`` (``alpha`` per hour). It is *adopted* as the key's expectation only while
+    it predicts the key's windows much better than the plain level does: its mean absolute
+    error (exponentially weighted over about ``2 / err_alpha`` windows) under ``ratio`` times
+    the plain level's, with every minute seen at least twice. A key whose requests come in
+    batches at :00, :20 and :40 then expects a batch at those minutes and nothing in between;
+    a missing batch stands out, a batch does not. 60 levels and deviations, as compact arrays.
+
+    Examples
+    --------
+    >>> p = HourProfile()
+    >>> for minute in range(4 * 60):
+    ...     y = math.log(41.0) if minute % 20 < 5 else 0.0
+    ...     p.learn(minute * 60.0, y, 1.0)
+    >>> p.adopted, round(p.expect(4 * 3600.0)[0], 2), round(p.expect(4 * 3600.0 + 600)[0], 2)
+    (True, 3.71, 0.0)
+    """
+
+    SLOTS = 60
+
+    def __init__(self, alpha: float = 0.3, err_alpha: float = 0.02, ratio: float = 0.5) -> None:
+        self.alpha = alpha
+        self.err_alpha = err_alpha
+        self.ratio = ratio
+        self._loc = array("f", [0.0]) * self.SLOTS
+        self._dev = array("f", [0.0]) * self.SLOTS
+        self._seen = array("B", [0]) * self.SLOTS
+        self._err = 0.0  # EW mean |log(count + 1) - profile|
+        self._err_plain = 0.0  # EW mean |log(count + 1) - plain level|
+        self.adopted = False
+
+    @staticmethod
+    def _slot(ts: float) -> int:
+        return int((ts % 3600.0) // 60.0) % HourProfile.SLOTS
+
+    def expect(self, ts: float) -> Tuple[float, float]:
+        """``(expected log(count + 1), its noise)`` at ``ts``: the minute's deviation, at least the
+        Poisson noise of its expected count, at least 0.1."""
+        s = self._slot(ts)
+        loc = self._loc[s]
+        return loc, max(0.1, 1.2533 * self._dev[s], 1.0 / math.sqrt(math.exp(loc)))
+
+    def judge(self, ts: float, y: float) -> Tuple[float, float, float]:
+        """``(z, expected, noise)`` of ``y`` against the minute of ``ts`` or a minute either side,
+        whichever it is nearest to in noise levels: a batch that starts or ends a minute off is
+        not an incident, a batch that does not come is."""
+        best = None
+        for d in (0, -60.0, 60.0):
+            loc, noise = self.expect(ts + d)
+            z = (y - loc) / noise
+            if best is None or abs(z) < abs(best[0]):
+                best = (z, loc, noise)
+        return best
+
+    def learn(self, ts: float, y: float, plain: float, level: bool = True) -> None:
+        """Learn ``y`` = log(count + 1) at ``ts``; ``plain`` is the plain level's expectation of it.
+        With ``level`` False (an anomalous window) only the errors are updated; a window more than
+        four noise levels off its own minute (a minute either side may have explained it) is
+        learned at a tenth of the weight, so a missing batch is not learned minute by minute
+        into the minutes after it, while a schedule that moved is, within hours."""
+        s = self._slot(ts)
+        seen = self._seen[s]
+        if seen:
+            r = y - self._loc[s]
+            a = self.err_alpha
+            self._err += a * (abs(r) - self._err)
+            self._err_plain += a * (abs(y - plain) - self._err_plain)
+        if level:
+            if not seen:
+                self._loc[s] = y
+            else:
+                b = self.alpha if seen > 1 else 0.5
+                if seen > 1 and abs(r) > 4.0 * self.expect(ts)[1]:
+                    b *= 0.1
+                self._dev[s] += b * (abs(r) - self._dev[s])
+                self._loc[s] += b * r
+            if seen < 255:
+                self._seen[s] = seen + 1
+        self.adopted = min(self._seen) >= 2 and self._err < self.ratio * self._err_plain

@@ -19,7 +19,7 @@ from detectors.hints import HINTS, OTHER, hints_for
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
 from detectors.robust import PooledLogMean, RobustBaseline, score_to_z, z_to_score
-from detectors.seasonal import PeriodMemory, SeasonalProfile
+from detectors.seasonal import HourProfile, PeriodMemory, SeasonalProfile
 
 
 LogStats = Tuple[int, float, float]
@@ -218,6 +218,10 @@ class KeyDetectors:
         # alert; most never do, and a calm key carries none.
         self._memory: Optional[Dict[str, Tuple[PeriodMemory, Optional[PeriodMemory]]]] = {} if seasonality else None
         self.daily_tolerance = 3.0  # in noise levels (see PeriodMemory)
+        # Traffic's minute-of-hour profile (scheduled batches several times an hour): made the
+        # first time a traffic window would alert, judged by only while adopted (HourProfile).
+        self._hourly: Optional[HourProfile] = None
+        self.hourly_scale = 0.7
         self._drift: Dict[str, DriftDetector] = {}
         if "drift" in self.types:
             self._drift = {m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0)
@@ -282,6 +286,8 @@ class KeyDetectors:
         # and errors are judged on it.
         if busy and "request_count" in self._base:
             usual = self._base["request_count"].expected()
+            if self._hourly is not None and self._hourly.adopted:
+                usual = math.exp(self._hourly.expect((f.start + f.end) / 2.0)[0]) - 1.0
             if usual is not None and self._windows >= self.warmup_windows and f.count < 0.3 * usual:
                 busy = False
         mid = (f.start + f.end) / 2.0
@@ -307,6 +313,11 @@ class KeyDetectors:
                 z, mlog, k, noise = base.judge()
                 pooled[m] = (k, value)
                 value = adj = math.exp(mlog) - base.offset
+            elif m == "request_count" and self._hourly is not None and self._hourly.adopted:
+                # The key's hour has a schedule (batches at set minutes): that is what it expects.
+                z, lp, noise = self._hourly.judge(mid, math.log(value + 1.0))
+                adj = value
+                hourly_exp = math.exp(lp) - 1.0
             else:
                 # Traffic is compared with its level plus the offset usual for this time of day.
                 season = self._season.offset(mid) if (self._season is not None and m == "request_count") else 0.0
@@ -316,10 +327,17 @@ class KeyDetectors:
             if cold:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
+            if (m == "request_count" and self._hourly is None and self.seasonality and base.n >= base.warmup
+                    and (score >= self.threshold or base.scale > self.hourly_scale)):
+                # Counts that would alert, or that vary far beyond a Poisson count's noise (scale
+                # 0.7 is a factor of two between windows; a key of one request a minute has 0.5).
+                self._hourly = HourProfile()
             if self._memory is not None and (score >= self.threshold or (abs(z) >= 2.0 and m in self._memory)):
                 score = self._recurring(m, mid, value, z, base, score, pattern, noise)
             exp = base.expected()
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
+            if noise is not None and m == "request_count":
+                exp = hourly_exp
             values[m] = (value, adj, score, z, exp)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
@@ -337,6 +355,10 @@ class KeyDetectors:
                 # The drift CUSUM follows each window's own value (against the windows' scale).
                 self._drift_step(m, f, pooled[m][1] if m in pooled else value, base, out, warm, m in pattern)
             mems = self._memory.get(m) if self._memory is not None else None
+            hp = self._hourly if m == "request_count" else None
+            if hp is not None and base.n > 0:
+                plain = base._loc + (self._season.offset(mid) if self._season is not None else 0.0)
+                hp.learn(mid, math.log(value + 1.0), plain, level=not (hp.adopted and score >= self.threshold))
             season_learns = (self._season is not None and m == "request_count" and score < self.threshold
                              and base.n > 0 and pattern.get(m) != "weekly")
             if mems is not None or season_learns:
@@ -645,6 +667,8 @@ class KeyDetectors:
             self._err_sums = None if rate is None else (rate * 100.0, 100.0)
         self.__dict__.setdefault("_hints", {})
         self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept
+        self.__dict__.setdefault("_hourly", None)  # snapshots from before the minute-of-hour profile
+        self.__dict__.setdefault("hourly_scale", 0.7)
         for m in POOLED:
             if m in self._base and not isinstance(self._base[m], PooledLogMean):
                 # Snapshots from before the geometric means: the baseline of trimmed means (another

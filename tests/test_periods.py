@@ -1,0 +1,89 @@
+"""Periods shorter than a day: a key whose requests come in scheduled batches several times an hour.
+
+Batches of 6-8 minutes at :00, :20 and :40, about 40 requests a minute, nothing in between:
+the plain level of request counts sits between the two, so every batch (and every gap)
+looked like an incident (24 traffic pages in a day). The minute-of-hour profile
+(detectors.seasonal.HourProfile) expects them once it predicts the key far better than the
+plain level; a batch that does not come pages as traffic.
+"""
+
+import math
+import pickle
+import random
+
+from detectors.seasonal import HourProfile
+from detectors.windowed import KeyDetectors, WindowFeatures
+from operators.model_windows import WindowAgg
+from sentinel.events import LLMEvent
+
+T0 = 1767571200.0
+
+
+def batch_windows(seed, hours, skip=()):
+    """Per minute; ``skip``: the (hour, minute of hour) at which a batch does not come."""
+    rng = random.Random(seed)
+    out = []
+    length = {}
+    for i in range(hours * 60):
+        h, m = divmod(i, 60)
+        start = m - m % 20
+        key = (h, start)
+        if key not in length:
+            length[key] = rng.randint(6, 8)
+        agg = WindowAgg(T0 + 60 * i)
+        if m - start < length[key] and key not in skip:
+            for _ in range(max(0, int(rng.gauss(40, 6)))):
+                ts = T0 + 60 * i + rng.random() * 60
+                if rng.random() < 0.01:
+                    agg.add(LLMEvent(ts, "batch", "m", latency_ms=30000.0, is_error=True, error_type="timeout"))
+                    continue
+                out_tok = max(1, int(rng.lognormvariate(math.log(400), 0.8)))
+                inp = int(rng.lognormvariate(math.log(3000), 0.6))
+                ttft = 300 * math.exp(rng.gauss(0, 0.3))
+                agg.add(LLMEvent(ts, "batch", "m", latency_ms=ttft + 15 * out_tok, ttft_ms=ttft,
+                                 input_tokens=inp, output_tokens=out_tok, cost_usd=inp * 3e-6 + out_tok * 1.2e-5))
+        out.append(agg.features(60.0))
+    return out
+
+
+def fired(ws, det=None):
+    det = det or KeyDetectors()
+    return [f for w in ws for f in det.update(w) if f.status == "firing"]
+
+
+def test_scheduled_batches_do_not_page_after_the_first_hours():
+    for seed in range(3):
+        fs = fired(batch_windows(seed, 10))
+        late = [(f.type, f.metric, f.direction, round((f.event_time - T0) / 60)) for f in fs
+                if f.event_time >= T0 + 2 * 3600]
+        assert late == [], (seed, late)
+        # Before it, a few pages at most while the profile learns the schedule.
+        assert len(fs) <= 4, (seed, [(f.type, f.direction, round((f.event_time - T0) / 60)) for f in fs])
+
+
+def test_a_missing_batch_pages_as_traffic():
+    for seed in range(3):
+        fs = fired(batch_windows(seed, 8, skip={(6, 20)}))
+        late = [f for f in fs if f.event_time >= T0 + 2 * 3600]
+        assert [(f.type, f.direction) for f in late] == [("traffic", "down")], (seed, late)
+        assert T0 + 6 * 3600 + 20 * 60 <= late[0].event_time <= T0 + 6 * 3600 + 22 * 60
+        assert late[0].window_end <= T0 + 6 * 3600 + 24 * 60
+
+
+def test_a_calm_key_carries_no_hour_profile_and_old_state_loads():
+    det = KeyDetectors()
+    for i in range(300):
+        det.update(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), 100 + (i % 7), 1, 500.0, 1000.0, 300.0,
+                                  800.0, 200.0, 0.002, 0.2, 100000))
+    assert det._hourly is None
+    s = det.__getstate__()
+    del s["_hourly"]
+    old = KeyDetectors.__new__(KeyDetectors)
+    old.__setstate__(s)
+    assert old._hourly is None
+    ws = batch_windows(1, 4)
+    det = KeyDetectors()
+    fired(ws[:150], det)
+    assert isinstance(det._hourly, HourProfile)
+    clone = pickle.loads(pickle.dumps(det))
+    assert fired(ws[150:], det) == fired(ws[150:], clone)
