@@ -1,32 +1,52 @@
 """Where alerts become incidents: grouping, folding, escalation, resolve.
 
-Keyed by the group key (``alerting.group_by``, by default the service).
-Anomalies of one group that overlap in time (latency + ttft + error_rate of
-one model, or one metric on several models of a service: an alert that fires
-within ``group_window`` of event time of an open incident's latest member)
-are one incident:
-the first alert pages, later ones fold into it as ``evidence.grouped``
-(counted as suppressed with reason ``grouped``), a member that raises the
-incident's severity re-pages it as ``escalated``, and when every member has
-resolved the incident resolves with one message. An incident still firing
-after ``repeat_interval`` of event time is paged again.
+Keyed by the group key (:func:`group_key`): the ``alerting.group_by`` fields
+(by default the service) and the alert's type family, ``security``
+(coordinated_attack, policy_violation), ``abuse`` (token_abuse) or ``health``
+(every other type); an actor-scoped alert (token_abuse, coordinated_attack)
+adds its subject, so each abusing actor and each attacking source is an
+incident of its own, and an attack never folds into a health or abuse
+incident (nor they into it).
+
+Anomalies of one group that overlap in time (an alert that fires within
+``group_window`` of event time of an open incident's members) are one
+incident: the first alert pages, later ones fold into it as
+``evidence.grouped`` (counted as suppressed with reason ``grouped``), and
+when every member has resolved the incident resolves with one message. An
+incident still firing after ``repeat_interval`` of event time is paged again.
+
+After the page the incident speaks again only when it changes: a member of a
+type the incident does not have yet is announced in an ``updated`` message
+(another member of a type it has, say the latency of a second model of the
+service, folds silently), a member that raises the incident's severity
+re-pages it as ``escalated``. Both go out at most once per ``group_interval``
+of wall-clock time and at most once per ``group_interval`` of event time,
+counted from the incident's last message; a change that comes sooner is held
+and announced by one message (``escalated`` if any held change escalated,
+else ``updated``) once both have passed: by the group's next alert, by
+``on_notify``, or at end of input if the incident is still open. A held
+change of an incident that resolves first is not announced: the resolve
+names every member. ``group_interval: 0`` sends escalations at once and
+no ``updated`` messages (new members are named by escalations and the
+resolve).
+
+Every message of an incident carries the incident's fingerprint and
+event_time (those of its first page, so alert_ids are stable under replay)
+and, as its headline (type, model, metric, observed, expected, score,
+summary, ...), the incident's most severe member, the earliest among equals.
 
 ``group_wait`` (event time, and wall time for a live flow) holds a new
 incident's first page so that members arriving together are in it; 0 pages
-at once. ``group_interval`` > 0 announces members that joined a paged
-incident in an ``updated`` message, at most once per interval of event time
-(a member that joins sooner, say in the same window as the page, is
-announced by the group's next alert an interval later, or at end of input);
-0 folds them silently (they appear in escalations and in the resolve).
+at once.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
@@ -37,6 +57,14 @@ from sentinel.config import AlertingConfig
 from sentinel.metrics import get_metrics
 
 Alert = Dict[str, Any]
+
+# Type families: alerts of different families are never one incident.
+FAMILIES = {"coordinated_attack": "security", "policy_violation": "security", "token_abuse": "abuse"}
+# Types about one actor (a user, a tenant, a source): each subject is its own incident.
+ACTOR_SCOPED = frozenset({"token_abuse", "coordinated_attack"})
+
+MAX_OPEN_INCIDENTS = 64  # per group; beyond it the oldest open incident is forgotten
+MAX_MEMBERS = 500  # per incident; beyond it the oldest resolved member is forgotten
 
 
 def _ts(s: str) -> float:
@@ -49,7 +77,13 @@ def fired_at(alert: Alert) -> float:
     return _ts(ev.get("fired_event_time") or alert["event_time"])
 
 
+def family(type_: Optional[str]) -> str:
+    """``security``, ``abuse`` or ``health``."""
+    return FAMILIES.get(type_ or "", "health")
+
+
 def group_key(alert: Alert, group_by: Tuple[str, ...]) -> str:
+    """The ``group_by`` fields, the type family and, for actor-scoped types, the subject."""
     parts = []
     for f in group_by:
         v = alert.get(f)
@@ -57,6 +91,10 @@ def group_key(alert: Alert, group_by: Tuple[str, ...]) -> str:
     if not any(parts):
         # An alert with none of the grouping fields (an attack on no service) is its own group.
         return "fp:" + alert["fingerprint"]
+    typ = alert.get("type")
+    parts.append(family(typ))
+    if typ in ACTOR_SCOPED and "subject" not in group_by:
+        parts.append(alert.get("subject") or "")
     return "\x1f".join(parts)
 
 
@@ -65,58 +103,98 @@ def _member(alert: Alert) -> Dict[str, Any]:
                                         "subject", "metric", "observed", "expected", "score", "event_time")}
 
 
+def _weight(alert: Alert) -> Tuple[int, float]:
+    """Headline order: the most severe, then the earliest."""
+    return RANK.get(alert["severity"], 0), -_ts(alert["event_time"])
+
+
+def _plain(summary: str) -> str:
+    """A member's summary without the "Escalated to <severity>: " of its own escalation."""
+    if summary.startswith("Escalated to ") and ": " in summary:
+        return summary.split(": ", 1)[1]
+    return summary
+
+
+def _fill_defaults(obj: Any, state: Dict[str, Any]) -> None:
+    """Restore a pickled dataclass, giving fields an older version did not have their defaults."""
+    obj.__dict__.update(state)
+    for f in fields(obj):
+        if f.name not in obj.__dict__:
+            if f.default is not MISSING:
+                obj.__dict__[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                obj.__dict__[f.name] = f.default_factory()
+
+
 @dataclass
 class Incident:
+    # The alert the incident paged with (before the page, its first): its fingerprint,
+    # event_time and alert_id are the incident's.
     primary: Alert
-    members: Dict[str, Alert] = field(default_factory=dict)  # fingerprint -> latest firing/escalated alert
+    members: Dict[str, Alert] = field(default_factory=dict)  # fingerprint -> member summary (_member)
     active: Dict[str, bool] = field(default_factory=dict)  # fingerprint -> still firing
-    severity: str = "info"
+    severity: str = "info"  # the highest a member reached
     paged: bool = False
     hold_until_event: float = 0.0
     hold_until_wall: float = 0.0
-    last_page_event: float = 0.0
+    last_page_event: float = 0.0  # the page, repeat or escalation (for repeat_interval)
     repeats: int = 0
     escalations: int = 0
     first_event: float = 0.0
     last_event: float = 0.0
     updates: int = 0
-    last_update_event: float = 0.0
-    # A member joined the paged incident within group_interval of its last message:
-    # announced by the next alert of the group that comes an interval later (or at end of input).
-    pending_update: bool = False
+    # The headline: the latest alert of the most severe member, the earliest among equals.
+    headline: Optional[Alert] = None
+    # When the last message (page, update, escalation, repeat) went out: group event time, wall clock.
+    last_sent_event: float = 0.0
+    last_sent_wall: float = 0.0
+    # A change held by group_interval: "", "updated" or "escalated".
+    held: str = ""
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        _fill_defaults(self, state)
+        # Before type families and held escalations: a bool for a held update, the page's event time.
+        if self.__dict__.pop("pending_update", False):
+            self.held = self.held or "updated"
+        old_update = self.__dict__.pop("last_update_event", None)
+        if not self.last_sent_event:
+            self.last_sent_event = max(old_update or 0.0, self.last_page_event)
+        if self.headline is None:
+            self.headline = self.primary
+        # Members were whole alerts: keep their summaries only.
+        self.members = {fp: _member(m) for fp, m in self.members.items()}
 
 
 @dataclass
 class GroupState:
     incidents: List[Incident] = field(default_factory=list)
-    last_wall: float = 0.0
+    last_wall: float = 0.0  # wall clock (monotonic) of the group's latest alert
+    last_event: float = 0.0  # the group's event time: the latest seen
 
-
-MAX_OPEN_INCIDENTS = 64
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        _fill_defaults(self, state)
+        if not self.last_event and self.incidents:
+            self.last_event = max(i.last_event for i in self.incidents)
 
 
 class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
     def __init__(self, cfg: AlertingConfig, state: Optional[GroupState]) -> None:
         self.cfg = cfg
         self.state = state if state is not None else GroupState()
+        # The wall clock of the group_interval and group_wait limits; tests replace it.
+        self.clock: Callable[[], float] = time.monotonic
         m = get_metrics()
         self._grouped = m.alerts_suppressed.labels(reason="grouped")
+        if state is not None:
+            # A monotonic reading from before a restart may be ahead of this process's clock
+            # (another boot): no wall-clock stamp is later than now.
+            now = self.clock()
+            state.last_wall = min(state.last_wall, now)
+            for inc in state.incidents:
+                inc.last_sent_wall = min(inc.last_sent_wall, now)
+                inc.hold_until_wall = min(inc.hold_until_wall, now + cfg.group_wait)
 
     # -- Bytewax hooks -----------------------------------------------------
-
-    def _find(self, fp: str, t: float) -> Optional[Incident]:
-        """The open incident this alert belongs to: its own, else one it overlaps in time."""
-        incs = self.state.incidents
-        for inc in incs:
-            if fp in inc.members and inc.active.get(fp):
-                return inc
-        best = None
-        for inc in incs:
-            if (any(inc.active.values()) and inc.first_event - self.cfg.group_window <= t
-                    <= inc.last_event + self.cfg.group_window):
-                if best is None or inc.last_event > best.last_event:
-                    best = inc
-        return best
 
     def on_item(self, alert: Alert) -> Tuple[List[Alert], bool]:
         out, discard = self._on_item(alert)
@@ -126,17 +204,62 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
                 a.setdefault(INGESTED_AT, ingested)
         return out, discard
 
+    def on_notify(self) -> Tuple[List[Alert], bool]:
+        out: List[Alert] = []
+        now = self.clock()
+        clock = self._event_clock(now)
+        for inc in self.state.incidents:
+            if not inc.paged:
+                if now >= inc.hold_until_wall:
+                    self._page(inc, out, inc.last_event, now)
+            elif inc.held and self._may_send(inc, clock, now):
+                self._announce(inc, out, clock, now)
+        return out, self._discard()
+
+    def on_eof(self) -> Tuple[List[Alert], bool]:
+        out: List[Alert] = []
+        now = self.clock()
+        clock = self.state.last_event
+        for inc in self.state.incidents:
+            if not inc.paged:
+                self._page(inc, out, inc.last_event, now)
+            elif inc.held:
+                self._announce(inc, out, max(clock, inc.last_sent_event), now)
+        return out, StatefulLogic.RETAIN
+
+    def notify_at(self) -> Optional[datetime]:
+        st = self.state
+        due = []
+        for inc in st.incidents:
+            if not inc.paged:
+                due.append(inc.hold_until_wall)
+            elif inc.held:
+                gi = self.cfg.group_interval
+                # Both limits: the wall clock's, and when the group's event clock (which moves
+                # with the wall clock in a live flow, see _event_clock) reaches its own.
+                due.append(max(inc.last_sent_wall + gi, st.last_wall + inc.last_sent_event + gi - st.last_event))
+        if due:
+            wait = max(0.0, min(due) - self.clock())
+            return datetime.now(timezone.utc) + timedelta(seconds=wait)
+        if not st.incidents:
+            return datetime.now(timezone.utc) + timedelta(seconds=self.cfg.idle_evict)
+        return None
+
+    def snapshot(self) -> GroupState:
+        return copy.deepcopy(self.state)
+
+    # -- alerts -------------------------------------------------------------
+
     def _on_item(self, alert: Alert) -> Tuple[List[Alert], bool]:
         st = self.state
-        now = time.monotonic()
-        st.last_wall = now
-        out: List[Alert] = []
+        now = self.clock()
         t = fired_at(alert)
+        st.last_wall = now
+        st.last_event = max(st.last_event, t)
+        clock = st.last_event
+        out: List[Alert] = []
         for inc in st.incidents:
-            self._flush_held(inc, t, now, out)
-            self._repeat(inc, t, out)
-            if inc.pending_update and t - inc.last_update_event >= self.cfg.group_interval:
-                self._update(inc, t, out)
+            self._due(inc, out, clock, now)
         status = alert.get("status", "firing")
         fp = alert["fingerprint"]
         if status == "resolved":
@@ -146,149 +269,167 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
                 return out, self._discard()
             inc.active[fp] = False
             if not any(inc.active.values()):
+                # A change still held is not announced: the resolve names every member.
                 self._resolve(inc, alert, out)
                 st.incidents.remove(inc)
             return out, self._discard()
         inc = self._find(fp, t)
         if inc is None:
-            inc = Incident(primary=alert, severity=alert["severity"], first_event=t, last_event=t,
+            inc = Incident(primary=alert, headline=alert, severity=alert["severity"], first_event=t, last_event=t,
                            hold_until_event=t + self.cfg.group_wait, hold_until_wall=now + self.cfg.group_wait)
-            inc.members[fp] = alert
-            inc.active[fp] = True
+            self._add_member(inc, alert)
             st.incidents.append(inc)
             if len(st.incidents) > MAX_OPEN_INCIDENTS:
                 st.incidents.pop(0)  # bounded: the oldest open incident is forgotten
             if self.cfg.group_wait <= 0:
-                self._page(inc, out, t)
+                self._page(inc, out, clock, now)
             return out, StatefulLogic.RETAIN
         inc.last_event = max(inc.last_event, t)
         inc.first_event = min(inc.first_event, t)
-        new_member = fp not in inc.members or not inc.active.get(fp)
-        inc.members[fp] = alert
-        inc.active[fp] = True
+        new_type = alert["type"] not in {m["type"] for m in inc.members.values()}
+        new_member = not inc.active.get(fp)
+        self._add_member(inc, alert)
         grew = RANK.get(alert["severity"], 0) > RANK.get(inc.severity, 0)
         if grew:
             inc.severity = alert["severity"]
-        if not inc.paged:
-            if new_member:
-                self._grouped.inc()
-            return out, StatefulLogic.RETAIN
-        if grew:
-            self._escalate(inc, alert, out, t)
-        elif new_member and self.cfg.group_interval > 0 and t - inc.last_update_event >= self.cfg.group_interval:
-            self._update(inc, t, out)
-        elif new_member or status == "escalated":
-            self._grouped.inc()
-            if new_member and self.cfg.group_interval > 0:
-                inc.pending_update = True
+        change = "escalated" if grew else "updated" if new_type and self.cfg.group_interval > 0 else ""
+        if inc.paged and change:
+            inc.held = "escalated" if "escalated" in (inc.held, change) else "updated"
+            if self._may_send(inc, clock, now):
+                self._announce(inc, out, clock, now)
+                return out, StatefulLogic.RETAIN
+        if new_member or status == "escalated":
+            self._grouped.inc()  # folded: silently, or in a message still held
         return out, StatefulLogic.RETAIN
 
-    def _update(self, inc: Incident, t: float, out: List[Alert]) -> None:
-        """Announce the paged incident's members in an ``updated`` message."""
-        inc.updates += 1
-        inc.last_update_event = t
-        inc.pending_update = False
-        a = self._incident_alert(inc, "updated")
-        a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "updated", str(inc.updates))
-        out.append(a)
+    def _find(self, fp: str, t: float) -> Optional[Incident]:
+        """The open incident this alert belongs to: its own, else one it overlaps in time."""
+        incs = self.state.incidents
+        for inc in incs:
+            if inc.active.get(fp):
+                return inc
+        best = None
+        for inc in incs:
+            if (any(inc.active.values()) and inc.first_event - self.cfg.group_window <= t
+                    <= inc.last_event + self.cfg.group_window):
+                if best is None or inc.last_event > best.last_event:
+                    best = inc
+        return best
 
-    def on_notify(self) -> Tuple[List[Alert], bool]:
-        out: List[Alert] = []
-        now = time.monotonic()
-        for inc in self.state.incidents:
-            if not inc.paged and now >= inc.hold_until_wall:
-                self._page(inc, out, inc.last_event)
-        return out, self._discard()
+    def _add_member(self, inc: Incident, alert: Alert) -> None:
+        fp = alert["fingerprint"]
+        if fp not in inc.members and len(inc.members) >= MAX_MEMBERS:
+            gone = next((f for f in inc.members if not inc.active.get(f)), None)
+            if gone is not None:
+                del inc.members[gone]
+                del inc.active[gone]
+        inc.members[fp] = _member(alert)
+        inc.active[fp] = True
+        h = inc.headline or inc.primary
+        same_episode = h["fingerprint"] == fp and h["event_time"] == alert["event_time"]
+        if _weight(alert) > _weight(h) or same_episode:
+            inc.headline = alert
 
-    def on_eof(self) -> Tuple[List[Alert], bool]:
-        out: List[Alert] = []
-        for inc in self.state.incidents:
-            if not inc.paged:
-                self._page(inc, out, inc.last_event)
-            elif inc.pending_update:
-                self._update(inc, inc.last_event, out)
-        return out, StatefulLogic.RETAIN
+    # -- messages -----------------------------------------------------------
 
-    def notify_at(self) -> Optional[datetime]:
-        held = [i.hold_until_wall for i in self.state.incidents if not i.paged]
-        if held:
-            wait = max(0.0, min(held) - time.monotonic())
-            return datetime.now(timezone.utc) + timedelta(seconds=wait)
-        if not self.state.incidents:
-            return datetime.now(timezone.utc) + timedelta(seconds=self.cfg.idle_evict)
-        return None
-
-    def snapshot(self) -> GroupState:
-        return copy.deepcopy(self.state)
-
-    # -- lifecycle ----------------------------------------------------------
-
-    def _discard(self) -> bool:
+    def _event_clock(self, now: float) -> float:
+        """The group's event time now: its latest alert's, plus the wall time since (a live flow's
+        event time moves with the wall clock)."""
         st = self.state
-        if not st.incidents and time.monotonic() - st.last_wall >= self.cfg.idle_evict:
-            return StatefulLogic.DISCARD
-        return StatefulLogic.RETAIN
+        return st.last_event + max(0.0, now - st.last_wall)
 
-    def _flush_held(self, inc: Incident, t: float, now: float, out: List[Alert]) -> None:
-        if not inc.paged and t >= inc.hold_until_event:
-            self._page(inc, out, t)
+    def _may_send(self, inc: Incident, clock: float, now: float) -> bool:
+        gi = self.cfg.group_interval
+        return clock - inc.last_sent_event >= gi and now - inc.last_sent_wall >= gi
 
-    def _repeat(self, inc: Incident, t: float, out: List[Alert]) -> None:
+    def _sent(self, inc: Incident, clock: float, now: float) -> None:
+        inc.last_sent_event = max(inc.last_sent_event, clock)
+        inc.last_sent_wall = now
+        inc.held = ""
+
+    def _due(self, inc: Incident, out: List[Alert], clock: float, now: float) -> None:
+        """What an incident owes at the group's event time ``clock``: its held page, a repeat, a held change."""
+        if not inc.paged:
+            if clock >= inc.hold_until_event:
+                self._page(inc, out, clock, now)
+            return
         r = self.cfg.repeat_interval
-        if inc.paged and r > 0 and t - inc.last_page_event >= r and any(inc.active.values()):
-            inc.repeats += 1
-            a = self._incident_alert(inc, "firing")
-            a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "repeat", str(inc.repeats))
-            a["evidence"]["repeat"] = inc.repeats
-            inc.last_page_event = t
-            out.append(a)
+        if r > 0 and clock - inc.last_page_event >= r and any(inc.active.values()):
+            self._repeat(inc, out, clock, now)
+        elif inc.held and self._may_send(inc, clock, now):
+            self._announce(inc, out, clock, now)
 
-    def _page(self, inc: Incident, out: List[Alert], t: float) -> None:
-        # The primary is the most severe member, the earliest among equals.
-        inc.primary = max(inc.members.values(), key=lambda a: (RANK.get(a["severity"], 0), -_ts(a["event_time"])))
+    def _page(self, inc: Incident, out: List[Alert], clock: float, now: float) -> None:
+        inc.primary = inc.headline or inc.primary
         inc.paged = True
-        inc.last_page_event = inc.last_update_event = t
+        inc.last_page_event = clock
+        self._sent(inc, clock, now)
         out.append(self._incident_alert(inc, "firing"))
 
-    def _escalate(self, inc: Incident, member: Alert, out: List[Alert], t: float) -> None:
-        inc.escalations += 1
-        a = self._incident_alert(inc, "escalated")
-        a["severity"] = inc.severity
-        a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "escalated",
-                                 f"{inc.severity}|{inc.escalations}")
-        if member["fingerprint"] != inc.primary["fingerprint"] or member.get("status") == "escalated":
-            prefix = f"Escalated to {inc.severity}: "
-            summary = member["summary"]
-            a["summary"] = summary if summary.startswith("Escalated to ") else prefix + summary
-        inc.last_page_event = t
-        inc.pending_update = False  # the escalation names every member
+    def _repeat(self, inc: Incident, out: List[Alert], clock: float, now: float) -> None:
+        """The incident still firing after repeat_interval pages again (naming every member: no change stays held)."""
+        inc.repeats += 1
+        a = self._incident_alert(inc, "firing")
+        a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "repeat", str(inc.repeats))
+        a["evidence"]["repeat"] = inc.repeats
+        inc.last_page_event = clock
+        self._sent(inc, clock, now)
+        out.append(a)
+
+    def _announce(self, inc: Incident, out: List[Alert], clock: float, now: float) -> None:
+        """The held change in one message: an escalation wins over an update."""
+        if inc.held == "escalated":
+            inc.escalations += 1
+            a = self._incident_alert(inc, "escalated")
+            a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "escalated",
+                                     f"{inc.severity}|{inc.escalations}")
+            inc.last_page_event = clock
+        else:
+            inc.updates += 1
+            a = self._incident_alert(inc, "updated")
+            a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "updated", str(inc.updates))
+        self._sent(inc, clock, now)
         out.append(a)
 
     def _resolve(self, inc: Incident, last: Alert, out: List[Alert]) -> None:
         if not inc.paged:
-            self._page(inc, out, fired_at(last))
+            self._page(inc, out, fired_at(last), self.clock())
         a = self._incident_alert(inc, "resolved")
         a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "resolved", inc.severity)
-        p = inc.primary
-        where = f"{p['service']}/{p['model']}" if p.get("model") else (p.get("service") or p.get("subject"))
+        h = a
+        where = f"{h['service']}/{h['model']}" if h.get("model") else (h.get("service") or h.get("subject"))
         a["summary"] = (f"Resolved: {where} is back to normal ({len(inc.members)} anomal"
                         f"{'y' if len(inc.members) == 1 else 'ies'} in this incident).")
         a["evidence"]["resolved_event_time"] = (last.get("evidence") or {}).get("fired_event_time")
         out.append(a)
 
     def _incident_alert(self, inc: Incident, status: str) -> Alert:
-        a = dict(inc.primary)
-        # The primary's ingest time is not this message's: the flow sets it from the
+        """A message of the incident: its headline member's alert under the incident's identity."""
+        h = inc.headline or inc.primary
+        a = dict(h)
+        # The headline's ingest time is not this message's: the flow sets it from the
         # alert that triggered the message (see on_item).
         a.pop(INGESTED_AT, None)
+        for k in ("alert_id", "fingerprint", "event_time"):
+            a[k] = inc.primary[k]
         a["evidence"] = dict(a.get("evidence") or {})
         a["status"] = status
-        a["severity"] = inc.severity if status != "firing" else max(
-            (m["severity"] for m in inc.members.values()), key=lambda s: RANK.get(s, 0))
-        others = [_member(m) for fp, m in inc.members.items() if fp != inc.primary["fingerprint"]]
+        a["severity"] = inc.severity
+        a["summary"] = _plain(a["summary"])
+        others = [m for fp, m in inc.members.items() if fp != h["fingerprint"]]
         if others:
-            a["evidence"]["grouped"] = others
-            if status == "firing":
-                a["summary"] = a["summary"] + f" {len(others)} related anomal{'y' if len(others) == 1 else 'ies'} grouped."
+            a["evidence"]["grouped"] = [dict(m) for m in others]
+            if status in ("firing", "updated"):
+                a["summary"] += f" {len(others)} related anomal{'y' if len(others) == 1 else 'ies'} grouped."
+        if status == "escalated":
+            a["summary"] = f"Escalated to {inc.severity}: " + a["summary"]
         a["detected_at"] = iso(time.time())
         return a
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def _discard(self) -> bool:
+        st = self.state
+        if not st.incidents and self.clock() - st.last_wall >= self.cfg.idle_evict:
+            return StatefulLogic.DISCARD
+        return StatefulLogic.RETAIN

@@ -41,13 +41,17 @@ def episodes(rng, n_keys=4, n_eps=60):
     return [m for _, m in msgs]
 
 
+@pytest.mark.parametrize("wall_step", [0.0, 30.0])
 @pytest.mark.parametrize("window", [0.0, 120.0, 600.0, 3600.0])
 @pytest.mark.parametrize("seed", range(5))
-def test_ids_unique_and_every_incident_resolves(window, seed):
+def test_ids_unique_and_every_incident_resolves(window, seed, wall_step):
     rng = random.Random(seed)
     logic = IncidentLogic(AlertingConfig(group_window=window, group_interval=60.0), None)
+    wall = [0.0]
+    logic.clock = lambda: wall[0]  # a replay (the wall clock stands still) or a live run
     out = []
     for m in episodes(rng):
+        wall[0] += wall_step
         got, _ = logic.on_item(m)
         out.extend(got)
     got, _ = logic.on_eof()
@@ -66,8 +70,10 @@ def _iso(t):
 def test_members_that_join_with_the_page_are_announced_before_the_resolve():
     # Latency, tokens and cost of one key fire in the same window: the first pages
     # at once; the other two are named by an "updated" message when the group's
-    # next alert comes an interval later, not only in the resolve.
+    # next alert comes an interval later (of event and of wall time), not only in the resolve.
     logic = IncidentLogic(AlertingConfig(group_interval=60.0), None)
+    wall = [100.0]
+    logic.clock = lambda: wall[0]
     t = T0 + 3600
     first = [make_alert(typ, "m", 10.0, 1.0, 0.95, "high" if typ == "latency" else "medium", "d", t, "svc", "m1",
                         evidence={"fired_event_time": _iso(t + 120)}) for typ in ("latency", "tokens", "cost")]
@@ -76,6 +82,7 @@ def test_members_that_join_with_the_page_are_announced_before_the_resolve():
         out += logic.on_item(a)[0]
     assert [a["status"] for a in out] == ["firing"]
     assert "grouped" not in out[0]["evidence"]
+    wall[0] += 60
     out += logic.on_item(resolved(first[1], t + 420))[0]
     assert [a["status"] for a in out] == ["firing", "updated"]
     assert {m["type"] for m in out[1]["evidence"]["grouped"]} == {"tokens", "cost"}
