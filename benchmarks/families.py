@@ -58,7 +58,7 @@ if ROOT not in sys.path:
 
 import world  # noqa: E402
 from scenarios import check_flow, deep_merge, load_flow_extra  # noqa: E402
-from scoring import load_jsonl, median, score  # noqa: E402
+from scoring import alert_body, load_jsonl, matches, median, score  # noqa: E402
 
 WINDOW_S = 60.0
 SPLITS = ("tune", "test")
@@ -131,6 +131,20 @@ def replay(job: Tuple[Dict[str, Any], str, int]) -> Tuple[float, int, str]:
 # ------------------------------------------------------------- aggregate
 
 
+def named_only_in_resolves(alerts: List[Dict[str, Any]], missed: List[Dict[str, Any]], grace_s: float) -> List[str]:
+    """Ids of missed labels that a resolve message names as a grouped member.
+
+    The flow saw these incidents, folded them into another one, and never
+    announced them before the resolve: the receiver was not told in time.
+    """
+    members = []
+    for a in map(alert_body, alerts):
+        if a.get("status") == "resolved":
+            members += [m for m in (a.get("evidence") or {}).get("grouped") or ()
+                        if isinstance(m, dict) and m.get("event_time") is not None]
+    return [lab.get("id") for lab in missed if any(matches(m, lab, grace_s) for m in members)]
+
+
 def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Sums over the runs of one split."""
     detected: Dict[str, List[int]] = {t: [0, 0] for t in world.INCIDENT_TYPES}
@@ -173,9 +187,11 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         "false_notifications": false,
         "false_per_day": false / days if days else 0.0,
         "false_by_type": dict(sorted(false_by_type.items())),
+        "collateral": sum(r["collateral_false_alerts"] for r in runs),
         "trap_notifications_by_kind": dict(sorted(trap_by_kind.items())),
         "median_delay_windows": None if not delays else median(delays) / WINDOW_S,
         "notifications_per_detected": n_true / n_detected if n_detected else None,
+        "missed_named_in_resolve": sum(len(r.get("missed_named_in_resolve", ())) for r in runs),
         "events": events,
         "run_s": run_s,
         "events_per_s": events / run_s if run_s else 0.0,
@@ -216,6 +232,8 @@ def format_diagnosis(split: str, runs: List[Dict[str, Any]], agg: Dict[str, Any]
     """False notifications by type and trap kind, per-family lines, and the missed labels."""
     lines = [f"[{split}] false notifications by alert type: "
              + (", ".join(f"{t} {n}" for t, n in agg["false_by_type"].items()) or "none")]
+    lines.append(f"[{split}] of them on the key of a labelled incident, in its window (collateral): "
+                 f"{agg['collateral']}")
     trapped = {k: n for k, n in agg["trap_notifications_by_kind"].items() if n}
     lines.append(f"[{split}] of them inside normal-behaviour traps: "
                  + (", ".join(f"{k} {n}" for k, n in trapped.items()) or "none"))
@@ -226,9 +244,12 @@ def format_diagnosis(split: str, runs: List[Dict[str, Any]], agg: Dict[str, Any]
                      f"({', '.join(f'{t} {n}' for t, n in r['false_alerts_by_type'].items()) or '-'}), "
                      f"{r['events']:,} events in {r['run_s']:.0f} s")
     missed = [(r["family"], r["seed"], lab) for r in runs for lab in r["missed_labels"]]
-    lines.append(f"[{split}] missed labels: {len(missed)}")
+    in_resolve = {i for r in runs for i in r["missed_named_in_resolve"]}
+    lines.append(f"[{split}] missed labels: {len(missed)} ({len(in_resolve)} of them folded into another "
+                 f"incident and named only in its resolve: marked *)")
     for fam, seed, lab in missed[:limit]:
-        lines.append(f"  {lab['id']} {lab['type']} {lab['service']}/{lab['model']} {lab.get('subject') or ''} "
+        mark = "*" if lab["id"] in in_resolve else " "
+        lines.append(f"{mark} {lab['id']} {lab['type']} {lab['service']}/{lab['model']} {lab.get('subject') or ''} "
                      f"{lab['start'][11:19]}..{lab['end'][11:19]}: {lab.get('detail')}")
     if len(missed) > limit:
         lines.append(f"  ... {len(missed) - limit} more (see --json)")
@@ -314,6 +335,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         alerts = load_jsonl(alerts_path) if os.path.exists(alerts_path) else []
         r = score(alerts, load_jsonl(job[0] + ".labels.jsonl"), duration_s=args.hours * 3600.0,
                   grace_s=args.grace, traps=load_jsonl(job[0] + ".traps.jsonl"), count="all")
+        r["missed_named_in_resolve"] = named_only_in_resolves(alerts, r["missed_labels"], args.grace)
         r.update(split=sp, family=fam, seed=seed, hours=args.hours, events=meta["events"], run_s=round(run_s, 2),
                  alerts_path=alerts_path)
         runs.append(r)

@@ -36,6 +36,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -284,7 +285,7 @@ FAMILIES: Dict[str, Family] = {
         Family("saas-chat", "tune", ("chat", "chat", "rag", "agent", "sparse"), (3000, 6000), canaries=1,
                security_per_min=3.0, description="consumer chat, a RAG helper, a coding agent, a sparse key"),
         Family("legal-docs", "tune", ("doc", "doc", "rag", "batch", "trace", "sparse"), (2000, 4000), canaries=1,
-               security_per_min=2.0, trace_slice=(0.0, 0.5), trace_thin=(0.3, 0.45),
+               security_per_min=2.0, rate_scale=1.4, trace_slice=(0.0, 0.5), trace_thin=(0.3, 0.45),
                description="document pipelines, nightly-style batch, a real-trace slice thinned hard"),
         Family("dev-platform", "test", ("trace", "agent", "chat", "sparse", "sparse"), (8000, 14000), canaries=1,
                security_per_min=4.0, trace_slice=(0.0, 1.0), trace_thin=(0.7, 0.9),
@@ -387,6 +388,7 @@ class World:
         self.traps: List[Trap] = []
         self._schedule_traps()
         self.incidents: List[Incident] = []
+        self._stratum = (0, 1)
         self._schedule_incidents()
 
     def rng(self, purpose: str) -> random.Random:
@@ -578,8 +580,16 @@ class World:
         rng.shuffle(plan)
         plan.sort(key=lambda t: t == "coordinated_attack")  # attacks last: some join an open incident
         counts: Dict[str, int] = {}
+        planned = Counter(plan)
+        seen: Counter = Counter()
         for typ in plan:
-            for _ in range(60):
+            # The i-th of n incidents of a type starts in the i-th n-th of the run when it
+            # fits there (so they spread over the day), else anywhere.
+            self._stratum = (seen[typ], planned[typ])
+            seen[typ] += 1
+            for attempt in range(60):
+                if attempt == 30:
+                    self._stratum = (0, 1)
                 inc = self._draw(rng, typ)
                 if inc is None:
                     break
@@ -613,9 +623,16 @@ class World:
         return keys
 
     def _window(self, rng: random.Random, dur: float) -> Optional[float]:
+        """A start for an incident of ``dur`` seconds: in the current stratum of the run when it fits."""
         if self._hi - self._lo < dur:
             return None
-        return rng.uniform(self._lo, self._hi - dur)
+        i, n = self._stratum
+        width = (self._hi - self._lo) / n
+        lo = self._lo + i * width
+        hi = min(lo + width, self._hi - dur)
+        if hi <= lo:
+            lo, hi = self._lo, self._hi - dur
+        return rng.uniform(lo, hi)
 
     def _draw(self, rng: random.Random, typ: str) -> Optional[Incident]:
         """One candidate incident of ``typ`` (None when none fits this run)."""
