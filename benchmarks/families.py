@@ -31,7 +31,9 @@ Then the false notifications by type and kind of trap, and the missed labels.
     python benchmarks/families.py --split tune --flow-extra ablation.yaml
 
 ``--flow-extra FILE`` is a YAML mapping merged into every generated flow
-definition (as in ``benchmarks/scenarios.py``). The real trace is read from
+definition (as in ``benchmarks/scenarios.py``). The replay runs the code of
+the checkout this script is in (``python -m sentinel.cli`` from its root):
+to measure another commit, run the script from a worktree of it. The real trace is read from
 ``--data-dir`` (default ``../shared/data`` beside the repository).
 """
 
@@ -41,6 +43,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -97,6 +100,18 @@ def generate(job: Tuple[str, str, int, float, str]) -> Dict[str, Any]:
         json.dump(meta, f)
     meta["cached"] = False
     return meta
+
+
+def prune_stale(workdir: str, fp: str) -> List[str]:
+    """Remove cached telemetry written by another version of the generator (it is large)."""
+    data = os.path.join(workdir, "data")
+    removed = []
+    for name in sorted(os.listdir(data)) if os.path.isdir(data) else ():
+        m = re.match(r"^fam-([0-9a-f]{10})-", name)
+        if m and m.group(1) != fp:
+            os.remove(os.path.join(data, name))
+            removed.append(name)
+    return removed
 
 
 # ------------------------------------------------------------------ replay
@@ -309,6 +324,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     data_dir = os.path.abspath(args.data_dir)
 
     fp = world_fingerprint()
+    for name in prune_stale(workdir, fp):
+        print(f"removed stale cache {name}", file=sys.stderr)
     gen_jobs = [(data_base(workdir, fp, fam, seed, args.hours), fam, seed, args.hours, data_dir)
                 for _, fam, seed in runs_plan]
     t0 = time.monotonic()
