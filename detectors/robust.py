@@ -114,6 +114,10 @@ class RobustBaseline:
             return (self._t(x) - self._loc) / max(self.scale, self._prior_scale)
         return (self._t(x) - self._loc) / self.scale
 
+    def current(self) -> Optional[float]:
+        """The level as of the latest point learned (what a slow drift is measured against)."""
+        return self.expected()
+
     def borrow_scale(self, scale: Optional[float]) -> None:
         """Use ``scale`` (a parent's typical one) until this baseline's warm-up is over."""
         self._prior_scale = scale
@@ -239,6 +243,17 @@ class PooledLogMean(RobustBaseline):
             if var / n <= target:
                 break  # precise enough: pooling further would only add the level's wander
         return best
+
+    def current(self) -> Optional[float]:
+        """The level with the windows still in the pool learned as normal ones: the key's level
+        now, for the drift detector (the level judged against lags ``pool`` windows)."""
+        if self._n == 0:
+            return None
+        loc = self._loc
+        for wn, ws, _, flag in self._ring:
+            if flag < 2:
+                loc += self.alpha * (ws / wn - loc)
+        return math.exp(loc) - self.offset
 
     def push(self, stats, flag: int = 0) -> None:
         """Add a window's ``(n, sum, sumsq)``; the window that leaves the pool is learned."""

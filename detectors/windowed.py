@@ -479,7 +479,7 @@ class KeyDetectors:
             # drift metric. An alarm is accepted while the ramp still climbs, so what came
             # after it would otherwise add up, hours later, to a second drift of the same change.
             for mm, det in self._drift.items():
-                level = self._base[mm].expected()
+                level = self._base[mm].current()
                 if level is not None:
                     det.accept(level)
 
@@ -490,7 +490,7 @@ class KeyDetectors:
         # Where a change is accepted, the new reference is the key's fast level, not this
         # window's value: the window that completes an alarm is an outlier in the alarm's
         # direction, and a reference set from it starts the next false drift from there.
-        now = base.expected()
+        now = base.current()
         now = value if now is None else now
         if recurring or any(self._ep[t].run > 0 or self._ep[t].active for t in SUDDEN_TYPES if t in self._ep):
             # A sudden change is the spike detector's; do not count it twice as drift
