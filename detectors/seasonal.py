@@ -247,26 +247,30 @@ class HourProfile:
 
     def learn(self, ts: float, y: float, plain: float, level: bool = True) -> None:
         """Learn ``y`` = log(count + 1) at ``ts``; ``plain`` is the plain level's expectation of it.
-        With ``level`` False (an anomalous window) only the errors are updated; a window more than
-        four noise levels off its own minute (a minute either side may have explained it) is
-        learned at a tenth of the weight, so a missing batch is not learned minute by minute
-        into the minutes after it, while a schedule that moved is, within hours."""
+        An anomalous window (``level`` False), or one more than four noise levels off its own
+        minute (a minute either side may have explained it), moves the minute's level and the
+        errors at a tenth of the weight (its deviation as any window): a missing batch is neither
+        learned minute by minute into the minutes after it nor makes the profile look worse than
+        the plain level, while a schedule that moved is learned within hours."""
         s = self._slot(ts)
         seen = self._seen[s]
         if seen:
             r = y - self._loc[s]
-            a = self.err_alpha
+            far = not level or (seen > 1 and abs(r) > 4.0 * self.expect(ts)[1])
+            w = 0.1 if far else 1.0
+            a = self.err_alpha * w
             self._err += a * (abs(r) - self._err)
             self._err_plain += a * (abs(y - plain) - self._err_plain)
-        if level:
-            if not seen:
-                self._loc[s] = y
-            else:
-                b = self.alpha if seen > 1 else 0.5
-                if seen > 1 and abs(r) > 4.0 * self.expect(ts)[1]:
-                    b *= 0.1
-                self._dev[s] += b * (abs(r) - self._dev[s])
-                self._loc[s] += b * r
-            if seen < 255:
-                self._seen[s] = seen + 1
-        self.adopted = min(self._seen) >= 2 and self._err < self.ratio * self._err_plain
+            b = self.alpha if seen > 1 else 0.5
+            # The deviation learns every window, at a third of the level's rate: a minute that a
+            # batch covers on some hours and not on others (batches of varying length) keeps a
+            # wide spread, and once a batch ran short, a short batch is within it.
+            self._dev[s] += (b if seen == 1 else b / 3.0) * (abs(r) - self._dev[s])
+            self._loc[s] += b * w * r
+        else:
+            self._loc[s] = y
+        if seen < 255:
+            self._seen[s] = seen + 1
+        # Adopted at half the plain level's error, kept up to 0.7 of it (no flapping at the edge).
+        limit = self.ratio if not self.adopted else max(self.ratio, 0.7)
+        self.adopted = min(self._seen) >= 2 and self._err < limit * self._err_plain

@@ -1,8 +1,8 @@
 """Periods shorter than a day: a key whose requests come in scheduled batches several times an hour.
 
 Batches of 6-8 minutes at :00, :20 and :40, about 40 requests a minute, nothing in between:
-the plain level of request counts sits between the two, so every batch (and every gap)
-looked like an incident (24 traffic pages in a day). The minute-of-hour profile
+the plain level of request counts sits between the two with a scale so wide that a batch
+that does not come was not seen; with one batch an hour, every batch paged (21 a day). The minute-of-hour profile
 (detectors.seasonal.HourProfile) expects them once it predicts the key far better than the
 plain level; a batch that does not come pages as traffic.
 """
@@ -19,19 +19,20 @@ from sentinel.events import LLMEvent
 T0 = 1767571200.0
 
 
-def batch_windows(seed, hours, skip=()):
-    """Per minute; ``skip``: the (hour, minute of hour) at which a batch does not come."""
+def batch_windows(seed, hours, skip=(), starts=(0, 20, 40), lengths=(6, 8)):
+    """Per minute; batches at ``starts`` (minutes of the hour), each of a length drawn from
+    ``lengths`` (minutes, inclusive); ``skip``: the (hour, minute of hour) at which one does not come."""
     rng = random.Random(seed)
     out = []
     length = {}
     for i in range(hours * 60):
         h, m = divmod(i, 60)
-        start = m - m % 20
-        key = (h, start)
+        start = max(s for s in starts if s <= m) if m >= starts[0] else starts[-1]
+        key = (h if m >= starts[0] else h - 1, start)
         if key not in length:
-            length[key] = rng.randint(6, 8)
+            length[key] = rng.randint(*lengths)
         agg = WindowAgg(T0 + 60 * i)
-        if m - start < length[key] and key not in skip:
+        if (m - start) % 60 < length[key] and key not in skip:
             for _ in range(max(0, int(rng.gauss(40, 6)))):
                 ts = T0 + 60 * i + rng.random() * 60
                 if rng.random() < 0.01:
@@ -68,6 +69,23 @@ def test_a_missing_batch_pages_as_traffic():
         assert [(f.type, f.direction) for f in late] == [("traffic", "down")], (seed, late)
         assert T0 + 6 * 3600 + 20 * 60 <= late[0].event_time <= T0 + 6 * 3600 + 22 * 60
         assert late[0].window_end <= T0 + 6 * 3600 + 24 * 60
+
+
+def test_a_day_of_batches_of_varying_length_once_or_twice_an_hour():
+    # One batch an hour (the plain level paged every one of them) or two, each 5 to 10 minutes
+    # long: the profile is made at the first page and adopted once it has seen every minute
+    # twice, so after the first three hours, at most two pages in three days (a batch much
+    # shorter than the ones before); a missing batch pages.
+    for starts in ((0,), (0, 30)):
+        pages = 0
+        for seed in range(3):
+            fs = fired(batch_windows(seed, 24, starts=starts, lengths=(5, 10)))
+            pages += len([f for f in fs if f.event_time >= T0 + 3 * 3600])
+            fs = fired(batch_windows(seed, 14, skip={(12, starts[-1])}, starts=starts, lengths=(5, 10)))
+            at = T0 + 12 * 3600 + starts[-1] * 60
+            assert [(f.type, f.direction) for f in fs if at <= f.event_time <= at + 300] == [("traffic", "down")], \
+                (starts, seed)
+        assert pages <= 2, (starts, pages)
 
 
 def test_a_calm_key_carries_no_hour_profile_and_old_state_loads():
