@@ -170,8 +170,9 @@ ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drif
 class KeyDetectors:
     """All window-level detectors of one service/model key.
 
-    Layers: a robust baseline per metric (spikes and steps, with persistence),
-    a time-of-day profile for traffic, the same time on the days (and, for
+    Layers: a robust baseline per metric (spikes and steps, with persistence; tokens and
+    cost per request on the mean of their logs, pooled over windows on a sparse key),
+    a time-of-day profile for traffic (and a minute-of-hour one for scheduled batches), the same time on the days (and, for
     traffic, weeks) before for patterns that recur (:meth:`_recurring`), a
     CUSUM drift detector on tokens and cost, and a binomial test for the
     error rate. During the key's first
@@ -219,7 +220,8 @@ class KeyDetectors:
         self._memory: Optional[Dict[str, Tuple[PeriodMemory, Optional[PeriodMemory]]]] = {} if seasonality else None
         self.daily_tolerance = 3.0  # in noise levels (see PeriodMemory)
         # Traffic's minute-of-hour profile (scheduled batches several times an hour): made the
-        # first time a traffic window would alert, judged by only while adopted (HourProfile).
+        # first time a traffic window would alert or the counts' scale passes hourly_scale,
+        # judged by only while adopted (HourProfile); a calm key carries none.
         self._hourly: Optional[HourProfile] = None
         self.hourly_scale = 0.7
         self._drift: Dict[str, DriftDetector] = {}
