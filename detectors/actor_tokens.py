@@ -1,43 +1,49 @@
-"""Token abuse within one service: its actors judged against its own heavy users.
+"""Token abuse within one service: its actors judged against their own habits and its heavy users.
 
 One :class:`ServiceActors` lives per service. It is fed each closed event-time
 window as ``{actor: [tokens, requests, model, model_weight]}`` and judges every
-actor that was busy in it on its tokens over the last ``horizon`` windows
-(abuse is a sustained rise, not one request). An actor's horizon is abusive
-when all of these hold:
+actor that was busy in it on its tokens and requests over the last
+``horizon`` (abuse is a sustained rise, not one request). An actor's horizon
+is abusive when all of these hold:
 
-* at least ``min_tokens`` tokens and ``min_requests`` requests (two requests
-  are not a pattern), no window holding more than ``max_share`` of them (one
-  huge request is not abuse);
-* at least ``heavy_ratio`` times the service's heavy users: the
-  ``heavy_quantile`` of the busy actor-horizons of *this* service, so a
-  document pipeline's normal users are judged on a document pipeline's scale,
-  not a chat service's;
-* at least ``ratio`` times the actor's own habit: what it usually sends in
-  a horizon *when it is busy* (a user who works in sessions is judged
-  against its sessions, not against a day's average that the idle hours
-  dilute), so the service's biggest regular user is judged against itself.
-  An actor with fewer than about three busy horizons behind it has no habit
-  yet and must be ``ratio * heavy_ratio`` times the heavy users' level.
+* a pattern, not an accident: at least ``min_requests`` requests and
+  ``min_tokens`` tokens, no window holding more than ``max_share`` of the
+  tokens (one huge request is not abuse);
+* far above its own habit, beyond doubt: more requests than ``ratio`` times
+  its usual rate could give (a Poisson tail below ``p_value``: two
+  requests from a user who usually sends one are not a pattern, and a user
+  at its session pace, a few times its average, is ordinary), and at least
+  ``ratio`` times its usual tokens; both habits scale with the service's
+  own traffic when that is above usual (a busy hour or a traffic surge
+  lifts everyone);
+* among the service's heavy users: at least the ``heavy_quantile`` of *this*
+  service's busy actor-horizons, so a light user's first busy session on a
+  chat service is no abuse, and a document pipeline's users are judged on a
+  document pipeline's scale. An actor first seen less than ``known_after``
+  windows ago (or forgotten) has no habit to rise above and must send
+  ``heavy_ratio`` times that level.
 
 ``persistence`` abusive windows in a row open an episode; ``quiet_windows``
-normal busy windows of that actor (or a horizon without it) close it.
-Nobody is judged during the service's first ``history_windows`` windows, or
-while it has seen fewer than ``min_population`` busy actor-horizons.
+busy windows of that actor that are not abusive (or a horizon without it)
+close it. Nobody is judged during the service's first ``history_windows``
+windows, or while it has seen fewer than ``min_population`` busy
+actor-horizons.
 
-Memory is bounded whatever the number of distinct actors: habits live in a
-Count-Min sketch (``width x depth`` cells, decayed lazily), the population
-in a fixed log-scale histogram, and per-actor detail only for the actors
-busy within the horizon and the few under suspicion.
+Memory is bounded whatever the number of distinct actors: habits (tokens and
+requests per window, idle windows counting as zero, over about
+``1 / habit_alpha`` windows) are kept for the ``max_actors`` most recently
+busy actors (one forgotten comes back as a stranger); the population lives
+in a fixed log-scale histogram; per-window detail only for the actors busy
+within the horizon, and the few under suspicion.
 
 Examples
 --------
->>> s = ServiceActors(min_population=10, history_windows=5)
+>>> s = ServiceActors(min_population=10, history_windows=5, min_tokens=1000)
 >>> out = []
->>> for w in range(60):
-...     actors = {f"user:{i}": [1000 + 10 * i, 2, "m", 1] for i in range(20)}
-...     if w >= 40:
-...         actors["user:3"] = [60000, 12, "m", 1]   # user 3 goes to ~60x its habit
+>>> for w in range(120):
+...     actors = {f"user:{i}": [500 + 10 * i, 1, "m", 1] for i in range(20) if (w + i) % 2}
+...     if w >= 100:
+...         actors["user:3"] = [20000, 20, "m", 1]   # user 3 goes to ~40x its habit
 ...     out += s.close_window(60.0 * w, actors)
 >>> [(f.status, f.actor) for f in out]
 [('firing', 'user:3')]
@@ -57,69 +63,91 @@ from detectors.population import DecayingQuantiles
 ActorWindow = list
 
 
-class HabitSketch:
-    """Count-Min sketch of each actor's usual tokens per horizon when it is busy.
+class ActorHabits:
+    """What each actor usually sends in a horizon when it is busy, for at most ``capacity`` actors.
 
-    Each of ``depth`` rows hashes an actor to one of ``width`` cells holding a
-    decayed sum of the actor's busy horizons' tokens and a decayed count of
-    them; ``habit(actor)`` is ``(sum / count, count)`` from the actor's least
-    shared cell (collisions can only make an actor look heavier and older,
-    never lighter). ``advance(n)`` ages everything by ``n`` windows at rate
-    ``alpha`` (one multiplication of a global scale, not of the cells).
-    Memory: ``2 * width * depth`` floats, whatever the number of actors.
+    An entry is ``[last window, tokens, requests, busy windows]``: sums over
+    the windows the actor was busy in, of its horizon's tokens and requests,
+    decayed at rate ``alpha`` per window and aged lazily when read. The
+    habit is their ratio: a user who works in sessions, or an agent that
+    sends its calls in bursts, is judged against its sessions and bursts,
+    not against an average that its idle hours dilute. The least recently
+    busy actor is forgotten first when the table is full (it comes back as
+    a stranger).
     """
 
-    __slots__ = ("width", "depth", "alpha", "_sums", "_counts", "_scale")
+    __slots__ = ("alpha", "capacity", "_log_keep", "_table")
 
-    def __init__(self, width: int = 4096, depth: int = 3, alpha: float = 1.0 / 360.0) -> None:
-        self.width = width
-        self.depth = depth
+    def __init__(self, alpha: float = 1.0 / 360.0, capacity: int = 20000) -> None:
         self.alpha = alpha
-        self._sums = [[0.0] * width for _ in range(depth)]
-        self._counts = [[0.0] * width for _ in range(depth)]
-        self._scale = 1.0  # stored cells are true values times this
+        self.capacity = capacity
+        self._log_keep = math.log1p(-alpha)
+        self._table: Dict[str, list] = {}
 
-    def _cells(self, actor: str) -> List[int]:
-        b = actor.encode()
-        h = zlib.crc32(b)
-        h2 = zlib.adler32(b) | 1
-        w = self.width
-        return [(h + i * h2) % w for i in range(self.depth)]
+    def __len__(self) -> int:
+        return len(self._table)
 
-    def advance(self, windows: int) -> None:
-        if windows <= 0:
-            return
-        log_scale = math.log(self._scale) - windows * math.log1p(-self.alpha)
-        if log_scale < 230.0:
-            self._scale = math.exp(log_scale)
-        else:  # renormalise before the floats overflow (what decayed below 1e-100 becomes 0)
-            inv = math.exp(-log_scale)
-            self._sums = [[c * inv for c in row] for row in self._sums]
-            self._counts = [[c * inv for c in row] for row in self._counts]
-            self._scale = 1.0
+    def habit(self, actor: str, now: int) -> Optional[Tuple[float, float, float]]:
+        """(tokens, requests per busy horizon, decayed number of busy windows), or None for a stranger."""
+        e = self._table.get(actor)
+        if e is None:
+            return None
+        keep = math.exp((now - e[0]) * self._log_keep)
+        return e[1] / e[3], e[2] / e[3], e[3] * keep
 
-    def add(self, actor: str, tokens: float) -> None:
-        sc = self._scale
-        for r, i in enumerate(self._cells(actor)):
-            self._sums[r][i] += tokens * sc
-            self._counts[r][i] += sc
-
-    def habit(self, actor: str) -> Tuple[float, float]:
-        """(usual tokens per busy horizon, decayed number of busy horizons behind it)."""
-        best_n, best_s = math.inf, 0.0
-        for r, i in enumerate(self._cells(actor)):
-            n = self._counts[r][i]
-            if n < best_n:
-                best_n, best_s = n, self._sums[r][i]
-        if best_n <= 0:
-            return 0.0, 0.0
-        return best_s / best_n, best_n / self._scale
+    def learn(self, actor: str, now: int, tokens: float, requests: float) -> None:
+        """Count one busy window of ``actor`` with its horizon's totals (its entry moves to the young end)."""
+        t = self._table
+        e = t.pop(actor, None)
+        if e is None:
+            if len(t) >= self.capacity:
+                del t[next(iter(t))]  # the least recently busy actor
+            e = [now, 0.0, 0.0, 0.0]
+        else:
+            keep = math.exp((now - e[0]) * self._log_keep)
+            e[1] *= keep
+            e[2] *= keep
+            e[3] *= keep
+            e[0] = now
+        e[1] += tokens
+        e[2] += requests
+        e[3] += 1.0
+        t[actor] = e
 
     def __getstate__(self):
-        return (self.width, self.depth, self.alpha, self._sums, self._counts, self._scale)
+        return (self.alpha, self.capacity, self._table)
 
     def __setstate__(self, s) -> None:
-        self.width, self.depth, self.alpha, self._sums, self._counts, self._scale = s
+        self.alpha, self.capacity, self._table = s
+        self._log_keep = math.log1p(-self.alpha)
+
+
+def poisson_sf(k: int, mu: float) -> float:
+    """P(X >= k) for X ~ Poisson(mu).
+
+    >>> round(poisson_sf(2, 1.0), 4), poisson_sf(0, 3.0), round(poisson_sf(10, 1.0), 8)
+    (0.2642, 1.0, 1.1e-07)
+    """
+    if k <= 0:
+        return 1.0
+    if mu <= 0.0:
+        return 0.0
+    if k <= mu:  # the upper tail from below the mean: 1 - P(X <= k - 1), summed directly
+        term = math.exp(-mu)
+        cdf = term
+        for j in range(1, k):
+            term *= mu / j
+            cdf += term
+        return max(0.0, 1.0 - cdf)
+    # Above the mean the terms fall geometrically from the first.
+    term = math.exp(-mu + k * math.log(mu) - math.lgamma(k + 1))
+    total = term
+    j = k
+    while term > 1e-16 * total:
+        j += 1
+        term *= mu / j
+        total += term
+    return min(1.0, total)
 
 
 class ActorFinding:
@@ -173,14 +201,17 @@ class ServiceActors:
     """Per-service token-abuse detector (see the module docstring)."""
 
     def __init__(self, window: float = 60.0, horizon: float = 600.0, min_tokens: int = 20000,
-                 min_requests: int = 5, ratio: float = 3.0, heavy_quantile: float = 0.99,
-                 heavy_ratio: float = 2.0, max_share: float = 0.6, persistence: int = 2,
-                 quiet_windows: int = 5, history_windows: int = 60, min_population: int = 1000) -> None:
+                 min_requests: int = 5, ratio: float = 4.0, p_value: float = 1e-4,
+                 heavy_quantile: float = 0.75, heavy_ratio: float = 5.0, max_share: float = 0.6,
+                 persistence: int = 2, quiet_windows: int = 5, history_windows: int = 60,
+                 min_population: int = 1000, habit_alpha: float = 1.0 / 360.0,
+                 max_actors: int = 20000) -> None:
         self.window = window
         self.horizon = horizon
         self.min_tokens = min_tokens
         self.min_requests = min_requests
         self.ratio = ratio
+        self.p_value = p_value
         self.heavy_quantile = heavy_quantile
         self.heavy_ratio = heavy_ratio
         self.max_share = max_share
@@ -188,11 +219,16 @@ class ServiceActors:
         self.quiet_windows = quiet_windows
         self.history_windows = history_windows
         self.min_population = min_population
-        # Busy horizons (decayed) after which an actor's own habit is its reference.
-        self.known_after = 3.0
-        self._recent: Deque[Tuple[float, Dict[str, ActorWindow]]] = deque()
+        self.habit_alpha = habit_alpha
+        self.max_actors = max_actors
+        # Busy windows (decayed) after which an actor's own habit is its reference.
+        self.known_after = 5.0
+        self._span = horizon / window
+        self._recent: Deque[Tuple[float, Dict[str, ActorWindow], int]] = deque()
         self._population = DecayingQuantiles()
-        self._habits = HabitSketch()
+        self._habits = ActorHabits(habit_alpha, max_actors)
+        self._service_rate: Optional[float] = None  # the service's requests per window (EW)
+
         self._suspects: Dict[str, _Suspect] = {}
         self._first: Optional[float] = None
         self._last: Optional[float] = None
@@ -212,23 +248,29 @@ class ServiceActors:
         out: List[ActorFinding] = []
         if self._first is None:
             self._first = start
-        gap = 1 if self._last is None else int(round((start - self._last) / self.window))
-        self._habits.advance(gap)
+        gap = 1 if self._last is None else max(1, int(round((start - self._last) / self.window)))
         self._last = start
+        now = int(start // self.window)
+        n_requests = 0
+        for aw in actors.values():
+            n_requests += aw[1]
         recent = self._recent
-        recent.append((start, actors))
+        recent.append((start, actors, n_requests))
         while recent[0][0] <= start - self.horizon:
             recent.popleft()
+        svc_requests = sum(r[2] for r in recent)
         heavy = self.heavy_level()
         judged = heavy is not None and start - self._first >= self.history_windows * self.window
+        usual = self._service_rate
         end = start + self.window
         suspects = self._suspects
+        span = self._span
         for actor, aw in actors.items():
             total = 0
             requests = 0
             top = 0
             busy = 0
-            for _, seen in recent:
+            for _, seen, _n in recent:
                 w = seen.get(actor)
                 if w is not None:
                     t = w[0]
@@ -237,15 +279,19 @@ class ServiceActors:
                     busy += 1
                     if t > top:
                         top = t
-            habit, seen = self._habits.habit(actor)
-            if seen >= self.known_after:
-                # Far above what it usually sends when busy, and among the service's heaviest.
-                over = total >= self.ratio * habit and total >= self.heavy_ratio * heavy if judged else False
-            else:
-                # Nothing usual of its own yet: only far above the heaviest counts.
-                over = judged and total >= self.ratio * self.heavy_ratio * heavy
-            abusive = (over and total >= self.min_tokens and requests >= self.min_requests
-                       and top <= self.max_share * total)
+            habit = self._habits.habit(actor, now)
+            abusive = False
+            lift = 1.0
+            if (judged and requests >= self.min_requests and total >= self.min_tokens and total >= heavy
+                    and top <= self.max_share * total):
+                if habit is None or habit[2] < self.known_after:
+                    abusive = total >= self.heavy_ratio * heavy
+                else:
+                    # Everyone is busier when the service is: the habit scales with the service's traffic.
+                    if usual:
+                        lift = max(1.0, (svc_requests - requests) / (usual * span))
+                    abusive = (total >= self.ratio * habit[0] * lift
+                               and poisson_sf(requests, self.ratio * habit[1] * lift) < self.p_value)
             self._population.update(total)
             s = suspects.get(actor)
             if abusive:
@@ -258,14 +304,18 @@ class ServiceActors:
                 s.last = start
                 if not s.active and s.run >= self.persistence:
                     s.active = True
-                    expected = max(heavy, habit)  # what a heavy user, or this actor, usually sends
+                    own = habit[0] * lift if habit is not None else 0.0
+                    expected = max(heavy, own)  # what a heavy user, or this actor, usually sends
                     s.firing = ActorFinding("firing", actor, self._model(actor), total, requests, expected,
-                                            heavy, habit, s.run_start, end, s.run, busy)
+                                            heavy, own, s.run_start, end, s.run, busy)
                     out.append(s.firing)
             else:
-                # Learned only when not abusive, and winsorised: a burst does not become the habit.
-                cap = 10.0 * habit + self.min_tokens
-                self._habits.add(actor, total if total < cap else cap)
+                # Learned only when not abusive, and winsorised at twice the habit: the climb of
+                # an abuse that is not yet beyond doubt does not become the habit.
+                if habit is None or habit[2] < self.known_after:
+                    self._habits.learn(actor, now, total, requests)
+                else:
+                    self._habits.learn(actor, now, min(total, 2.0 * habit[0]), min(requests, 2.0 * habit[1]))
                 if s is not None:
                     s.run = 0
                     if s.active:
@@ -275,6 +325,11 @@ class ServiceActors:
                             del suspects[actor]
                     else:
                         del suspects[actor]
+        a = self.habit_alpha
+        self._service_rate = float(n_requests) if usual is None else usual + a * (n_requests - usual)
+
+        for _ in range(gap - 1):  # idle windows of the whole service count as zero
+            self._service_rate *= 1.0 - a
         # An abuser that went quiet altogether resolves too.
         for actor in [a for a, s in suspects.items() if a not in actors and start - s.last >= self.horizon]:
             s = suspects.pop(actor)
@@ -289,7 +344,7 @@ class ServiceActors:
     def _model(self, actor: str) -> str:
         """The model most of the actor's horizon tokens went to (majority vote over its windows)."""
         votes: Dict[str, float] = {}
-        for _, seen in self._recent:
+        for _, seen, _n in self._recent:
             w = seen.get(actor)
             if w is not None:
                 votes[w[2]] = votes.get(w[2], 0.0) + w[3]
@@ -302,8 +357,8 @@ class ServiceActors:
                             f.run_start, end, f.windows, f.busy_windows)
 
     def memory_items(self) -> int:
-        """Per-actor entries held now (windows of the horizon and suspects): what grows with actors."""
-        return sum(len(a) for _, a in self._recent) + len(self._suspects)
+        """Per-actor entries held now (habits, windows of the horizon, suspects): what grows with actors."""
+        return len(self._habits) + sum(len(a) for _, a, _n in self._recent) + len(self._suspects)
 
     def __getstate__(self):
         d = dict(self.__dict__)

@@ -287,15 +287,20 @@ class TokenAbuseConfig(_Model):
     # That sum needs at least `min_tokens` tokens in at least `min_requests` requests ...
     min_tokens: int = Field(default=20000, ge=1)
     min_requests: int = Field(default=5, ge=1)
-    # ... `heavy_ratio` times the service's heavy users (the `heavy_quantile` of its busy actor-horizons) ...
-    heavy_quantile: float = Field(default=0.99, gt=0, lt=1)
-    heavy_ratio: float = Field(default=2.0, gt=0)
-    # ... and `ratio` times what the actor itself usually sends in a horizon (idle windows count as zero).
-    ratio: float = Field(default=3.0, gt=1)
+    # ... more requests than `ratio` times the actor's usual rate could give (a Poisson tail
+    # below `p_value`) and `ratio` times its usual tokens (both lifted with the service's traffic) ...
+    ratio: float = Field(default=4.0, gt=1)
+    p_value: float = Field(default=1e-4, gt=0, lt=1)
+    # ... and at least the `heavy_quantile` of the service's busy actor-horizons (`heavy_ratio`
+    # times it for an actor first seen less than half an hour ago).
+    heavy_quantile: float = Field(default=0.75, gt=0, lt=1)
+    heavy_ratio: float = Field(default=5.0, ge=1)
     # Nobody is judged in a service's first `history_windows` windows, nor before it has seen
     # `min_population` busy actor-horizons.
     history_windows: int = Field(default=60, ge=1)
     min_population: int = Field(default=1000, ge=1)
+    # Actors whose habits a service keeps (the least recently busy is forgotten first).
+    max_actors: int = Field(default=20000, ge=1)
     # Accepted for flow files written for earlier versions; no longer used (every actor is
     # judged against its service's heavy users, young or not).
     new_actor_min_tokens: Optional[int] = Field(default=None, ge=1)

@@ -5,7 +5,7 @@ import tracemalloc
 
 import orjson
 
-from detectors.actor_tokens import HabitSketch, ServiceActors, add_request
+from detectors.actor_tokens import ActorHabits, ServiceActors, add_request
 from tests.helpers import T0, batches, request, run_flow
 
 
@@ -88,8 +88,8 @@ def test_one_huge_request_or_two_requests_are_not_abuse():
 
 
 def test_the_biggest_regular_user_is_judged_against_itself():
-    # Rule by rule on the detector: a whale far above the service's heavy level
-    # is normal at its own pace, and abusive at 3x it.
+    # On the detector: a whale far above the service's heavy level is normal at
+    # its own pace and in a session at 3.5 times it, and abusive at 10 times it.
     s = ServiceActors(min_population=100, history_windows=30, min_tokens=1000)
     rng = random.Random(5)
     out = []
@@ -100,8 +100,11 @@ def test_the_biggest_regular_user_is_judged_against_itself():
                 add_request(actors, f"user:{i}", int(rng.lognormvariate(0, 0.5) * 1000), "m")
         for _ in range(10):  # the whale: ~20x a regular user's horizon, every window
             add_request(actors, "user:whale", int(rng.lognormvariate(0, 0.3) * 1000), "m")
-        if w >= 150:
+        if 120 <= w < 140:  # a session at 3.5x its pace: ordinary
             for _ in range(25):
+                add_request(actors, "user:whale", int(rng.lognormvariate(0, 0.3) * 1000), "m")
+        if w >= 150:  # 10x its pace: abuse
+            for _ in range(90):
                 add_request(actors, "user:whale", int(rng.lognormvariate(0, 0.3) * 1000), "m")
         out += s.close_window(60.0 * w, actors)
     assert [(f.status, f.actor) for f in out] == [("firing", "user:whale")]
@@ -121,7 +124,8 @@ def test_nobody_is_judged_before_the_service_is_a_reference():
 
 def test_a_million_distinct_users_fit_in_bounded_memory():
     # Each window brings 2,000 users never seen before: after 500 windows a
-    # million distinct actors have passed, and the state holds only the horizon's.
+    # million distinct actors have passed, and the state holds the horizon's
+    # and the habits of the 20,000 most recently busy.
     s = ServiceActors(min_population=100, history_windows=5)
     tracemalloc.start()
     sizes = []
@@ -133,20 +137,18 @@ def test_a_million_distinct_users_fit_in_bounded_memory():
         if w in (100, 499):
             sizes.append(tracemalloc.get_traced_memory()[0])
     tracemalloc.stop()
-    assert s.memory_items() <= 10 * 2000
+    assert s.memory_items() <= 20000 + 10 * 2000
     assert sizes[1] < 1.2 * sizes[0]  # flat between 200,000 and 1,000,000 distinct users
 
 
-def test_habit_sketch_never_makes_an_actor_lighter_and_decays():
-    h = HabitSketch(width=64, depth=3, alpha=0.5)
-    for i in range(500):
-        h.add(f"a{i}", 10.0)
-    for _ in range(4):
-        h.add("x", 1000.0)
-    usual, seen = h.habit("x")
-    assert usual >= 10.0 and seen >= 4.0
-    h.advance(1)
-    assert h.habit("x")[1] == seen / 2 and h.habit("x")[0] == usual
-    h.advance(10_000)  # renormalised, not overflowed
-    assert h.habit("x")[1] < 1e-6
-    assert HabitSketch().habit("nobody") == (0.0, 0.0)
+def test_habits_are_what_an_actor_sends_when_busy_and_bounded():
+    h = ActorHabits(alpha=0.01, capacity=3)
+    assert h.habit("x", 0) is None
+    for w in range(0, 100, 10):  # busy every tenth window, its horizon holding 3 requests of 100 tokens
+        h.learn("x", w, 300.0, 3)
+    tok, req, busy = h.habit("x", 90)
+    assert abs(tok - 300.0) < 1e-6 and abs(req - 3.0) < 1e-6 and 6.0 < busy < 7.0  # ten busy windows, decayed
+    assert h.habit("x", 190)[2] < 0.4 * busy  # what was learned long ago fades
+    for a in ("a", "b", "c"):  # full: the least recently busy ("x") is forgotten first
+        h.learn(a, 100, 1.0, 1)
+    assert h.habit("x", 100) is None and len(h) == 3
