@@ -32,6 +32,15 @@ Group = Tuple[str, str, List[LLMEvent], float, int]
 # again within minutes of a restart).
 PRIORS = ParentPriors()
 
+# When one window opens several episodes on a key, the likely cause goes out first, so the
+# incident it starts is paged under it (a prompt change: tokens, then the latency it causes).
+CAUSE_ORDER = {"traffic": 0, "tokens": 1, "cost": 2, "error_rate": 3, "latency": 4, "ttft": 5}
+
+
+def _cause_first(fd) -> int:
+    return CAUSE_ORDER.get(fd.type, len(CAUSE_ORDER))
+
+
 DETECTOR_NAMES = {"drift": "cusum_drift", "multivariate": "half_space_trees", "error_rate": "binomial_rate"}
 # Distinct error types counted per window; the rest count under OTHER.
 MAX_ERROR_TYPES = 16
@@ -239,8 +248,11 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         out: List[Dict[str, Any]] = []
         for start, agg in closed:
             f = agg.features(size) if agg is not None else WindowFeatures(start, start + size)
-            for fd in det.update(f, PRIORS if self.cfg.detection.borrow_from_parents else None,
-                                 self._parents(), self.state.key):
+            findings = det.update(f, PRIORS if self.cfg.detection.borrow_from_parents else None,
+                                  self._parents(), self.state.key)
+            if len(findings) > 1:
+                findings = sorted(findings, key=_cause_first)
+            for fd in findings:
                 ev = dict(fd.evidence)
                 ev["provider"] = self.state.provider
                 ev["fired_event_time"] = iso(fd.window_end)
