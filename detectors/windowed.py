@@ -44,7 +44,7 @@ class WindowFeatures:
     __slots__ = (
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
-        "in_log", "out_log", "cost_log",
+        "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log",
     )
 
     def __init__(self, start: float, end: float, count: int = 0, errors: int = 0,
@@ -54,7 +54,9 @@ class WindowFeatures:
                  cost_total: float = 0.0, tokens_total: int = 0,
                  error_types: Optional[Dict[Optional[str], int]] = None,
                  in_log: Optional[LogStats] = None, out_log: Optional[LogStats] = None,
-                 cost_log: Optional[LogStats] = None) -> None:
+                 cost_log: Optional[LogStats] = None, lat_gmean: Optional[float] = None,
+                 ttft_gmean: Optional[float] = None, lat_log: Optional[LogStats] = None,
+                 ttft_log: Optional[LogStats] = None) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -73,6 +75,12 @@ class WindowFeatures:
         self.in_log = in_log
         self.out_log = out_log
         self.cost_log = cost_log
+        # Latency and ttft per request, as geometric means with their log statistics: a slow
+        # model on a key of a few requests a minute is judged by what its count says.
+        self.lat_gmean = lat_gmean
+        self.ttft_gmean = ttft_gmean
+        self.lat_log = lat_log
+        self.ttft_log = ttft_log
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -83,6 +91,7 @@ class WindowFeatures:
     def __setstate__(self, state) -> None:
         self.error_types = None  # states from before error types were counted
         self.in_log = self.out_log = self.cost_log = None  # and before log statistics
+        self.lat_gmean = self.ttft_gmean = self.lat_log = self.ttft_log = None
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
 
@@ -145,7 +154,11 @@ METRICS: Dict[str, Tuple[str, str, int]] = {
     # The median moves with the whole distribution and is far steadier than a
     # p95 of thirty requests: it catches a slow model on a quiet key.
     "latency_p50_ms": ("latency", "lat_p50", +1),
+    # The geometric mean of the requests' latencies, pooled over windows where a key has few
+    # requests (PooledLogMean): a slow model on a sparse key or a canary is judged too.
+    "latency_gmean_ms": ("latency", "lat_gmean", +1),
     "ttft_p95_ms": ("ttft", "ttft_p95", +1),
+    "ttft_gmean_ms": ("ttft", "ttft_gmean", +1),
     "output_tokens_mean": ("tokens", "out_tokens", +1),
     "input_tokens_mean": ("tokens", "in_tokens", +1),
     "cost_per_request_usd": ("cost", "cost", +1),
@@ -157,6 +170,8 @@ POOLED: Dict[str, Tuple[str, float]] = {
     "output_tokens_mean": ("out_log", 1.0),
     "input_tokens_mean": ("in_log", 1.0),
     "cost_per_request_usd": ("cost_log", 1e-6),
+    "latency_gmean_ms": ("lat_log", 1.0),
+    "ttft_gmean_ms": ("ttft_log", 1.0),
 }
 # Metrics also watched for slow drift (type ``drift``).
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
@@ -672,6 +687,10 @@ class KeyDetectors:
         self.__dict__.setdefault("_hourly", None)  # snapshots from before the minute-of-hour profile
         self.__dict__.setdefault("hourly_scale", 0.7)
         for m in POOLED:
+            if m not in self._base and METRICS[m][0] in self.types:
+                # Snapshots from before latency and ttft were judged on their geometric means too.
+                self._metrics.append(m)
+                self._base[m] = self._new_base(m)
             if m in self._base and not isinstance(self._base[m], PooledLogMean):
                 # Snapshots from before the geometric means: the baseline of trimmed means (another
                 # quantity) is started afresh and learns again within its warm-up.

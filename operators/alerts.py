@@ -22,6 +22,8 @@ METRIC_UNITS = {
     "security_events": "security events",
     "feature_vector": "combined rarity of the window's metrics",
     "latency_p50_ms": "median latency",
+    "latency_gmean_ms": "typical latency (geometric mean)",
+    "ttft_gmean_ms": "typical time to first token (geometric mean)",
 }
 
 

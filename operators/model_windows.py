@@ -101,7 +101,8 @@ class WindowAgg:
         ttft = sorted(self.ttft)
         logs = {attr: log_stats(xs, POOLED[m][1]) for attr, m, xs in (
             ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
-            ("cost_log", "cost_per_request_usd", self.cost))}
+            ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
+            ("ttft_log", "ttft_gmean_ms", self.ttft))}
         return WindowFeatures(
             self.start,
             self.start + size,
@@ -116,6 +117,8 @@ class WindowAgg:
             self.cost_total,
             self.tok_total,
             self.err_types,
+            lat_gmean=_geometric_mean(logs["lat_log"], POOLED["latency_gmean_ms"][1]),
+            ttft_gmean=_geometric_mean(logs["ttft_log"], POOLED["ttft_gmean_ms"][1]),
             **logs,
         )
 

@@ -225,8 +225,8 @@ def test_state_from_before_hints_still_loads():
     assert clone._hints == old._hints
 
     f = WindowFeatures.__new__(WindowFeatures)
-    f.__setstate__(window(1).__getstate__()[:-4])  # before error types (and the log statistics after them)
-    assert f.error_types is None and f.out_log is None
+    f.__setstate__(window(1).__getstate__()[:-8])  # before error types (and the log statistics and means after them)
+    assert f.error_types is None and f.out_log is None and f.lat_log is None
     agg = WindowAgg.__new__(WindowAgg)
     agg.__setstate__(WindowAgg(T0).__getstate__()[:-1])
     assert agg.err_types is None and agg.features(60.0).error_types is None
