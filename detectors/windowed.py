@@ -179,6 +179,8 @@ DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_us
 SUDDEN_TYPES = ("tokens", "cost")
 # Windows by which the usual error rate lags (see KeyDetectors._error_rate).
 ERR_GUARD = 10
+# Requests per window at which a window is learned into the usual error rate at full weight.
+ERR_MEMORY = 30.0
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
 
 
@@ -251,6 +253,8 @@ class KeyDetectors:
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
         self._err_pending: List[Tuple[int, int, bool]] = []  # (errors, requests, anomalous), last ERR_GUARD windows
         self._err_sums: Optional[Tuple[float, float]] = None  # decayed (errors, requests) behind the usual rate
+        self._err_learned = 0  # windows learned into _err_sums
+        self._err_pool_rate = 0.0  # the error rate of the pool that spoke last (see _err_pooled_z)
         # Bernoulli CUSUM of the error rate against `err_shift` times its usual
         # level: a few errors too many in each of several windows of a quiet
         # key add up, where no single window is significant on its own.
@@ -571,23 +575,28 @@ class KeyDetectors:
 
     def _error_rate(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:
         n, k = f.count, f.errors
-        if n < self.min_requests:
+        sums = self._err_sums
+        usual = sums[0] / sums[1] if sums is not None else None  # the usual rate (see below)
+        if n == 0 or (n < self.min_requests and usual is None):
             self._step("error_rate", "error_rate", f, None, out, warm)
             if self._err_types and not self._ep["error_rate"].active:
                 self._err_types = {}
             return
         rate = k / n
-        sums = self._err_sums
-        usual = sums[0] / sums[1] if sums is not None else None  # the usual rate (see below)
         p = usual if usual is not None else rate
         p_eff = min(max(p, 0.005), 0.5)
-        z = (k - n * p_eff) / math.sqrt(n * p_eff * (1 - p_eff))
+        busy = n >= self.min_requests
+        z = (k - n * p_eff) / math.sqrt(n * p_eff * (1 - p_eff)) if busy else 0.0
         if not (k >= 3 and rate >= 2 * p_eff):
             z = min(z, 0.0)
+        # A window where the usual rate expects less than one error is judged together with
+        # the windows before it as well (see _err_pooled_z): an error storm on a key of a few
+        # requests a minute pages.
+        z_pool = self._err_pooled_z(k, n, p_eff) if usual is not None and n * p_eff < 1.0 else 0.0
         # The CUSUM's log-likelihood ratio S speaks as z = sqrt(2 S), so that a
         # score means the same tail probability as the one-window test.
         z_acc = 0.0
-        if warm and usual is not None:
+        if warm and usual is not None and busy:
             p1 = min(self.err_shift * p_eff, 0.9)
             llr = k * math.log(p1 / p_eff) + (n - k) * math.log((1.0 - p1) / (1.0 - p_eff))
             # Capped: it falls back within a few windows once the errors stop.
@@ -595,7 +604,9 @@ class KeyDetectors:
             self._err_cusum = min(max(0.0, self._err_cusum + llr), cap)
             if k >= 1:
                 z_acc = math.sqrt(2.0 * self._err_cusum)
-        z_eff = max(z, z_acc)
+        z_eff = max(z, z_acc, z_pool)
+        if z_pool > max(z, z_acc):
+            rate = self._err_pool_rate  # the pool's rate speaks
         score = z_to_score(z_eff)
         ratio = (rate + 1e-9) / p_eff
         sev = "critical" if rate >= 0.5 else "high" if rate >= 0.2 else "medium" if rate >= 0.05 else "low"
@@ -620,12 +631,53 @@ class KeyDetectors:
         pending.append((k, n, anomalous))
         if len(pending) > ERR_GUARD:
             pk, pn, was_anomalous = pending.pop(0)
+            learned = self._err_learned
+            self._err_learned = learned + 1
             if self._err_sums is None:
                 self._err_sums = (float(pk), float(pn))
             else:
-                a = 0.005 if was_anomalous else 0.05
+                # The usual rate's memory is at least ERR_MEMORY requests: a key of five requests a
+                # minute learns a window at a sixth of the weight of one of thirty (its first
+                # windows as a plain average), so one error does not make its usual rate 1%.
+                a = 0.05 * min(1.0, pn / ERR_MEMORY)
+                if a < 0.05:
+                    a = max(a, min(0.05, 1.0 / (learned + 1)))
+                if was_anomalous:
+                    a *= 0.1
                 ek, en = self._err_sums
                 self._err_sums = (ek + a * (pk - ek), en + a * (pn - en))
+
+    def _err_pooled_z(self, k: int, n: int, p: float) -> float:
+        """The largest z of the error count of the pools ending with this window: it and the
+        windows before it (the last ERR_GUARD with requests, whose rate is not learned yet), as
+        long as the usual rate ``p`` expects at most one error in them. A pool's z is the signed
+        root of its binomial log-likelihood ratio (right for counts of a few), its window with the
+        most errors counted as far as the next one only (one window's burst of failures does not
+        make the pools after it anomalous, as a lone window does not page), and it needs three
+        such errors at twice the usual rate. Sets ``_err_pool_rate`` to the speaking pool's rate."""
+        best, K, N = 0.0, k, n
+        e1, e2 = k, -1  # the two largest error counts of the pool's windows
+        self._err_pool_rate = k / n
+        pending = self._err_pending
+        for j in range(len(pending) - 1, -1, -1):
+            pk, pn, _ = pending[j]
+            if N * p >= 1.0:
+                break
+            K += pk
+            N += pn
+            if pk > e1:
+                e1, e2 = pk, e1
+            elif pk > e2:
+                e2 = pk
+            kk = K - (e1 - e2)
+            if kk < 3 or kk < 2.0 * p * N:
+                continue
+            llr = kk * math.log(kk / (N * p)) + ((N - kk) * math.log((N - kk) / (N * (1.0 - p))) if N > kk else 0.0)
+            zz = math.sqrt(max(2.0 * llr, 0.0))
+            if zz > best:
+                best = zz
+                self._err_pool_rate = K / N
+        return best
 
     def _count_error_types(self, types: Dict[Optional[str], int]) -> None:
         acc = self._err_types
@@ -674,6 +726,8 @@ class KeyDetectors:
         self.__dict__.update(s)
         self.__dict__.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
         self.__dict__.setdefault("_err_cusum", 0.0)
+        self.__dict__.setdefault("_err_learned", 1000)  # snapshots from before the usual rate's memory in requests
+        self.__dict__.setdefault("_err_pool_rate", 0.0)
         self.__dict__.setdefault("_drift_stepped", {})
         self.__dict__.setdefault("_err_types", {})  # snapshots from before root-cause hints
         pending = self.__dict__.setdefault("_err_pending", [])  # snapshots from before the error-rate guard

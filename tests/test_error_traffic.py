@@ -1,0 +1,82 @@
+"""Error rate on sparse keys: windows pooled where one window expects less than one error."""
+
+import math
+import pickle
+import random
+
+from detectors.windowed import KeyDetectors, WindowFeatures
+
+T0 = 1767571200.0
+
+
+def _poisson(rng, lam):
+    # Knuth: fine for the few requests a minute of a sparse key.
+    limit, k, p = math.exp(-lam), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def sparse_windows(seed, n_windows, per_minute, rate_at):
+    rng = random.Random(seed)
+    ws = []
+    for i in range(n_windows):
+        n = _poisson(rng, per_minute)
+        errors = sum(1 for _ in range(n) if rng.random() < rate_at(i))
+        ws.append(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), n, errors))
+    return ws
+
+
+def error_firings(ws, det=None):
+    det = det or KeyDetectors(types=("error_rate",))
+    out = []
+    for f in ws:
+        out.extend(fd for fd in det.update(f) if fd.type == "error_rate" and fd.status == "firing")
+    return out
+
+
+def test_error_storm_on_a_key_of_six_requests_a_minute_pages():
+    # Every window has fewer than min_requests (8) requests: it used to be skipped by the test.
+    for rate, need in ((0.12, 6), (0.2, 9)):
+        found = 0
+        for seed in range(10):
+            ws = sparse_windows(seed, 600, 6.0, lambda i, r=rate: r if 500 <= i < 515 else 0.002)
+            fired = error_firings(ws)
+            assert all(500 * 60 <= f.window_end - T0 <= 520 * 60 for f in fired), (rate, seed)
+            found += bool(fired)
+        assert found >= need, (rate, found)
+
+
+def test_a_day_of_sparse_traffic_with_one_percent_errors_raises_nothing():
+    for seed in range(6):
+        assert error_firings(sparse_windows(seed, 1440, 6.0, lambda i: 0.01)) == [], seed
+
+
+def test_one_window_of_failures_on_a_sparse_key_is_not_an_incident():
+    for seed in range(6):
+        ws = sparse_windows(seed, 400, 6.0, lambda i: 0.003)
+        ws[300].count, ws[300].errors = 6, 5
+        assert error_firings(ws) == [], seed
+
+
+def test_one_error_does_not_become_the_usual_rate_of_a_sparse_key():
+    det = KeyDetectors(types=("error_rate",))
+    error_firings(sparse_windows(3, 300, 5.0, lambda i: 0.0), det)
+    det.update(WindowFeatures(T0 + 300 * 60, T0 + 301 * 60, 5, 1))
+    for i in range(301, 320):
+        det.update(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), 5, 0))
+    ek, en = det._err_sums
+    assert ek / en < 0.005  # one error in 5 requests, learned at full weight, made it 1%
+
+
+def test_snapshot_from_before_the_pooled_error_test_loads_and_runs():
+    det = KeyDetectors(types=("error_rate",))
+    error_firings(sparse_windows(1, 100, 6.0, lambda i: 0.002), det)
+    state = det.__getstate__()
+    del state["_err_learned"], state["_err_pool_rate"]
+    old = KeyDetectors.__new__(KeyDetectors)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    fired = error_firings(sparse_windows(2, 60, 6.0, lambda i: 0.25 if i >= 30 else 0.002)[30:], old)
+    assert fired
