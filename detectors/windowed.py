@@ -650,8 +650,8 @@ class KeyDetectors:
     def _err_pooled_z(self, k: int, n: int, p: float) -> float:
         """The largest z of the error count of the pools ending with this window: it and the
         windows before it (the last ERR_GUARD with requests, whose rate is not learned yet), as
-        long as the usual rate ``p`` expects at most one error in them. A pool's z is the signed
-        root of its binomial log-likelihood ratio (right for counts of a few), its window with the
+        long as the usual rate ``p`` expects at most one error in them. A pool's z is the root of
+        twice its binomial log-likelihood ratio (upper side; right for counts of a few), its window with the
         most errors counted as far as the next one only (one window's burst of failures does not
         make the pools after it anomalous, as a lone window does not page), and it needs three
         such errors at twice the usual rate. Sets ``_err_pool_rate`` to the speaking pool's rate."""
