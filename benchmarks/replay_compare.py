@@ -127,7 +127,7 @@ def main() -> int:
             print(f"{name}: operators.actors from {check_side(root)}", flush=True)
         paths = {name: write_flow(args.workdir, name, events) for name in sides}
         runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in sides}
-        print(f"{n_events:,} events from {events}; this checkout {head} against {args.old}", flush=True)
+        print(f"{n_events:,} events from {events}; {head} against {args.old}", flush=True)
         for r in range(args.rounds):
             for name, root in sides.items():
                 res = run_once(root, paths[name], n_events)
