@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Tuple
 
+from detectors.actor_tokens import poisson_sf
 from detectors.drift import DriftDetector
 from detectors.episode import Episode
 from detectors.hints import HINTS, OTHER, hints_for
@@ -179,6 +180,10 @@ DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_us
 SUDDEN_TYPES = ("tokens", "cost")
 # Windows by which the usual error rate lags (see KeyDetectors._error_rate).
 ERR_GUARD = 10
+# Learning rate of the count's burst statistics, and the Poisson tail a rise in traffic must pass
+# once counted in bursts (KeyDetectors._burst_beyond_noise).
+BURST_ALPHA = 0.02
+BURST_P = 1e-3
 # Requests per window at which a window is learned into the usual error rate at full weight.
 ERR_MEMORY = 30.0
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
@@ -240,6 +245,8 @@ class KeyDetectors:
         # first time a traffic window would alert or the counts' scale passes hourly_scale,
         # judged by only while adopted (HourProfile); a calm key carries none.
         self._hourly: Optional[HourProfile] = None
+        # [count level, window-to-window variance, last count] (see _burst_beyond_noise).
+        self._bursts: Optional[List[float]] = None
         self.hourly_scale = 0.7
         self._drift: Dict[str, DriftDetector] = {}
         if "drift" in self.types:
@@ -359,6 +366,8 @@ class KeyDetectors:
             exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
             if noise is not None and m == "request_count":
                 exp = hourly_exp
+            if m == "request_count" and z > 0 and score >= self.threshold and not self._burst_beyond_noise(value, exp):
+                score = 0.0  # more requests than usual, but no more than the key's own bursts give
             values[m] = (value, adj, score, z, exp)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
@@ -410,12 +419,40 @@ class KeyDetectors:
             # Drift windows with no value (a quiet window) count as quiet for the drift episode.
             if not any(m in values for m in self._drift):
                 self._drift_quiet_step(f, out, warm)
+        self._learn_bursts(f.count)
         if "error_rate" in self.types:
             self._error_rate(f, out, warm)
         if out:
             self._attach_hints(out, values)
         self._windows += 1
         return out
+
+    def _learn_bursts(self, count: int) -> None:
+        """Learn the key's count level and its window-to-window variance (half the mean squared
+        difference of consecutive counts: slow swings such as the day's do not count, bursts do)."""
+        b = self._bursts
+        if b is None:
+            self._bursts = [float(count), 0.0, float(count)]
+            return
+        a = BURST_ALPHA
+        d = count - b[2]
+        b[0] += a * (count - b[0])
+        b[1] += a * (0.5 * d * d - b[1])
+        b[2] = float(count)
+
+    def _burst_beyond_noise(self, count: float, expected: float) -> bool:
+        """Whether ``count`` is beyond doubt above ``expected`` once requests are counted in the key's
+        own bursts: with a dispersion ``phi`` (window-to-window variance over the mean; 1 for
+        requests that come one by one, the size of a burst for an agent that sends its calls in
+        tasks), ``count / phi`` bursts against ``expected / phi`` (a Poisson tail under
+        ``BURST_P``). A canary that gets one agent task now and then is not a traffic spike."""
+        b = self._bursts
+        if b is None or b[0] <= 0.0:
+            return True
+        phi = max(1.0, b[1] / b[0])
+        # Against the larger of the baseline's expectation and the plain mean count (a log-scale
+        # level of a mostly idle key is near zero; its mean is what its bursts add up to).
+        return poisson_sf(int(count / phi), max(expected, b[0], 1e-3) / phi) < BURST_P
 
     def _recurring(self, m: str, ts: float, value: float, z: float, base: RobustBaseline, score: float,
                    pattern: Dict[str, str], noise: Optional[float] = None) -> float:
@@ -739,6 +776,7 @@ class KeyDetectors:
         self.__dict__.setdefault("_hints", {})
         self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept
         self.__dict__.setdefault("_hourly", None)  # snapshots from before the minute-of-hour profile
+        self.__dict__.setdefault("_bursts", None)  # and before traffic was counted in bursts
         self.__dict__.setdefault("hourly_scale", 0.7)
         for m in POOLED:
             if m not in self._base and METRICS[m][0] in self.types:

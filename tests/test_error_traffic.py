@@ -80,3 +80,50 @@ def test_snapshot_from_before_the_pooled_error_test_loads_and_runs():
     old.__setstate__(pickle.loads(pickle.dumps(state)))
     fired = error_firings(sparse_windows(2, 60, 6.0, lambda i: 0.25 if i >= 30 else 0.002)[30:], old)
     assert fired
+
+
+def _bursty_canary(seed, minutes):
+    """A canary that gets an agent's task now and then: mostly no request in a window, sometimes a
+    burst of 8-25 calls (a task) in one or two windows."""
+    rng = random.Random(seed)
+    carry = 0
+    for i in range(minutes):
+        n, carry = carry, 0
+        if rng.random() < 0.02:
+            calls = rng.randint(8, 25)
+            here = rng.randint(0, calls)
+            n += here
+            carry += calls - here
+        yield WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), count=n)
+
+
+def _poisson_key(seed, minutes, rate, surge=lambda i: 1.0):
+    rng = random.Random(seed)
+    for i in range(minutes):
+        lam, n, p = rate * surge(i), 0, 1.0
+        limit = math.exp(-lam)
+        while True:
+            p *= rng.random()
+            if p <= limit:
+                break
+            n += 1
+        yield WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), count=n)
+
+
+def test_an_agent_canarys_bursts_are_not_traffic_spikes():
+    # Counted request by request, each task is a spike of 8-25 calls on a key that expects none
+    # (241 traffic pages in 10 such days); counted in the key's own bursts, it is ordinary.
+    pages = 0
+    for seed in range(1, 11):
+        det = KeyDetectors()
+        pages += len([f for w in _bursty_canary(seed, 24 * 60) for f in det.update(w)
+                      if f.status == "firing" and f.type == "traffic"])
+    assert pages <= 1, pages
+
+
+def test_a_traffic_surge_on_a_steady_key_still_pages():
+    surge = lambda i: 4.0 if 600 <= i < 615 else 1.0  # noqa: E731
+    for rate in (60.0, 200.0):
+        det = KeyDetectors()
+        fs = [f for w in _poisson_key(3, 660, rate, surge) for f in det.update(w) if f.status == "firing"]
+        assert [f.type for f in fs] == ["traffic"] and 600 * 60 <= fs[0].window_end - T0 <= 604 * 60, (rate, fs)
