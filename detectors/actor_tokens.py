@@ -10,13 +10,13 @@ is abusive when all of these hold:
   ``min_tokens`` tokens, no window holding more than ``max_share`` of the
   tokens (one huge request is not abuse);
 * far above its own habit: at least ``ratio`` times the tokens it usually
-  sends in a horizon when it is busy (a user who works in sessions, or an
+  sends in a horizon *when it is busy* (a user who works in sessions, or an
   agent that sends its calls in bursts, is judged against its sessions and
-  bursts), and either more requests than ``ratio`` times its usual pace
-  could give (a Poisson tail below ``p_value``: a few requests more than
-  usual are no pattern) or requests ``ratio`` times larger than its usual
-  ones. The habit scales with the service's own traffic when that is above
-  usual (a busy hour or a traffic surge lifts everyone);
+  bursts, not against an average that its idle hours dilute), from more
+  requests than ``ratio`` times its usual number could give (a Poisson tail
+  below ``p_value``: a few requests more than usual are no pattern). The
+  habit scales with the service's own traffic when that is above usual (a
+  busy hour or a traffic surge lifts everyone);
 * among the service's heavy users: at least the ``heavy_quantile`` of *this*
   service's busy actor-horizons, so a light user's first busy session on a
   chat service is no abuse, and a document pipeline's users are judged on a
@@ -41,13 +41,9 @@ Examples
 >>> s = ServiceActors(min_population=10, history_windows=5, min_tokens=1000)
 >>> out = []
 >>> for w in range(120):
-...     actors = {}
-...     for i in range(20):
-...         if (w + i) % 2:
-...             add_request(actors, f"user:{i}", 500 + 10 * i, "m")
-...     if w >= 100:                     # user 3 goes to ~40x its habit
-...         for _ in range(20):
-...             add_request(actors, "user:3", 1000, "m")
+...     actors = {f"user:{i}": [500 + 10 * i, 1, "m", 1] for i in range(20) if (w + i) % 2}
+...     if w >= 100:
+...         actors["user:3"] = [20000, 20, "m", 1]   # user 3 goes to ~40x its habit
 ...     out += s.close_window(60.0 * w, actors)
 >>> [(f.status, f.actor) for f in out]
 [('firing', 'user:3')]
@@ -58,24 +54,22 @@ from __future__ import annotations
 import math
 import zlib
 from collections import deque
-from statistics import NormalDist
 from typing import Deque, Dict, List, Optional, Tuple
 
 from detectors.population import DecayingQuantiles
 
-# [tokens, requests, model, model_weight, sum of log(1 + tokens), sum of their squares]: the
-# window's use by one actor. The model is a one-counter majority vote of where its tokens went.
+# [tokens, requests, model, model_weight]: the window's use by one actor. The
+# model is a one-counter majority vote of where its tokens went.
 ActorWindow = list
 
 
 class ActorHabits:
     """What each actor usually sends in a horizon when it is busy, for at most ``capacity`` actors.
 
-    An entry is ``[last window, tokens, requests, busy windows, log sizes,
-    sized requests]``: sums over the windows the actor was busy in, of its
-    horizon's tokens and requests, and of the logs of its requests' sizes
-    (``log(1 + tokens)``) and their number, decayed at rate ``alpha`` per
-    window and aged lazily when read. The habit is their ratio: a user who works in sessions, or an agent that
+    An entry is ``[last window, tokens, requests, busy windows]``: sums over
+    the windows the actor was busy in, of its horizon's tokens and requests,
+    decayed at rate ``alpha`` per window and aged lazily when read. The
+    habit is their ratio: a user who works in sessions, or an agent that
     sends its calls in bursts, is judged against its sessions and bursts,
     not against an average that its idle hours dilute. The least recently
     busy actor is forgotten first when the table is full (it comes back as
@@ -93,35 +87,31 @@ class ActorHabits:
     def __len__(self) -> int:
         return len(self._table)
 
-    def habit(self, actor: str, now: int) -> Optional[Tuple[float, float, float, float]]:
-        """(tokens, requests per busy horizon, decayed number of busy windows, mean log request size),
-        or None for a stranger."""
+    def habit(self, actor: str, now: int) -> Optional[Tuple[float, float, float]]:
+        """(tokens, requests per busy horizon, decayed number of busy windows), or None for a stranger."""
         e = self._table.get(actor)
         if e is None:
             return None
         keep = math.exp((now - e[0]) * self._log_keep)
-        return e[1] / e[3], e[2] / e[3], e[3] * keep, e[4] / e[5]
+        return e[1] / e[3], e[2] / e[3], e[3] * keep
 
-    def learn(self, actor: str, now: int, tokens: float, requests: float, log_sizes: float,
-              sized: int) -> None:
-        """Count one busy window of ``actor``: its horizon's totals, its window's ``sized`` requests and the sum
-        of their log sizes (its entry moves to the young end)."""
+    def learn(self, actor: str, now: int, tokens: float, requests: float) -> None:
+        """Count one busy window of ``actor`` with its horizon's totals (its entry moves to the young end)."""
         t = self._table
         e = t.pop(actor, None)
         if e is None:
             if len(t) >= self.capacity:
                 del t[next(iter(t))]  # the least recently busy actor
-            e = [now, 0.0, 0.0, 0.0, 0.0, 0.0]
+            e = [now, 0.0, 0.0, 0.0]
         else:
             keep = math.exp((now - e[0]) * self._log_keep)
-            for i in range(1, 6):
-                e[i] *= keep
+            e[1] *= keep
+            e[2] *= keep
+            e[3] *= keep
             e[0] = now
         e[1] += tokens
         e[2] += requests
         e[3] += 1.0
-        e[4] += log_sizes
-        e[5] += sized
         t[actor] = e
 
     def __getstate__(self):
@@ -238,10 +228,6 @@ class ServiceActors:
         self._population = DecayingQuantiles()
         self._habits = ActorHabits(habit_alpha, max_actors)
         self._service_rate: Optional[float] = None  # the service's requests per window (EW)
-        # Spread of log request sizes within an actor's window, over the service (EW of the pooled variance).
-        self._size_var: Optional[float] = None
-        self._log_ratio = math.log(ratio)
-        self._z = NormalDist().inv_cdf(1.0 - p_value)
 
         self._suspects: Dict[str, _Suspect] = {}
         self._first: Optional[float] = None
@@ -304,11 +290,8 @@ class ServiceActors:
                     # Everyone is busier when the service is: the habit scales with the service's traffic.
                     if usual:
                         lift = max(1.0, (svc_requests - requests) / (usual * span))
-                    # Far more tokens than usual, from far more requests than its pace could give,
-                    # or from requests far larger than its usual ones.
-                    abusive = total >= self.ratio * habit[0] * lift and (
-                        poisson_sf(requests, self.ratio * habit[1] * lift) < self.p_value
-                        or self._larger(actor, requests, habit[3]))
+                    abusive = (total >= self.ratio * habit[0] * lift
+                               and poisson_sf(requests, self.ratio * habit[1] * lift) < self.p_value)
             self._population.update(total)
             s = suspects.get(actor)
             if abusive:
@@ -330,10 +313,9 @@ class ServiceActors:
                 # Learned only when not abusive, and winsorised at twice the habit: the climb of
                 # an abuse that is not yet beyond doubt does not become the habit.
                 if habit is None or habit[2] < self.known_after:
-                    self._habits.learn(actor, now, total, requests, aw[4], aw[1])
+                    self._habits.learn(actor, now, total, requests)
                 else:
-                    self._habits.learn(actor, now, min(total, 2.0 * habit[0]), min(requests, 2.0 * habit[1]),
-                                       min(aw[4], aw[1] * (habit[3] + self._log_ratio)), aw[1])
+                    self._habits.learn(actor, now, min(total, 2.0 * habit[0]), min(requests, 2.0 * habit[1]))
                 if s is not None:
                     s.run = 0
                     if s.active:
@@ -345,13 +327,6 @@ class ServiceActors:
                         del suspects[actor]
         a = self.habit_alpha
         self._service_rate = float(n_requests) if usual is None else usual + a * (n_requests - usual)
-        if n_requests > 1:
-            # Spread of request sizes around each actor's own mean size, pooled over the window's actors.
-            ss = 0.0
-            for aw in actors.values():
-                ss += aw[5] - aw[4] * aw[4] / aw[1]
-            var = max(ss / n_requests, 0.01)
-            self._size_var = var if self._size_var is None else self._size_var + a * (var - self._size_var)
 
         for _ in range(gap - 1):  # idle windows of the whole service count as zero
             self._service_rate *= 1.0 - a
@@ -365,19 +340,6 @@ class ServiceActors:
                                 key=lambda a: suspects[a].last)[:len(suspects) - MAX_SUSPECTS]:
                 del suspects[actor]
         return out
-
-    def _larger(self, actor: str, requests: int, usual_log_size: float) -> bool:
-        """Whether the actor's requests over the horizon are beyond doubt ``ratio`` times larger than usual:
-        their mean log size against its usual one, in standard errors of the service's size spread."""
-        if self._size_var is None:
-            return False
-        logs = 0.0
-        for _, seen, _n in self._recent:
-            w = seen.get(actor)
-            if w is not None:
-                logs += w[4]
-        excess = logs / requests - usual_log_size - self._log_ratio
-        return excess > self._z * math.sqrt(self._size_var / requests)
 
     def _model(self, actor: str) -> str:
         """The model most of the actor's horizon tokens went to (majority vote over its windows)."""
@@ -411,14 +373,11 @@ class ServiceActors:
 def add_request(actors: Dict[str, ActorWindow], actor: str, tokens: int, model: str) -> None:
     """Count one request of ``actor`` into a window's ``actors`` map (the per-event step)."""
     w = actors.get(actor)
-    lt = math.log1p(tokens)
     if w is None:
-        actors[actor] = [tokens, 1, model, tokens + 1, lt, lt * lt]
+        actors[actor] = [tokens, 1, model, tokens + 1]
         return
     w[0] += tokens
     w[1] += 1
-    w[4] += lt
-    w[5] += lt * lt
     if w[2] == model:
         w[3] += tokens + 1
     elif w[3] > tokens + 1:
