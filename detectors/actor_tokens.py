@@ -228,7 +228,6 @@ class ServiceActors:
         self._population = DecayingQuantiles()
         self._habits = ActorHabits(habit_alpha, max_actors)
         self._service_rate: Optional[float] = None  # the service's requests per window (EW)
-
         self._suspects: Dict[str, _Suspect] = {}
         self._first: Optional[float] = None
         self._last: Optional[float] = None
@@ -327,7 +326,6 @@ class ServiceActors:
                         del suspects[actor]
         a = self.habit_alpha
         self._service_rate = float(n_requests) if usual is None else usual + a * (n_requests - usual)
-
         for _ in range(gap - 1):  # idle windows of the whole service count as zero
             self._service_rate *= 1.0 - a
         # An abuser that went quiet altogether resolves too.

@@ -12,6 +12,7 @@ number of distinct actors ever seen.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -26,6 +27,8 @@ from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.events import LLMEvent
 from sentinel.metrics import get_metrics
+
+log = logging.getLogger("sentinel.actors")
 
 # A request's tokens count up to this much (a record claiming 1e308 tokens is one very big request, not an overflow).
 MAX_REQUEST_TOKENS = 10 ** 9
@@ -69,11 +72,15 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
     def __init__(self, cfg: FlowConfig, state: Optional[ServiceActorsState]) -> None:
         self.cfg = cfg
         self.ta = cfg.detection.token_abuse
+        if state is not None and not isinstance(state, ServiceActorsState):
+            # A snapshot from when actors were keys of their own: its key gets no more items.
+            log.info("token abuse: dropping a per-actor state of an earlier version from the snapshot")
+            state = None
         self.state = state
         m = get_metrics()
         self._anomalies = m.anomalies
         self._late = m.events.labels(outcome="late")
-        self._keys = m.keys_active.labels(kind="actor_service")
+        self._keys = m.keys_active.labels(kind="service_actors")
         self._keys.inc()
 
     def on_item(self, value):
@@ -105,6 +112,8 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
 
     def on_notify(self):
         st = self.state
+        if st is None:
+            return [], StatefulLogic.DISCARD
         now = time.monotonic()
         if now - st.windows.last_wall >= self.cfg.state.key_idle_evict:
             out = self._close(st.windows.close_all())

@@ -152,3 +152,19 @@ def test_habits_are_what_an_actor_sends_when_busy_and_bounded():
     for a in ("a", "b", "c"):  # full: the least recently busy ("x") is forgotten first
         h.learn(a, 100, 1.0, 1)
     assert h.habit("x", 100) is None and len(h) == 3
+
+
+def test_a_per_actor_state_of_an_earlier_version_is_dropped_not_a_crash():
+    from bytewax.operators import StatefulLogic
+
+    from operators.actors import ActorLogic
+    from sentinel.config import load_config_dict
+
+    class ActorState:  # what a snapshot held when actors were keys of their own
+        windows = None
+
+    cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0}})
+    logic = ActorLogic(cfg, ActorState())
+    assert logic.state is None and logic.notify_at() is None
+    assert logic.on_notify() == ([], StatefulLogic.DISCARD)
+    assert logic.on_eof() == ([], StatefulLogic.RETAIN)
