@@ -43,15 +43,12 @@ import argparse
 import hashlib
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Dict, List, Optional, Tuple
 
-import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -60,7 +57,7 @@ if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
 
 import world  # noqa: E402
-from scenarios import check_flow, deep_merge, load_flow_extra  # noqa: E402
+from scenarios import check_flow, flow_definition, load_flow_extra, prune_stale, replay  # noqa: E402
 from scoring import alert_body, load_jsonl, matches, median, score  # noqa: E402
 
 WINDOW_S = 60.0
@@ -102,45 +99,7 @@ def generate(job: Tuple[str, str, int, float, str]) -> Dict[str, Any]:
     return meta
 
 
-def prune_stale(workdir: str, fp: str) -> List[str]:
-    """Remove cached telemetry written by another version of the generator (it is large)."""
-    data = os.path.join(workdir, "data")
-    removed = []
-    for name in sorted(os.listdir(data)) if os.path.isdir(data) else ():
-        m = re.match(r"^fam-([0-9a-f]{10})-", name)
-        if m and m.group(1) != fp:
-            os.remove(os.path.join(data, name))
-            removed.append(name)
-    return removed
-
-
 # ------------------------------------------------------------------ replay
-
-
-def flow_definition(events: str, alerts: str, dlq: str, extra: Dict[str, Any]) -> Dict[str, Any]:
-    flow = {
-        "name": "families",
-        "source": {"kind": "file", "path": events},
-        "sinks": [{"kind": "jsonl", "path": alerts}],
-        "metrics": {"port": 0},
-        "dead_letters": {"kind": "jsonl", "path": dlq},
-    }
-    return deep_merge(flow, extra)
-
-
-def replay(job: Tuple[Dict[str, Any], str, int]) -> Tuple[float, int, str]:
-    """Run one flow definition with ``sentinel run -c``: (wall seconds, exit code, stderr tail)."""
-    flow, flow_path, workers = job
-    for p in (flow["sinks"][0]["path"], flow["dead_letters"]["path"]):
-        if os.path.exists(p):
-            os.remove(p)
-    with open(flow_path, "w") as f:
-        yaml.safe_dump(flow, f, sort_keys=False)
-    env = {**os.environ, "SENTINEL_LOG_LEVEL": "WARNING"}
-    t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", "-c", flow_path, "-w", str(workers)],
-                          env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    return time.monotonic() - t0, proc.returncode, proc.stderr[-2000:]
 
 
 # ------------------------------------------------------------- aggregate
@@ -324,7 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     data_dir = os.path.abspath(args.data_dir)
 
     fp = world_fingerprint()
-    for name in prune_stale(workdir, fp):
+    for name in prune_stale(workdir, fp, "fam"):
         print(f"removed stale cache {name}", file=sys.stderr)
     gen_jobs = [(data_base(workdir, fp, fam, seed, args.hours), fam, seed, args.hours, data_dir)
                 for _, fam, seed in runs_plan]
@@ -339,10 +298,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     for (sp, fam, seed), job in zip(runs_plan, gen_jobs):
         name = f"{fam}-s{seed}-h{args.hours:g}"
         alerts = os.path.join(out_dir, f"alerts-{name}.jsonl")
-        flow = flow_definition(job[0] + ".jsonl", alerts, os.path.join(out_dir, f"dlq-{name}.jsonl"), extra)
+        flow = flow_definition(job[0] + ".jsonl", alerts, os.path.join(out_dir, f"dlq-{name}.jsonl"), extra,
+                               "families")
         flows.append((flow, os.path.join(out_dir, f"flow-{name}.yaml"), args.workers))
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(replay, flows))
+        results = list(pool.map(replay, *zip(*flows))) if flows else []
 
     runs: List[Dict[str, Any]] = []
     for (sp, fam, seed), job, meta, flow, (run_s, rc, err) in zip(runs_plan, gen_jobs, metas, flows, results):

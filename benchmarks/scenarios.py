@@ -95,14 +95,15 @@ def generate(job: Tuple[str, int, float, float, float]) -> Dict[str, Any]:
     return meta
 
 
-def prune_stale(workdir: str, fp: str) -> List[str]:
-    """Remove cached telemetry written by another version of the simulator (it is large)."""
+def prune_stale(workdir: str, fp: str, prefix: str = "sim") -> List[str]:
+    """Remove cached telemetry (``<prefix>-<fingerprint>-...``) written by another version of its
+    generator (it is large)."""
     data = os.path.join(workdir, "data")
     removed = []
     if not os.path.isdir(data):
         return removed
     for name in sorted(os.listdir(data)):
-        m = re.match(r"^sim-([0-9a-f]{10})-", name)
+        m = re.match(rf"^{re.escape(prefix)}-([0-9a-f]{{10}})-", name)
         if m and m.group(1) != fp:
             os.remove(os.path.join(data, name))
             removed.append(name)
@@ -139,9 +140,10 @@ def load_flow_extra(path: Optional[str]) -> Tuple[Dict[str, Any], str]:
     return extra, f"{stem}-{hashlib.sha256(raw).hexdigest()[:8]}"
 
 
-def flow_definition(events: str, alerts: str, dlq: str, extra: Dict[str, Any]) -> Dict[str, Any]:
+def flow_definition(events: str, alerts: str, dlq: str, extra: Dict[str, Any],
+                    name: str = "scenarios") -> Dict[str, Any]:
     flow = {
-        "name": "scenarios",
+        "name": name,
         "source": {"kind": "file", "path": events},
         "sinks": [{"kind": "jsonl", "path": alerts}],
         "metrics": {"port": 0},
@@ -159,7 +161,9 @@ def check_flow(flow: Dict[str, Any], origin: str) -> None:
         sys.exit(str(ex))
 
 
-def run_flow(flow: Dict[str, Any], flow_path: str, workers: int) -> float:
+def replay(flow: Dict[str, Any], flow_path: str, workers: int) -> Tuple[float, int, str]:
+    """Run one flow definition with ``sentinel run -c`` from this checkout's root (so its code runs):
+    (wall seconds, exit code, the end of its stderr)."""
     for p in (flow["sinks"][0]["path"], flow["dead_letters"]["path"]):
         if os.path.exists(p):
             os.remove(p)
@@ -168,10 +172,14 @@ def run_flow(flow: Dict[str, Any], flow_path: str, workers: int) -> float:
     env = {**os.environ, "SENTINEL_LOG_LEVEL": "WARNING"}
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", "-c", flow_path, "-w", str(workers)],
-                          env=env, cwd=ROOT)
-    run_s = time.monotonic() - t0
-    if proc.returncode != 0:
-        sys.exit(f"sentinel run -c {flow_path} failed with exit code {proc.returncode}")
+                          env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    return time.monotonic() - t0, proc.returncode, proc.stderr[-2000:]
+
+
+def run_flow(flow: Dict[str, Any], flow_path: str, workers: int) -> float:
+    run_s, rc, err = replay(flow, flow_path, workers)
+    if rc != 0:
+        sys.exit(f"sentinel run -c {flow_path} failed with exit code {rc}:\n{err}")
     return run_s
 
 

@@ -52,11 +52,11 @@ Examples
 from __future__ import annotations
 
 import math
-import zlib
 from collections import deque
 from typing import Deque, Dict, List, Optional, Tuple
 
 from detectors.population import DecayingQuantiles
+from detectors.robust import poisson_sf
 
 # [tokens, requests, model, model_weight]: the window's use by one actor. The
 # model is a one-counter majority vote of where its tokens went.
@@ -120,34 +120,6 @@ class ActorHabits:
     def __setstate__(self, s) -> None:
         self.alpha, self.capacity, self._table = s
         self._log_keep = math.log1p(-self.alpha)
-
-
-def poisson_sf(k: int, mu: float) -> float:
-    """P(X >= k) for X ~ Poisson(mu).
-
-    >>> round(poisson_sf(2, 1.0), 4), poisson_sf(0, 3.0), round(poisson_sf(10, 1.0), 8)
-    (0.2642, 1.0, 1.1e-07)
-    """
-    if k <= 0:
-        return 1.0
-    if mu <= 0.0:
-        return 0.0
-    if k <= mu:  # the upper tail from below the mean: 1 - P(X <= k - 1), summed directly
-        term = math.exp(-mu)
-        cdf = term
-        for j in range(1, k):
-            term *= mu / j
-            cdf += term
-        return max(0.0, 1.0 - cdf)
-    # Above the mean the terms fall geometrically from the first.
-    term = math.exp(-mu + k * math.log(mu) - math.lgamma(k + 1))
-    total = term
-    j = k
-    while term > 1e-16 * total:
-        j += 1
-        term *= mu / j
-        total += term
-    return min(1.0, total)
 
 
 class ActorFinding:

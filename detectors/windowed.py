@@ -13,13 +13,12 @@ from __future__ import annotations
 import math
 from typing import Dict, List, Optional, Tuple
 
-from detectors.actor_tokens import poisson_sf
 from detectors.drift import DriftDetector
 from detectors.episode import Episode
 from detectors.hints import HINTS, OTHER, hints_for
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
-from detectors.robust import PooledLogMean, RobustBaseline, score_to_z, z_to_score
+from detectors.robust import PooledLogMean, RobustBaseline, poisson_sf, score_to_z, z_to_score
 from detectors.seasonal import HourProfile, PeriodMemory, SeasonalProfile
 
 

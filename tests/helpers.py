@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -13,6 +14,18 @@ from sentinel.config import load_config_dict
 from sentinel.events import RawBatch, RawRecord
 
 T0 = 1767571200.0  # 2026-01-05T00:00:00Z
+
+
+def poisson(rng: random.Random, lam: float, normal_above: float = math.inf) -> int:
+    """A Poisson count of mean ``lam`` (Knuth's product of uniforms; a rounded normal above ``normal_above``)."""
+    if lam > normal_above:
+        return max(0, int(round(rng.gauss(lam, math.sqrt(lam)))))
+    n, p, limit = 0, 1.0, math.exp(-lam)
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return n
+        n += 1
 
 
 def request(ts: float, service: str = "svc", model: str = "m1", latency: float = 800.0, **kw) -> Dict:

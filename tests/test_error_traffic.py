@@ -1,29 +1,19 @@
 """Error rate on sparse keys: windows pooled where one window expects less than one error."""
 
-import math
 import pickle
 import random
 
 from detectors.windowed import KeyDetectors, WindowFeatures
+from tests.helpers import poisson
 
 T0 = 1767571200.0
-
-
-def _poisson(rng, lam):
-    # Knuth: fine for the few requests a minute of a sparse key.
-    limit, k, p = math.exp(-lam), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p <= limit:
-            return k
-        k += 1
 
 
 def sparse_windows(seed, n_windows, per_minute, rate_at):
     rng = random.Random(seed)
     ws = []
     for i in range(n_windows):
-        n = _poisson(rng, per_minute)
+        n = poisson(rng, per_minute)
         errors = sum(1 for _ in range(n) if rng.random() < rate_at(i))
         ws.append(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), n, errors))
     return ws
@@ -100,14 +90,7 @@ def _bursty_canary(seed, minutes):
 def _poisson_key(seed, minutes, rate, surge=lambda i: 1.0):
     rng = random.Random(seed)
     for i in range(minutes):
-        lam, n, p = rate * surge(i), 0, 1.0
-        limit = math.exp(-lam)
-        while True:
-            p *= rng.random()
-            if p <= limit:
-                break
-            n += 1
-        yield WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), count=n)
+        yield WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), count=poisson(rng, rate * surge(i)))
 
 
 def test_an_agent_canarys_bursts_are_not_traffic_spikes():

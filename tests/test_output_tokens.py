@@ -15,19 +15,9 @@ import random
 from detectors.windowed import KeyDetectors
 from operators.model_windows import WindowAgg
 from sentinel.events import LLMEvent
+from tests.helpers import poisson
 
 T0 = 1767571200.0  # a Monday, 00:00 UTC
-
-
-def _poisson(rng, lam):
-    if lam > 50:
-        return max(0, int(round(rng.gauss(lam, math.sqrt(lam)))))
-    limit, k, p = math.exp(-lam), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p <= limit:
-            return k
-        k += 1
 
 
 def rag_windows(seed, minutes, rate, out_factor=lambda i: 1.0, price_factor=lambda i: 1.0, out_sigma=0.9):
@@ -39,7 +29,7 @@ def rag_windows(seed, minutes, rate, out_factor=lambda i: 1.0, price_factor=lamb
         ts0 = T0 + 60 * i
         lam = rate * (1 + 0.4 * (1 - math.cos(2 * math.pi * (ts0 % 86400) / 86400)))
         agg = WindowAgg(ts0)
-        for _ in range(_poisson(rng, lam)):
+        for _ in range(poisson(rng, lam, normal_above=50)):
             ts = ts0 + rng.random() * 60
             if rng.random() < 0.01:
                 agg.add(LLMEvent(ts, "rag", "m", latency_ms=30000.0, is_error=True, error_type="timeout"))

@@ -11,6 +11,7 @@ import random
 from detectors.windowed import KeyDetectors
 from operators.model_windows import WindowAgg
 from sentinel.events import LLMEvent
+from tests.helpers import poisson
 
 T0 = 1767571200.0
 
@@ -21,13 +22,7 @@ def canary_windows(seed, minutes, rate, slow=lambda i: 1.0, slow_ttft=lambda i: 
     for i in range(minutes):
         ts0 = T0 + 60 * i
         agg = WindowAgg(ts0)
-        n, p, limit = 0, 1.0, math.exp(-rate)
-        while True:
-            p *= rng.random()
-            if p <= limit:
-                break
-            n += 1
-        for _ in range(n):
+        for _ in range(poisson(rng, rate)):
             ttft = rng.lognormvariate(math.log(400), 0.5) * slow_ttft(i)
             agg.add(LLMEvent(ts0 + rng.random() * 60, "svc", "canary",
                              latency_ms=ttft + rng.lognormvariate(math.log(1600), 0.6) * slow(i), ttft_ms=ttft,
