@@ -204,7 +204,8 @@ class KeyDetectors:
     def __init__(self, types: Tuple[str, ...] = ALL_TYPES,
                  warmup_windows: int = 30, min_requests: int = 8, threshold: float = 0.9,
                  persistence: int = 2, quiet_windows: int = 5, relearn_after: int = 30,
-                 seasonality: bool = True, cold_windows: int = 60) -> None:
+                 seasonality: bool = True, cold_windows: int = 60,
+                 drift_min_change: float = 0.3) -> None:
         self.types = tuple(types)
         self.warmup_windows = warmup_windows
         self.min_requests = min_requests
@@ -220,7 +221,7 @@ class KeyDetectors:
         self.drift_quiet = 120
         # A drift builds up over at least this many windows and changes the level by at least this much.
         self.drift_min_windows = 15
-        self.drift_min_change = 0.2
+        self.drift_min_change = drift_min_change
         self._drift_metric = DRIFT_METRICS[0]
         self._drift_obs = None  # the last alarm of the metric that opened the drift episode
         self._drift_held: Dict[str, int] = {}

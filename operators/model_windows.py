@@ -183,7 +183,8 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
             key,
             KeyWindows(w.size, w.allowed_lateness, w.idle_partition, w.max_open_windows, WindowAgg),
             KeyDetectors(tuple(d.metrics), d.warmup_windows, d.min_requests, d.threshold,
-                         d.persistence, d.quiet_windows, seasonality=d.seasonality, cold_windows=d.cold_windows),
+                         d.persistence, d.quiet_windows, seasonality=d.seasonality, cold_windows=d.cold_windows,
+                         drift_min_change=d.drift_min_change),
         )
 
     def on_item(self, value: Group) -> Tuple[Iterable[Dict[str, Any]], bool]:

@@ -212,6 +212,24 @@ def test_a_drift_that_stays_is_one_alert_for_the_rest_of_the_day():
             assert 0.5 < closed.observed / opened.observed < 2.0, (closed.observed, opened.observed)
 
 
+def _ramp(seed, top, n=600):
+    # Output tokens ramp to x`top` over an hour from window 200 and stay; 5% window noise.
+    rng = random.Random(seed)
+    return [window(i, out_tok=200 * (1 + (top - 1) * min(1.0, max(0, i - 200) / 60)) * math.exp(rng.gauss(0, 0.05)))
+            for i in range(n)]
+
+
+def test_a_lasting_change_under_drift_min_change_does_not_page():
+    # A 20% lasting rise is the wander of a busy service; 40% is a drift. The
+    # bar is the detection key drift_min_change (0.3 by default).
+    for seed in range(3):
+        assert firing(run(_ramp(seed, 1.2)), "drift") == [], seed
+        assert len(firing(run(_ramp(seed, 1.4)), "drift")) == 1, seed
+    low = KeyDetectors(drift_min_change=0.1)
+    small = [f for w in _ramp(0, 1.2) for f in low.update(w) if f.type == "drift" and f.status == "firing"]
+    assert len(small) == 1
+
+
 def test_cost_moved_by_an_alerted_token_spike_is_not_a_drift():
     # Output tokens x3 for 40 minutes drag the cost per request up 30% (under the
     # cost spike threshold): the tokens incident explains it, no drift of cost.
