@@ -615,7 +615,8 @@ class KeyDetectors:
         sums = self._err_sums
         usual = sums[0] / sums[1] if sums is not None else None  # the usual rate (see below)
         if n == 0 or (n < self.min_requests and usual is None):
-            self._step("error_rate", "error_rate", f, None, out, warm)
+            if self._step("error_rate", "error_rate", f, None, out, warm) == "resolved":
+                self._err_cusum = 0.0  # an episode that ends in a quiet window ends its evidence too
             if self._err_types and not self._ep["error_rate"].active:
                 self._err_types = {}
             return
@@ -670,19 +671,18 @@ class KeyDetectors:
             pk, pn, was_anomalous = pending.pop(0)
             learned = self._err_learned
             self._err_learned = learned + 1
-            if self._err_sums is None:
-                self._err_sums = (float(pk), float(pn))
-            else:
-                # The usual rate's memory is at least ERR_MEMORY requests: a key of five requests a
-                # minute learns a window at a sixth of the weight of one of thirty (its first
-                # windows as a plain average), so one error does not make its usual rate 1%.
-                a = 0.05 * min(1.0, pn / ERR_MEMORY)
-                if a < 0.05:
-                    a = max(a, min(0.05, 1.0 / (learned + 1)))
-                if was_anomalous:
-                    a *= 0.1
-                ek, en = self._err_sums
-                self._err_sums = (ek + a * (pk - ek), en + a * (pn - en))
+            # The usual rate's memory is at least ERR_MEMORY requests: a key of five requests a
+            # minute learns a window at a sixth of the weight of one of thirty (its first
+            # windows at the busy weight), so one error does not make its usual rate 1%.
+            a = 0.05 * min(1.0, pn / ERR_MEMORY)
+            if a < 0.05:
+                a = max(a, min(0.05, 1.0 / (learned + 1)))
+            if was_anomalous:
+                a *= 0.1
+            # Decayed sums from zero: the first window weighs what any later one does (taken
+            # whole, its few errors were the usual rate for the next twenty windows).
+            ek, en = self._err_sums if self._err_sums is not None else (0.0, 0.0)
+            self._err_sums = (ek + a * (pk - ek), en + a * (pn - en))
 
     def _err_pooled_z(self, k: int, n: int, p: float) -> float:
         """The largest z of the error count of the pools ending with this window: it and the

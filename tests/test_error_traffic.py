@@ -61,6 +61,33 @@ def test_one_error_does_not_become_the_usual_rate_of_a_sparse_key():
     assert ek / en < 0.005  # one error in 5 requests, learned at full weight, made it 1%
 
 
+def _batch_windows(seed, hours, rate, storm=None):
+    # A scheduled batch: 5 minutes of about 170 requests a minute every 15 minutes, nothing
+    # between; its first window is a lucky one (1 error, a third of its usual rate).
+    rng = random.Random(seed)
+    ws = []
+    for i in range(hours * 60):
+        n = poisson(rng, 170.0) if i % 15 < 5 else 0
+        r = storm[1] if storm and storm[0] <= i < storm[0] + 15 else rate
+        k = sum(1 for _ in range(n) if rng.random() < r)
+        ws.append(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), n, 1 if i == 0 else k))
+    return ws
+
+
+def test_a_batch_service_with_its_usual_errors_does_not_page():
+    # Its first window (1 error in 170) must not stand for its usual rate for the next
+    # twenty windows, and an episode that resolves between two batches takes its evidence with it:
+    # either made each batch of the first hours page again.
+    for rate in (0.017, 0.025):
+        for seed in range(6):
+            assert error_firings(_batch_windows(seed, 8, rate)) == [], (rate, seed)
+
+
+def test_an_error_storm_in_a_batch_service_pages():
+    found = sum(bool(error_firings(_batch_windows(seed, 8, 0.017, storm=(300, 0.15)))) for seed in range(6))
+    assert found == 6
+
+
 def test_snapshot_from_before_the_pooled_error_test_loads_and_runs():
     det = KeyDetectors(types=("error_rate",))
     error_firings(sparse_windows(1, 100, 6.0, lambda i: 0.002), det)
