@@ -31,7 +31,8 @@ import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from sentinel.events import DeadLetter, LLMEvent, Position
+from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, Position
+from sentinel.parse import DEFAULT_LIMITS, Limits
 
 Result = Tuple[List[LLMEvent], List[DeadLetter], int]
 
@@ -88,6 +89,16 @@ class _Bad:
 _BAD: Any = _Bad()
 
 
+class _OutOfRange(str):
+    """Why a span is refused when a value is beyond its plausible range (reason ``out_of_range``)."""
+
+    __slots__ = ()
+
+
+def _reason(r: str) -> str:
+    return "out_of_range" if type(r) is _OutOfRange else "invalid_span"
+
+
 # ---------------------------------------------------------------------------
 # The shared mapping
 # ---------------------------------------------------------------------------
@@ -102,7 +113,7 @@ def _str(a: Dict[str, Any], key: str) -> Optional[str]:
     return str(v)  # an int / double / bool attribute where a string was expected
 
 
-def _tokens(a: Dict[str, Any], key: str, legacy: str) -> Union[int, None, str]:
+def _tokens(a: Dict[str, Any], key: str, legacy: str, hi: int) -> Union[int, None, str]:
     """A token count, None when absent, or an error message (a str)."""
     v = a.get(key)
     if v is None:
@@ -111,18 +122,16 @@ def _tokens(a: Dict[str, Any], key: str, legacy: str) -> Union[int, None, str]:
             return None
         key = legacy
     t = type(v)
-    if t is int:
-        if v < 0:
-            return f"{key}: negative token count {v}"
-        return v
-    if t is float and v.is_integer():
+    if t is int or (t is float and v.is_integer()):
         if v < 0:
             return f"{key}: negative token count {v!r}"
+        if v > hi:
+            return _OutOfRange(f"{key}: expected an integer in 0..{hi}, got {v!r:.40}")
         return int(v)
     return f"{key}: expected a non-negative integer, got {v!r:.40}"
 
 
-def _num(a: Dict[str, Any], key: str, alt: str) -> Union[float, None, str]:
+def _num(a: Dict[str, Any], key: str, alt: str, hi: float) -> Union[float, None, str]:
     """A non-negative finite number, None when absent, or an error message."""
     v = a.get(key)
     if v is None:
@@ -132,6 +141,8 @@ def _num(a: Dict[str, Any], key: str, alt: str) -> Union[float, None, str]:
         key = alt
     t = type(v)
     if (t is float or t is int) and 0 <= v < float("inf"):
+        if v > hi:
+            return _OutOfRange(f"{key}: expected a number in 0..{hi:g}, got {v!r:.40}")
         return float(v)
     return f"{key}: expected a finite number >= 0, got {v!r:.40}"
 
@@ -143,6 +154,7 @@ def _map_span(
     end: Any,
     status_error: bool,
     event_id: Optional[str],
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Union[LLMEvent, str, None]:
     """Map one span onto an LLMEvent.
 
@@ -151,7 +163,8 @@ def _map_span(
     are the span times in ns (int, or None when missing / not a number).
 
     Returns the event, None for a span that is not a model call (ignored), or a
-    string saying why this GenAI span is invalid.
+    string saying why this GenAI span is invalid (an :class:`_OutOfRange` when
+    a value is beyond ``limits``).
     """
     model = a.get(_REQ_MODEL)
     if type(model) is not str or not model:
@@ -184,20 +197,32 @@ def _map_span(
     if end < start:
         return f"end time {end} before start time {start}"
 
-    inp = _tokens(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
-    if type(inp) is str:
+    n = limits.name_length
+    if len(service) > n:
+        return _OutOfRange(f"service.name: {len(service)} characters, limit {n}")
+    if len(model) > n:
+        return _OutOfRange(f"model: {len(model)} characters, limit {n}")
+    if KEY_SEP in service or KEY_SEP in model:
+        return "service.name / model: contains the control character U+001F"
+    latency = (end - start) / 1e6
+    if latency > limits.latency_ms:
+        return _OutOfRange(f"span duration: {latency:.0f} ms, limit {limits.latency_ms:g}")
+
+    inp = _tokens(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", limits.tokens)
+    if isinstance(inp, str):
         return inp
-    out = _tokens(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
-    if type(out) is str:
+    out = _tokens(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", limits.tokens)
+    if isinstance(out, str):
         return out
 
-    ttft = _num(a, "gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_chunk")
+    ttft = _num(a, "gen_ai.server.time_to_first_token", "gen_ai.response.time_to_first_chunk",
+                limits.ttft_ms / 1000.0)
     if ttft is not None:
-        if type(ttft) is str:
+        if isinstance(ttft, str):
             return ttft
         ttft *= 1000.0  # seconds -> ms
-    cost = _num(a, "gen_ai.usage.cost", "llm.usage.cost_usd")
-    if type(cost) is str:
+    cost = _num(a, "gen_ai.usage.cost", "llm.usage.cost_usd", limits.cost_usd)
+    if isinstance(cost, str):
         return cost
 
     error_type = a.get("error.type")
@@ -207,6 +232,8 @@ def _map_span(
             error_type = "error" if error_type is _BAD else str(error_type)
         elif not error_type:
             error_type = "error"
+        elif len(error_type) > n:
+            error_type = error_type[:n]
     elif status_error:
         is_error = True
         error_type = "error"
@@ -219,14 +246,23 @@ def _map_span(
     user = _str(a, "user.id")
     if user is None:
         user = _str(a, "enduser.id")
+    operation = _str(a, _OP)
+    tenant = _str(a, "tenant.id")
+    client = _str(a, "client.address")
+    region = _str(res, "cloud.region")
+    for name, v in (("gen_ai.provider.name", provider), ("gen_ai.operation.name", operation), ("user.id", user),
+                    ("tenant.id", tenant), ("client.address", client), ("cloud.region", region),
+                    ("span id", event_id)):
+        if v is not None and len(v) > n:
+            return _OutOfRange(f"{name}: {len(v)} characters, limit {n}")
 
     return LLMEvent(
         start / 1e9,
         service,
         model,
         provider,
-        _str(a, _OP),
-        (end - start) / 1e6,
+        operation,
+        latency,
         ttft,
         inp,
         out,
@@ -234,10 +270,10 @@ def _map_span(
         is_error,
         error_type,
         user,
-        _str(a, "tenant.id"),
-        _str(a, "client.address"),
+        tenant,
+        client,
         event_id,
-        _str(res, "cloud.region"),
+        region,
     )
 
 
@@ -264,7 +300,7 @@ def _proto_attrs(kvs: Any, wanted: frozenset) -> Dict[str, Any]:
     return out
 
 
-def parse_otlp_proto(data: bytes, position: Position) -> Result:
+def parse_otlp_proto(data: bytes, position: Position, limits: Limits = DEFAULT_LIMITS) -> Result:
     """Decode one protobuf ``ExportTraceServiceRequest`` into events."""
     req = ExportTraceServiceRequest()
     try:
@@ -291,13 +327,14 @@ def parse_otlp_proto(data: bytes, position: Position) -> Result:
                     span.end_time_unix_nano,
                     span.status.code == _STATUS_ERROR,
                     sid.hex() if sid else None,
+                    limits,
                 )
                 if r is None:
                     ignored += 1
-                elif type(r) is str:
+                elif isinstance(r, str):
                     dead.append(
                         DeadLetter(
-                            "invalid_span",
+                            _reason(r),
                             f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]: {r}",
                             position,
                             span.SerializeToString(),
@@ -405,7 +442,7 @@ def _get(d: Dict[str, Any], camel: str, snake: str) -> Any:
     return d.get(snake) if v is None else v
 
 
-def parse_otlp_json(data: bytes, position: Position) -> Result:
+def parse_otlp_json(data: bytes, position: Position, limits: Limits = DEFAULT_LIMITS) -> Result:
     """Decode one OTLP/JSON ``ExportTraceServiceRequest`` into events."""
     try:
         obj = orjson.loads(data)
@@ -482,13 +519,14 @@ def parse_otlp_json(data: bytes, position: Position) -> Result:
                     _json_ns(_get(span, "endTimeUnixNano", "end_time_unix_nano")),
                     code == _STATUS_ERROR or code == "STATUS_CODE_ERROR",
                     _json_id(_get(span, "spanId", "span_id")),
+                    limits,
                 )
                 if r is None:
                     ignored += 1
-                elif type(r) is str:
+                elif isinstance(r, str):
                     dead.append(
                         DeadLetter(
-                            "invalid_span",
+                            _reason(r),
                             f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]: {r}",
                             position,
                             orjson.dumps(span),

@@ -15,11 +15,36 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import orjson
 
-from sentinel.events import DeadLetter, LLMEvent, RawRecord, SecurityEvent
+from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawRecord, SecurityEvent
 
 MAX_RECORD_BYTES = 1_000_000
 
 Event = Union[LLMEvent, SecurityEvent]
+
+
+class Limits:
+    """Plausible ranges of a record's fields (the flow definition's ``limits``).
+
+    A number beyond its bound, or a name longer than ``name_length``
+    characters, makes the record a dead letter ``out_of_range`` naming the
+    field: no value that passes can overflow the arithmetic of a step, and no
+    name that passes is large enough to matter as a key. ``error_type`` is
+    cut to ``name_length`` rather than refused (a long error message still
+    counts as an error).
+    """
+
+    __slots__ = ("latency_ms", "ttft_ms", "tokens", "cost_usd", "name_length")
+
+    def __init__(self, latency_ms: float = 86_400_000.0, ttft_ms: float = 86_400_000.0,
+                 tokens: int = 1_000_000_000, cost_usd: float = 100_000.0, name_length: int = 256) -> None:
+        self.latency_ms = latency_ms
+        self.ttft_ms = ttft_ms
+        self.tokens = tokens
+        self.cost_usd = cost_usd
+        self.name_length = name_length
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class BadRecord(ValueError):
@@ -58,48 +83,64 @@ def parse_timestamp(value: Any) -> float:
     return ts
 
 
-def _req_str(obj: Dict[str, Any], name: str) -> str:
+def _too_long(name: str, v: str, limit: int) -> BadRecord:
+    return BadRecord("out_of_range", f"{name}: {len(v)} characters, limit {limit}")
+
+
+def _req_str(obj: Dict[str, Any], name: str, limit: int) -> str:
     v = obj.get(name)
     if v is None:
         raise BadRecord("missing_field", f"{name}: required")
     if not isinstance(v, str) or not v:
         raise BadRecord("wrong_type", f"{name}: expected non-empty string, got {type(v).__name__}")
+    if len(v) > limit:
+        raise _too_long(name, v, limit)
     return v
 
 
-def _opt_str(obj: Dict[str, Any], name: str) -> Optional[str]:
+def _key_str(obj: Dict[str, Any], name: str, limit: int) -> str:
+    """A part of the service/model key: also free of the key separator, so two keys never merge."""
+    v = _req_str(obj, name, limit)
+    if KEY_SEP in v:
+        raise BadRecord("invalid_name", f"{name}: contains the control character U+001F")
+    return v
+
+
+def _opt_str(obj: Dict[str, Any], name: str, limit: int) -> Optional[str]:
     v = obj.get(name)
-    if v is None or isinstance(v, str):
+    if v is None:
+        return v
+    if isinstance(v, str):
+        if len(v) > limit:
+            raise _too_long(name, v, limit)
         return v
     raise BadRecord("wrong_type", f"{name}: expected string, got {type(v).__name__}")
 
 
-def _opt_num(obj: Dict[str, Any], name: str) -> Optional[float]:
+def _opt_num(obj: Dict[str, Any], name: str, hi: float) -> Optional[float]:
     v = obj.get(name)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise BadRecord("wrong_type", f"{name}: expected number, got {type(v).__name__}")
-    if v < 0 or v != v or v == math.inf:
-        raise BadRecord("out_of_range", f"{name}: expected a finite number >= 0, got {v!r}")
+    if not 0 <= v <= hi:  # NaN fails too
+        raise BadRecord("out_of_range", f"{name}: expected a number in 0..{hi:g}, got {v!r}")
     return float(v)
 
 
-def _opt_int(obj: Dict[str, Any], name: str) -> Optional[int]:
+def _opt_int(obj: Dict[str, Any], name: str, hi: int) -> Optional[int]:
     v = obj.get(name)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        if isinstance(v, float) and v.is_integer():
-            v = int(v)
-        else:
+        if not (isinstance(v, float) and v.is_integer()):
             raise BadRecord("wrong_type", f"{name}: expected integer, got {type(v).__name__}")
-    if v < 0:
-        raise BadRecord("out_of_range", f"{name}: expected integer >= 0, got {v!r}")
-    return v
+    if not 0 <= v <= hi:
+        raise BadRecord("out_of_range", f"{name}: expected an integer in 0..{hi}, got {v!r}")
+    return int(v)
 
 
-def event_from_dict(obj: Any) -> Event:
+def event_from_dict(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Event:
     """Check one decoded JSON value against SPEC section 1 and build the event."""
     if not isinstance(obj, dict):
         raise BadRecord("not_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -115,39 +156,48 @@ def event_from_dict(obj: Any) -> Event:
             is_error = True
         else:
             raise BadRecord("wrong_type", f"status: expected 'ok' or 'error', got {str(status)[:32]!r}")
+        n = limits.name_length
+        error_type = obj.get("error_type")
+        if error_type is not None:
+            if not isinstance(error_type, str):
+                raise BadRecord("wrong_type", f"error_type: expected string, got {type(error_type).__name__}")
+            if len(error_type) > n:
+                error_type = error_type[:n]
         return LLMEvent(
             ts,
-            _req_str(obj, "service"),
-            _req_str(obj, "model"),
-            _opt_str(obj, "provider"),
-            _opt_str(obj, "operation"),
-            _opt_num(obj, "latency_ms"),
-            _opt_num(obj, "ttft_ms"),
-            _opt_int(obj, "input_tokens"),
-            _opt_int(obj, "output_tokens"),
-            _opt_num(obj, "cost_usd"),
+            _key_str(obj, "service", n),
+            _key_str(obj, "model", n),
+            _opt_str(obj, "provider", n),
+            _opt_str(obj, "operation", n),
+            _opt_num(obj, "latency_ms", limits.latency_ms),
+            _opt_num(obj, "ttft_ms", limits.ttft_ms),
+            _opt_int(obj, "input_tokens", limits.tokens),
+            _opt_int(obj, "output_tokens", limits.tokens),
+            _opt_num(obj, "cost_usd", limits.cost_usd),
             is_error,
-            _opt_str(obj, "error_type"),
-            _opt_str(obj, "user_id"),
-            _opt_str(obj, "tenant_id"),
-            _opt_str(obj, "source_ip"),
-            _opt_str(obj, "event_id"),
-            _opt_str(obj, "region"),
+            error_type,
+            _opt_str(obj, "user_id", n),
+            _opt_str(obj, "tenant_id", n),
+            _opt_str(obj, "source_ip", n),
+            _opt_str(obj, "event_id", n),
+            _opt_str(obj, "region", n),
         )
     if event_type == "security":
+        n = limits.name_length
         return SecurityEvent(
             ts,
-            _req_str(obj, "source"),
-            _req_str(obj, "kind"),
-            _opt_str(obj, "service"),
-            _opt_str(obj, "model"),
-            _opt_str(obj, "severity"),
-            _opt_str(obj, "event_id"),
+            _req_str(obj, "source", n),
+            _req_str(obj, "kind", n),
+            _opt_str(obj, "service", n),
+            _opt_str(obj, "model", n),
+            _opt_str(obj, "severity", n),
+            _opt_str(obj, "event_id", n),
         )
     raise BadRecord("unknown_event_type", f"event_type: expected 'llm.request' or 'security', got {str(event_type)[:32]!r}")
 
 
-def parse_json_record(data: bytes, max_bytes: int = MAX_RECORD_BYTES, size: int = 0) -> Event:
+def parse_json_record(data: bytes, max_bytes: int = MAX_RECORD_BYTES, size: int = 0,
+                      limits: Limits = DEFAULT_LIMITS) -> Event:
     if len(data) > max_bytes:
         raise BadRecord("oversized", f"record is {max(size, len(data))} bytes, limit {max_bytes}")
     try:
@@ -157,17 +207,17 @@ def parse_json_record(data: bytes, max_bytes: int = MAX_RECORD_BYTES, size: int 
         if "utf-8" in msg.lower() or "surrogate" in msg.lower():
             raise BadRecord("invalid_utf8", f"not valid UTF-8: {msg[:120]}") from None
         raise BadRecord("bad_json", f"not JSON: {msg[:120]}") from None
-    return event_from_dict(obj)
+    return event_from_dict(obj, limits)
 
 
 def parse_record(
-    rec: RawRecord, max_bytes: int = MAX_RECORD_BYTES
+    rec: RawRecord, max_bytes: int = MAX_RECORD_BYTES, limits: Limits = DEFAULT_LIMITS
 ) -> Tuple[List[Event], List[DeadLetter], int]:
     """Parse one raw record of any encoding into (events, dead letters, ignored)."""
     enc = rec.encoding
     if enc == "json":
         try:
-            return [parse_json_record(rec.data, max_bytes, rec.size)], [], 0
+            return [parse_json_record(rec.data, max_bytes, rec.size, limits)], [], 0
         except BadRecord as ex:
             return [], [DeadLetter(ex.reason, ex.detail, rec.position, rec.data)], 0
     if len(rec.data) > max_bytes * 16:
@@ -175,9 +225,9 @@ def parse_record(
     from sentinel import otlp
 
     if enc == "otlp_proto":
-        return otlp.parse_otlp_proto(rec.data, rec.position)
+        return otlp.parse_otlp_proto(rec.data, rec.position, limits)
     if enc == "otlp_json":
-        return otlp.parse_otlp_json(rec.data, rec.position)
+        return otlp.parse_otlp_json(rec.data, rec.position, limits)
     return [], [DeadLetter("unknown_encoding", f"encoding {enc!r}", rec.position, rec.data)], 0
 
 
