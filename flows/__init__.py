@@ -120,15 +120,23 @@ def build_flow(
     from operators.actors import ActorLogic
     from operators.attacks import AttackLogic
     from operators.incidents import IncidentLogic, group_key
+    from operators.guard import guarded, is_failure, outcome_dead_letters
     from operators.model_windows import ModelWindowLogic
-    from operators.parse import BatchParser
+    from operators.parse import BatchParser, KeyCaps, ParseLogic
     from operators.silences import AlertFilter, get_controls, load_silences
 
     flow = Dataflow(cfg.name)
     raw = op.input("input", flow, source if source is not None else make_source(cfg))
     det = cfg.detection
-    tagged = op.flat_map("parse", raw, BatchParser(cfg.max_record_bytes, actors=det.token_abuse.enabled,
-                                                     dedup_ids=cfg.state.dedup_ids))
+    lim = cfg.limits
+    parser = BatchParser(cfg.max_record_bytes, actors=det.token_abuse.enabled, dedup_ids=cfg.state.dedup_ids,
+                         limits=lim.record_limits(), max_future=lim.max_future,
+                         caps=KeyCaps(lim.max_keys, lim.max_models_per_service, lim.max_services, lim.max_sources,
+                                      cfg.state.key_idle_evict))
+    # Keyed by source partition: each partition's event-time clock is in the snapshot.
+    by_partition = op.key_on("by_partition", raw, lambda b: b.partition)
+    tagged = op.stateful("parse", by_partition, lambda st: ParseLogic(parser, cfg.windows.idle_partition, st))
+    tagged = op.map("unkey_parse", tagged, lambda kv: kv[1])
 
     def of_kind(kind: str):
         return op.filter(f"only_{kind}", tagged, lambda t: t[0] == kind)
@@ -137,13 +145,19 @@ def build_flow(
         # (tag, key, group) -> (key, (key, partition, events, ingested_at, partitions))
         return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], (t[1],) + t[2]))
 
-    streams = [op.stateful("model_windows", keyed("m"), lambda st: ModelWindowLogic(cfg, st))]
+    # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py).
+    streams = [op.stateful("model_windows", keyed("m"),
+                           guarded("model_windows", lambda st: ModelWindowLogic(cfg, st), outcome_dead_letters))]
     if det.token_abuse.enabled:
-        streams.append(op.stateful("actor_windows", keyed("a"), lambda st: ActorLogic(cfg, st)))
+        streams.append(op.stateful("actor_windows", keyed("a"),
+                                   guarded("actor_windows", lambda st: ActorLogic(cfg, st))))
     if det.coordinated_attack.enabled:
-        streams.append(op.stateful("attack_counter", keyed("s"), lambda st: AttackLogic(cfg, st)))
+        streams.append(op.stateful("attack_counter", keyed("s"),
+                                   guarded("attack_counter", lambda st: AttackLogic(cfg, st))))
     alerts = op.merge("alerts", *streams)
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
+    failed = op.branch("step_failures", alerts, is_failure)
+    alerts = failed.falses
 
     # Silences and feedback, then one incident per group of related anomalies.
     controls = get_controls()
@@ -151,8 +165,10 @@ def build_flow(
     alerts = op.filter("alert_filter", alerts, AlertFilter(controls))
     group_by = tuple(cfg.alerting.group_by)
     grouped = op.key_on("group_key", alerts, lambda a: group_key(a, group_by))
-    alerts = op.stateful("incidents", grouped, lambda st: IncidentLogic(cfg.alerting, st))
+    alerts = op.stateful("incidents", grouped, guarded("incidents", lambda st: IncidentLogic(cfg.alerting, st)))
     alerts = op.map("unkey_incidents", alerts, lambda kv: kv[1])
+    incident_failed = op.branch("incident_failures", alerts, is_failure)
+    alerts = incident_failed.falses
     alerts = op.inspect("remember_alerts", alerts, lambda _step, a: controls.remember(a))
     similar = make_similar_incidents(cfg)
     if similar is not None:
@@ -162,6 +178,8 @@ def build_flow(
         op.output(f"alerts_out_{i}", alerts, sink)
 
     dead = op.map("dead_letters", of_kind("d"), lambda t: t[2])
+    failures = op.merge("step_failures_all", failed.trues, incident_failed.trues)
+    dead = op.merge("all_dead_letters", dead, op.map("step_dead_letters", failures, lambda f: [f.dead_letter]))
     dls = dead_letter_sink if dead_letter_sink is not None else make_dead_letter_sink(cfg)
     op.output("dead_letters_out", dead, dls)
     return flow

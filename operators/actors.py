@@ -79,7 +79,6 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
         self.state = state
         m = get_metrics()
         self._anomalies = m.anomalies
-        self._late = m.events.labels(outcome="late")
         self._keys = m.keys_active.labels(kind="service_actors")
         self._keys.inc()
 
@@ -105,8 +104,6 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
                 continue
             tok = (ev.input_tokens or 0) + (ev.output_tokens or 0)
             add_request(agg.actors, actor, tok if tok < MAX_REQUEST_TOKENS else MAX_REQUEST_TOKENS, ev.model)
-        if late:
-            self._late.inc(late)
         st.last_ingest = ingested_at
         return self._close(win.close_ready(now)), StatefulLogic.RETAIN
 

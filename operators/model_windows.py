@@ -170,6 +170,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
             self.service, _, self.model = state.key.partition(KEY_SEP)
         m = get_metrics()
         self._late = m.events.labels(outcome="late")
+        self._ok = m.events.labels(outcome="ok")  # every event of a key ends here as ok or late
         self._lag = m.event_lag
         self._windows_closed = m.windows_closed
         self._anomalies = m.anomalies
@@ -206,6 +207,8 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                 max_ts = ev.ts
         if late:
             self._late.inc(late)
+        if len(events) > late:
+            self._ok.inc(len(events) - late)
         if st.provider is None and events:
             st.provider = events[0].provider
         st.last_ingest = ingested_at

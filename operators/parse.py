@@ -4,23 +4,65 @@ One source batch turns into a handful of items: one group per service/model
 key, per service (for token use) and per security source, plus the batch's dead letters. This
 keeps Bytewax's per-item cost off the per-event path.
 
+Three guards keep one sender from blinding the flow:
+
+* **Event time** (:class:`PartitionClock`, one per source partition, kept in
+  the step's snapshot): an event more than ``limits.max_future`` ahead of its
+  partition's event time (plus the wall time since that last moved) is held
+  without moving it. When the events that follow carry on at the old time,
+  the held ones are dead letters ``future_timestamp``; when most of them are
+  ahead too (a partition that was quiet for a while, a replay across a gap),
+  the partition jumps and the held events go on. A partition's first events
+  are judged by their median, so a bogus first timestamp cannot set the clock.
+* **Bounded keys** (:class:`KeyCaps`, per process): at most
+  ``limits.max_services`` services, ``limits.max_models_per_service`` models
+  per service and ``limits.max_keys`` service/model keys in all, and
+  ``limits.max_sources`` security sources. Events of a key beyond a cap are
+  folded into the overflow key (model ``OVERFLOW`` of their service, or
+  service and model ``OVERFLOW``; source ``OVERFLOW``) and counted in
+  ``sentinel_events_folded_total{kind}``; the keys themselves are not kept.
+  A key not seen for ``state.key_idle_evict`` (wall time) frees its place.
+* **Ranges**: :class:`sentinel.parse.Limits` refuses values and names beyond
+  their plausible range as ``out_of_range``.
+
 With ``state.dedup_ids`` set (off by default), events whose ``event_id`` was
 seen lately (that many ids, per process: a producer's retry, a collector's
 resend) are dropped and counted in ``sentinel_events_total{outcome="duplicate"}``;
 events without an id are never dropped.
+
+Outcomes: this step counts ``dead_letter``, ``ignored``, ``duplicate`` and
+``security``; every event of a service/model key ends as ``ok`` or ``late``
+in the key's window step, so each record is counted once.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+import copy
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Optional, Tuple
 
-from sentinel.events import DeadLetter, LLMEvent, RawBatch, SecurityEvent
+from bytewax.operators import StatefulLogic
+
+from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, SecurityEvent
 from sentinel.metrics import get_metrics
-from sentinel.parse import MAX_RECORD_BYTES, parse_json_record, BadRecord, parse_record
+from sentinel.parse import DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, parse_json_record, parse_record
 
 MODEL, ACTOR, SECURITY, DEAD = "m", "a", "s", "d"
 
 Tagged = Tuple[str, str, Any]
+
+# The name events beyond a key cap are folded under.
+OVERFLOW = "(overflow)"
+
+# Held events are judged once this many events arrived since the first of them ...
+DECIDE_AFTER = 32
+# ... or when the partition has been quiet for a while, or at end of input; a jump
+# then needs at least this many events ahead (one or two stray ones are dead letters).
+MIN_JUMP = 3
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class RecentIds:
@@ -59,44 +101,148 @@ class RecentIds:
         return len(self.cur) + len(self.old)
 
 
-class BatchParser:
-    """Callable for ``op.flat_map``: RawBatch -> tagged groups."""
+class PartitionClock:
+    """Event-time progress of one source partition, and the events held ahead of it.
 
-    def __init__(self, max_record_bytes: int = MAX_RECORD_BYTES, actors: bool = True, dedup_ids: int = 0) -> None:
+    ``wm``: the latest event time let through (None before the first
+    decision); ``wall``: the ingest time when it last moved; ``held``:
+    ``(event, position, raw)`` of events too far ahead; ``after``: events let
+    through since the first of them.
+    """
+
+    __slots__ = ("wm", "wall", "held", "after", "partition", "partitions")
+
+    def __init__(self) -> None:
+        self.wm: Optional[float] = None
+        self.wall = 0.0
+        self.held: List[Tuple[Any, Tuple[str, int, int], bytes]] = []
+        self.after = 0
+        self.partition = ""
+        self.partitions = 1
+
+    def __getstate__(self):
+        return (self.wm, self.wall, self.held, self.after, self.partition, self.partitions)
+
+    def __setstate__(self, s) -> None:
+        self.wm, self.wall, self.held, self.after, self.partition, self.partitions = s
+
+
+class KeyCaps:
+    """Which service/model keys and security sources a process keeps apart (see the module docstring)."""
+
+    def __init__(self, max_keys: int, max_models_per_service: int, max_services: int, max_sources: int,
+                 idle: float) -> None:
+        self.max_keys = max_keys
+        self.max_models = max_models_per_service
+        self.max_services = max_services
+        self.max_sources = max_sources
+        self.idle = idle
+        self.keys: Dict[str, float] = {}  # admitted key -> ingest time it was last seen
+        self.models: Dict[str, int] = {}  # service -> its admitted keys
+        self.sources: Dict[str, float] = {}
+        self._next_sweep = 0.0
+
+    def key(self, k: str, now: float) -> Tuple[str, Optional[str]]:
+        """The key to use for ``k`` and, when it is folded, the cap that folded it."""
+        keys = self.keys
+        if k in keys:
+            keys[k] = now
+            return k, None
+        svc = k[:k.index(KEY_SEP)]
+        models = self.models
+        n = models.get(svc)
+        if n is None:
+            if len(models) >= self.max_services or len(keys) >= self.max_keys:
+                return OVERFLOW + KEY_SEP + OVERFLOW, "service"
+            n = models[svc] = 0
+        if n >= self.max_models or len(keys) >= self.max_keys:
+            return svc + KEY_SEP + OVERFLOW, "model"
+        keys[k] = now
+        models[svc] = n + 1
+        return k, None
+
+    def source(self, s: str, now: float) -> str:
+        sources = self.sources
+        if s in sources or len(sources) < self.max_sources:
+            sources[s] = now
+            return s
+        return OVERFLOW
+
+    def sweep(self, now: float) -> None:
+        """Forget keys and sources not seen for ``idle`` (at most once a minute)."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 60.0
+        cut = now - self.idle
+        for k in [k for k, t in self.keys.items() if t < cut]:
+            del self.keys[k]
+            svc = k[:k.index(KEY_SEP)]
+            self.models[svc] -= 1
+        for svc in [s for s, n in self.models.items() if n <= 0]:
+            del self.models[svc]
+        for s in [s for s, t in self.sources.items() if t < cut]:
+            del self.sources[s]
+
+
+class BatchParser:
+    """RawBatch -> tagged groups: ``parse(batch, clock)`` (the flow's step), or call it with a batch.
+
+    Called with a batch alone, it keeps a :class:`PartitionClock` per
+    partition itself (tests and benchmarks).
+    """
+
+    def __init__(self, max_record_bytes: int = MAX_RECORD_BYTES, actors: bool = True, dedup_ids: int = 0,
+                 limits: Limits = DEFAULT_LIMITS, max_future: float = 600.0, caps: Optional[KeyCaps] = None) -> None:
         self.max_record_bytes = max_record_bytes
         self.actors = actors
         self.seen = RecentIds(dedup_ids) if dedup_ids > 0 else None
+        self.limits = limits
+        self.max_future = max_future if max_future > 0 else float("inf")
+        self.caps = caps if caps is not None else KeyCaps(10_000, 100, 1_000, 100_000, 6 * 3600.0)
+        self.clocks: Dict[str, PartitionClock] = {}
         m = get_metrics()
         self._dup = m.events.labels(outcome="duplicate")
-        self._ok = m.events.labels(outcome="ok")
         self._sec = m.events.labels(outcome="security")
         self._dead = m.events.labels(outcome="dead_letter")
         self._ignored = m.events.labels(outcome="ignored")
         self._dl_reasons = m.dead_letters
+        self._folded = m.events_folded
 
     def __call__(self, batch: RawBatch) -> List[Tagged]:
-        part = batch.partition
+        clock = self.clocks.get(batch.partition)
+        if clock is None:
+            clock = self.clocks[batch.partition] = PartitionClock()
+        return self.parse(batch, clock)
+
+    def parse(self, batch: RawBatch, clock: PartitionClock) -> List[Tagged]:
         at = batch.ingested_at
-        nparts = batch.partitions
-        by_key: Dict[str, List[LLMEvent]] = {}
-        by_source: Dict[str, List[SecurityEvent]] = {}
+        clock.partition = batch.partition
+        clock.partitions = batch.partitions
+        evs_out: List[Any] = []
         dead: List[DeadLetter] = []
         ignored = 0
         dups = 0
         limit = self.max_record_bytes
-        actors = self.actors
+        limits = self.limits
         seen = self.seen
         if seen is not None:
             cur, old, cap = seen.cur, seen.old, seen.capacity
+        max_future = self.max_future
+        wm = clock.wm
+        held = clock.held
+        after = clock.after
+        moved = False
+        # Event time beyond this is held (every event, until a partition's first decision).
+        ahead = float("-inf") if wm is None else wm + max_future + max(0.0, at - clock.wall)
         for rec in batch.records:
             if rec.encoding == "json":
                 try:
-                    evs = (parse_json_record(rec.data, limit, rec.size),)
+                    evs = (parse_json_record(rec.data, limit, rec.size, limits),)
                 except BadRecord as ex:
                     dead.append(DeadLetter(ex.reason, ex.detail, rec.position, rec.data))
                     continue
             else:
-                evs, dls, ign = parse_record(rec, limit)
+                evs, dls, ign = parse_record(rec, limit, limits)
                 dead.extend(dls)
                 ignored += ign
             for ev in evs:
@@ -114,45 +260,166 @@ class BatchParser:
                         if n + 1 >= cap:
                             seen.rotate()
                             cur, old = seen.cur, seen.old
-                if ev.__class__ is LLMEvent:
-                    k = ev.service + "\x1f" + ev.model
-                    g = by_key.get(k)
-                    if g is None:
-                        by_key[k] = [ev]
-                    else:
-                        g.append(ev)
-                else:
-                    g = by_source.get(ev.source)
-                    if g is None:
-                        by_source[ev.source] = [ev]
-                    else:
-                        g.append(ev)
-        out: List[Tagged] = [(MODEL, k, (part, evs, at, nparts)) for k, evs in by_key.items()]
-        if actors:
-            # Token use is judged per service: one group per service (its models' groups joined).
-            by_service: Dict[str, List[LLMEvent]] = {}
-            for k, evs in by_key.items():
-                svc = k[:k.index("\x1f")]
-                g = by_service.get(svc)
-                if g is None:
-                    by_service[svc] = evs
-                else:
-                    by_service[svc] = g + evs
-            out.extend((ACTOR, svc, (part, evs, at, nparts)) for svc, evs in by_service.items())
-        out.extend((SECURITY, s, (part, evs, at, nparts)) for s, evs in by_source.items())
-        n_ok = sum(len(v) for v in by_key.values())
-        n_sec = sum(len(v) for v in by_source.values())
-        if n_ok:
-            self._ok.inc(n_ok)
-        if n_sec:
-            self._sec.inc(n_sec)
-        if ignored:
-            self._ignored.inc(ignored)
+                ts = ev.ts
+                if ts > ahead:
+                    held.append((ev, rec.position, rec.data))
+                    if wm is not None and len(held) + after >= DECIDE_AFTER:
+                        clock.wm, clock.after = wm, after
+                        if moved:
+                            clock.wall = at
+                        self._decide(clock, at, evs_out, dead, False)
+                        held = clock.held
+                        wm, after = clock.wm, 0
+                        ahead = wm + max_future
+                    continue
+                if held:
+                    after += 1
+                if ts > wm:
+                    wm = ts
+                    ahead = wm + max_future
+                    moved = True
+                evs_out.append(ev)
+        clock.wm, clock.after = wm, after
+        if moved:
+            clock.wall = at
+        if held and (wm is None and len(held) >= MIN_JUMP or len(held) + after >= DECIDE_AFTER):
+            self._decide(clock, at, evs_out, dead, False)
         if dups:
             self._dup.inc(dups)
+        if ignored:
+            self._ignored.inc(ignored)
+        return self._group(evs_out, dead, batch.partition, at, batch.partitions)
+
+    def flush(self, clock: PartitionClock, at: float) -> List[Tagged]:
+        """Judge what a quiet partition holds (timer, end of input)."""
+        evs: List[Any] = []
+        dead: List[DeadLetter] = []
+        if clock.held:
+            self._decide(clock, at, evs, dead, True)
+        return self._group(evs, dead, clock.partition, at, clock.partitions)
+
+    def _decide(self, clock: PartitionClock, at: float, evs: List[Any], dead: List[DeadLetter], quiet: bool) -> None:
+        """Let held events go on (the partition jumped) or make them dead letters ``future_timestamp``."""
+        held = clock.held
+        clock.held = []
+        after, clock.after = clock.after, 0
+        wm = clock.wm
+        if wm is not None and (len(held) <= after or (quiet and len(held) < MIN_JUMP)):
+            take = 0
+            rest = held
+        else:
+            # Most events are ahead: the partition moved on. Its time is the held events' median;
+            # those up to it go on, and those after it while no gap exceeds max_future.
+            held.sort(key=lambda h: h[0].ts)
+            prev = held[(len(held) - 1) // 2][0].ts
+            take = len(held)
+            for i in range((len(held) - 1) // 2 + 1, len(held)):
+                ts = held[i][0].ts
+                if ts - prev > self.max_future:
+                    take = i
+                    break
+                prev = ts
+            rest = held[take:]
+            top = held[take - 1][0].ts
+            clock.wm = top if wm is None or top > wm else wm
+            clock.wall = at
+            evs.extend(h[0] for h in held[:take])
+        ref = clock.wm
+        for ev, pos, raw in rest:
+            detail = f"timestamp: {_iso(ev.ts)} is more than {self.max_future:g} s ahead of its partition's event time"
+            if ref is not None:
+                detail += f" ({_iso(ref)})"
+            dead.append(DeadLetter("future_timestamp", detail, pos, raw))
+
+    def _group(self, evs: List[Any], dead: List[DeadLetter], part: str, at: float, nparts: int) -> List[Tagged]:
+        by_key: Dict[str, List[LLMEvent]] = {}
+        by_source: Dict[str, List[SecurityEvent]] = {}
+        for ev in evs:
+            if ev.__class__ is LLMEvent:
+                k = ev.service + KEY_SEP + ev.model
+                g = by_key.get(k)
+                if g is None:
+                    by_key[k] = [ev]
+                else:
+                    g.append(ev)
+            else:
+                g = by_source.get(ev.source)
+                if g is None:
+                    by_source[ev.source] = [ev]
+                else:
+                    g.append(ev)
+        caps = self.caps
+        caps.sweep(at)
+        folded = False
+        for k, g in by_key.items():
+            if caps.key(k, at)[1] is not None:
+                folded = True
+                break
+        if folded:
+            # Rare: rebuild the groups with every key beyond a cap under its overflow key.
+            regrouped: Dict[str, List[LLMEvent]] = {}
+            for k, g in by_key.items():
+                k2, why = caps.key(k, at)
+                if why is not None:
+                    self._folded.labels(kind=why).inc(len(g))
+                regrouped.setdefault(k2, []).extend(g)
+            by_key = regrouped
+        if by_source:
+            over: List[SecurityEvent] = []
+            for s in list(by_source):
+                if caps.source(s, at) is OVERFLOW:
+                    over.extend(by_source.pop(s))
+            if over:
+                self._folded.labels(kind="source").inc(len(over))
+                by_source.setdefault(OVERFLOW, []).extend(over)
+        out: List[Tagged] = [(MODEL, k, (part, g, at, nparts)) for k, g in by_key.items()]
+        if self.actors:
+            # Token use is judged per service: one group per service (its models' groups joined).
+            by_service: Dict[str, List[LLMEvent]] = {}
+            for k, g in by_key.items():
+                svc = k[:k.index(KEY_SEP)]
+                s = by_service.get(svc)
+                by_service[svc] = g if s is None else s + g
+            out.extend((ACTOR, svc, (part, g, at, nparts)) for svc, g in by_service.items())
+        out.extend((SECURITY, s, (part, g, at, nparts)) for s, g in by_source.items())
+        n_sec = sum(len(v) for v in by_source.values())
+        if n_sec:
+            self._sec.inc(n_sec)
         if dead:
             self._dead.inc(len(dead))
             for d in dead:
                 self._dl_reasons.labels(reason=d.reason).inc()
             out.append((DEAD, "", dead))
         return out
+
+
+class ParseLogic(StatefulLogic[RawBatch, Tagged, PartitionClock]):
+    """The parse step, keyed by source partition: its state is the partition's :class:`PartitionClock`."""
+
+    def __init__(self, parser: BatchParser, hold: float, state: Optional[PartitionClock]) -> None:
+        self.parser = parser
+        self.hold = hold
+        self.clock = state if state is not None else PartitionClock()
+
+    def on_item(self, value: RawBatch) -> Tuple[List[Tagged], bool]:
+        return self.parser.parse(value, self.clock), StatefulLogic.RETAIN
+
+    def _flush(self) -> Tuple[List[Tagged], bool]:
+        if not self.clock.held:
+            return [], StatefulLogic.RETAIN
+        # Held events go on with the ingest time of the batch that last moved the partition.
+        return self.parser.flush(self.clock, self.clock.wall), StatefulLogic.RETAIN
+
+    def on_notify(self) -> Tuple[List[Tagged], bool]:
+        return self._flush()
+
+    def on_eof(self) -> Tuple[List[Tagged], bool]:
+        return self._flush()
+
+    def notify_at(self) -> Optional[datetime]:
+        if not self.clock.held:
+            return None
+        return datetime.now(timezone.utc) + timedelta(seconds=self.hold)
+
+    def snapshot(self) -> PartitionClock:
+        return copy.deepcopy(self.clock)

@@ -421,6 +421,40 @@ class StateConfig(_Model):
     _dur = field_validator("key_idle_evict", "idle_flush", mode="before")(parse_duration)
 
 
+class LimitsConfig(_Model):
+    """What one record may carry and how many keys a process keeps (see operators/parse.py)."""
+
+    # An event this far ahead of its partition's event time (plus the wall time since
+    # that last moved) is held; unless most events after it are ahead too, it is a
+    # dead letter future_timestamp. 0 turns the check off.
+    max_future: float = Field(default=600.0, ge=0)
+    # Plausible ranges: beyond them a record is a dead letter out_of_range.
+    latency_ms: float = Field(default=86_400_000.0, gt=0)
+    ttft_ms: float = Field(default=86_400_000.0, gt=0)
+    tokens: int = Field(default=1_000_000_000, ge=1)  # input_tokens, output_tokens
+    cost_usd: float = Field(default=100_000.0, gt=0)
+    name_length: int = Field(default=256, ge=8)  # service, model, user_id, ... (characters)
+    # Keys a process keeps apart; the events of the others are folded into an overflow key.
+    max_keys: int = Field(default=10_000, ge=1)  # service/model keys
+    max_models_per_service: int = Field(default=100, ge=1)
+    max_services: int = Field(default=1_000, ge=1)
+    max_sources: int = Field(default=100_000, ge=1)  # security sources
+
+    _dur = field_validator("max_future", mode="before")(parse_duration)
+
+    @field_validator("latency_ms", "ttft_ms", "cost_usd")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if v != v or v == float("inf"):
+            raise ValueError("must be a finite number")
+        return v
+
+    def record_limits(self):
+        from sentinel.parse import Limits
+
+        return Limits(self.latency_ms, self.ttft_ms, self.tokens, self.cost_usd, self.name_length)
+
+
 class FlowConfig(_Model):
     name: str = "sentinel"
     source: Source
@@ -434,6 +468,7 @@ class FlowConfig(_Model):
     # Unset: on when the source is Kafka (same brokers), off otherwise.
     control: Optional[ControlConfig] = None
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     def control_settings(self) -> Optional[ControlConfig]:
         """The control listener's settings, or None when there is none to run."""

@@ -25,7 +25,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.events = Counter(
-            "sentinel_events", "Input records by outcome (ok, security, dead_letter, ignored, late, duplicate).",
+            "sentinel_events", "Input records by outcome (ok, security, dead_letter, ignored, late, duplicate); each record ends in one.",
             ["outcome"], registry=r,
         )
         self.dead_letters = Counter(
@@ -61,6 +61,14 @@ class Metrics:
         )
         self.windows_closed = Counter(
             "sentinel_windows_closed", "Event-time windows closed and scored.", registry=r
+        )
+        self.events_folded = Counter(
+            "sentinel_events_folded", "Events of a key beyond a key cap, folded into the overflow key, by the cap "
+            "(service, model, source).", ["kind"], registry=r,
+        )
+        self.step_errors = Counter(
+            "sentinel_step_errors", "Batches that raised inside a stateful step, dead-lettered, by step.",
+            ["step"], registry=r,
         )
 
 
