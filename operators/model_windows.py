@@ -33,8 +33,9 @@ Group = Tuple[str, str, List[LLMEvent], float, int]
 PRIORS = ParentPriors()
 
 # When one window opens several episodes on a key, the likely cause goes out first, so the
-# incident it starts is paged under it (a prompt change: tokens, then the latency it causes).
-CAUSE_ORDER = {"traffic": 0, "tokens": 1, "cost": 2, "error_rate": 3, "latency": 4, "ttft": 5}
+# incident it starts is paged under it (a prompt change: tokens, then the latency it causes;
+# time to first token is part of a call's latency, so a ttft rise goes before the latency it moves).
+CAUSE_ORDER = {"traffic": 0, "tokens": 1, "cost": 2, "error_rate": 3, "ttft": 4, "latency": 5}
 
 
 def _cause_first(fd) -> int:
