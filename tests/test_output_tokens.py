@@ -13,14 +13,15 @@ import math
 import random
 
 from detectors.windowed import KeyDetectors
-from operators.model_windows import WindowAgg
+from operators.model_windows import WindowAgg, _cause_first
 from sentinel.events import LLMEvent
 from tests.helpers import poisson
 
 T0 = 1767571200.0  # a Monday, 00:00 UTC
 
 
-def rag_windows(seed, minutes, rate, out_factor=lambda i: 1.0, price_factor=lambda i: 1.0, out_sigma=0.9):
+def rag_windows(seed, minutes, rate, out_factor=lambda i: 1.0, price_factor=lambda i: 1.0, out_sigma=0.9,
+                ttft_factor=lambda i: 1.0, ms_per_token=20.0):
     """A RAG key: ``rate`` requests a minute at the daily trough, 1.8 times that at noon (Poisson);
     prompts log-normal around 6,000 tokens (sigma 0.7), answers around 300 (``out_sigma``), one
     answer in 2,000 of 15-25k tokens; latency and cost follow the tokens; 1% errors."""
@@ -38,8 +39,8 @@ def rag_windows(seed, minutes, rate, out_factor=lambda i: 1.0, price_factor=lamb
             out = max(1, int(rng.lognormvariate(math.log(300), out_sigma) * out_factor(i)))
             if rng.random() < 1 / 2000:
                 out = rng.randint(15000, 25000)
-            ttft = 200 + inp * 0.02 * math.exp(rng.gauss(0, 0.2))
-            agg.add(LLMEvent(ts, "rag", "m", latency_ms=ttft + out * 20 * math.exp(rng.gauss(0, 0.2)),
+            ttft = (200 + inp * 0.02 * math.exp(rng.gauss(0, 0.2))) * ttft_factor(i)
+            agg.add(LLMEvent(ts, "rag", "m", latency_ms=ttft + out * ms_per_token * math.exp(rng.gauss(0, 0.2)),
                              ttft_ms=ttft, input_tokens=inp, output_tokens=out,
                              cost_usd=(inp * 2.5e-6 + out * 1e-5) * price_factor(i)))
         yield agg.features(60.0)
@@ -130,3 +131,17 @@ def test_pooled_state_pickles_mid_stream_and_old_state_loads():
     for w in ws[127:]:
         old.update(w)
     assert old._base["output_tokens_mean"].n > 0
+
+
+def test_a_ttft_rise_is_paged_as_ttft_not_as_the_latency_it_moves():
+    # Time to first token is part of a call's latency: when a window opens both, ttft goes first
+    # (the incident is paged under it), as tokens go before the latency a prompt change causes.
+    for seed in range(5):
+        det = KeyDetectors()
+        first = None
+        for i, w in enumerate(rag_windows(seed, 150, 40.0, ttft_factor=lambda i: 3.4 if i in INCIDENT else 1.0,
+                                          ms_per_token=3.0)):
+            opened = sorted((f for f in det.update(w) if f.status == "firing"), key=_cause_first)
+            if opened and first is None:
+                first = opened[0]
+        assert first is not None and first.type == "ttft", (seed, first and first.type)
