@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
+from sentinel import shutdown
 from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, SecurityEvent
 from sentinel.metrics import get_metrics
 from sentinel.parse import DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, parse_json_record, parse_record
@@ -414,6 +415,8 @@ class ParseLogic(StatefulLogic[RawBatch, Tagged, PartitionClock]):
         return self._flush()
 
     def on_eof(self) -> Tuple[List[Tagged], bool]:
+        if not shutdown.flush_on_eof():
+            return [], StatefulLogic.RETAIN  # a stop with recovery on: they stay held, in the snapshot
         return self._flush()
 
     def notify_at(self) -> Optional[datetime]:
