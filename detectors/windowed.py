@@ -560,6 +560,10 @@ class KeyDetectors:
             alarm = det.update(value, base.scale)
             if det.idle:
                 self._drift_stepped[m] = False  # nothing accumulating: an old step no longer explains it
+                # Nor is an earlier small change still growing: the time a change is given to
+                # reach drift_min_change counts from its own start (counted across unrelated
+                # changes, it ran out halfway up a real drift, which was then taken as the level).
+                self._drift_held[m] = 0
         if alarm is not None and alarm[0] < 0:
             det.accept(now)  # usage and cost falling is not an incident: the reference moves down
             self._drift_stepped[m] = False
