@@ -598,20 +598,20 @@ class KeyDetectors:
             if m == self._drift_metric or not dep.active:
                 self._drift_quiet_step(f, out, warm)
             return
+        # Where the change began (the CUSUM's estimate) goes in the evidence; the alert's event
+        # time is the window that made it a drift: a ramp starts too gently for its start to be
+        # placed within minutes, and a drift is one from the window it reached drift_min_change.
         start = f.end - length * (f.end - f.start)
         obs = (value, ref, 0.95, mean_log / max(base.scale, 1e-6), "medium" if abs(change) < 1.0 else "high")
         if not dep.active:
-            dep.first_start = start
             self._drift_metric = m
         if m == self._drift_metric:
             self._drift_obs = obs
-        t = dep.step(start, obs, 1, self.drift_quiet, warm)
+        t = dep.step(f.start, obs, 1, self.drift_quiet, warm)
         if t is not None:
             fd = self._finding("drift", m, f, obs, dep, t)
             fd.evidence.update({"change": round(change, 3), "change_start": start,
                                 "windows_accumulated": length})
-            if t == "firing":
-                fd.event_time = start
             out.append(fd)
 
     def _error_rate(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:

@@ -167,6 +167,8 @@ def test_slow_drift_alerts_as_drift_with_size_and_start():
     d = drift[0]
     assert d.metric == "output_tokens_mean"
     assert T0 + 60 * 190 <= d.evidence["change_start"] <= T0 + 60 * 260
+    # The alert's event time is the window that made it a drift, never before the ramp began.
+    assert T0 + 60 * 200 <= d.event_time == d.window_end - 60 <= T0 + 60 * 300
     assert d.evidence["change"] > 0.1
     assert firing(fs, "tokens") == []  # a slow drift is not a spike
 
