@@ -47,20 +47,28 @@ def deviation(alert: Alert) -> Tuple[int, float]:
 
 
 class SilenceRule:
-    __slots__ = ("id", "matchers", "start", "end", "comment")
+    __slots__ = ("id", "matchers", "start", "end", "comment", "origin")
 
     def __init__(self, id: str, matchers: Dict[str, str], start: Optional[float], end: Optional[float],
-                 comment: str = "") -> None:
+                 comment: str = "", origin: str = "topic") -> None:
         self.id = id
         self.matchers = dict(matchers)
         self.start = start
         self.end = end
         self.comment = comment
+        self.origin = origin  # "flow" (the flow definition) or "topic" (the control topic)
+
+    def fields(self) -> Tuple[str, ...]:
+        return tuple(sorted(self.matchers))
+
+    def values(self) -> Tuple[str, ...]:
+        return tuple(self.matchers[k] for k in self.fields())
+
+    def in_time(self, t: float) -> bool:
+        return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
 
     def matches(self, alert: Alert, t: float) -> bool:
-        if self.start is not None and t < self.start:
-            return False
-        if self.end is not None and t >= self.end:
+        if not self.in_time(t):
             return False
         for k, v in self.matchers.items():
             if str(alert.get(k)) != v:
@@ -85,34 +93,119 @@ def pattern_key(alert: Alert) -> Tuple[str, str, str, str]:
     return (str(alert.get("service")), str(alert.get("model")), str(alert.get("type")), str(alert.get("metric")))
 
 
-class Controls:
-    """Silences and feedback known to this process (flow definition + control topics)."""
+class ControlRefused(ValueError):
+    """A control or feedback message that is not applied; ``reason`` is a bounded metric label."""
 
-    def __init__(self) -> None:
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Controls:
+    """Silences and feedback known to this process (flow definition + control topics).
+
+    Silences are indexed by the fields they match on, so checking an alert
+    costs a lookup per distinct set of matcher fields, not a pass over every
+    silence. Silences from the topic are capped (``max_silences``), as are
+    feedback records waiting for their alert (``max_pending_feedback``, the
+    oldest is dropped) and the dismissed patterns (one per key, metric and
+    direction: the largest deviation dismissed).
+    """
+
+    def __init__(self, max_silences: int = 1000, max_pending_feedback: int = 10_000,
+                 max_patterns: int = 100_000) -> None:
         self._lock = threading.Lock()
+        self.max_silences = max_silences
+        self.max_pending_feedback = max_pending_feedback
+        self.max_patterns = max_patterns
         self._silences: Dict[str, SilenceRule] = {}
-        self._feedback: Dict[Tuple[str, str, str, str], List[FeedbackPattern]] = {}
+        # matcher fields -> their values -> {id: rule}
+        self._index: Dict[Tuple[str, ...], Dict[Tuple[str, ...], Dict[str, SilenceRule]]] = {}
+        self._topic_silences = 0
+        self._latest = float("-inf")  # latest alert event time checked: silences ending before it are over
+        self._feedback: "OrderedDict[Tuple[Tuple[str, str, str, str], int], FeedbackPattern]" = OrderedDict()
         self._seen: "OrderedDict[str, Alert]" = OrderedDict()  # alert_id / fingerprint -> alert
-        self._pending: Dict[str, Dict[str, Any]] = {}  # feedback for alerts not seen yet
+        self._pending: "OrderedDict[str, Dict[str, Any]]" = OrderedDict()  # feedback for alerts not seen yet
+
+    def configure(self, max_silences: Optional[int] = None, max_pending_feedback: Optional[int] = None) -> None:
+        with self._lock:
+            if max_silences is not None:
+                self.max_silences = max_silences
+            if max_pending_feedback is not None:
+                self.max_pending_feedback = max_pending_feedback
 
     # -- silences -------------------------------------------------------------
 
-    def add_silence(self, rule: SilenceRule) -> None:
+    def _unindex(self, rule: SilenceRule) -> None:
+        by_values = self._index.get(rule.fields())
+        if by_values is None:
+            return
+        rules = by_values.get(rule.values())
+        if rules is not None:
+            rules.pop(rule.id, None)
+            if not rules:
+                del by_values[rule.values()]
+        if not by_values:
+            del self._index[rule.fields()]
+
+    def _remove(self, sid: str) -> Optional[SilenceRule]:
+        rule = self._silences.pop(sid, None)
+        if rule is not None:
+            self._unindex(rule)
+            if rule.origin != "flow":
+                self._topic_silences -= 1
+        return rule
+
+    def add_silence(self, rule: SilenceRule, origin: Optional[str] = None) -> None:
+        """Add (or replace, by id) a silence; from the topic, refuse to replace a flow one or to pass the cap."""
+        if origin is not None:
+            rule.origin = origin
         with self._lock:
+            old = self._silences.get(rule.id)
+            if rule.origin != "flow":
+                if old is not None and old.origin == "flow":
+                    raise ControlRefused("flow_silence", f"silence {rule.id!r} is defined in the flow definition")
+                if old is None and self._topic_silences >= self.max_silences:
+                    over = [sid for sid, r in self._silences.items()
+                            if r.origin != "flow" and r.end is not None and r.end <= self._latest]
+                    for sid in over:
+                        self._remove(sid)
+                    if self._topic_silences >= self.max_silences:
+                        raise ControlRefused("silences_full", f"already {self.max_silences} silences from the "
+                                             f"topic (control.max_silences); expire some first")
+            self._remove(rule.id)
             self._silences[rule.id] = rule
+            self._index.setdefault(rule.fields(), {}).setdefault(rule.values(), {})[rule.id] = rule
+            if rule.origin != "flow":
+                self._topic_silences += 1
         log.info("silence %s: %s from %s to %s %s", rule.id, rule.matchers, rule.start, rule.end, rule.comment)
 
-    def expire_silence(self, sid: str) -> bool:
+    def expire_silence(self, sid: str, from_topic: bool = False) -> bool:
         with self._lock:
-            return self._silences.pop(sid, None) is not None
+            rule = self._silences.get(sid)
+            if rule is None:
+                return False
+            if from_topic and rule.origin == "flow":
+                raise ControlRefused("flow_silence", f"silence {sid!r} is defined in the flow definition; "
+                                     f"it ends only there")
+            self._remove(sid)
+            return True
 
     def silenced_by(self, alert: Alert) -> Optional[SilenceRule]:
         t = _ts(alert["event_time"])
         with self._lock:
-            for rule in self._silences.values():
-                if rule.matches(alert, t):
-                    return rule
+            if t > self._latest:
+                self._latest = t
+            for fields, by_values in self._index.items():
+                rules = by_values.get(tuple(str(alert.get(k)) for k in fields))
+                if rules:
+                    for rule in rules.values():
+                        if rule.in_time(t):
+                            return rule
         return None
+
+    def silence_count(self) -> int:
+        return len(self._silences)
 
     # -- feedback -------------------------------------------------------------
 
@@ -129,36 +222,59 @@ class Controls:
             self.add_feedback(pend)
 
     def add_feedback(self, fb: Dict[str, Any]) -> bool:
-        """Apply one feedback record; returns False when the alert it names is unknown (kept pending)."""
+        """Apply one feedback record; returns False when the alert it names is unknown (kept pending).
+
+        The pattern dismissed is the alert's, as this flow recorded it: values
+        the feedback message carries itself (``observed`` ...) are ignored.
+        Returns False also when a pending record had to be dropped to make
+        room: see :meth:`add_feedback_counted`.
+        """
+        return self.add_feedback_counted(fb)[0]
+
+    def add_feedback_counted(self, fb: Dict[str, Any]) -> Tuple[bool, int]:
+        """(applied, pending records dropped to keep this one)."""
         ref = fb.get("alert_id") or fb.get("fingerprint")
+        if not isinstance(ref, str) or not ref:
+            return False, 0
         with self._lock:
-            alert = self._seen.get(ref) if ref else None
-        if alert is None and all(fb.get(k) is not None for k in ("service", "type", "metric", "observed", "expected")):
-            alert = fb
-        if alert is None:
-            with self._lock:
-                if ref:
-                    self._pending[ref] = fb
-            return False
+            alert = self._seen.get(ref)
+            if alert is None:
+                self._pending[ref] = fb
+                self._pending.move_to_end(ref)
+                dropped = 0
+                while len(self._pending) > self.max_pending_feedback:
+                    self._pending.popitem(last=False)
+                    dropped += 1
+                return False, dropped
         label = fb.get("label")
         direction, size = deviation(alert)
-        pat = FeedbackPattern(pattern_key(alert), direction, size, label, fb.get("reason", ""), fb.get("who", ""))
+        pat = FeedbackPattern(pattern_key(alert), direction, size, label, str(fb.get("reason", ""))[:256],
+                              str(fb.get("who", ""))[:128])
         with self._lock:
             if label == "false_positive":
-                self._feedback.setdefault(pat.key, []).append(pat)
+                k = (pat.key, direction)
+                old = self._feedback.get(k)
+                if old is None or pat.size >= old.size:
+                    self._feedback[k] = pat
+                self._feedback.move_to_end(k)
+                while len(self._feedback) > self.max_patterns:
+                    self._feedback.popitem(last=False)
         log.info("feedback %s on %s (%s/%s %s %s) by %s: %s", label, ref, alert.get("service"), alert.get("model"),
-                 alert.get("type"), alert.get("metric"), fb.get("who", "?"), fb.get("reason", ""))
-        return True
+                 alert.get("type"), alert.get("metric"), pat.who or "?", pat.reason)
+        return True, 0
+
+    def pending_feedback(self) -> int:
+        return len(self._pending)
+
+    def feedback_patterns(self) -> int:
+        return len(self._feedback)
 
     def dismissed_by(self, alert: Alert) -> Optional[FeedbackPattern]:
+        direction, size = deviation(alert)
         with self._lock:
-            pats = self._feedback.get(pattern_key(alert))
-            if not pats:
-                return None
-            direction, size = deviation(alert)
-            for p in pats:
-                if p.direction == direction and size <= p.size * FEEDBACK_MARGIN:
-                    return p
+            p = self._feedback.get((pattern_key(alert), direction))
+        if p is not None and size <= p.size * FEEDBACK_MARGIN:
+            return p
         return None
 
 
@@ -173,7 +289,7 @@ def load_silences(silences, controls: Controls) -> None:
     for i, s in enumerate(silences):
         controls.add_silence(SilenceRule(
             f"flow-{i}", s.matchers, s.start.timestamp() if s.start else None,
-            s.end.timestamp() if s.end else None, s.comment))
+            s.end.timestamp() if s.end else None, s.comment, origin="flow"))
 
 
 class AlertFilter:

@@ -19,59 +19,131 @@ Feedback messages (JSON)::
 (``fingerprint`` may stand for ``alert_id``; ``label`` is ``false_positive``
 or ``true_positive``.) Feedback names an alert; the listener also reads the
 flow's own Kafka alert topic, when it has one, so feedback on an alert of an
-earlier run or of another process finds it. A message that cannot be used
-is logged and counted in ``sentinel_dead_letters_total{reason="bad_control"}``.
+earlier run or of another process finds it. What the feedback dismisses is
+that alert as the flow recorded it: values in the message itself are ignored.
+
+A silence from the topic needs at least one matcher, a ``start`` and an
+``end`` after it, at most ``control.max_silence`` later; silences of the flow
+definition can be neither expired nor replaced from the topic. With a key
+(``control.hmac_key_env`` / ``hmac_key_file``) every control and feedback
+message must carry the header ``sentinel-signature: sha256=<hex>``, the
+HMAC-SHA256 of the message value under the key (:func:`sign`).
+
+A message that is not applied is logged in one line (topic, partition,
+offset, why) and counted in ``sentinel_control_refused_total{topic,reason}``
+and ``sentinel_dead_letters_total{reason="bad_control"}``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import math
+import os
 import threading
 import time
 from datetime import datetime
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from operators.silences import Controls, SilenceRule
+from operators.silences import ControlRefused, Controls, SilenceRule
 from sentinel.metrics import get_metrics
 from sources.kafka import consumer_config
 
 log = logging.getLogger(__name__)
 
+SIGNATURE_HEADER = "sentinel-signature"
+MATCHERS = ("service", "model", "type", "severity", "subject", "metric")
+MAX_SILENCE = 7 * 86400.0
+MIN_KEY_BYTES = 16
+_MAX_TEXT = 256
 
-def _time(v: Any) -> Optional[float]:
-    if v is None:
+
+def sign(key: bytes, value: bytes) -> str:
+    """The ``sentinel-signature`` header value of a control or feedback message: ``sha256=<hex>``."""
+    return "sha256=" + hmac.new(key, value, hashlib.sha256).hexdigest()
+
+
+def load_key(env: Optional[str], path: Optional[str]) -> Optional[bytes]:
+    """The signing key named by ``control.hmac_key_env`` / ``hmac_key_file`` (surrounding whitespace stripped).
+
+    Raises ``ValueError`` with a one-line message naming the setting.
+    """
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ValueError(f"control.hmac_key_env: environment variable {env} is not set")
+        key, where = value.encode().strip(), f"control.hmac_key_env: {env}"
+    elif path:
+        try:
+            with open(path, "rb") as f:
+                key = f.read().strip()
+        except OSError as ex:
+            raise ValueError(f"control.hmac_key_file: cannot read {path}: {ex.strerror or ex}") from None
+        where = f"control.hmac_key_file: {path}"
+    else:
         return None
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"{where} holds a key of {len(key)} bytes; use at least {MIN_KEY_BYTES} "
+                         f"(e.g. 32 random bytes as hex)")
+    return key
+
+
+def _time(v: Any, name: str) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    if isinstance(v, str):
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        t = float(v)
+    elif isinstance(v, str) and len(v) <= 64:
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise ControlRefused("invalid", f"{name!r} is not an RFC 3339 time: {v[:64]!r}") from None
         if dt.tzinfo is None:
-            raise ValueError(f"time without UTC offset: {v!r}")
-        return dt.timestamp()
-    raise ValueError(f"not a time: {v!r}")
+            raise ControlRefused("invalid", f"{name!r} has no UTC offset: {v!r}")
+        t = dt.timestamp()
+    else:
+        raise ControlRefused("invalid", f"{name!r} must be an RFC 3339 time or epoch seconds")
+    if not math.isfinite(t) or abs(t) > 1e11:
+        raise ControlRefused("invalid", f"{name!r} is out of range")
+    return t
 
 
-def apply_control(msg: Dict[str, Any], controls: Controls) -> None:
+def _text(v: Any, name: str) -> str:
+    if not isinstance(v, str) or not v or len(v) > _MAX_TEXT:
+        raise ControlRefused("invalid", f"{name} must be a non-empty string of at most {_MAX_TEXT} characters")
+    return v
+
+
+def apply_control(msg: Dict[str, Any], controls: Controls, max_silence: float = MAX_SILENCE) -> None:
+    """Apply one control message; raises :class:`ControlRefused` (a ``ValueError``) when it is refused."""
     action = msg.get("action")
     if action == "silence":
         matchers = msg.get("matchers")
         if not isinstance(matchers, dict) or not matchers:
-            raise ValueError("silence needs a non-empty 'matchers' object")
-        allowed = {"service", "model", "type", "severity", "subject", "metric"}
-        bad = set(matchers) - allowed
+            raise ControlRefused("invalid", "silence needs a non-empty 'matchers' object")
+        bad = set(matchers) - set(MATCHERS)
         if bad:
-            raise ValueError(f"unknown matcher(s) {sorted(bad)}; use {sorted(allowed)}")
-        sid = str(msg.get("id") or orjson.dumps(matchers).decode())
-        controls.add_silence(SilenceRule(sid, {k: str(v) for k, v in matchers.items()}, _time(msg.get("start")),
-                                         _time(msg.get("end")), str(msg.get("comment", ""))))
+            raise ControlRefused("invalid", f"unknown matcher(s) {sorted(map(str, bad))[:6]}; use {list(MATCHERS)}")
+        matchers = {k: _text(v, f"matchers.{k}") for k, v in matchers.items()}
+        if "start" not in msg or "end" not in msg:
+            raise ControlRefused("invalid", "silence needs 'start' and 'end'")
+        start, end = _time(msg["start"], "start"), _time(msg["end"], "end")
+        if end <= start:
+            raise ControlRefused("invalid", "silence 'end' must be after its 'start'")
+        if end - start > max_silence:
+            raise ControlRefused("too_long", f"silence of {(end - start) / 3600:.1f}h is longer than "
+                                 f"control.max_silence ({max_silence / 3600:.1f}h)")
+        sid = _text(msg["id"], "id") if "id" in msg else orjson.dumps(matchers, option=orjson.OPT_SORT_KEYS).decode()
+        comment = msg.get("comment", "")
+        controls.add_silence(SilenceRule(sid, matchers, start, end, str(comment)[:1024]), origin="topic")
     elif action == "expire":
-        if not controls.expire_silence(str(msg.get("id"))):
-            log.warning("control: expire of unknown silence %r", msg.get("id"))
+        sid = _text(msg.get("id"), "id")
+        if not controls.expire_silence(sid, from_topic=True):
+            raise ControlRefused("unknown_silence", f"expire of unknown silence {sid!r}")
     else:
-        raise ValueError(f"unknown action {action!r} (silence | expire)")
+        raise ControlRefused("invalid", f"unknown action {str(action)[:64]!r} (silence | expire)")
 
 
 def apply_alert(msg: Dict[str, Any], controls: Controls) -> None:
@@ -81,27 +153,101 @@ def apply_alert(msg: Dict[str, Any], controls: Controls) -> None:
         controls.remember(data)
 
 
-def apply_feedback(msg: Dict[str, Any], controls: Controls) -> None:
+def apply_feedback(msg: Dict[str, Any], controls: Controls) -> int:
+    """Apply one feedback message; returns how many waiting ones it pushed out (``max_pending_feedback``)."""
     if msg.get("label") not in ("false_positive", "true_positive"):
-        raise ValueError("feedback 'label' must be 'false_positive' or 'true_positive'")
-    if not (msg.get("alert_id") or msg.get("fingerprint")):
-        raise ValueError("feedback needs 'alert_id' or 'fingerprint'")
-    if not controls.add_feedback(msg):
-        log.info("feedback for %s kept until that alert is seen", msg.get("alert_id") or msg.get("fingerprint"))
+        raise ControlRefused("invalid", "feedback 'label' must be 'false_positive' or 'true_positive'")
+    ref = msg.get("alert_id") or msg.get("fingerprint")
+    _text(ref, "feedback 'alert_id' (or 'fingerprint')")
+    applied, dropped = controls.add_feedback_counted(msg)
+    if not applied:
+        log.info("feedback for %s kept until that alert is seen", ref)
+    return dropped
+
+
+class ControlHandler:
+    """One message of the control, feedback or alert topic: verify, decode, apply, or refuse and count."""
+
+    def __init__(self, controls: Controls, control_topic: Optional[str] = None, feedback_topic: Optional[str] = None,
+                 alerts_topic: Optional[str] = None, key: Optional[bytes] = None,
+                 max_silence: float = MAX_SILENCE) -> None:
+        self.controls = controls
+        self.key = key
+        self.max_silence = max_silence
+        # Alerts first, so that feedback read in the same catch-up finds the alert it names.
+        self.topics: Dict[str, Tuple[str, Callable[[Dict[str, Any]], Any]]] = {}
+        if alerts_topic:
+            self.topics[alerts_topic] = ("alerts", lambda m: apply_alert(m, controls))
+        if control_topic:
+            self.topics[control_topic] = ("control", lambda m: apply_control(m, controls, max_silence))
+        if feedback_topic:
+            self.topics[feedback_topic] = ("feedback", self._feedback)
+        m = get_metrics()
+        self._bad = m.dead_letters.labels(reason="bad_control")
+        self._refused = m.control_refused
+        self._where = ""
+
+    def _feedback(self, msg: Dict[str, Any]) -> None:
+        dropped = apply_feedback(msg, self.controls)
+        for _ in range(dropped):
+            self._refuse("feedback", "pending_full", f"{self._where}: oldest feedback waiting for its alert dropped "
+                         f"(control.max_pending_feedback = {self.controls.max_pending_feedback})")
+
+    def _refuse(self, kind: str, reason: str, text: str) -> None:
+        self._bad.inc()
+        self._refused.labels(topic=kind, reason=reason).inc()
+        log.warning("control: refused %s message %s", kind, text)
+
+    def _verify(self, value: bytes, headers: Optional[Sequence[Tuple[str, Any]]]) -> None:
+        if self.key is None:
+            return
+        got = [v for k, v in headers or () if k == SIGNATURE_HEADER]
+        if not got or got[0] is None:
+            raise ControlRefused("unsigned", f"has no {SIGNATURE_HEADER} header (control messages must be signed)")
+        sig = got[0].decode("ascii", "replace") if isinstance(got[0], bytes) else str(got[0])
+        if len(got) > 1 or not hmac.compare_digest(sig.encode(), sign(self.key, value).encode()):
+            raise ControlRefused("bad_signature", f"{SIGNATURE_HEADER} does not match the message")
+
+    def handle(self, topic: str, value: Optional[bytes], headers: Optional[Sequence[Tuple[str, Any]]],
+               where: str) -> bool:
+        """Apply one message; False when it was refused (logged in one line and counted)."""
+        kind, apply = self.topics[topic]
+        value = value or b""
+        self._where = where
+        try:
+            if kind != "alerts":
+                self._verify(value, headers)
+            try:
+                msg = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise ControlRefused("not_json", "is not JSON") from None
+            if not isinstance(msg, dict):
+                raise ControlRefused("invalid", "is not a JSON object")
+            apply(msg)
+            return True
+        except ControlRefused as ex:
+            if kind == "alerts":
+                return False
+            self._refuse(kind, ex.reason, f"{where}: {ex}")
+        except Exception as ex:  # bad control input must never stop the flow
+            if kind == "alerts":
+                return False
+            self._refuse(kind, "invalid", f"{where}: {type(ex).__name__}: {str(ex)[:200]}")
+        return False
 
 
 class ControlListener:
     def __init__(self, brokers: str, control_topic: Optional[str], feedback_topic: Optional[str],
                  controls: Controls, extra: Optional[Dict[str, Any]] = None,
-                 alerts_topic: Optional[str] = None) -> None:
+                 alerts_topic: Optional[str] = None, key: Optional[bytes] = None,
+                 max_silence: float = MAX_SILENCE) -> None:
         self.controls = controls
-        # Alerts first, so that feedback read in the same catch-up finds the alert it names.
-        self.topics = {t: h for t, h in ((alerts_topic, apply_alert), (control_topic, apply_control),
-                                        (feedback_topic, apply_feedback)) if t}
-        self._consumer = Consumer(consumer_config(brokers, None, extra or {}))
+        self.handler = ControlHandler(controls, control_topic, feedback_topic, alerts_topic, key, max_silence)
+        self.topics = self.handler.topics
+        self.config = consumer_config(brokers, None, extra or {})
+        self._consumer = Consumer(self.config)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
-        self._bad = get_metrics().dead_letters.labels(reason="bad_control")
 
     def _assign(self) -> None:
         parts: List[TopicPartition] = []
@@ -118,15 +264,8 @@ class ControlListener:
     def _handle(self, m) -> None:
         if m.error() is not None:
             return
-        handler = self.topics.get(m.topic())
-        try:
-            msg = orjson.loads(m.value() or b"")
-            if not isinstance(msg, dict):
-                raise ValueError("expected a JSON object")
-            handler(msg, self.controls)
-        except Exception as ex:  # bad control input must never stop the flow
-            self._bad.inc()
-            log.warning("control: %s[%d]@%d unusable: %s", m.topic(), m.partition(), m.offset(), ex)
+        if m.topic() in self.topics:
+            self.handler.handle(m.topic(), m.value(), m.headers(), f"{m.topic()}[{m.partition()}]@{m.offset()}")
 
     def catch_up(self, idle_s: float = 1.0, max_s: float = 15.0) -> int:
         """Read what is there now (until the topics are quiet for ``idle_s``)."""

@@ -66,6 +66,10 @@ class Metrics:
             "sentinel_events_folded", "Events of a key beyond a key cap, folded into the overflow key, by the cap "
             "(service, model, source).", ["kind"], registry=r,
         )
+        self.control_refused = Counter(
+            "sentinel_control_refused", "Control and feedback messages refused (not applied), by topic "
+            "(control, feedback) and reason.", ["topic", "reason"], registry=r,
+        )
         self.step_errors = Counter(
             "sentinel_step_errors", "Batches that raised inside a stateful step, dead-lettered, by step.",
             ["step"], registry=r,

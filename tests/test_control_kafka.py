@@ -68,7 +68,7 @@ def test_silence_from_the_control_topic(tmp_path, tansu, kafka_topic):
     ])
     alerts, err = run_flow(tmp_path, tansu, topic, {"topic": control, "feedback_topic": None}, "silenced")
     assert latency_pages(alerts) == [], alerts
-    assert "maint-1" in err and "unusable" in err  # the silence was read; the bad message was reported
+    assert "maint-1" in err and "refused" in err  # the silence was read; the bad message was reported
 
     # Expired: the same data pages again.
     send(tansu, control, [orjson.dumps({"action": "expire", "id": "maint-1"})])
