@@ -6,6 +6,7 @@ are errors, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from datetime import datetime
@@ -29,6 +30,8 @@ def parse_duration(v: Any) -> float:
         secs = float(m.group(1)) * _UNIT[m.group(2)]
     else:
         raise ValueError(f"expected a duration like 60, '60s', '5m' or '1h', got {v!r}")
+    if not math.isfinite(secs):
+        raise ValueError(f"expected a finite duration, got {v!r}")
     if secs < 0:
         raise ValueError("duration must be >= 0")
     return secs
@@ -44,6 +47,8 @@ def parse_size(v: Any) -> int:
     if isinstance(v, bool):
         raise ValueError("expected a size like 268435456, '256MiB' or '1GB'")
     if isinstance(v, (int, float)):
+        if not math.isfinite(v):
+            raise ValueError(f"expected a finite size, got {v!r}")
         return int(v)
     if isinstance(v, str) and (m := _SIZE.match(v)):
         unit = (m.group(2) or "").lower()
@@ -55,7 +60,19 @@ def parse_size(v: Any) -> int:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and infinity are refused for every number (`.nan`, `.inf` in YAML).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class KafkaConnection(_Model):
+    """The flow's Kafka connection, shared by every Kafka client (source, sinks, dead letters, control).
+
+    A client's own ``brokers`` replace these; its own ``config`` is laid over
+    this ``config`` key by key.
+    """
+
+    brokers: Optional[str] = Field(default=None, min_length=1)
+    config: Dict[str, Any] = Field(default_factory=dict)  # librdkafka settings: security.protocol, sasl.*, ssl.*
 
 
 class TopicSpec(_Model):
@@ -78,7 +95,7 @@ class FileSource(_Model):
 
 class KafkaSource(_Model):
     kind: Literal["kafka"]
-    brokers: str = Field(min_length=1)
+    brokers: Optional[str] = Field(default=None, min_length=1)  # default: kafka.brokers
     topics: List[Union[str, TopicSpec]] = Field(min_length=1)
     group_id: Optional[str] = None
     start: Literal["earliest", "latest"] = "earliest"
@@ -197,7 +214,7 @@ class RabbitMQSink(_SpooledSink):
 
 class KafkaSink(_SpooledSink):
     kind: Literal["kafka"]
-    brokers: str = Field(min_length=1)
+    brokers: Optional[str] = Field(default=None, min_length=1)  # default: kafka.brokers, else the source's
     topic: str = "llm.anomalies"
     config: Dict[str, Any] = Field(default_factory=dict)
     envelope: Envelope = "cloudevents"
@@ -237,8 +254,9 @@ class JsonlDeadLetters(_Model):
 
 class KafkaDeadLetters(_Model):
     kind: Literal["kafka"]
-    brokers: Optional[str] = None  # defaults to the Kafka source's brokers
+    brokers: Optional[str] = None  # defaults to kafka.brokers, else the Kafka source's brokers
     topic: str = "llm.telemetry.dlq"
+    config: Dict[str, Any] = Field(default_factory=dict)  # laid over kafka.config
 
 
 class StderrDeadLetters(_Model):
@@ -399,9 +417,30 @@ class AlertingConfig(_Model):
 class ControlConfig(_Model):
     """Run-time silences and feedback from Kafka (see sentinel/control.py)."""
 
-    brokers: Optional[str] = None  # defaults to the Kafka source's brokers
+    brokers: Optional[str] = None  # defaults to kafka.brokers, else the Kafka source's brokers
     topic: Optional[str] = "sentinel.control"
     feedback_topic: Optional[str] = "llm.feedback"
+    config: Dict[str, Any] = Field(default_factory=dict)  # laid over kafka.config
+    # With a key, control and feedback messages must be signed (HMAC-SHA256, see README). The key
+    # is read from this environment variable or file, never written in the flow definition.
+    hmac_key_env: Optional[str] = Field(default=None, min_length=1)
+    hmac_key_file: Optional[str] = Field(default=None, min_length=1)
+    # A silence from the topic needs start and end, end - start at most this long.
+    max_silence: float = 7 * 86400.0
+    # Silences from the topic held at once (the flow definition's do not count); more are refused.
+    max_silences: int = Field(default=1000, ge=1)
+    # Feedback on alerts not seen yet, kept until they are; beyond this the oldest is dropped (counted).
+    max_pending_feedback: int = Field(default=10_000, ge=1)
+
+    _dur = field_validator("max_silence", mode="before")(parse_duration)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "ControlConfig":
+        if self.hmac_key_env and self.hmac_key_file:
+            raise ValueError("give hmac_key_env or hmac_key_file, not both")
+        if self.max_silence <= 0:
+            raise ValueError("max_silence must be > 0")
+        return self
 
 
 class StateConfig(_Model):
@@ -411,7 +450,7 @@ class StateConfig(_Model):
     idle_flush: float = 30.0
     # Where a process keeps its cross-key references (the heavy-user population,
     # the parents' noise levels) between runs; "{process}" is the process id.
-    # Unset: <recovery directory>/sentinel-cross-key-p{process}.pkl when recovery is on.
+    # Unset: <recovery directory>/sentinel-cross-key-p{process}.json when recovery is on (JSON, mode 0600).
     cross_key_file: Optional[str] = None
     # Event ids each process remembers (its workers share them) to drop duplicates (a producer's retry, a
     # collector's resend); 0 (the default) turns the check off: it costs 10-25% of the flow's CPU
@@ -467,6 +506,8 @@ class FlowConfig(_Model):
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     # Unset: on when the source is Kafka (same brokers), off otherwise.
     control: Optional[ControlConfig] = None
+    # The Kafka connection (brokers, security settings) every Kafka client of the flow starts from.
+    kafka: Optional[KafkaConnection] = None
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
@@ -477,10 +518,19 @@ class FlowConfig(_Model):
             if not isinstance(self.source, KafkaSource):
                 return None
             c = ControlConfig()
-        brokers = c.brokers or (self.source.brokers if isinstance(self.source, KafkaSource) else None)
-        if brokers is None or not (c.topic or c.feedback_topic):
+            _resolve_kafka(c, "control", *self._shared_kafka())
+        if c.brokers is None or not (c.topic or c.feedback_topic):
             return None
-        return ControlConfig(brokers=brokers, topic=c.topic, feedback_topic=c.feedback_topic)
+        return c
+
+    def _shared_kafka(self):
+        """(brokers, config) a Kafka client gets when it names no brokers; the config of one that does."""
+        if self.kafka is not None:
+            brokers = self.kafka.brokers or (self.source.brokers if isinstance(self.source, KafkaSource) else None)
+            return brokers, dict(self.kafka.config), dict(self.kafka.config)
+        if isinstance(self.source, KafkaSource):
+            return self.source.brokers, dict(self.source.config), {}
+        return None, {}, {}
 
     @model_validator(mode="after")
     def _one_spool_per_sink(self) -> "FlowConfig":
@@ -495,17 +545,33 @@ class FlowConfig(_Model):
         return self
 
     @model_validator(mode="after")
-    def _dlq_brokers(self) -> "FlowConfig":
-        dl = self.dead_letters
-        if isinstance(dl, KafkaDeadLetters) and dl.brokers is None:
-            if isinstance(self.source, KafkaSource):
-                dl.brokers = self.source.brokers
-            else:
-                raise ValueError("dead_letters.brokers: required when the source is not Kafka")
-        c = self.control
-        if c is not None and c.brokers is None and not isinstance(self.source, KafkaSource):
-            raise ValueError("control.brokers: required when the source is not Kafka")
+    def _kafka_clients(self) -> "FlowConfig":
+        """Every Kafka client's brokers and settings: its own over the ``kafka`` block (else the source's)."""
+        if isinstance(self.source, KafkaSource):
+            k = self.kafka or KafkaConnection()
+            _resolve_kafka(self.source, "source", k.brokers, dict(k.config), dict(k.config))
+        shared = self._shared_kafka()
+        for i, s in enumerate(self.sinks):
+            if isinstance(s, KafkaSink):
+                _resolve_kafka(s, f"sinks[{i}]", *shared)
+        if isinstance(self.dead_letters, KafkaDeadLetters):
+            _resolve_kafka(self.dead_letters, "dead_letters", *shared)
+        if self.control is not None:
+            _resolve_kafka(self.control, "control", *shared)
         return self
+
+
+def _resolve_kafka(client, where: str, brokers: Optional[str], config: Dict[str, Any],
+                   config_with_own_brokers: Dict[str, Any]) -> None:
+    """Fill a Kafka client's ``brokers`` and ``config`` from the flow's shared connection."""
+    own = client.config
+    if client.brokers is None:
+        if brokers is None:
+            raise ValueError(f"{where}.brokers: required (or set kafka.brokers)")
+        client.brokers = brokers
+        client.config = {**config, **own}
+    else:
+        client.config = {**config_with_own_brokers, **own}
 
 
 class ConfigError(Exception):

@@ -28,7 +28,7 @@ class _DeadLetterPartition(StatelessSinkPartition[List[DeadLetter]]):
         elif isinstance(cfg, KafkaDeadLetters):
             from sinks.kafka import KafkaBytesProducer
 
-            self._producer = KafkaBytesProducer(cfg.brokers, cfg.topic, metrics_sink="dlq")
+            self._producer = KafkaBytesProducer(cfg.brokers, cfg.topic, cfg.config, metrics_sink="dlq")
 
     def write_batch(self, items: List[List[DeadLetter]]) -> None:
         now = time.time()
@@ -58,4 +58,7 @@ class DeadLetterSink(DynamicSink[List[DeadLetter]]):
         self.cfg = cfg
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        from sentinel import shutdown
+
+        shutdown.mark_started()  # built once the cluster is up: a signal now stops the flow gracefully
         return _DeadLetterPartition(self.cfg)
