@@ -201,14 +201,14 @@ def get_flow() -> Dataflow:
     """The flow named by SENTINEL_FLOW (the embedded default when unset), metrics started."""
     from sentinel import shutdown
     from sentinel.config import ConfigError, config_from_env
-    from sentinel.runtime import prepare, require_paths
+    from sentinel.runtime import prepare, startup_checks
 
     try:
         cfg = config_from_env()
     except ConfigError as ex:
         raise SystemExit(str(ex)) from None
-    require_paths(cfg, "SENTINEL_FLOW")
     recovery = _arg(("-r", "--recovery-directory"), "BYTEWAX_RECOVERY_DIRECTORY")
+    startup_checks(cfg, "SENTINEL_FLOW", recovery, cluster_args=False)
     prepare(cfg, int(_arg(("-i", "--process-id"), "BYTEWAX_PROCESS_ID") or 0), recovery)
     shutdown.install()
     if recovery:

@@ -19,10 +19,16 @@ def _load(path: Optional[str]) -> FlowConfig:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from sentinel.runtime import check_paths
+
     try:
         cfg = load_config(args.config)
     except ConfigError as ex:
         print(ex, file=sys.stderr)
+        return 2
+    problems = check_paths(cfg)
+    if problems:
+        print("\n".join(f"{args.config}: {p}" for p in problems), file=sys.stderr)
         return 2
     print(f"{args.config}: ok (flow {cfg.name!r}: source {cfg.source.kind}, "
           f"{len(cfg.sinks)} sink(s): {', '.join(s.kind for s in cfg.sinks) or 'none'}, "
@@ -36,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from flows import build_flow
     from sentinel import shutdown
-    from sentinel.runtime import prepare, require_paths
+    from sentinel.runtime import prepare, startup_checks
 
     try:
         cfg = _load(args.config)
@@ -46,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
-    require_paths(cfg, args.config or "the default flow")
+    startup_checks(cfg, args.config or "the default flow", args.recovery_directory, args.process_id, args.addresses)
     prepare(cfg, args.process_id or 0, args.recovery_directory)
     shutdown.install()
     if args.config is None:
@@ -54,10 +60,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "24 simulated hours at 60x, alerts on stdout); Ctrl-C stops it")
     flow = build_flow(cfg)
     kwargs = {"workers_per_process": args.workers}
-    if args.process_id is not None:
-        if not args.addresses:
-            print("--addresses is required with --process-id", file=sys.stderr)
-            return 2
+    if args.process_id is None:
+        shutdown.mark_started()  # no other process to wait for
+    else:
         kwargs["process_id"] = args.process_id
         kwargs["addresses"] = args.addresses.split(";")
     if args.recovery_directory:

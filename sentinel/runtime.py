@@ -50,7 +50,7 @@ def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[s
     start_control(cfg)
     ck = cfg.state.cross_key_file
     if ck is None and recovery_directory:
-        ck = os.path.join(recovery_directory, "sentinel-cross-key-p{process}.pkl")
+        ck = os.path.join(recovery_directory, "sentinel-cross-key-p{process}.json")
     crosskey.configure(ck.replace("{process}", str(process_id)) if ck else None)
     log.info("flow %r: source %s, sinks %s, dead letters %s, windows %.0fs", cfg.name, cfg.source.kind,
              ",".join(s.kind for s in cfg.sinks) or "none", cfg.dead_letters.kind, cfg.windows.size)
@@ -66,10 +66,20 @@ def start_control(cfg: FlowConfig) -> None:
     if c is None or _listener is not None:
         return
     from operators.silences import get_controls
-    from sentinel.control import ControlListener
+    from sentinel.control import ControlListener, load_key
 
+    try:
+        key = load_key(c.hmac_key_env, c.hmac_key_file)
+    except ValueError as ex:
+        raise SystemExit(str(ex)) from None
+    controls = get_controls()
+    controls.configure(max_silences=c.max_silences, max_pending_feedback=c.max_pending_feedback)
     alerts_topic = next((s.topic for s in cfg.sinks if s.kind == "kafka" and s.brokers == c.brokers), None)
-    _listener = ControlListener(c.brokers, c.topic, c.feedback_topic, get_controls(), alerts_topic=alerts_topic)
+    _listener = ControlListener(c.brokers, c.topic, c.feedback_topic, controls, extra=c.config,
+                                alerts_topic=alerts_topic, key=key, max_silence=c.max_silence)
+    if key is None:
+        log.warning("control: no control.hmac_key_env / hmac_key_file: anyone who can write to %s may silence "
+                    "alerts", " and ".join(t for t in (c.topic, c.feedback_topic) if t))
     _listener.catch_up()
     _listener.start()
 
@@ -126,6 +136,148 @@ def preflight(cfg: FlowConfig) -> List[str]:
             if why:
                 errors.append(f"sinks[{i}].location {s.location!r} cannot be used: {why}")
     return errors
+
+
+def _creatable(path: str) -> Optional[str]:
+    """Why a directory could not be created at ``path`` (or used, if it exists), without creating anything."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    if not os.path.isdir(p):
+        return f"{p} is not a directory"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{p} is not writable"
+    return None
+
+
+def check_paths(cfg: FlowConfig) -> List[str]:
+    """:func:`preflight` for ``sentinel check``: the same questions, nothing created."""
+    from sinks.qdrant import is_server
+
+    errors: List[str] = []
+    src = cfg.source
+    if src.kind == "file":
+        if not os.path.exists(src.path):
+            errors.append(f"source.path {src.path!r} does not exist")
+        elif os.path.isdir(src.path) or not os.access(src.path, os.R_OK):
+            errors.append(f"source.path {src.path!r} cannot be read")
+    files = [(f"sinks[{i}].path", s.path) for i, s in enumerate(cfg.sinks) if s.kind == "jsonl"]
+    if cfg.dead_letters.kind == "jsonl":
+        files.append(("dead_letters.path", cfg.dead_letters.path))
+    for where, path in files:
+        if os.path.isdir(path):
+            errors.append(f"{where} {path!r} is a directory")
+            continue
+        why = _creatable(os.path.dirname(os.path.abspath(path)))
+        if why:
+            errors.append(f"{where} {path!r} cannot be written: {why}")
+    for i, s in enumerate(cfg.sinks):
+        if s.kind in ("rabbitmq", "kafka"):
+            why = _creatable(s.spool_base())
+            if why:
+                errors.append(f"sinks[{i}].spool_dir {s.spool_base()!r} cannot be used: {why}")
+        elif s.kind == "qdrant" and s.location != ":memory:" and not is_server(s.location):
+            why = _creatable(s.location)
+            if why:
+                errors.append(f"sinks[{i}].location {s.location!r} cannot be used: {why}")
+    errors.extend(check_control_key(cfg))
+    return errors
+
+
+def check_control_key(cfg: FlowConfig) -> List[str]:
+    """The control listener's signing key, when one is configured, can be read."""
+    c = cfg.control_settings()
+    if c is None:
+        return []
+    from sentinel.control import load_key
+
+    try:
+        load_key(c.hmac_key_env, c.hmac_key_file)
+    except ValueError as ex:
+        return [str(ex)]
+    return []
+
+
+def check_cluster(process_id: Optional[int], addresses: Optional[str]) -> Optional[str]:
+    """What is wrong with ``-i`` / ``-a``, in one line, or None."""
+    if process_id is None and addresses is None:
+        return None
+    if process_id is None:
+        return "--addresses needs --process-id (this process's index in the list)"
+    if not addresses:
+        return "--process-id needs --addresses (host:port of every process, separated by ';')"
+    addrs = addresses.split(";")
+    for a in addrs:
+        host, sep, port = a.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return f"--addresses: {a!r} is not host:port"
+    if not 0 <= process_id < len(addrs):
+        return (f"--process-id {process_id} is not an index of the {len(addrs)} address(es) given "
+                f"(0 to {len(addrs) - 1})")
+    return None
+
+
+def check_recovery_directory(path: str) -> Optional[str]:
+    """Why ``path`` cannot be the recovery directory (missing, not initialised, writable by others), or None."""
+    import glob
+    import stat
+
+    if not os.path.isdir(path):
+        return (f"recovery directory {path} does not exist: create it and initialise it with "
+                f"`python -m bytewax.recovery {path} 1`")
+    st = os.stat(path)
+    if st.st_mode & stat.S_IWOTH:
+        return (f"recovery directory {path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}): "
+                f"anyone could plant state there; chmod o-w {path}")
+    if not glob.glob(os.path.join(glob.escape(path), "part-*.sqlite3")):
+        return (f"recovery directory {path} is not initialised: run `python -m bytewax.recovery {path} 1` "
+                f"first")
+    return None
+
+
+def check_brokers(cfg: FlowConfig) -> List[str]:
+    """Brokers that refuse the flow: a RabbitMQ login refused, Kafka brokers that do not answer."""
+    errors: List[str] = []
+    for i, s in enumerate(cfg.sinks):
+        if s.kind == "rabbitmq":
+            from sinks.rabbitmq import login_problem
+
+            why = login_problem(s.url)
+            if why:
+                errors.append(f"sinks[{i}].url: {why}")
+    if cfg.source.kind == "kafka":
+        from sources.kafka import broker_problem
+
+        why = broker_problem(cfg.source.brokers, cfg.source.config)
+        if why:
+            errors.append(f"source.brokers: {why}")
+    return errors
+
+
+def startup_checks(cfg: FlowConfig, where: str, recovery_directory: Optional[str] = None,
+                   process_id: Optional[int] = None, addresses: Optional[str] = None,
+                   cluster_args: bool = True) -> None:
+    """Everything that would stop the flow at start, each in one line on stderr and exit 2, before Bytewax runs."""
+    setup_logging()
+    problems: List[str] = []
+    if cluster_args:
+        why = check_cluster(process_id, addresses)
+        if why:
+            problems.append(why)
+    if not problems:
+        problems = preflight(cfg) + check_control_key(cfg)
+    if recovery_directory and not problems:
+        why = check_recovery_directory(recovery_directory)
+        if why:
+            problems.append(why)
+    if not problems:
+        problems = check_brokers(cfg)
+    if problems:
+        print("\n".join(f"{where}: {p}" for p in problems), file=sys.stderr)
+        raise SystemExit(2)
 
 
 def require_paths(cfg: FlowConfig, where: str) -> None:

@@ -153,4 +153,7 @@ class AlertSink(DynamicSink[Alert]):
         self.source = source
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
+        from sentinel import shutdown
+
+        shutdown.mark_started()  # built once the cluster is up: a signal now stops the flow gracefully
         return _AlertPartition(self._make_writer(worker_index, worker_count), self.envelope, self.source)

@@ -333,3 +333,29 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (pex.UnroutableError, pex.NackError)):
         text = "%d message(s)" % len(getattr(exc, "messages", []) or [])
     return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
+
+
+def login_problem(url: str, timeout: float = 5.0) -> Optional[str]:
+    """Why RabbitMQ at ``url`` refuses this login (user, password, vhost), in one line; None when it accepts.
+
+    A broker that does not answer is no problem here: the sink spools until it does.
+    """
+    params = RabbitMQWriter._parameters(url, 30, 60.0, "llm-sentinel/login-check")
+    params.socket_timeout = min(params.socket_timeout or timeout, timeout)
+    safe = "amqp://%s:%s/%s" % (params.host, params.port, quote(params.virtual_host, safe=""))
+    pika_log = logging.getLogger("pika")
+    level = pika_log.level
+    pika_log.setLevel(logging.CRITICAL + 1)  # pika logs the refusal itself, with a traceback at times
+    try:
+        conn = pika.BlockingConnection(params)
+    except (pex.ProbableAuthenticationError, pex.AuthenticationError, pex.ProbableAccessDeniedError) as exc:
+        return "%s refused the login (%s): check the user, password and vhost in the url" % (safe, _describe(exc))
+    except (pex.AMQPError, OSError):
+        return None
+    finally:
+        pika_log.setLevel(level)
+    try:
+        conn.close()
+    except Exception:
+        pass
+    return None

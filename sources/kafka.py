@@ -48,6 +48,35 @@ def consumer_config(brokers: str, group_id: Optional[str], extra: Dict[str, Any]
     return cfg
 
 
+_quiet = logging.getLogger("sentinel.kafka.librdkafka")
+_quiet.propagate = False
+_quiet.addHandler(logging.NullHandler())
+
+
+def broker_problem(brokers: str, extra: Dict[str, Any], timeout: float = 10.0) -> Optional[str]:
+    """Why the Kafka cluster at ``brokers`` cannot be used with these settings, in one line; None when it answers.
+
+    librdkafka's own log lines (one per failed connection attempt) are not
+    printed; the last error it reported is named instead.
+    """
+    errors: List[str] = []
+    conf = consumer_config(brokers, None, extra)
+    conf["logger"] = _quiet
+    conf["error_cb"] = lambda err: errors.append(str(err))
+    try:
+        c = Consumer(conf)
+    except Exception as ex:  # a bad setting (KafkaException / ValueError)
+        return f"invalid Kafka settings: {ex}"
+    try:
+        c.list_topics(timeout=timeout)
+        return None
+    except Exception as ex:
+        why = errors[-1] if errors else str(ex)
+        return f"no answer from Kafka brokers {brokers} within {timeout:g}s ({why})"
+    finally:
+        c.close()
+
+
 class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
     def __init__(self, cfg: KafkaSourceConfig, topic: str, partition: int, encoding: str,
                  resume: Optional[int], partitions: int = 2) -> None:

@@ -23,11 +23,13 @@ def run(args, **kw):
     return subprocess.run(SENTINEL + args, capture_output=True, text=True, timeout=300, cwd=kw.pop("cwd", ROOT), **kw)
 
 
-def test_check_accepts_the_example_flows():
+def test_check_accepts_the_example_flows(tmp_path):
+    (tmp_path / "events.jsonl").write_text("")  # replay.yaml's input, relative to the working directory
     for f in sorted((ROOT / "flows").glob("*.yaml")):
-        r = run(["check", "-c", str(f)])
+        r = run(["check", "-c", str(f)], cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert ": ok" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.jsonl"]  # check creates nothing
 
 
 def test_check_names_the_bad_keys(tmp_path):
