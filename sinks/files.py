@@ -16,6 +16,20 @@ from sinks.base import Alert, Writer
 _files: Dict[str, Tuple[object, threading.Lock, List[int]]] = {}
 _files_lock = threading.Lock()
 
+FILE_MODE = 0o640  # files holding alerts or telemetry: never readable by others
+
+
+def open_private(path: str, flags: int = os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode: int = FILE_MODE) -> int:
+    """``os.open`` with ``mode`` for a new file; an existing one of ours is brought down to 0640 at most."""
+    fd = os.open(path, flags, mode)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o037 and st.st_uid == os.geteuid():
+            os.fchmod(fd, st.st_mode & 0o740)
+    except OSError:
+        pass
+    return fd
+
 
 class SharedFile:
     """An append-only file opened once per process, written line batches at a time."""
@@ -26,7 +40,7 @@ class SharedFile:
             entry = _files.get(self.path)
             if entry is None:
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                entry = (open(self.path, "ab"), threading.Lock(), [0])
+                entry = (os.fdopen(open_private(self.path), "ab"), threading.Lock(), [0])
                 _files[self.path] = entry
             entry[2][0] += 1
         self._f, self._lock, self._refs = entry

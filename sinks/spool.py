@@ -61,6 +61,11 @@ _MAX_RECORD = 1 << 30  # a length above this is corruption, not a record
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
+def _private(path: str, flags: int) -> int:
+    """``open(..., opener=_private)``: spool files hold alerts, so they are created 0600."""
+    return os.open(path, flags, 0o600)
+
+
 class SpoolError(RuntimeError):
     """The spool cannot be used (locked by another process, closed, full past a timeout)."""
 
@@ -107,8 +112,8 @@ class Spool:
         # Small enough that compaction frees space well before the bound.
         self.segment_bytes = int(segment_bytes or max(1, min(16 * 1024 * 1024, self.max_bytes // 8)))
         self.name = name
-        os.makedirs(self.directory, exist_ok=True)
-        self._lock_fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        self._lock_fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -322,7 +327,7 @@ class Spool:
             self._append_f = None
         base = self._next_seq
         path = self._path(base)
-        f = open(path, "ab")
+        f = open(path, "ab", opener=_private)
         _fsync_dir(self.directory)
         self._bases.append(base)
         self._sizes[base] = 0
@@ -330,7 +335,7 @@ class Spool:
 
     def _ensure_append_handle(self) -> None:
         if self._append_f is None and self._bases:
-            self._append_f = open(self._path(self._bases[-1]), "ab")
+            self._append_f = open(self._path(self._bases[-1]), "ab", opener=_private)
 
     # -- reading --------------------------------------------------------------
 
@@ -454,7 +459,7 @@ class Spool:
     def _write_ack(self, value: int) -> None:
         path = os.path.join(self.directory, "ack")
         tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
+        with open(tmp, "wb", opener=_private) as f:
             f.write(b"%d\n" % value)
             f.flush()
             os.fsync(f.fileno())

@@ -1,7 +1,7 @@
 """Cross-key references (the parents' noise levels) survive a restart."""
 
 import logging
-import pickle
+import json
 
 import pytest
 
@@ -18,7 +18,7 @@ def fresh(monkeypatch):
 
 
 def test_saved_references_are_restored_on_the_next_start(tmp_path):
-    path = str(tmp_path / "ck.pkl")
+    path = str(tmp_path / "ck.json")
     crosskey.configure(path)
     model_windows.PRIORS.observe("svc/a", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.2)
     model_windows.PRIORS.observe("svc/b", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.4)
@@ -32,24 +32,24 @@ def test_saved_references_are_restored_on_the_next_start(tmp_path):
 
 
 def test_saves_are_throttled_and_atomic(tmp_path):
-    path = tmp_path / "ck.pkl"
+    path = tmp_path / "ck.json"
     crosskey.configure(str(path), interval=3600)
     crosskey.maybe_save()  # the first snapshot saves
-    assert len(pickle.loads(path.read_bytes())["priors"]["_scales"]) == 0
+    assert len(json.loads(path.read_bytes())["priors"]["scales"]) == 0
     model_windows.PRIORS.observe("svc/a", [("fleet",)], "latency_p95_ms", 0.2)
     crosskey.maybe_save()  # not due yet
-    assert len(pickle.loads(path.read_bytes())["priors"]["_scales"]) == 0
+    assert len(json.loads(path.read_bytes())["priors"]["scales"]) == 0
     crosskey.configure(str(path), interval=0)  # loads the file: the unsaved observation is gone
     assert len(model_windows.PRIORS) == 0
     model_windows.PRIORS.observe("svc/a", [("fleet",)], "latency_p95_ms", 0.2)
     crosskey.maybe_save()
-    data = pickle.loads(path.read_bytes())
-    assert data["format"] == crosskey.FORMAT and len(data["priors"]["_scales"]) > 0
-    assert [p.name for p in tmp_path.iterdir()] == ["ck.pkl"]
+    data = json.loads(path.read_bytes())
+    assert data["format"] == crosskey.FORMAT and len(data["priors"]["scales"]) > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.json"]
 
 
 def test_a_torn_file_is_a_fresh_start_not_an_error(tmp_path, caplog):
-    path = tmp_path / "ck.pkl"
+    path = tmp_path / "ck.json"
     path.write_bytes(b"\x80\x05garbage")
     with caplog.at_level(logging.WARNING, logger="sentinel.crosskey"):
         crosskey.configure(str(path))
@@ -63,7 +63,7 @@ def test_recovery_directory_holds_one_file_per_process(tmp_path):
 
     cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0}})
     prepare(cfg, 3, str(tmp_path))
-    assert crosskey.path() == str(tmp_path / "sentinel-cross-key-p3.pkl")
+    assert crosskey.path() == str(tmp_path / "sentinel-cross-key-p3.json")
     cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0},
                             "state": {"cross_key_file": str(tmp_path / "x-{process}.pkl")}})
     prepare(cfg, 1, None)
