@@ -252,7 +252,11 @@ class ControlListener:
     def _assign(self) -> None:
         parts: List[TopicPartition] = []
         for topic in self.topics:
-            md = self._consumer.list_topics(topic, timeout=15)
+            try:
+                md = self._consumer.list_topics(topic, timeout=15)
+            except Exception as ex:  # the broker went away since the start-up check; the follower retries
+                log.warning("control: no metadata for %s (%s); it will be read once there is", topic, ex)
+                continue
             t = md.topics.get(topic)
             if t is None or t.error is not None:
                 log.info("control: topic %s not there yet (%s); it will be read once it exists",

@@ -248,12 +248,22 @@ def check_brokers(cfg: FlowConfig) -> List[str]:
             why = login_problem(s.url)
             if why:
                 errors.append(f"sinks[{i}].url: {why}")
-    if cfg.source.kind == "kafka":
-        from sources.kafka import broker_problem
+    from sources.kafka import broker_problem
 
-        why = broker_problem(cfg.source.brokers, cfg.source.config)
+    clients = []
+    if cfg.source.kind == "kafka":
+        clients.append(("source", cfg.source.brokers, cfg.source.config))
+    c = cfg.control_settings()
+    if c is not None:
+        clients.append(("control", c.brokers, c.config))
+    checked: List[tuple] = []
+    for where, brokers, config in clients:
+        if (brokers, config) in checked:
+            continue
+        checked.append((brokers, config))
+        why = broker_problem(brokers, config)
         if why:
-            errors.append(f"source.brokers: {why}")
+            errors.append(f"{where}.brokers: {why}")
     return errors
 
 

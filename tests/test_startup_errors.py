@@ -108,6 +108,12 @@ def test_an_unreachable_kafka_broker_is_one_line(tmp_path):
     assert time.monotonic() - t0 < 60
 
 
+def test_an_unreachable_control_broker_is_one_line(tmp_path, events):
+    brokers = f"127.0.0.1:{free_port()}"
+    f = flow(tmp_path, f"source: {{kind: file, path: '{events}'}}\ncontrol: {{brokers: '{brokers}', topic: ctl}}")
+    one_line(run(["run", "-c", f], timeout=90), "control.brokers", brokers)
+
+
 @pytest.mark.parametrize("args", [
     ["-i", "5", "-a", "127.0.0.1:2101"],
     ["-i", "1", "-a", "127.0.0.1:2101"],
