@@ -80,7 +80,9 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
         elif s.kind == "kafka":
             from sinks.kafka import KafkaWriter
 
-            sinks.append(AlertSink(lambda i, n, s=s: KafkaWriter(s.brokers, s.topic, s.config, **spool_args(s, i, n)),
+            sign_key = _alert_sign_key(cfg)
+            sinks.append(AlertSink(lambda i, n, s=s, k=sign_key: KafkaWriter(s.brokers, s.topic, s.config,
+                                                                             sign_key=k, **spool_args(s, i, n)),
                                    s.envelope, source))
         elif s.kind == "qdrant":
             from sinks.qdrant import QdrantWriter
@@ -88,6 +90,16 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
             # Incident memory indexes the bare alert (the writer ignores the payload bytes).
             sinks.append(AlertSink(lambda i, n, s=s: QdrantWriter(s.location, s.collection), "none", source))
     return sinks
+
+
+def _alert_sign_key(cfg: FlowConfig) -> Optional[bytes]:
+    """The control key, when there is one: Kafka alerts are signed with it (the control listener reads them back)."""
+    c = cfg.control_settings()
+    if c is None:
+        return None
+    from sentinel.control import load_key
+
+    return load_key(c.hmac_key_env, c.hmac_key_file)
 
 
 def make_similar_incidents(cfg: FlowConfig) -> Optional[Callable[[dict], dict]]:

@@ -67,8 +67,8 @@ class Metrics:
             "(service, model, source).", ["kind"], registry=r,
         )
         self.control_refused = Counter(
-            "sentinel_control_refused", "Control and feedback messages refused (not applied), by topic "
-            "(control, feedback) and reason.", ["topic", "reason"], registry=r,
+            "sentinel_control_refused", "Control and feedback messages (and unsigned alerts read back) refused, by topic "
+            "(control, feedback, alerts) and reason.", ["topic", "reason"], registry=r,
         )
         self.step_errors = Counter(
             "sentinel_step_errors", "Batches that raised inside a stateful step, dead-lettered, by step.",

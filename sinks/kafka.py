@@ -259,10 +259,19 @@ class RecordError(ValueError):
     """A spool record this version cannot decode (corrupt, or written by another version)."""
 
 
-def encode_record(alert: Alert, payload: bytes) -> bytes:
-    """What the spool keeps for one alert: key (fingerprint), headers and the payload."""
+def encode_record(alert: Alert, payload: bytes, sign_key: Optional[bytes] = None) -> bytes:
+    """What the spool keeps for one alert: key (fingerprint), headers and the payload.
+
+    With ``sign_key``, a ``sentinel-signature`` header (HMAC-SHA256 of the
+    payload, as on control messages) lets the control listener tell the flow's
+    own alerts from records planted on the topic.
+    """
     fp = alert.get("fingerprint")
     headers = [[field, str(alert[field])] for field in ("severity", "type", "status") if alert.get(field) is not None]
+    if sign_key is not None:
+        from sentinel.control import SIGNATURE_HEADER, sign
+
+        headers.append([SIGNATURE_HEADER, sign(sign_key, payload)])
     meta = orjson.dumps({"k": None if fp is None else str(fp), "h": headers, "in": alert.get(INGESTED_AT)})
     return _FRAME.pack(_MAGIC, RECORD_VERSION, len(meta)) + meta + payload
 
@@ -346,8 +355,10 @@ class KafkaWriter(SpooledWriter):
         spool_max_bytes: int = DEFAULT_MAX_BYTES,
         drain_timeout: float = 10.0,
         adopt_spools: Sequence[str] = (),
+        sign_key: Optional[bytes] = None,
     ) -> None:
         self.topic = topic
+        self._sign_key = sign_key
         self._config = producer_config(brokers, extra_config)
         self._config["error_cb"] = self._on_error
         self._producer: Optional[Producer] = None
@@ -387,7 +398,7 @@ class KafkaWriter(SpooledWriter):
                         self._where(), err)
 
     def _record(self, alert: Alert, payload: bytes) -> bytes:
-        return encode_record(alert, payload)
+        return encode_record(alert, payload, self._sign_key)
 
     def _deliver(self, batch: List[Tuple[int, bytes]], progress: Progress) -> None:
         if self._producer is None:

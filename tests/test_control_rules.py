@@ -196,3 +196,21 @@ def test_pending_feedback_pushed_out_is_counted(caplog):
         assert h.handle("fb", orjson.dumps({"alert_id": f"u-{i}", "label": "false_positive"}), None, f"fb[0]@{i}")
     assert refused("feedback", "pending_full") == before + 5
     assert c.pending_feedback() == 10
+
+
+def test_with_a_key_only_the_flows_signed_alerts_are_read_back_from_the_alert_topic():
+    from sinks.kafka import decode_record, encode_record
+
+    key = b"k" * 32
+    c = Controls()
+    h = ControlHandler(c, control_topic="ctl", feedback_topic="fb", alerts_topic="alerts", key=key)
+    planted = orjson.dumps(dict(ALERT, observed=1e308))
+    assert not h.handle("alerts", planted, None, "alerts[0]@0")
+    fb = orjson.dumps({"alert_id": "a-1", "label": "false_positive"})
+    h.handle("fb", fb, [("sentinel-signature", sign(key, fb))], "fb[0]@0")
+    assert c.dismissed_by(dict(ALERT, observed=1e8)) is None
+
+    payload = orjson.dumps(ALERT)
+    _, headers, _, body = decode_record(encode_record(ALERT, payload, key))
+    assert h.handle("alerts", body, headers, "alerts[0]@1")
+    assert c.dismissed_by(ALERT) is not None
