@@ -33,13 +33,24 @@ Group = Tuple[str, str, List[LLMEvent], float, int]
 PRIORS = ParentPriors()
 
 # When one window opens several episodes on a key, the likely cause goes out first, so the
-# incident it starts is paged under it (a prompt change: tokens, then the latency it causes;
-# time to first token is part of a call's latency, so a ttft rise goes before the latency it moves).
-CAUSE_ORDER = {"traffic": 0, "tokens": 1, "cost": 2, "error_rate": 3, "ttft": 4, "latency": 5}
+# incident it starts is paged under it (a prompt change: tokens, then the latency it causes).
+CAUSE_ORDER = {"traffic": 0, "tokens": 1, "cost": 2, "error_rate": 3, "latency": 4, "ttft": 5}
+TTFT_LEADS = 1.2
 
 
-def _cause_first(fd) -> int:
-    return CAUSE_ORDER.get(fd.type, len(CAUSE_ORDER))
+def cause_first(findings: List[Any]) -> List[Any]:
+    """``findings`` with the likely cause first (CAUSE_ORDER). Time to first token is part of a
+    call's latency: when both open and ttft rose by the larger factor, the rise is in the time to
+    first token (a queue, a longer prompt's prefill) and ttft goes before the latency it moves;
+    when the whole call slowed alike (the two factors within TTFT_LEADS of each other), latency
+    leads. A ttft x3 that is a fifth of the latency moves it x1.4: far apart."""
+    if len(findings) < 2:
+        return findings
+    ratio = {fd.type: fd.observed / fd.expected for fd in findings
+             if fd.status == "firing" and fd.type in ("latency", "ttft") and fd.expected}
+    ttft_leads = len(ratio) == 2 and ratio["ttft"] > TTFT_LEADS * ratio["latency"]
+    order = dict(CAUSE_ORDER, ttft=3.5) if ttft_leads else CAUSE_ORDER
+    return sorted(findings, key=lambda fd: order.get(fd.type, len(order)))
 
 
 DETECTOR_NAMES = {"drift": "cusum_drift", "multivariate": "half_space_trees", "error_rate": "binomial_rate"}
@@ -258,8 +269,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
             f = agg.features(size) if agg is not None else WindowFeatures(start, start + size)
             findings = det.update(f, PRIORS if self.cfg.detection.borrow_from_parents else None,
                                   self._parents(), self.state.key)
-            if len(findings) > 1:
-                findings = sorted(findings, key=_cause_first)
+            findings = cause_first(findings)
             for fd in findings:
                 ev = dict(fd.evidence)
                 ev["provider"] = self.state.provider

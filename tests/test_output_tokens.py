@@ -13,7 +13,7 @@ import math
 import random
 
 from detectors.windowed import KeyDetectors
-from operators.model_windows import WindowAgg, _cause_first
+from operators.model_windows import WindowAgg, cause_first
 from sentinel.events import LLMEvent
 from tests.helpers import poisson
 
@@ -134,14 +134,15 @@ def test_pooled_state_pickles_mid_stream_and_old_state_loads():
 
 
 def test_a_ttft_rise_is_paged_as_ttft_not_as_the_latency_it_moves():
-    # Time to first token is part of a call's latency: when a window opens both, ttft goes first
-    # (the incident is paged under it), as tokens go before the latency a prompt change causes.
+    # Time to first token is part of a call's latency: when a window opens both and ttft rose by
+    # the larger factor, ttft goes first (the incident is paged under it), as tokens go before the
+    # latency a prompt change causes. A call slowed as a whole is paged as latency (tests/test_flow.py).
     for seed in range(5):
         det = KeyDetectors()
         first = None
         for i, w in enumerate(rag_windows(seed, 150, 40.0, ttft_factor=lambda i: 3.4 if i in INCIDENT else 1.0,
                                           ms_per_token=3.0)):
-            opened = sorted((f for f in det.update(w) if f.status == "firing"), key=_cause_first)
+            opened = cause_first([f for f in det.update(w) if f.status == "firing"])
             if opened and first is None:
                 first = opened[0]
         assert first is not None and first.type == "ttft", (seed, first and first.type)
