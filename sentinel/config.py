@@ -357,8 +357,8 @@ class DetectionConfig(_Model):
     # Windows after warm-up in which a key must deviate further to count.
     cold_windows: int = Field(default=60, ge=0)
     # A drift pages once its lasting change reaches this fraction of the level before it
-    # (0.3: output tokens or cost up 30%); smaller lasting changes are the wander of busy services.
-    drift_min_change: float = Field(default=0.3, gt=0, le=10)
+    # (0.25: output tokens or cost up 25%); smaller lasting changes are the wander of busy services.
+    drift_min_change: float = Field(default=0.25, gt=0, le=10)
     # A new key borrows its parents' noise levels (service, provider, fleet)
     # and may alert after 10 windows instead of warmup_windows.
     borrow_from_parents: bool = True

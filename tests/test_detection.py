@@ -223,7 +223,7 @@ def _ramp(seed, top, n=600):
 
 def test_a_lasting_change_under_drift_min_change_does_not_page():
     # A 20% lasting rise is the wander of a busy service; 40% is a drift. The
-    # bar is the detection key drift_min_change (0.3 by default).
+    # bar is the detection key drift_min_change (0.25 by default).
     for seed in range(3):
         assert firing(run(_ramp(seed, 1.2)), "drift") == [], seed
         assert len(firing(run(_ramp(seed, 1.4)), "drift")) == 1, seed
