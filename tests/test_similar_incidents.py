@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 import uuid
 from typing import Any, Dict, List
 
@@ -259,7 +260,17 @@ def test_flow_on_two_workers_shares_one_memory() -> None:
     cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0},
                             "sinks": [{"kind": "qdrant", "location": ":memory:", "collection": collection}]})
     out: List[Alert] = []
-    flow = build_flow(cfg, source=TestingSource(batches(evs)), alert_sinks=[TestingSink(out)] + make_alert_sinks(cfg),
+    # Live, incidents 50 minutes apart are minutes apart in wall time too: a short pause in the
+    # input after each one lets the workers index it before the next is looked up (without it,
+    # a replay's keys race across the workers within one epoch).
+    items: List[Any] = []
+    pauses = [T0 + (75 + 50 * i) * 60 for i in range(3)]  # 15 minutes after each of the first three
+    for n, b in enumerate(batches(evs, size=500)):
+        items.append(b)
+        last = evs[min(len(evs), (n + 1) * 500) - 1]["timestamp"]
+        if any(p <= last < p + 300 for p in pauses):
+            items.append(TestingSource.PAUSE(timedelta(milliseconds=300)))
+    flow = build_flow(cfg, source=TestingSource(items), alert_sinks=[TestingSink(out)] + make_alert_sinks(cfg),
                       dead_letter_sink=TestingSink([]))
     cluster_main(flow, [], 0, worker_count_per_proc=2)
     pages = {a["service"]: a for a in out if a["type"] == "latency" and a["status"] == "firing"}
