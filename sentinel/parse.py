@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, List, Optional, Tuple, Union
 
+import msgspec
 import orjson
 
 from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawRecord, SecurityEvent
@@ -33,7 +34,7 @@ class Limits:
     counts as an error).
     """
 
-    __slots__ = ("latency_ms", "ttft_ms", "tokens", "cost_usd", "name_length")
+    __slots__ = ("latency_ms", "ttft_ms", "tokens", "cost_usd", "name_length", "_decoder")
 
     def __init__(self, latency_ms: float = 86_400_000.0, ttft_ms: float = 86_400_000.0,
                  tokens: int = 1_000_000_000, cost_usd: float = 100_000.0, name_length: int = 256) -> None:
@@ -42,6 +43,14 @@ class Limits:
         self.tokens = tokens
         self.cost_usd = cost_usd
         self.name_length = name_length
+        self._decoder: Optional[msgspec.json.Decoder] = None
+
+    @property
+    def decoder(self) -> "msgspec.json.Decoder":
+        """A decoder of well-formed request records within these limits (see :func:`_fast_request`)."""
+        if self._decoder is None:
+            self._decoder = _request_decoder(self)
+        return self._decoder
 
 
 DEFAULT_LIMITS = Limits()
@@ -196,10 +205,70 @@ def event_from_dict(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Event:
     raise BadRecord("unknown_event_type", f"event_type: expected 'llm.request' or 'security', got {str(event_type)[:32]!r}")
 
 
+def _request_decoder(limits: Limits) -> "msgspec.json.Decoder":
+    """A msgspec decoder that takes a request record only when every field :func:`event_from_dict`
+    checks is already right (types, ranges, lengths); anything else fails to decode, and the record
+    goes the long way, which names what is wrong. Unknown fields are skipped, as there."""
+    n = limits.name_length
+    name = Annotated[str, msgspec.Meta(min_length=1, max_length=n)]
+    text = Optional[Annotated[str, msgspec.Meta(max_length=n)]]
+
+    # Bounds beyond what msgspec represents are cut to its range: a value past the cut goes the long way.
+    def num(hi: float) -> Any:
+        try:
+            hi = min(float(hi), 1.7976931348623157e308)
+        except OverflowError:
+            hi = 1.7976931348623157e308
+        return Optional[Annotated[float, msgspec.Meta(ge=0, le=hi)]]
+
+    count = Optional[Annotated[int, msgspec.Meta(ge=0, le=min(int(limits.tokens), 2 ** 63 - 1))]]
+    fields = [
+        ("timestamp", Union[str, float]), ("service", name), ("model", name),
+        ("event_type", str, "llm.request"), ("status", str, "ok"),
+        ("provider", text, None), ("operation", text, None),
+        ("latency_ms", num(limits.latency_ms), None), ("ttft_ms", num(limits.ttft_ms), None),
+        ("input_tokens", count, None), ("output_tokens", count, None),
+        ("cost_usd", num(limits.cost_usd), None), ("error_type", Optional[str], None),
+        ("user_id", text, None), ("tenant_id", text, None), ("source_ip", text, None),
+        ("event_id", text, None), ("region", text, None),
+    ]
+    return msgspec.json.Decoder(msgspec.defstruct("Request", fields))
+
+
+def _fast_request(data: bytes, limits: Limits) -> Optional[LLMEvent]:
+    """The event of a well-formed request record, or None: then :func:`event_from_dict` decides.
+
+    The same event as the long way for every record it takes (tests/test_robust_fuzz.py compares
+    the two on generated records); about four times faster."""
+    try:
+        w = limits.decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    status = w.status
+    if w.event_type != "llm.request" or (status != "ok" and status != "error"):
+        return None
+    service, model = w.service, w.model
+    if KEY_SEP in service or KEY_SEP in model:
+        return None
+    try:
+        ts = parse_timestamp(w.timestamp)
+    except BadRecord:
+        return None
+    error_type = w.error_type
+    if error_type is not None and len(error_type) > limits.name_length:
+        error_type = error_type[:limits.name_length]
+    return LLMEvent(ts, service, model, w.provider, w.operation, w.latency_ms, w.ttft_ms, w.input_tokens,
+                    w.output_tokens, w.cost_usd, status == "error", error_type, w.user_id, w.tenant_id,
+                    w.source_ip, w.event_id, w.region)
+
+
 def parse_json_record(data: bytes, max_bytes: int = MAX_RECORD_BYTES, size: int = 0,
                       limits: Limits = DEFAULT_LIMITS) -> Event:
     if len(data) > max_bytes:
         raise BadRecord("oversized", f"record is {max(size, len(data))} bytes, limit {max_bytes}")
+    ev = _fast_request(data, limits)
+    if ev is not None:
+        return ev
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as ex:

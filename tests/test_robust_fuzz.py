@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from operators.parse import BatchParser, DEAD, MODEL
 from sentinel.events import KEY_SEP, LLMEvent, RawBatch, RawRecord, SecurityEvent
 from sentinel.otlp import parse_otlp_json, parse_otlp_proto
-from sentinel.parse import DEFAULT_LIMITS, parse_record
+from sentinel.parse import DEFAULT_LIMITS, BadRecord, _fast_request, event_from_dict, parse_record
 from tests.helpers import T0, request
 
 POS = ("fuzz", 0, 0)
@@ -99,6 +99,53 @@ def test_json_parser_takes_any_json_value(value):
 @FUZZ
 def test_json_parser_takes_mutated_records(data):
     check(parse_record(RawRecord(data, POS)))
+
+
+def _long_way(data):
+    try:
+        return event_from_dict(orjson.loads(data))
+    except (BadRecord, orjson.JSONDecodeError):
+        return None
+
+
+def _same_event(a, b):
+    return type(a) is type(b) and all(getattr(a, k) == getattr(b, k) for k in LLMEvent.__slots__)
+
+
+def _fast_agrees(data):
+    fast = _fast_request(data, DEFAULT_LIMITS)
+    if fast is not None:  # it takes a record only as the long way would, with the same event
+        slow = _long_way(data)
+        assert slow is not None and _same_event(fast, slow), (data, fast, slow)
+    return fast
+
+
+@given(mutated_records())
+@FUZZ
+def test_the_fast_request_decoder_agrees_with_the_long_way(data):
+    _fast_agrees(data)
+
+
+@given(st.fixed_dictionaries({}, optional={f: json_values for f in FIELDS}).map(
+    lambda d: dict(request(T0), **d)).map(dumps))
+@FUZZ
+def test_the_fast_request_decoder_agrees_on_any_field_values(data):
+    _fast_agrees(data)
+
+
+def test_the_fast_request_decoder_takes_ordinary_requests():
+    # Duplicate keys (the last one counts, as orjson reads them), integers for numbers, escapes.
+    for rec in (request(T0, user_id="u1"), dict(request(T0), status="error", error_type="e" * 300),
+                dict(request(T0), timestamp="2026-01-05T00:00:00+00:00", latency_ms=800, cost_usd=0)):
+        assert _fast_agrees(orjson.dumps(rec)) is not None, rec
+    assert _fast_agrees(b'{"timestamp": 1767571200, "service": "a", "service": "b", "model": "m"}').service == "b"
+    assert _fast_agrees(b'{"timestamp": 1767571200, "service": "\\u00e9", "model": "m"}').service == "\u00e9"
+    for bad in (b'{"timestamp": 1767571200, "service": "a\\u001fb", "model": "m"}',
+                b'{"timestamp": 1767571200, "service": "\\ud800", "model": "m"}',
+                b'{"timestamp": true, "service": "a", "model": "m"}',
+                b'{"timestamp": 1767571200, "service": "a", "model": "m", "input_tokens": 5.0}',
+                b'{"timestamp": 1767571200, "service": "a", "model": "m", "status": null}'):
+        assert _fast_agrees(bad) is None, bad
 
 
 @given(st.binary(max_size=300))
