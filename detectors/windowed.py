@@ -225,6 +225,8 @@ class KeyDetectors:
         self._drift_metric = DRIFT_METRICS[0]
         self._drift_obs = None  # the last alarm of the metric that opened the drift episode
         self._drift_held: Dict[str, int] = {}
+        # Per drift metric, the key's own wander: [mean |log fast level - log slow reference|, windows].
+        self._drift_wander: Dict[str, list] = {}
         # Metrics whose drift detector was rebased for an alerted step since it last accepted a level.
         self._drift_stepped: Dict[str, bool] = {}
         # Calibrated Half-Space Trees score (rank among recent windows) that counts as anomalous.
@@ -544,6 +546,33 @@ class KeyDetectors:
                 if level is not None:
                     det.accept(level)
 
+    # A lasting change must stand out of the key's own wander: this many of its standard deviations
+    # (a mean absolute deviation is 0.8 of one).
+    DRIFT_WANDER_SDS = 3.0
+
+    def _drift_bar(self, m: str) -> float:
+        """The least lasting change that is a drift on this key: ``drift_min_change``, or more where
+        the key's fast level wanders further than that from its slow level in ordinary hours (a
+        real trace's mix that comes and goes within the hour)."""
+        w = self._drift_wander.get(m)
+        if w is None or w[1] < 120:
+            return self.drift_min_change
+        return max(self.drift_min_change, math.exp(self.DRIFT_WANDER_SDS * w[0] / 0.8) - 1.0)
+
+    def _learn_wander(self, m: str, now: float, det: DriftDetector) -> None:
+        """How far the key's fast level (what a drift's change is measured with) usually is from the
+        drift detector's slow reference: a mean absolute log distance over about ten hours, learned
+        while no drift is open (a ramp adds little before it pages: an hour of it moves the mean by
+        about a tenth of its size), as a plain average over the first windows."""
+        ref = det._ref
+        if ref is None or det._n <= det.warmup or self._ep["drift"].active or now <= -det.offset:
+            return
+        w = self._drift_wander.get(m)
+        if w is None:
+            w = self._drift_wander[m] = [0.0, 0]
+        w[1] += 1
+        w[0] += max(1.0 / 600.0, 1.0 / w[1]) * (abs(math.log(now + det.offset) - ref) - w[0])
+
     def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline,
                     out: List[Finding], warm: bool, recurring: bool = False) -> None:
         det = self._drift[m]
@@ -553,6 +582,7 @@ class KeyDetectors:
         # direction, and a reference set from it starts the next false drift from there.
         now = base.current()
         now = value if now is None else now
+        self._learn_wander(m, now, det)
         if recurring or any(self._ep[t].run > 0 or self._ep[t].active for t in SUDDEN_TYPES if t in self._ep):
             # A sudden change is the spike detector's; do not count it twice as drift
             # (a spike in tokens moves the cost per request too). Nor is a daily pattern a drift.
@@ -584,7 +614,7 @@ class KeyDetectors:
                 # drift_min_windows to be a drift; a burst that ends falls back below
                 # drift_min_change against the key's fast level and is accepted later.
                 alarm = None
-            elif change < self.drift_min_change:
+            elif change < self._drift_bar(m):
                 # Real but still small: let it grow, for a while.
                 held = self._drift_held.get(m, 0) + 1
                 self._drift_held[m] = held
@@ -773,6 +803,7 @@ class KeyDetectors:
         self.__dict__.setdefault("_err_learned", 1000)  # snapshots from before the usual rate's memory in requests
         self.__dict__.setdefault("_err_pool_rate", 0.0)
         self.__dict__.setdefault("_drift_stepped", {})
+        self.__dict__.setdefault("_drift_wander", {})  # snapshots from before the hourly wander
         self.__dict__.setdefault("_err_types", {})  # snapshots from before root-cause hints
         pending = self.__dict__.setdefault("_err_pending", [])  # snapshots from before the error-rate guard
         if pending and len(pending[0]) != 3:
