@@ -51,9 +51,6 @@ class RobustBaseline:
         ``alpha / 10``.
     dev_guard
         Robust z beyond which a point moves the scale at ``alpha / 4``.
-    dev_guard_down
-        The same below the level (default: ``dev_guard``); ``math.inf`` lets falls widen
-        the scale at the full rate while rises beyond ``dev_guard`` do not.
     warmup
         Points learned before ``score_one`` returns anything but 0.
 
@@ -67,7 +64,6 @@ class RobustBaseline:
     """
 
     dev_guard = 2.0  # for snapshots from before it was a parameter
-    dev_guard_down: Optional[float] = None  # None: as dev_guard (and for older snapshots)
 
     def __init__(
         self,
@@ -79,7 +75,6 @@ class RobustBaseline:
         warmup: int = 10,
         offset: float = 1.0,
         dev_guard: float = 2.0,
-        dev_guard_down: Optional[float] = None,
     ) -> None:
         self.alpha = alpha
         self.log = log
@@ -87,7 +82,6 @@ class RobustBaseline:
         self.clip = clip
         self.protect_z = protect_z
         self.dev_guard = dev_guard
-        self.dev_guard_down = dev_guard_down
         self.warmup = warmup
         self.offset = offset
         self._n = 0
@@ -160,8 +154,7 @@ class RobustBaseline:
         # A window far off (|z| > dev_guard) moves the scale at a quarter of the rate: a
         # shift held just under the alert level would otherwise widen the scale by about
         # 14% a window (each one learned at the clip) and hide itself within minutes.
-        low = self.dev_guard if self.dev_guard_down is None else self.dev_guard_down
-        b = a if -low <= z <= self.dev_guard else 0.25 * a
+        b = a if -self.dev_guard <= z <= self.dev_guard else 0.25 * a
         self._dev += b * (abs(d) - self._dev)
         self._n = n + 1
 

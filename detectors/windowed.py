@@ -279,12 +279,9 @@ class KeyDetectors:
         if m in POOLED:
             return PooledLogMean(alpha=0.05, min_scale=0.05, warmup=self.warmup_windows // 2,
                                  offset=POOLED[m][1])
-        # A traffic surge held just under the alert level would widen the scale window by window
-        # and hide itself (a x4 surge on a bursty agent key did): rises beyond 2 noise levels move
-        # it at a quarter of the rate. Falls at the full rate: an evening's fall is not an incident.
         return RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
-                              warmup=self.warmup_windows // 2, offset=1.0, dev_guard=2.0,
-                              dev_guard_down=math.inf if m == "request_count" else None)
+                              warmup=self.warmup_windows // 2, offset=1.0,
+                              dev_guard=math.inf if m == "request_count" else 2.0)
 
     @property
     def windows_seen(self) -> int:
