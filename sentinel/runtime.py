@@ -102,7 +102,6 @@ def preflight(cfg: FlowConfig) -> List[str]:
     instead of surfacing as a failure inside Bytewax. Creates the directories
     (and alert files) the sinks would create anyway.
     """
-    from sinks.qdrant import is_server
 
     errors: List[str] = []
     src = cfg.source
@@ -125,14 +124,23 @@ def preflight(cfg: FlowConfig) -> List[str]:
                 why = ex.strerror or str(ex)
         if why:
             errors.append(f"{where} {path!r} cannot be written: {why}")
+    errors.extend(_sink_dirs(cfg, _writable_dir))
+    return errors
+
+
+def _sink_dirs(cfg: FlowConfig, check) -> List[str]:
+    """``check`` (a path -> why-not function) on the directories the sinks keep: spools, Qdrant's."""
+    from sinks.qdrant import is_server
+
+    errors: List[str] = []
     for i, s in enumerate(cfg.sinks):
         if s.kind in ("rabbitmq", "kafka"):
             spool = s.spool_base()
-            why = _writable_dir(spool)
+            why = check(spool)
             if why:
                 errors.append(f"sinks[{i}].spool_dir {spool!r} cannot be used: {why}")
         elif s.kind == "qdrant" and s.location != ":memory:" and not is_server(s.location):
-            why = _writable_dir(s.location)
+            why = check(s.location)
             if why:
                 errors.append(f"sinks[{i}].location {s.location!r} cannot be used: {why}")
     return errors
@@ -155,7 +163,6 @@ def _creatable(path: str) -> Optional[str]:
 
 def check_paths(cfg: FlowConfig) -> List[str]:
     """:func:`preflight` for ``sentinel check``: the same questions, nothing created."""
-    from sinks.qdrant import is_server
 
     errors: List[str] = []
     src = cfg.source
@@ -174,15 +181,7 @@ def check_paths(cfg: FlowConfig) -> List[str]:
         why = _creatable(os.path.dirname(os.path.abspath(path)))
         if why:
             errors.append(f"{where} {path!r} cannot be written: {why}")
-    for i, s in enumerate(cfg.sinks):
-        if s.kind in ("rabbitmq", "kafka"):
-            why = _creatable(s.spool_base())
-            if why:
-                errors.append(f"sinks[{i}].spool_dir {s.spool_base()!r} cannot be used: {why}")
-        elif s.kind == "qdrant" and s.location != ":memory:" and not is_server(s.location):
-            why = _creatable(s.location)
-            if why:
-                errors.append(f"sinks[{i}].location {s.location!r} cannot be used: {why}")
+    errors.extend(_sink_dirs(cfg, _creatable))
     errors.extend(check_control_key(cfg))
     return errors
 
