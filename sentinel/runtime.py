@@ -102,7 +102,6 @@ def preflight(cfg: FlowConfig) -> List[str]:
     instead of surfacing as a failure inside Bytewax. Creates the directories
     (and alert files) the sinks would create anyway.
     """
-
     errors: List[str] = []
     src = cfg.source
     if src.kind == "file":
@@ -163,7 +162,6 @@ def _creatable(path: str) -> Optional[str]:
 
 def check_paths(cfg: FlowConfig) -> List[str]:
     """:func:`preflight` for ``sentinel check``: the same questions, nothing created."""
-
     errors: List[str] = []
     src = cfg.source
     if src.kind == "file":
