@@ -800,7 +800,7 @@ class KeyDetectors:
         self.__dict__.setdefault("_err_learned", 1000)  # snapshots from before the usual rate's memory in requests
         self.__dict__.setdefault("_err_pool_rate", 0.0)
         self.__dict__.setdefault("_drift_stepped", {})
-        self.__dict__.setdefault("_drift_wander", {})  # snapshots from before the hourly wander
+        self.__dict__.setdefault("_drift_wander", {})  # snapshots from before the drift's wander bar
         self.__dict__.setdefault("_err_types", {})  # snapshots from before root-cause hints
         pending = self.__dict__.setdefault("_err_pending", [])  # snapshots from before the error-rate guard
         if pending and len(pending[0]) != 3:

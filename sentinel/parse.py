@@ -52,6 +52,14 @@ class Limits:
             self._decoder = _request_decoder(self)
         return self._decoder
 
+    def __getstate__(self):
+        # The decoder is made again where it is needed (it does not pickle).
+        return (self.latency_ms, self.ttft_ms, self.tokens, self.cost_usd, self.name_length)
+
+    def __setstate__(self, s) -> None:
+        self.latency_ms, self.ttft_ms, self.tokens, self.cost_usd, self.name_length = s
+        self._decoder = None
+
 
 DEFAULT_LIMITS = Limits()
 

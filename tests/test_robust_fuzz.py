@@ -133,6 +133,18 @@ def test_the_fast_request_decoder_agrees_on_any_field_values(data):
     _fast_agrees(data)
 
 
+def test_limits_pickle_after_decoding():
+    import copy
+    import pickle
+
+    from sentinel.parse import Limits, parse_json_record
+    lim = Limits(tokens=5000)
+    parse_json_record(orjson.dumps(request(T0)), limits=lim)
+    back = pickle.loads(pickle.dumps(lim))
+    assert (back.tokens, back.name_length) == (5000, 256)
+    assert parse_json_record(orjson.dumps(request(T0)), limits=copy.deepcopy(back)).service == "svc"
+
+
 def test_the_fast_request_decoder_takes_ordinary_requests():
     # Duplicate keys (the last one counts, as orjson reads them), integers for numbers, escapes.
     for rec in (request(T0, user_id="u1"), dict(request(T0), status="error", error_type="e" * 300),
