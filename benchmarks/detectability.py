@@ -231,17 +231,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--show", type=int, default=40, help="list up to this many detectable labels Sentinel missed")
     args = ap.parse_args(argv)
 
-    caught: Optional[set] = None
+    missed: Optional[set] = None  # "world:label id" of the labels the families run missed
     names: Optional[List[str]] = None
     if args.json:
         fam = orjson.loads(open(args.json, "rb").read())
-        caught = set()
+        missed = set()
         names = []
         for r in fam["runs"]:
             names.append(f"{r['family']}-s{r['seed']}")
-            missed = {m["id"] for m in r["missed_labels"]}
-            caught |= {f"{r['family']}-s{r['seed']}:{i}" for i in r.get("label_ids", [])} if "label_ids" in r else set()
-            caught |= {f"{r['family']}-s{r['seed']}:missed:{i}" for i in missed}
+            missed |= {f"{r['family']}-s{r['seed']}:{m['id']}" for m in r["missed_labels"]}
     if args.worlds:
         names = args.worlds.split(",")
     paths = sorted(glob.glob(os.path.join(args.workdir, "data", "fam-*-h*.jsonl")))
@@ -255,51 +253,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     rows: Dict[str, List[int]] = defaultdict(lambda: [0, 0, 0, 0])  # labels, detectable, caught, caught of detectable
     missed_detectable: List[str] = []
     undetectable: Dict[str, List[float]] = defaultdict(list)
+
+    def count(world: str, lb: Dict[str, Any], ok: bool, shortfall: float, line: str) -> None:
+        """One label into its type's row; a detectable one Sentinel missed is listed with ``line``."""
+        row = rows[lb["type"]]
+        row[0] += 1
+        row[1] += ok
+        if missed is not None:
+            was_caught = f"{world}:{lb['id']}" not in missed
+            row[2] += was_caught
+            row[3] += was_caught and ok
+            if ok and not was_caught:
+                missed_detectable.append(line)
+        if not ok:
+            undetectable[lb["type"]].append(shortfall)
+
     for path in paths:
         world_name = os.path.basename(path).split("-", 2)[2].rsplit("-h", 1)[0]
         labels, events, users, day = load_world(path)
         abusers = {(lb["service"], (lb.get("subject") or "").split(":", 1)[-1]) for lb in labels
                    if lb["type"] == "token_abuse"}
-        for lb in labels:
-            if lb["type"] != "token_abuse":
-                continue
-            svc = lb["service"]
-            z, worst, what = abuse_z(lb, users[svc], day, {u for s, u in abusers if s == svc})
-            ok = z > worst
-            row = rows["token_abuse"]
-            row[0] += 1
-            row[1] += ok
-            if caught is not None:
-                was_caught = f"{world_name}:missed:{lb['id']}" not in caught
-                row[2] += was_caught
-                row[3] += was_caught and ok
-                if ok and not was_caught:
-                    missed_detectable.append(f"  {lb['id']} {svc} z={z:.1f} (others up to {worst:.1f}): "
-                                             f"{lb['detail']}; {what}")
-            if not ok:
-                undetectable["token_abuse"].append(z - worst)
         by_key: Dict[Tuple[str, str], List[Tuple[float, float]]] = defaultdict(list)
         for lb in labels:
             by_key[(lb["service"], lb["model"])].append((parse_time(lb["start"]) - 300, parse_time(lb["end"]) + 900))
         for lb in labels:
-            if lb["type"] not in TYPES:
-                continue
-            key = (lb["service"], lb["model"])
-            others = [w for w in by_key[key] if abs(w[0] + 300 - parse_time(lb["start"])) > 1e-6]
-            z, what = oracle_z(lb, events.get(key, []), others)
-            row = rows[lb["type"]]
-            row[0] += 1
-            ok = abs(z) >= Z_BUDGET
-            row[1] += ok
-            was_caught = None
-            if caught is not None:
-                was_caught = f"{world_name}:missed:{lb['id']}" not in caught
-                row[2] += was_caught
-                row[3] += was_caught and ok
-                if ok and not was_caught:
-                    missed_detectable.append(f"  {lb['id']} {lb['service']}/{lb['model']} z={z:.1f}: {lb['detail']}; {what}")
-            if not ok:
-                undetectable[lb["type"]].append(abs(z))
+            if lb["type"] == "token_abuse":
+                svc = lb["service"]
+                z, worst, what = abuse_z(lb, users[svc], day, {u for s, u in abusers if s == svc})
+                count(world_name, lb, z > worst, z - worst,
+                      f"  {lb['id']} {svc} z={z:.1f} (others up to {worst:.1f}): {lb['detail']}; {what}")
+            elif lb["type"] in TYPES:
+                key = (lb["service"], lb["model"])
+                others = [w for w in by_key[key] if abs(w[0] + 300 - parse_time(lb["start"])) > 1e-6]
+                z, what = oracle_z(lb, events.get(key, []), others)
+                count(world_name, lb, abs(z) >= Z_BUDGET, abs(z),
+                      f"  {lb['id']} {lb['service']}/{lb['model']} z={z:.1f}: {lb['detail']}; {what}")
 
     print(f"oracle two-sample test per label, detectable at z >= {Z_BUDGET} "
           f"(about 2 false alarms a day over 20 keys x 1,440 windows x 7 types); {len(paths)} worlds")
@@ -312,12 +300,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         n, d, c, cd = rows[t]
         tot = [a + b for a, b in zip(tot, rows[t])]
-        cs = f"{c}/{n}" if caught is not None else "-"
-        cds = f"{cd}/{d}" if caught is not None else "-"
+        cs = f"{c}/{n}" if missed is not None else "-"
+        cds = f"{cd}/{d}" if missed is not None else "-"
         print(f"| {t} | {n} | {d} | {d / n:.2f} | {cs} | {cds} |")
     n, d, c, cd = tot
-    print(f"| all | {n} | {d} | {d / n:.2f} | {c if caught is not None else '-'}/{n} | "
-          f"{cd if caught is not None else '-'}/{d} |")
+    print(f"| all | {n} | {d} | {d / n:.2f} | {c if missed is not None else '-'}/{n} | "
+          f"{cd if missed is not None else '-'}/{d} |")
     for t, zs in sorted(undetectable.items()):
         if t == "token_abuse":
             print(f"{t}: {len(zs)} not detectable: the abuser's z is that far under the service's most unusual "

@@ -66,6 +66,12 @@ class DriftDetector:
     def reference(self) -> Optional[float]:
         return None if self._ref is None else math.exp(self._ref) - self.offset
 
+    def distance(self, x: float) -> Optional[float]:
+        """How far ``x`` is from the reference, as a log ratio; None before the reference is trusted."""
+        if self._ref is None or self._n <= self.warmup or x <= -self.offset:
+            return None
+        return abs(math.log(x + self.offset) - self._ref)
+
     def update(self, x: float, scale: float) -> Optional[Tuple[int, int, float, float]]:
         """Feed one window value; on alarm return ``(direction, windows since the change began,
         mean log change over them, the reference level before the change)``."""

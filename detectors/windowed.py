@@ -561,14 +561,14 @@ class KeyDetectors:
         drift detector's slow reference: a mean absolute log distance over about ten hours, learned
         while no drift is open (a ramp adds little before it pages: an hour of it moves the mean by
         about a tenth of its size), as a plain average over the first windows."""
-        ref = det._ref
-        if ref is None or det._n <= det.warmup or self._ep["drift"].active or now <= -det.offset:
+        d = det.distance(now)
+        if d is None or self._ep["drift"].active:
             return
         w = self._drift_wander.get(m)
         if w is None:
             w = self._drift_wander[m] = [0.0, 0]
         w[1] += 1
-        w[0] += max(1.0 / 600.0, 1.0 / w[1]) * (abs(math.log(now + det.offset) - ref) - w[0])
+        w[0] += max(1.0 / 600.0, 1.0 / w[1]) * (d - w[0])
 
     def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline,
                     out: List[Finding], warm: bool, recurring: bool = False) -> None:

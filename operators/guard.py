@@ -87,21 +87,20 @@ class _Guarded(StatefulLogic):
             get_metrics().dead_letters.labels(reason="step_error").inc()
             return [StepFailure(dl)], StatefulLogic.RETAIN
 
-    def on_notify(self) -> Tuple[Iterable[Any], bool]:
+    def _timed(self, where: str) -> Tuple[Iterable[Any], bool]:
+        """``on_notify`` / ``on_eof`` of the inner logic: a failure is counted and logged, nothing is lost."""
         try:
-            out, discard = self.inner.on_notify()
+            out, discard = getattr(self.inner, where)()
             return list(out), discard
         except Exception as ex:
-            self._failed("on_notify", ex)
+            self._failed(where, ex)
             return [], StatefulLogic.RETAIN
 
+    def on_notify(self) -> Tuple[Iterable[Any], bool]:
+        return self._timed("on_notify")
+
     def on_eof(self) -> Tuple[Iterable[Any], bool]:
-        try:
-            out, discard = self.inner.on_eof()
-            return list(out), discard
-        except Exception as ex:
-            self._failed("on_eof", ex)
-            return [], StatefulLogic.RETAIN
+        return self._timed("on_eof")
 
     def notify_at(self):
         return self.inner.notify_at()
