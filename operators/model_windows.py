@@ -288,7 +288,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                     root_cause_hints=fd.hints,
                 )
                 if fd.status == "firing":
-                    self._anomalies.labels(type=fd.type, severity=fd.severity).inc()
+                    get_metrics().anomaly(fd.type, fd.severity, self.service)
                 out.append(alert)
         self._windows_closed.inc(len(closed))
         return out
