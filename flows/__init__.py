@@ -53,21 +53,32 @@ def spool_args(s: Union[RabbitMQSink, KafkaSink], worker_index: int, worker_coun
             "adopt_spools": orphans}
 
 
+def make_masker(cfg: FlowConfig):
+    """The flow's :class:`sentinel.pii.Masker` (None with ``privacy.enabled: false``); exits on an unusable key."""
+    from sentinel.pii import masker_for
+
+    try:
+        return masker_for(cfg.privacy)
+    except ValueError as ex:
+        raise SystemExit(str(ex)) from None
+
+
 def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
     """One Bytewax sink per configured alert sink; each worker gets its own writer."""
     from sinks.base import AlertSink, event_source
 
     source = event_source(cfg.name)
+    masker = make_masker(cfg)
     sinks: List[Sink] = []
     for s in cfg.sinks:
         if s.kind == "jsonl":
             from sinks.files import JsonlWriter
 
-            sinks.append(AlertSink(lambda i, n, p=s.path: JsonlWriter(p), s.envelope, source))
+            sinks.append(AlertSink(lambda i, n, p=s.path: JsonlWriter(p), s.envelope, source, masker))
         elif s.kind == "stdout":
             from sinks.files import StdoutWriter
 
-            sinks.append(AlertSink(lambda i, n: StdoutWriter(), s.envelope, source))
+            sinks.append(AlertSink(lambda i, n: StdoutWriter(), s.envelope, source, masker))
         elif s.kind == "rabbitmq":
             from sinks.rabbitmq import RabbitMQWriter
 
@@ -76,19 +87,19 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
                     url=s.url, exchange=s.exchange, bindings=s.bindings(),
                     connection_name="llm-sentinel/%s/worker-%d" % (cfg.name, i), **spool_args(s, i, n))
 
-            sinks.append(AlertSink(make_rabbitmq, s.envelope, source))
+            sinks.append(AlertSink(make_rabbitmq, s.envelope, source, masker))
         elif s.kind == "kafka":
             from sinks.kafka import KafkaWriter
 
             sign_key = _alert_sign_key(cfg)
             sinks.append(AlertSink(lambda i, n, s=s, k=sign_key: KafkaWriter(s.brokers, s.topic, s.config,
                                                                              sign_key=k, **spool_args(s, i, n)),
-                                   s.envelope, source))
+                                   s.envelope, source, masker))
         elif s.kind == "qdrant":
             from sinks.qdrant import QdrantWriter
 
             # Incident memory indexes the bare alert (the writer ignores the payload bytes).
-            sinks.append(AlertSink(lambda i, n, s=s: QdrantWriter(s.location, s.collection), "none", source))
+            sinks.append(AlertSink(lambda i, n, s=s: QdrantWriter(s.location, s.collection), "none", source, masker))
     return sinks
 
 
@@ -120,7 +131,7 @@ def make_similar_incidents(cfg: FlowConfig) -> Optional[Callable[[dict], dict]]:
 def make_dead_letter_sink(cfg: FlowConfig) -> Sink:
     from sinks.dead_letters import DeadLetterSink
 
-    return DeadLetterSink(cfg.dead_letters)
+    return DeadLetterSink(cfg.dead_letters, make_masker(cfg), cfg.privacy.dead_letter_raw == "original")
 
 
 def build_flow(
@@ -137,6 +148,9 @@ def build_flow(
     from operators.parse import BatchParser, KeyCaps, ParseLogic
     from operators.silences import AlertFilter, get_controls, load_silences
 
+    from sentinel import pii
+
+    pii.configure_logs(make_masker(cfg))
     flow = Dataflow(cfg.name)
     raw = op.input("input", flow, source if source is not None else make_source(cfg))
     det = cfg.detection

@@ -443,6 +443,30 @@ class ControlConfig(_Model):
         return self
 
 
+class PrivacyConfig(_Model):
+    """Masking of personal data and secrets in what leaves the flow (sentinel/pii.py)."""
+
+    enabled: bool = True
+    emails: bool = True
+    phones: bool = True
+    cards: bool = True          # Luhn-checked
+    ibans: bool = True          # mod-97-checked
+    secrets: bool = True        # sk-..., Bearer ..., AKIA..., GitHub/Slack tokens, JWTs
+    ips: bool = True
+    # Stable keyed pseudonyms (HMAC-SHA256) for the actors alerts name; the key is read
+    # from this environment variable or file, never written in the flow definition.
+    pseudonym_key_env: Optional[str] = Field(default=None, min_length=1)
+    pseudonym_key_file: Optional[str] = Field(default=None, min_length=1)
+    # Dead letters: "masked" (raw text masked, non-UTF-8 raw withheld) or "original" (bytes kept as read).
+    dead_letter_raw: Literal["masked", "original"] = "masked"
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "PrivacyConfig":
+        if self.pseudonym_key_env and self.pseudonym_key_file:
+            raise ValueError("give pseudonym_key_env or pseudonym_key_file, not both")
+        return self
+
+
 class StateConfig(_Model):
     # Per-key state (baselines) idle this long in wall-clock time is dropped.
     key_idle_evict: float = 6 * 3600.0
@@ -510,6 +534,7 @@ class FlowConfig(_Model):
     kafka: Optional[KafkaConnection] = None
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     def control_settings(self) -> Optional[ControlConfig]:
         """The control listener's settings, or None when there is none to run."""

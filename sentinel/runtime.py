@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from sentinel import crosskey, metrics
+from sentinel import crosskey, metrics, pii
 from sentinel.config import FlowConfig
 
 log = logging.getLogger("sentinel")
@@ -21,6 +21,7 @@ def setup_logging(level: str = "") -> None:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(h)
     root.setLevel(level.upper())
+    pii.install_log_filter(root)  # personal data and secrets are masked in every log line
     for noisy in ("pika", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # pika logs every failed connection attempt as errors with tracebacks; the

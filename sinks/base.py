@@ -110,8 +110,9 @@ class Writer:
 
 
 class _AlertPartition(StatelessSinkPartition[Alert]):
-    def __init__(self, writer: Writer, envelope: str, source: str) -> None:
+    def __init__(self, writer: Writer, envelope: str, source: str, masker: Any = None) -> None:
         self._writer = writer
+        self._masker = masker
         self._envelope = envelope
         self._source = source
         m = get_metrics()
@@ -122,6 +123,8 @@ class _AlertPartition(StatelessSinkPartition[Alert]):
         if not items:
             return
         envelope, source = self._envelope, self._source
+        if self._masker is not None:  # personal data and secrets never leave (sentinel/pii.py)
+            items = [self._masker.alert(a) for a in items]
         payloads = [encode_alert(a, envelope, source) for a in items]
         self._writer.write(items, payloads)
         if self._writer.async_delivery:
@@ -142,18 +145,22 @@ class AlertSink(DynamicSink[Alert]):
 
     ``make_writer(worker_index, worker_count)`` is called once per worker, so a
     writer can keep per-worker resources (e.g. its own spool directory).
+    With a ``masker`` (:class:`sentinel.pii.Masker`) every alert is masked
+    before it is encoded and written.
     """
 
     def __init__(self, make_writer: Callable[[int, int], Writer], envelope: str = "cloudevents",
-                 source: str = "llm-sentinel/sentinel") -> None:
+                 source: str = "llm-sentinel/sentinel", masker: Any = None) -> None:
         if envelope not in ENVELOPES:
             raise ValueError("envelope must be one of %s, got %r" % (", ".join(ENVELOPES), envelope))
         self._make_writer = make_writer
         self.envelope = envelope
         self.source = source
+        self.masker = masker
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
         from sentinel import shutdown
 
         shutdown.mark_started()  # built once the cluster is up: a signal now stops the flow gracefully
-        return _AlertPartition(self._make_writer(worker_index, worker_count), self.envelope, self.source)
+        return _AlertPartition(self._make_writer(worker_index, worker_count), self.envelope, self.source,
+                               self.masker)

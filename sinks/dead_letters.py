@@ -1,11 +1,16 @@
-"""Dead-letter sinks (SPEC section 1): a JSON-lines file, a Kafka topic or stderr."""
+"""Dead-letter sinks (SPEC section 1): a JSON-lines file, a Kafka topic or stderr.
+
+With a masker (``privacy:``), each record's detail and raw text are masked
+before they are written, unless the original bytes are to be kept
+(``privacy.dead_letter_raw: original``).
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
-from typing import List, Union
+from typing import Any, List, Union
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -19,8 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class _DeadLetterPartition(StatelessSinkPartition[List[DeadLetter]]):
-    def __init__(self, cfg: Union[JsonlDeadLetters, KafkaDeadLetters, StderrDeadLetters]) -> None:
+    def __init__(self, cfg: Union[JsonlDeadLetters, KafkaDeadLetters, StderrDeadLetters], masker: Any = None,
+                 keep_original: bool = False) -> None:
         self._cfg = cfg
+        self._masker = None if keep_original else masker
         self._f = None
         self._producer = None
         if isinstance(cfg, JsonlDeadLetters):
@@ -32,7 +39,10 @@ class _DeadLetterPartition(StatelessSinkPartition[List[DeadLetter]]):
 
     def write_batch(self, items: List[List[DeadLetter]]) -> None:
         now = time.time()
-        lines = [orjson.dumps(dead_letter_to_dict(d, now)) for group in items for d in group]
+        records = [dead_letter_to_dict(d, now) for group in items for d in group]
+        if self._masker is not None:
+            records = [self._masker.dead_letter(r) for r in records]
+        lines = [orjson.dumps(r) for r in records]
         if not lines:
             return
         if self._f is not None:
@@ -54,11 +64,14 @@ class _DeadLetterPartition(StatelessSinkPartition[List[DeadLetter]]):
 
 
 class DeadLetterSink(DynamicSink[List[DeadLetter]]):
-    def __init__(self, cfg: Union[JsonlDeadLetters, KafkaDeadLetters, StderrDeadLetters]) -> None:
+    def __init__(self, cfg: Union[JsonlDeadLetters, KafkaDeadLetters, StderrDeadLetters], masker: Any = None,
+                 keep_original: bool = False) -> None:
         self.cfg = cfg
+        self.masker = masker
+        self.keep_original = keep_original
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
         from sentinel import shutdown
 
         shutdown.mark_started()  # built once the cluster is up: a signal now stops the flow gracefully
-        return _DeadLetterPartition(self.cfg)
+        return _DeadLetterPartition(self.cfg, self.masker, self.keep_original)
