@@ -28,6 +28,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from sentinel.config import FlowConfig, KafkaSink, QdrantSink, RabbitMQSink
+from sentinel.redeploy import refresh_actor_state, refresh_model_state
 
 def make_source(cfg: FlowConfig) -> Source:
     src = cfg.source
@@ -173,10 +174,11 @@ def build_flow(
 
     # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py).
     streams = [op.stateful("model_windows", keyed("m"),
-                           guarded("model_windows", lambda st: ModelWindowLogic(cfg, st), outcome_dead_letters))]
+                           guarded("model_windows", lambda st: ModelWindowLogic(cfg, refresh_model_state(cfg, st)),
+                                   outcome_dead_letters))]
     if det.token_abuse.enabled:
         streams.append(op.stateful("actor_windows", keyed("a"),
-                                   guarded("actor_windows", lambda st: ActorLogic(cfg, st))))
+                                   guarded("actor_windows", lambda st: ActorLogic(cfg, refresh_actor_state(cfg, st)))))
     if det.coordinated_attack.enabled:
         streams.append(op.stateful("attack_counter", keyed("s"),
                                    guarded("attack_counter", lambda st: AttackLogic(cfg, st))))
@@ -227,7 +229,7 @@ def get_flow() -> Dataflow:
     """The flow named by SENTINEL_FLOW (the embedded default when unset), metrics started."""
     from sentinel import shutdown
     from sentinel.config import ConfigError, config_from_env
-    from sentinel.runtime import prepare, startup_checks
+    from sentinel.runtime import prepare, startup_checks, watched_flow
 
     try:
         cfg = config_from_env()
@@ -239,4 +241,4 @@ def get_flow() -> Dataflow:
     shutdown.install()
     if recovery:
         shutdown.keep_windows_on_stop()
-    return build_flow(cfg)
+    return watched_flow(cfg)

@@ -183,11 +183,13 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         m = get_metrics()
         self._late = m.events.labels(outcome="late")
         self._ok = m.events.labels(outcome="ok")  # every event of a key ends here as ok or late
-        self._lag = m.event_lag
+        self._metrics = m
         self._windows_closed = m.windows_closed
-        self._anomalies = m.anomalies
         self._keys = m.keys_active.labels(kind="model")
         self._keys.inc()
+        self._warming = m.keys_warming.labels(kind="model")
+        self._is_warming = False
+        self._track_warmup()
 
     def _new_state(self, key: str) -> ModelKeyState:
         w, d = self.cfg.windows, self.cfg.detection
@@ -205,6 +207,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         st = self.state
         if st is None:
             st = self.state = self._new_state(key)
+            self._track_warmup()
         now = time.monotonic()
         win = st.windows
         late = 0
@@ -224,7 +227,8 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         if st.provider is None and events:
             st.provider = events[0].provider
         st.last_ingest = ingested_at
-        self._lag.observe(max(0.0, time.time() - max_ts))
+        if max_ts:
+            self._metrics.event_batch(max_ts)
         return self._close(win.close_ready(now), ingested_at), StatefulLogic.RETAIN
 
     def on_notify(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
@@ -234,6 +238,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         if idle >= self.cfg.state.key_idle_evict:
             out = self._close(st.windows.close_all(), None)
             self._keys.dec()
+            self._track_warmup(evicted=True)
             return out, StatefulLogic.DISCARD
         st.windows.forget_idle_partitions(now, self.cfg.state.key_idle_evict)
         return self._close(st.windows.close_ready(now), None), StatefulLogic.RETAIN
@@ -288,7 +293,20 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                     root_cause_hints=fd.hints,
                 )
                 if fd.status == "firing":
-                    get_metrics().anomaly(fd.type, fd.severity, self.service)
+                    self._metrics.anomaly(fd.type, fd.severity, self.service)
                 out.append(alert)
         self._windows_closed.inc(len(closed))
+        self._metrics.window_closed(closed[-1][0] + size)
+        self._track_warmup()
         return out
+
+    def _track_warmup(self, evicted: bool = False) -> None:
+        """``sentinel_keys_warming``: the key counts while its detectors have seen fewer windows than the warm-up."""
+        det = self.state.detectors if self.state is not None else None
+        warming = not evicted and det is not None and det.windows_seen < det.warmup_windows
+        if warming != self._is_warming:
+            self._is_warming = warming
+            if warming:
+                self._warming.inc()
+            else:
+                self._warming.dec()

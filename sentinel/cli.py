@@ -33,6 +33,33 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{args.config}: ok (flow {cfg.name!r}: source {cfg.source.kind}, "
           f"{len(cfg.sinks)} sink(s): {', '.join(s.kind for s in cfg.sinks) or 'none'}, "
           f"dead letters {cfg.dead_letters.kind}, {cfg.windows.size:.0f}s windows)")
+    if args.against:
+        return check_against(cfg, args.config, args.against)
+    return 0
+
+
+def check_against(cfg: FlowConfig, where: str, recovery_directory: str) -> int:
+    """What starting ``cfg`` on a recovery store would refuse (exit 2) or change (exit 0)."""
+    import os
+
+    from sentinel import redeploy
+
+    if not os.path.isdir(recovery_directory):
+        print(f"{recovery_directory}: not a directory", file=sys.stderr)
+        return 2
+    stored = redeploy.load(recovery_directory)
+    if stored is None:
+        print(f"{recovery_directory}: no flow settings stored ({redeploy.SETTINGS_FILE} is written at a start "
+              f"with -r): nothing to compare")
+        return 0
+    refused, applied = redeploy.compare(stored, cfg)
+    if refused:
+        print("\n".join(f"{where}: against {recovery_directory}: refused: {r}" for r in refused), file=sys.stderr)
+        return 2
+    if not applied:
+        print(f"{where}: against {recovery_directory}: no change to the restored keys")
+    for line in applied:
+        print(f"{where}: against {recovery_directory}: takes effect on every restored key: {line}")
     return 0
 
 
@@ -40,9 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bytewax.recovery import RecoveryConfig
     from bytewax._bytewax import cli_main
 
-    from flows import build_flow
-    from sentinel import shutdown
-    from sentinel.runtime import prepare, startup_checks
+    from sentinel import progress, shutdown
+    from sentinel.runtime import prepare, startup_checks, watched_flow
+    from sinks.files import set_stdout_format
 
     try:
         cfg = _load(args.config)
@@ -53,12 +80,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
     startup_checks(cfg, args.config or "the default flow", args.recovery_directory, args.process_id, args.addresses)
+    set_stdout_format(None if args.format == "auto" else args.format)
     prepare(cfg, args.process_id or 0, args.recovery_directory)
     shutdown.install()
     if args.config is None:
         log.info("no flow definition given: running the embedded default (simulated telemetry, "
                  "24 simulated hours at 60x, alerts on stdout); Ctrl-C stops it")
-    flow = build_flow(cfg)
+    flow = watched_flow(cfg)
     kwargs = {"workers_per_process": args.workers}
     if args.process_id is None:
         shutdown.mark_started()  # no other process to wait for
@@ -70,15 +98,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         shutdown.keep_windows_on_stop()
         kwargs["epoch_interval"] = timedelta(seconds=args.snapshot_interval)
     t0 = time.monotonic()
+    interval = args.progress if args.progress is not None else (5.0 if sys.stderr.isatty() else 30.0)
+    reporter = progress.Reporter(interval)
+    reporter.start()
     try:
         cli_main(flow, **kwargs)
     except KeyboardInterrupt:
+        reporter.stop()
         log.info("interrupted: stopped after %.1fs", time.monotonic() - t0)
+        progress.summary(cfg, time.monotonic() - t0)
         return 130
+    finally:
+        reporter.stop()
     if shutdown.requested():
         log.info("flow %r stopped on request after %.1fs; sinks flushed", cfg.name, time.monotonic() - t0)
     else:
         log.info("flow %r finished in %.1fs", cfg.name, time.monotonic() - t0)
+    progress.summary(cfg, time.monotonic() - t0)
     return 0
 
 
@@ -96,27 +132,68 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option; examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+_EXAMPLES = """examples:
+  sentinel run                                   the built-in demo: simulated telemetry, alerts on stdout
+  sentinel run -c flows/replay.yaml              replay a JSON-lines file through a flow definition
+  sentinel run -c flow.yaml --format json | jq . JSON alerts even on a terminal
+  sentinel run -c flow.yaml -r state/            with recovery (initialise state/ with
+                                                 `python -m bytewax.recovery state/ 1` first)
+  sentinel check -c flow.yaml                    validate a flow definition
+  sentinel check -c new.yaml --against state/    what a redeploy of new.yaml would change for state/
+  sentinel simulate --out events.jsonl --hours 6 simulated telemetry and its incident labels
+"""
+
+
+def _version() -> str:
+    from sentinel.metrics import build_labels
+
+    b = build_labels()
+    return f"sentinel {b['version']} (Python {b['python']}, Bytewax {b['bytewax']})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sentinel", description="LLM-Sentinel: streaming anomaly detection for LLM apps")
+    p = argparse.ArgumentParser(prog="sentinel", description="LLM-Sentinel: streaming anomaly detection for LLM apps",
+                                epilog=_EXAMPLES, formatter_class=_Help)
+    p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a flow (the embedded demo when no -c is given)")
-    r.add_argument("-c", "--config", help="flow definition (YAML)")
+    r = sub.add_parser("run", help="run a flow (the embedded demo when no -c is given)", formatter_class=_Help,
+                       description="Run a flow definition (the embedded demo when no -c is given). Alerts go to "
+                       "the flow's sinks; metrics, /healthz and /readyz are served on metrics.port.",
+                       epilog=_EXAMPLES)
+    r.add_argument("-c", "--config", help="flow definition (YAML); none: the embedded demo")
     r.add_argument("-w", "--workers", type=int, default=1, help="worker threads in this process")
     r.add_argument("-i", "--process-id", type=int, help="this process's index in a cluster")
     r.add_argument("-a", "--addresses", help="cluster addresses host:port;host:port (with -i)")
     r.add_argument("-r", "--recovery-directory", help="Bytewax recovery directory (initialised partitions)")
     r.add_argument("-s", "--snapshot-interval", type=float, default=30.0, help="seconds between snapshots")
+    r.add_argument("--format", choices=("auto", "text", "json"), default="auto",
+                   help="stdout sink: one readable line per alert (text) or SPEC JSON lines (json); auto: text "
+                   "when stdout is a terminal")
+    r.add_argument("--progress", type=float, default=None, metavar="SECONDS",
+                   help="seconds between progress lines on stderr (0: none); default 5 on a terminal, else 30")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check", help="validate a flow definition")
+    c = sub.add_parser("check", help="validate a flow definition", formatter_class=_Help,
+                       description="Validate a flow definition; with --against, say what starting it on a "
+                       "recovery store would change (exit 0) or refuse (exit 2).")
     c.add_argument("-c", "--config", required=True, help="flow definition (YAML)")
+    c.add_argument("--against", metavar="DIR", help="a recovery directory: compare with the settings it holds")
     c.set_defaults(func=cmd_check)
 
-    s = sub.add_parser("simulate", help="write simulated telemetry and its incident labels")
+    s = sub.add_parser("simulate", help="write simulated telemetry and its incident labels", formatter_class=_Help)
     s.add_argument("--out", required=True, help="events file (JSON lines)")
-    s.add_argument("--hours", type=float, default=6.0)
-    s.add_argument("--seed", type=int, default=7)
+    s.add_argument("--hours", type=float, default=6.0, help="simulated hours")
+    s.add_argument("--seed", type=int, default=7, help="random seed")
     s.add_argument("--rate", type=float, default=18.5, help="mean requests per second")
     s.add_argument("--labels", help="labels file (default: OUT with .labels.jsonl)")
     s.set_defaults(func=cmd_simulate)

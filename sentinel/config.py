@@ -271,6 +271,9 @@ DeadLetters = Annotated[
 class MetricsConfig(_Model):
     port: int = Field(default=9464, ge=0, le=65535)
     host: str = "127.0.0.1"
+    # Distinct services named in the service label of sentinel_anomalies_total and
+    # sentinel_incidents_open; later ones are counted as "other".
+    max_service_labels: int = Field(default=50, ge=1, le=10_000)
 
 
 class WindowConfig(_Model):

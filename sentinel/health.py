@@ -13,9 +13,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
 
+from bytewax.inputs import (
+    DynamicSource, FixedPartitionedSource, StatefulSourcePartition, StatelessSourcePartition,
+)
+from bytewax.outputs import (
+    DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 log = logging.getLogger(__name__)
@@ -129,3 +136,137 @@ def start_server(port: int, host: str, registry: CollectorRegistry,
     srv = Server((host, port), _handler(registry, readiness or READINESS))
     threading.Thread(target=srv.serve_forever, name="sentinel-http", daemon=True).start()
     return srv
+
+
+# -- watching the flow's source and sinks --------------------------------------------------
+
+
+class _Reads:
+    """Marks the source up after its first read, and stamps ``sentinel_last_event_timestamp_seconds``."""
+
+    def __init__(self, readiness: Readiness, part: str) -> None:
+        from sentinel.metrics import get_metrics
+
+        self._readiness = readiness
+        self._part = part
+        self._up = False
+        self._last = get_metrics().last_event_timestamp
+
+    def saw(self, batch) -> None:
+        if not self._up:
+            self._up = True
+            self._readiness.mark(self._part)
+        if batch:
+            self._last.set(time.time())
+
+
+class _WatchedStatefulPart(StatefulSourcePartition):
+    def __init__(self, inner: StatefulSourcePartition, reads: _Reads) -> None:
+        self._inner = inner
+        self._reads = reads
+
+    def next_batch(self):
+        batch = self._inner.next_batch()
+        self._reads.saw(batch)
+        return batch
+
+    def next_awake(self):
+        return self._inner.next_awake()
+
+    def snapshot(self):
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _WatchedStatelessPart(StatelessSourcePartition):
+    def __init__(self, inner: StatelessSourcePartition, reads: _Reads) -> None:
+        self._inner = inner
+        self._reads = reads
+
+    def next_batch(self):
+        batch = self._inner.next_batch()
+        self._reads.saw(batch)
+        return batch
+
+    def next_awake(self):
+        return self._inner.next_awake()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _WatchedFixedSource(FixedPartitionedSource):
+    def __init__(self, inner: FixedPartitionedSource, readiness: Readiness) -> None:
+        self._inner = inner
+        self._readiness = readiness
+
+    def list_parts(self):
+        return self._inner.list_parts()
+
+    def build_part(self, step_id, for_part, resume_state):
+        part = self._inner.build_part(step_id, for_part, resume_state)
+        return _WatchedStatefulPart(part, _Reads(self._readiness, "source"))
+
+
+class _WatchedDynamicSource(DynamicSource):
+    def __init__(self, inner: DynamicSource, readiness: Readiness) -> None:
+        self._inner = inner
+        self._readiness = readiness
+
+    def build(self, step_id, worker_index, worker_count):
+        part = self._inner.build(step_id, worker_index, worker_count)
+        return _WatchedStatelessPart(part, _Reads(self._readiness, "source"))
+
+
+def watch_source(source, readiness: Optional[Readiness] = None):
+    """``source`` reporting to ``readiness``: the part "source" is up once a partition returned from a read."""
+    r = readiness or READINESS
+    r.expect("source")
+    if isinstance(source, FixedPartitionedSource):
+        return _WatchedFixedSource(source, r)
+    if isinstance(source, DynamicSource):
+        return _WatchedDynamicSource(source, r)
+    raise TypeError(f"cannot watch a source of type {type(source).__name__}")
+
+
+class _WatchedDynamicSink(DynamicSink):
+    def __init__(self, inner: DynamicSink, readiness: Readiness, name: str) -> None:
+        self._inner = inner
+        self._readiness = readiness
+        self._name = name
+
+    def build(self, step_id, worker_index, worker_count) -> StatelessSinkPartition:
+        part = self._inner.build(step_id, worker_index, worker_count)
+        self._readiness.mark(self._name)
+        return part
+
+
+class _WatchedFixedSink(FixedPartitionedSink):
+    def __init__(self, inner: FixedPartitionedSink, readiness: Readiness, name: str) -> None:
+        self._inner = inner
+        self._readiness = readiness
+        self._name = name
+
+    def list_parts(self):
+        return self._inner.list_parts()
+
+    def part_fn(self, item_key: str) -> int:
+        return self._inner.part_fn(item_key)
+
+    def build_part(self, step_id, for_part, resume_state) -> StatefulSinkPartition:
+        part = self._inner.build_part(step_id, for_part, resume_state)
+        self._readiness.mark(self._name)
+        return part
+
+
+def watch_sink(sink, name: str, readiness: Optional[Readiness] = None):
+    """``sink`` reporting to ``readiness``: the part ``name`` is up once a partition of it was built."""
+    r = readiness or READINESS
+    r.expect(name)
+    if isinstance(sink, DynamicSink):
+        return _WatchedDynamicSink(sink, r, name)
+    if isinstance(sink, FixedPartitionedSink):
+        return _WatchedFixedSink(sink, r, name)
+    raise TypeError(f"cannot watch a sink of type {type(sink).__name__}")

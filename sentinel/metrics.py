@@ -79,6 +79,7 @@ class StreamClock:
     """
 
     def __init__(self) -> None:
+        self.first = 0.0  # the first event time seen (of the first batch)
         self.newest = 0.0  # newest event time seen (epoch seconds), 0 before any
         self._seen_at = 0.0  # wall clock when it was seen
         self._lock = threading.Lock()
@@ -87,6 +88,8 @@ class StreamClock:
         if event_time > self.newest:
             with self._lock:
                 if event_time > self.newest:
+                    if not self.newest:
+                        self.first = event_time
                     self.newest = event_time
                     self._seen_at = time.time() if wall is None else wall
 

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from sentinel import crosskey, metrics, pii
+from sentinel import crosskey, metrics, pii, redeploy
 from sentinel.config import FlowConfig
 
 log = logging.getLogger("sentinel")
@@ -40,6 +40,7 @@ def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[s
     every pod has its own address).
     """
     setup_logging()
+    metrics.get_metrics().configure(cfg.metrics.max_service_labels)
     port = cfg.metrics.port
     if port:
         offset = int(os.environ.get("SENTINEL_METRICS_PORT_OFFSET", process_id) or 0)
@@ -53,8 +54,35 @@ def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[s
     if ck is None and recovery_directory:
         ck = os.path.join(recovery_directory, "sentinel-cross-key-p{process}.json")
     crosskey.configure(ck.replace("{process}", str(process_id)) if ck else None)
+    if recovery_directory:
+        record_settings(cfg, recovery_directory)
     log.info("flow %r: source %s, sinks %s, dead letters %s, windows %.0fs", cfg.name, cfg.source.kind,
              ",".join(s.kind for s in cfg.sinks) or "none", cfg.dead_letters.kind, cfg.windows.size)
+
+
+def record_settings(cfg: FlowConfig, recovery_directory: str) -> None:
+    """Log what this start changes for the restored keys, then store the flow's settings with the state."""
+    stored = redeploy.load(recovery_directory)
+    if stored is not None:
+        _, applied = redeploy.compare(stored, cfg)
+        for line in applied:
+            log.info("redeploy: %s (takes effect on every restored key)", line)
+    try:
+        redeploy.save(recovery_directory, cfg)
+    except OSError as ex:
+        raise SystemExit(f"recovery directory {recovery_directory}: cannot store the flow's settings: "
+                         f"{ex.strerror or ex}") from None
+
+
+def watched_flow(cfg: FlowConfig):
+    """The flow of ``cfg`` with its source and sinks reporting to /readyz (:mod:`sentinel.health`)."""
+    from flows import build_flow, make_alert_sinks, make_dead_letter_sink, make_source
+    from sentinel.health import READINESS, watch_sink, watch_source
+
+    READINESS.reset()
+    sinks = [watch_sink(s, f"sink alerts_out_{i}") for i, s in enumerate(make_alert_sinks(cfg))]
+    return build_flow(cfg, source=watch_source(make_source(cfg)), alert_sinks=sinks,
+                      dead_letter_sink=watch_sink(make_dead_letter_sink(cfg), "sink dead_letters_out"))
 
 
 _listener = None
@@ -278,7 +306,7 @@ def startup_checks(cfg: FlowConfig, where: str, recovery_directory: Optional[str
     if not problems:
         problems = preflight(cfg) + check_control_key(cfg)
     if recovery_directory and not problems:
-        why = check_recovery_directory(recovery_directory)
+        why = check_recovery_directory(recovery_directory) or redeploy.refusal(recovery_directory, cfg)
         if why:
             problems.append(why)
     if not problems:

@@ -2,6 +2,10 @@
 
 Workers of one process share one handle per path (under a lock), so lines
 from several workers never interleave.
+
+On stdout, a terminal gets one readable line per alert (:func:`text_line`),
+a pipe or a file the JSON lines; :func:`set_stdout_format` (``sentinel run
+--format text|json``) overrides either.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from sinks.base import Alert, Writer
 
@@ -77,13 +81,54 @@ class JsonlWriter(Writer):
 
 
 _stdout_lock = threading.Lock()
+_stdout_format: Optional[str] = None  # "text" or "json"; None: text on a terminal, else JSON
+
+
+def set_stdout_format(fmt: Optional[str]) -> None:
+    """How the stdout sink writes alerts: ``"text"``, ``"json"``, or None (text when stdout is a terminal)."""
+    global _stdout_format
+    if fmt not in (None, "text", "json"):
+        raise ValueError(f"stdout format {fmt!r}: text or json")
+    _stdout_format = fmt
+
+
+def stdout_is_text() -> bool:
+    if _stdout_format is not None:
+        return _stdout_format == "text"
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def text_line(alert: Alert) -> str:
+    """One readable line: event time, severity, status, type, where, summary.
+
+    >>> text_line({"event_time": "2026-01-05T01:12:00Z", "severity": "high", "status": "firing",
+    ...            "type": "latency", "service": "chat", "model": "gpt-4o", "subject": None,
+    ...            "summary": "P95 latency of chat/gpt-4o is 4,000 ms, above its usual 800 ms."})
+    '2026-01-05T01:12:00Z HIGH     firing    latency      chat/gpt-4o  P95 latency of chat/gpt-4o is 4,000 ms, above its usual 800 ms.'
+    """
+    where = alert.get("service") or "-"
+    if alert.get("model"):
+        where += "/" + str(alert["model"])
+    if alert.get("subject"):
+        where += " (" + str(alert["subject"]) + ")"
+    return (f"{alert.get('event_time', '')} {str(alert.get('severity', '')).upper():8} "
+            f"{alert.get('status', ''):9} {alert.get('type', ''):12} {where}  {alert.get('summary', '')}")
 
 
 class StdoutWriter(Writer):
     kind = "stdout"
 
+    def __init__(self, text: Optional[bool] = None) -> None:
+        self.text = stdout_is_text() if text is None else text
+
     def write(self, alerts: List[Alert], payloads: List[bytes]) -> None:
-        data = b"".join(p + b"\n" for p in payloads)
+        if self.text:
+            data = "".join(text_line(a) + "\n" for a in alerts).encode("utf-8", "replace")
+        else:
+            data = b"".join(p + b"\n" for p in payloads)
         with _stdout_lock:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
