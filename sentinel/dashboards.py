@@ -217,7 +217,7 @@ SERVICE = DashboardSpec(
                           "{{service}}"),), w=12),
             PanelSpec("Alerts in range by type and severity", "table",
                       (_q(f"sum by (service, type, severity) (increase(sentinel_anomalies_total{{{J},"
-                          f"service=~\"$service\"}}[$__range])) > 0", instant=True),), w=12),
+                          f"service=~\"$service\"}}[$__range]))", instant=True),), w=12),
         )),
     ),
 )
@@ -308,50 +308,50 @@ def _rules(job: str = JOB) -> List[Rule]:
              "Sentinel process {{ $labels.instance }} is not scraped",
              "Prometheus has not scraped {{ $labels.instance }} for 5 minutes: the process is down or its metrics "
              "port does not answer. A Bytewax cluster with a process missing does not process anything."),
-        Rule("SentinelNotReady", f"max by (instance) (sentinel_ready{{{j}}}) == 0", "10m", "critical",
+        Rule("SentinelNotReady", f"max by (job, instance) (sentinel_ready{{{j}}}) == 0", "10m", "critical",
              "Sentinel process {{ $labels.instance }} has not been ready for 10 minutes",
              "/readyz has been false for 10 minutes: the cluster did not form, the source is not assigned or "
              "reading, or a sink is not connected."),
         Rule("SentinelNoEvents",
-             f"time() - max by (instance) (sentinel_last_event_timestamp_seconds{{{j}}}) > 600", "5m", "warning",
+             f"time() - max by (job, instance) (sentinel_last_event_timestamp_seconds{{{j}}}) > 600", "5m", "warning",
              "Sentinel {{ $labels.instance }} has read no event for over 10 minutes",
              "No telemetry has come in for {{ $value | humanizeDuration }}: the producers, the topics or the "
              "source are at fault. Detection on the services is blind meanwhile."),
         Rule("SentinelEventLagHigh",
-             f"histogram_quantile(0.99, sum by (instance, le) (rate(sentinel_event_lag_seconds_bucket{{{j}}}[5m]))) "
+             f"histogram_quantile(0.99, sum by (job, instance, le) (rate(sentinel_event_lag_seconds_bucket{{{j}}}[5m]))) "
              f"> 300", "10m", "warning",
              "Sentinel {{ $labels.instance }} processes events over 5 minutes after they happened",
              "p99 event-time lag is {{ $value | humanizeDuration }}: the flow does not keep up with its input, "
              "alerts come that much later."),
         Rule("SentinelKafkaConsumerLagHigh",
-             f"sum by (instance, topic) (sentinel_kafka_consumer_lag{{{j}}}) > 100000", "10m", "warning",
+             f"sum by (job, instance, topic) (sentinel_kafka_consumer_lag{{{j}}}) > 100000", "10m", "warning",
              "Sentinel {{ $labels.instance }} is {{ $value }} messages behind on {{ $labels.topic }}",
              "The Kafka source is more than 100000 messages behind on a topic for 10 minutes."),
         Rule("SentinelWindowCloseLagHigh",
-             f"histogram_quantile(0.99, sum by (instance, le) "
+             f"histogram_quantile(0.99, sum by (job, instance, le) "
              f"(rate(sentinel_window_close_lag_seconds_bucket{{{j}}}[10m]))) > 900", "15m", "warning",
              "Sentinel {{ $labels.instance }} closes windows over 15 minutes late",
              "p99 window close lag is {{ $value | humanizeDuration }}: a partition holds the watermark back or "
              "the flow is behind."),
         Rule("SentinelDeadLetterRatioHigh",
-             f"sum by (instance) (rate(sentinel_events_total{{{j},outcome=\"dead_letter\"}}[10m])) / "
-             f"sum by (instance) (rate(sentinel_events_total{{{j}}}[10m])) > 0.05", "10m", "warning",
+             f"sum by (job, instance) (rate(sentinel_events_total{{{j},outcome=\"dead_letter\"}}[10m])) / "
+             f"sum by (job, instance) (rate(sentinel_events_total{{{j}}}[10m])) > 0.05", "10m", "warning",
              "Over 5% of Sentinel {{ $labels.instance }}'s input is dead-lettered",
              "{{ $value | humanizePercentage }} of the records go to the dead-letter sink: a producer sends "
              "records Sentinel cannot read (see sentinel_dead_letters_total by reason)."),
         Rule("SentinelPublishFailures",
-             f"sum by (instance, sink) (rate(sentinel_sink_errors_total{{{j}}}[5m])) > 0", "10m", "critical",
+             f"sum by (job, instance, sink) (rate(sentinel_sink_errors_total{{{j}}}[5m])) > 0", "10m", "critical",
              "Sentinel {{ $labels.instance }} fails to deliver to its {{ $labels.sink }} sink",
              "Delivery attempts to {{ $labels.sink }} have been failing for 10 minutes; alerts wait in the spool "
              "(RabbitMQ, Kafka) or are not indexed (qdrant)."),
         Rule("SentinelSpoolGrowing",
-             f"sum by (instance, sink) (sentinel_spool_pending{{{j}}}) > 0 and "
-             f"sum by (instance, sink) (deriv(sentinel_spool_pending{{{j}}}[15m])) > 0", "15m", "warning",
+             f"sum by (job, instance, sink) (sentinel_spool_pending{{{j}}}) > 0 and "
+             f"sum by (job, instance, sink) (deriv(sentinel_spool_pending{{{j}}}[15m])) > 0", "15m", "warning",
              "Sentinel {{ $labels.instance }}'s {{ $labels.sink }} spool keeps growing",
              "{{ $value }} alerts wait in the spool and the number has grown for 15 minutes: the broker does not "
              "take them. When the spool is full the flow waits."),
         Rule("SentinelStepErrors",
-             f"sum by (instance, step) (increase(sentinel_step_errors_total{{{j}}}[10m])) > 0", "0m", "warning",
+             f"sum by (job, instance, step) (increase(sentinel_step_errors_total{{{j}}}[10m])) > 0", "0m", "warning",
              "Sentinel step {{ $labels.step }} raised on {{ $labels.instance }}",
              "A batch raised inside step {{ $labels.step }} and was dead-lettered (reason step_error); the key "
              "went on with its state. The log names the key and the exception."),
