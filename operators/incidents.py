@@ -185,6 +185,8 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         self.clock: Callable[[], float] = time.monotonic
         m = get_metrics()
         self._grouped = m.alerts_suppressed.labels(reason="grouped")
+        self._metrics = m
+        self._open: Dict[str, int] = {}  # service -> open incidents of this group, as last counted
         if state is not None:
             # A monotonic reading from before a restart may be ahead of this process's clock
             # (another boot): no wall-clock stamp is later than now.
@@ -193,6 +195,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
             for inc in state.incidents:
                 inc.last_sent_wall = min(inc.last_sent_wall, now)
                 inc.hold_until_wall = min(inc.hold_until_wall, now + cfg.group_wait)
+        self._count_open()
 
     # -- Bytewax hooks -----------------------------------------------------
 
@@ -202,6 +205,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         if ingested is not None:
             for a in out:
                 a.setdefault(INGESTED_AT, ingested)
+        self._count_open()
         return out, discard
 
     def on_notify(self) -> Tuple[List[Alert], bool]:
@@ -214,6 +218,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
                     self._page(inc, out, inc.last_event, now)
             elif inc.held and self._may_send(inc, clock, now):
                 self._announce(inc, out, clock, now)
+        self._count_open()
         return out, self._discard()
 
     def on_eof(self) -> Tuple[List[Alert], bool]:
@@ -247,6 +252,18 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
 
     def snapshot(self) -> GroupState:
         return copy.deepcopy(self.state)
+
+    def _count_open(self) -> None:
+        """``sentinel_incidents_open{service}``: this group's open incidents, by their first alert's service."""
+        now: Dict[str, int] = {}
+        for inc in self.state.incidents:
+            svc = self._metrics.services(inc.primary.get("service"))
+            now[svc] = now.get(svc, 0) + 1
+        for svc in set(now) | set(self._open):
+            d = now.get(svc, 0) - self._open.get(svc, 0)
+            if d:
+                self._metrics.incidents_open.labels(service=svc).inc(d)
+        self._open = now
 
     # -- alerts -------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from sentinel.config import KafkaSource as KafkaSourceConfig
 from sentinel import shutdown
 from sentinel.events import RawBatch, RawRecord
+from sentinel.metrics import get_metrics
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,22 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         self._consumed = 0
         self._idle_wait = 0.0
         self._awake: Optional[datetime] = None
+        self._lag = get_metrics().kafka_consumer_lag.labels(topic=topic, partition=str(partition))
+        self._lag_at = 0.0
         log.info("kafka: reading %s from %s", self._name, start)
+
+    def _update_lag(self, now: float) -> None:
+        """``sentinel_kafka_consumer_lag``: the partition's high watermark as the last fetch reported it, less
+        the next offset to read (at most once a second; no request to the broker)."""
+        if now < self._lag_at or self._next is None:
+            return
+        self._lag_at = now + 1.0
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, self._partition), cached=True)
+        except Exception:  # no fetch response yet
+            return
+        if high is not None and high >= 0:
+            self._lag.set(max(0, high - self._next))
 
     def next_batch(self) -> List[RawBatch]:
         if shutdown.requested():
@@ -122,6 +138,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
                 log.info("kafka: %s idle for %.0fs after %d messages: end of input", self._name, idle,
                          self._consumed)
                 raise StopIteration()
+            self._update_lag(now)
             self._idle_wait = min(IDLE_POLL_MAX_S, max(IDLE_POLL_MIN_S, 2 * self._idle_wait))
             self._awake = datetime.now(timezone.utc) + timedelta(seconds=self._idle_wait)
             return []
@@ -144,6 +161,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             self._next = off + 1
         self._last_msg = now
         self._consumed += len(records)
+        self._update_lag(now)
         if self._cfg.group_id and now >= self._commit_at and self._next is not None:
             self._commit_at = now + 5.0
             self._consumer.commit(offsets=[TopicPartition(topic, part, self._next)], asynchronous=True)
