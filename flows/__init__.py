@@ -101,6 +101,12 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
 
             # Incident memory indexes the bare alert (the writer ignores the payload bytes).
             sinks.append(AlertSink(lambda i, n, s=s: QdrantWriter(s.location, s.collection), "none", source, masker))
+        elif s.kind == "incident_store":
+            from sinks.incident_store import IncidentStoreWriter
+
+            # The store keeps the bare alert (SPEC section 2), one row per alert_id.
+            sinks.append(AlertSink(lambda i, n, s=s: IncidentStoreWriter(
+                s.url, s.password_env, s.table_prefix, **spool_args(s, i, n)), "none", source, masker))
     return sinks
 
 

@@ -242,8 +242,37 @@ class QdrantSink(_Model):
     similar_min_score: float = Field(default=0.9, ge=0, le=1)
 
 
+class IncidentStoreSink(_SpooledSink):
+    """Incidents and their alerts in SQL (sentinel/store.py), read by ``sentinel api``."""
+
+    kind: Literal["incident_store"]
+    # A SQLite file path (the embedded default) or postgresql://user@host:5432/db.
+    url: str = Field(default="sentinel-incidents.db", min_length=1)
+    # The database password is read from this environment variable, never written here.
+    password_env: Optional[str] = Field(default=None, min_length=1)
+    # Prefix of every table name, so several stores can share one database.
+    table_prefix: str = Field(default="", pattern=r"^[a-z][a-z0-9_]{0,30}$|^$")
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, v: str) -> str:
+        from sentinel.store import StoreError, store_url
+
+        try:
+            store_url(v)
+        except StoreError as ex:
+            raise ValueError(str(ex).removeprefix("url: ")) from None
+        return v
+
+    def spool_base(self) -> str:
+        """Default ./sentinel-spool/incident-store."""
+        return self.spool_dir or os.path.join("sentinel-spool", "incident-store" + (
+            "-" + self.table_prefix if self.table_prefix else ""))
+
+
 Sink = Annotated[
-    Union[JsonlSink, StdoutSink, RabbitMQSink, KafkaSink, QdrantSink], Field(discriminator="kind")
+    Union[JsonlSink, StdoutSink, RabbitMQSink, KafkaSink, QdrantSink, IncidentStoreSink],
+    Field(discriminator="kind")
 ]
 
 
@@ -611,7 +640,8 @@ def _loc(loc) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("file", "kafka", "simulator", "jsonl", "stdout", "rabbitmq", "qdrant", "stderr") and out:
+        elif part in ("file", "kafka", "simulator", "jsonl", "stdout", "rabbitmq", "qdrant", "stderr",
+                                       "incident_store") and out:
             continue  # discriminator tag pydantic inserts; the kind is already in the input
         else:
             out += ("." if out else "") + str(part)
