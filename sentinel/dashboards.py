@@ -96,8 +96,12 @@ NO_KAFKA = "a flow whose source is not Kafka has no consumer lag"
 ONLY_ON_TROUBLE = "counts failures: nothing to show while every record, step and sink is healthy"
 
 ANNOTATIONS = (
+    # An alert counted this minute: a counter that rose, or one that appeared (its first alert, which
+    # increase() cannot see).
     ("Sentinel alerts",
-     'sum by (service, type, severity) (increase(sentinel_anomalies_total{job=~"$job",service=~"$service"}[1m])) > 0',
+     'sum by (service, type, severity) (increase(sentinel_anomalies_total{job=~"$job",service=~"$service"}[1m]) > 0 '
+     'or (sentinel_anomalies_total{job=~"$job",service=~"$service"} unless '
+     'sentinel_anomalies_total{job=~"$job",service=~"$service"} offset 1m))',
      "{{type}} {{severity}} on {{service}}", "service,type,severity"),
     ("Sentinel health",
      'ALERTS{alertstate="firing", alertname=~"Sentinel.*", job=~"$job"}',
