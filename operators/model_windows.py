@@ -228,7 +228,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
             st.provider = events[0].provider
         st.last_ingest = ingested_at
         if max_ts:
-            self._metrics.event_batch(max_ts)
+            self._metrics.event_batch(max_ts, events[0].ts)
         return self._close(win.close_ready(now), ingested_at), StatefulLogic.RETAIN
 
     def on_notify(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
@@ -296,7 +296,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                     self._metrics.anomaly(fd.type, fd.severity, self.service)
                 out.append(alert)
         self._windows_closed.inc(len(closed))
-        self._metrics.window_closed(closed[-1][0] + size)
+        self._metrics.windows_closed_at([start + size for start, _ in closed])
         self._track_warmup()
         return out
 

@@ -24,7 +24,7 @@ import logging
 import platform
 import threading
 import time
-from typing import Dict, Optional, Set
+from typing import Dict, List, Optional, Set
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -79,16 +79,18 @@ class StreamClock:
     """
 
     def __init__(self) -> None:
-        self.first = 0.0  # the first event time seen (of the first batch)
+        self.first = 0.0  # the oldest event time seen (of the batches' first events)
         self.newest = 0.0  # newest event time seen (epoch seconds), 0 before any
         self._seen_at = 0.0  # wall clock when it was seen
         self._lock = threading.Lock()
 
-    def see(self, event_time: float, wall: Optional[float] = None) -> None:
+    def see(self, event_time: float, wall: Optional[float] = None, first: Optional[float] = None) -> None:
+        if first is not None and (first < self.first or not self.first):
+            self.first = first
         if event_time > self.newest:
             with self._lock:
                 if event_time > self.newest:
-                    if not self.newest:
+                    if not self.first:
                         self.first = event_time
                     self.newest = event_time
                     self._seen_at = time.time() if wall is None else wall
@@ -207,17 +209,19 @@ class Metrics:
         """Count one firing alert."""
         self.anomalies.labels(type=type_, severity=severity, service=self.services(service)).inc()
 
-    def event_batch(self, newest: float) -> None:
-        """A key's batch whose newest event time is ``newest`` was processed."""
+    def event_batch(self, newest: float, first: Optional[float] = None) -> None:
+        """A key's batch whose newest event time is ``newest`` (and first ``first``) was processed."""
         c = self.clock
-        c.see(newest)
+        c.see(newest, first=first)
         self.event_lag.observe(c.behind(newest))
 
-    def window_closed(self, end: float) -> None:
-        """A window ending at ``end`` (event time) was closed and scored."""
+    def windows_closed_at(self, ends: List[float]) -> None:
+        """Windows ending at ``ends`` (event time, oldest first) were closed and scored."""
         c = self.clock
-        self.window_close_lag.observe(c.behind(end))
-        self.watermark_delay.set(max(0.0, c.newest - end))
+        now = c.now()
+        for end in ends:
+            self.window_close_lag.observe(max(0.0, now - end))
+        self.watermark_delay.set(max(0.0, c.newest - ends[-1]))
 
 
 def build_labels() -> Dict[str, str]:

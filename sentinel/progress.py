@@ -87,7 +87,7 @@ class Reporter:
         elif m.clock.newest:
             behind = max(0.0, time.time() - m.clock.newest)
             parts.append(f"{behind:,.1f}s behind the wall clock" if behind < 3600 else "replaying")
-        parts.append(f"{_n(total(m.anomalies))} alerts so far")
+        parts.append(f"{_n(total(m.anomalies))} anomalies so far")
         return ", ".join(parts)
 
 
@@ -103,10 +103,13 @@ def summary_lines(cfg: FlowConfig, seconds: float, m: Metrics = None) -> list:
     lines.append(f"summary: {_n(sum(dead.values()))} dead letters"
                  + (" (" + ", ".join(f"{k} {_n(v)}" for k, v in sorted(dead.items())) + ")" if dead else ""))
     types = {k: v for k, v in by_label(m.anomalies, "type").items() if v}
-    lines.append(f"summary: {_n(sum(types.values()))} alerts raised"
+    sinks = {k: v for k, v in by_label(m.alerts_published, "sink").items() if v}
+    lines.append(f"summary: {_n(sum(types.values()))} anomalies"
                  + (" (" + ", ".join(f"{k} {_n(v)}" for k, v in sorted(types.items(), key=lambda kv: -kv[1])) + ")"
                     if types else "")
-                 + f", {_n(total(m.alerts_suppressed))} suppressed, {_n(outcomes.get('late', 0))} late events")
+                 + f", {_n(total(m.alerts_suppressed))} suppressed (grouped, silenced), alerts published: "
+                 + (", ".join(f"{k} {_n(v)}" for k, v in sorted(sinks.items())) if sinks else "none")
+                 + f"; {_n(outcomes.get('late', 0))} late events")
     d, w = cfg.detection, cfg.windows
     warmup = (d.warmup_windows + d.cold_windows) * w.size
     span = m.clock.newest - m.clock.first if m.clock.newest else 0.0
