@@ -191,8 +191,43 @@ def test_dockerfile_is_multi_stage_non_root_and_pinned():
         assert ":" in image and image.split(":")[1][0].isdigit(), f"base image not pinned by version: {image}"
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("0", "root")
-    ignore = (ROOT / ".dockerignore").read_text().split()
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ".venv" in ignore and ".git" in ignore
+
+
+def test_the_images_build_stage_builds_the_package(tmp_path):
+    """No container engine here: the build stage's COPY instructions are replayed, with .dockerignore applied,
+    into a directory, and the package is built from it as the image's ``pip install .`` would."""
+    import dockerfile
+    import fnmatch
+    import shutil
+    import tomllib
+    import zipfile
+
+    ignore = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip()[:1] not in ("", "#")]
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    stage = None
+    for c in dockerfile.parse_file(str(ROOT / "Dockerfile")):
+        if c.cmd == "FROM":
+            stage = c.value[-1]
+        elif c.cmd == "COPY" and stage == "build" and not any(f.startswith("--from") for f in c.flags):
+            *srcs, _dest = c.value
+            for src in srcs:
+                assert not any(fnmatch.fnmatch(src, pat) for pat in ignore), f"{src} is in .dockerignore"
+                path = ROOT / src
+                assert path.exists(), src
+                if path.is_dir():
+                    shutil.copytree(path, ctx / src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                else:
+                    shutil.copy(path, ctx / src)
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),
+                          str(ctx)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    top = {n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert set(packages) <= top
 
 
 def test_the_readme_flow_definition_is_valid():
