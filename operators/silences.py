@@ -4,7 +4,9 @@
 counted in ``sentinel_alerts_suppressed_total{reason}``) when
 
 * a silence matches it (``silenced``): every matcher equals the alert's
-  field and the alert's ``event_time`` lies in the silence's [start, end);
+  field, every other matcher holds (``!=``, ``=~``, ``!~`` as Alertmanager's:
+  a regular expression matches the whole value, a null field is ``""``) and
+  the alert's ``event_time`` lies in the silence's [start, end);
   silences come from the flow definition and, at run time, from the control
   topic (:mod:`sentinel.control`);
 * operators marked the same pattern a false positive (``feedback``): same
@@ -47,12 +49,14 @@ def deviation(alert: Alert) -> Tuple[int, float]:
 
 
 class SilenceRule:
-    __slots__ = ("id", "matchers", "start", "end", "comment", "origin")
+    __slots__ = ("id", "matchers", "start", "end", "comment", "origin", "others")
 
     def __init__(self, id: str, matchers: Dict[str, str], start: Optional[float], end: Optional[float],
-                 comment: str = "", origin: str = "topic") -> None:
+                 comment: str = "", origin: str = "topic", others: Tuple[Tuple[str, str, Any], ...] = ()) -> None:
         self.id = id
         self.matchers = dict(matchers)
+        # (field, op, value) with op "!=" (value a str) or "=~" / "!~" (value a compiled pattern).
+        self.others = tuple(others)
         self.start = start
         self.end = end
         self.comment = comment
@@ -67,13 +71,24 @@ class SilenceRule:
     def in_time(self, t: float) -> bool:
         return (self.start is None or t >= self.start) and (self.end is None or t < self.end)
 
+    def others_hold(self, alert: Alert) -> bool:
+        for k, op, v in self.others:
+            got = alert.get(k)
+            got = "" if got is None else str(got)
+            if op == "!=":
+                if got == v:
+                    return False
+            elif (v.fullmatch(got) is not None) != (op == "=~"):
+                return False
+        return True
+
     def matches(self, alert: Alert, t: float) -> bool:
         if not self.in_time(t):
             return False
         for k, v in self.matchers.items():
             if str(alert.get(k)) != v:
                 return False
-        return True
+        return self.others_hold(alert)
 
 
 class FeedbackPattern:
@@ -200,7 +215,7 @@ class Controls:
                 rules = by_values.get(tuple(str(alert.get(k)) for k in fields))
                 if rules:
                     for rule in rules.values():
-                        if rule.in_time(t):
+                        if rule.in_time(t) and (not rule.others or rule.others_hold(alert)):
                             return rule
         return None
 

@@ -197,7 +197,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=18.5, help="mean requests per second")
     s.add_argument("--labels", help="labels file (default: OUT with .labels.jsonl)")
     s.set_defaults(func=cmd_simulate)
+
+    ap = sub.add_parser("api", help="serve the incident API (REST, WebSocket, /docs) over the flow's incident store",
+                        formatter_class=_Help)
+    ap.add_argument("-c", "--config", required=True, help="flow definition with an incident_store sink")
+    ap.add_argument("--host", help="listen address (default api.host)")
+    ap.add_argument("--port", type=int, help="listen port (default api.port)")
+    ap.set_defaults(func=lambda a: __import__("sentinel.api", fromlist=["serve"]).serve(a.config, a.host, a.port))
+
+    tk = sub.add_parser("token", help="print an API token (HS256) for a role", formatter_class=_Help)
+    tk.add_argument("-c", "--config", required=True, help="flow definition (its api.auth secret signs the token)")
+    tk.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    tk.add_argument("--sub", required=True, help="who the token is for")
+    tk.add_argument("--ttl", default="8h", help="lifetime: seconds or 30m, 8h, 7d")
+    tk.set_defaults(func=_cmd_token)
+
+    au = sub.add_parser("audit", help="check the incident store's audit trail", formatter_class=_Help)
+    au_sub = au.add_subparsers(dest="audit_command", required=True)
+    av = au_sub.add_parser("verify", help="exit 1 if an entry was changed, removed or reordered")
+    av.add_argument("-c", "--config", required=True, help="flow definition with an incident_store sink")
+    av.add_argument("--expect-head", help="a head hash printed earlier: entries removed after it are found too")
+    av.set_defaults(func=lambda a: __import__("sentinel.audit", fromlist=["verify_command"]).verify_command(
+        a.config, a.expect_head))
     return p
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from sentinel.auth import token_command
+    from sentinel.config import parse_duration
+
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as ex:
+        print(f"--ttl: {ex}", file=sys.stderr)
+        return 2
+    return token_command(args.config, args.role, args.sub, ttl)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -550,6 +550,53 @@ class LimitsConfig(_Model):
         return Limits(self.latency_ms, self.ttft_ms, self.tokens, self.cost_usd, self.name_length)
 
 
+class ApiAuthConfig(_Model):
+    """How ``sentinel api`` checks its bearer tokens (JWT, sentinel/auth.py); keys never in the YAML."""
+
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    # HS256: the shared secret (at least 32 bytes) from this environment variable or file.
+    secret_env: Optional[str] = Field(default=None, min_length=1)
+    secret_file: Optional[str] = Field(default=None, min_length=1)
+    # RS256: the issuer's public key (PEM) or a JWKS file (the key is picked by the token's kid).
+    public_key_file: Optional[str] = Field(default=None, min_length=1)
+    jwks_file: Optional[str] = Field(default=None, min_length=1)
+    audience: Optional[str] = None  # required "aud" claim, when set
+    issuer: Optional[str] = None  # required "iss" claim, when set
+    leeway: float = Field(default=30.0, ge=0, le=600)  # clock skew allowed on exp / nbf
+
+    _dur = field_validator("leeway", mode="before")(parse_duration)
+
+    @model_validator(mode="after")
+    def _keys(self) -> "ApiAuthConfig":
+        if self.algorithm == "HS256":
+            if self.public_key_file or self.jwks_file:
+                raise ValueError("HS256 takes secret_env or secret_file (public_key_file / jwks_file are for RS256)")
+            if self.secret_env and self.secret_file:
+                raise ValueError("give secret_env or secret_file, not both")
+            if not self.secret_file and not self.secret_env:
+                self.secret_env = "SENTINEL_API_SECRET"
+        else:
+            if self.secret_env or self.secret_file:
+                raise ValueError("RS256 takes public_key_file or jwks_file (secret_env / secret_file are for HS256)")
+            if bool(self.public_key_file) == bool(self.jwks_file):
+                raise ValueError("RS256 needs exactly one of public_key_file and jwks_file")
+        return self
+
+
+class ApiConfig(_Model):
+    """``sentinel api``: the operator's REST and WebSocket API over the flow's incident_store sink."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    auth: ApiAuthConfig = Field(default_factory=ApiAuthConfig)
+    # Silences made through the API last at most this long (and at most control.max_silence).
+    max_silence: float = 7 * 86400.0
+    # How often the live stream looks for newly stored alerts.
+    stream_poll: float = Field(default=0.5, gt=0, le=10)
+
+    _dur = field_validator("max_silence", "stream_poll", mode="before")(parse_duration)
+
+
 class FlowConfig(_Model):
     name: str = "sentinel"
     source: Source
@@ -566,6 +613,8 @@ class FlowConfig(_Model):
     kafka: Optional[KafkaConnection] = None
     max_record_bytes: int = Field(default=1_000_000, ge=1024)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    # `sentinel api` (unset: its defaults; the flow itself does not read it).
+    api: ApiConfig = Field(default_factory=ApiConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     def control_settings(self) -> Optional[ControlConfig]:

@@ -12,6 +12,11 @@ Control messages (JSON)::
      "comment": "provider maintenance", "created_by": "alice"}
     {"action": "expire", "id": "maint-42"}
 
+A silence may also (or only) carry Alertmanager-style matchers that are not
+plain equality: ``"match": [{"name": "model", "op": "=~", "value": "gpt-4.*"},
+{"name": "severity", "op": "!=", "value": "critical"}]`` (``op`` one of
+``=``, ``!=``, ``=~``, ``!~``; a regular expression matches the whole value).
+
 Feedback messages (JSON)::
 
     {"alert_id": "...", "label": "false_positive", "reason": "load test", "who": "bob"}
@@ -41,6 +46,7 @@ import hmac
 import logging
 import math
 import os
+import re
 import threading
 import time
 from datetime import datetime
@@ -116,17 +122,47 @@ def _text(v: Any, name: str) -> str:
     return v
 
 
+MATCH_OPS = ("=", "!=", "=~", "!~")
+
+
+def _matchers(matchers: Any, match: Any) -> Tuple[Dict[str, str], Tuple[Tuple[str, str, Any], ...]]:
+    """A silence's equality matchers and its other ones (``match``), checked; at least one in all."""
+    if not isinstance(matchers, dict) or not isinstance(match, list) or len(match) > 32:
+        raise ControlRefused("invalid", "silence 'matchers' must be an object and 'match' a list of at most 32")
+    if not matchers and not match:
+        raise ControlRefused("invalid", "silence needs a non-empty 'matchers' object (or 'match' list)")
+    bad = set(matchers) - set(MATCHERS)
+    if bad:
+        raise ControlRefused("invalid", f"unknown matcher(s) {sorted(map(str, bad))[:6]}; use {list(MATCHERS)}")
+    eq = {k: _text(v, f"matchers.{k}") for k, v in matchers.items()}
+    others = []
+    for i, m in enumerate(match):
+        if not isinstance(m, dict) or m.get("name") not in MATCHERS or m.get("op") not in MATCH_OPS:
+            raise ControlRefused("invalid", f"match[{i}] needs 'name' in {list(MATCHERS)} and 'op' in "
+                                 f"{list(MATCH_OPS)}")
+        value = m.get("value")
+        if not isinstance(value, str) or len(value) > _MAX_TEXT:
+            raise ControlRefused("invalid", f"match[{i}].value must be a string of at most {_MAX_TEXT} characters")
+        if m["op"] == "=":
+            if m["name"] in eq and eq[m["name"]] != value:
+                raise ControlRefused("invalid", f"match[{i}] contradicts matchers.{m['name']}")
+            eq[m["name"]] = _text(value, f"match[{i}].value")
+        elif m["op"] == "!=":
+            others.append((m["name"], "!=", value))
+        else:
+            try:
+                others.append((m["name"], m["op"], re.compile(value)))
+            except re.error as ex:
+                raise ControlRefused("invalid", f"match[{i}].value is not a regular expression: {ex}") from None
+    return eq, tuple(others)
+
+
 def apply_control(msg: Dict[str, Any], controls: Controls, max_silence: float = MAX_SILENCE) -> None:
     """Apply one control message; raises :class:`ControlRefused` (a ``ValueError``) when it is refused."""
     action = msg.get("action")
     if action == "silence":
-        matchers = msg.get("matchers")
-        if not isinstance(matchers, dict) or not matchers:
-            raise ControlRefused("invalid", "silence needs a non-empty 'matchers' object")
-        bad = set(matchers) - set(MATCHERS)
-        if bad:
-            raise ControlRefused("invalid", f"unknown matcher(s) {sorted(map(str, bad))[:6]}; use {list(MATCHERS)}")
-        matchers = {k: _text(v, f"matchers.{k}") for k, v in matchers.items()}
+        matchers = msg.get("matchers", {})
+        matchers, others = _matchers(matchers, msg.get("match", []))
         if "start" not in msg or "end" not in msg:
             raise ControlRefused("invalid", "silence needs 'start' and 'end'")
         start, end = _time(msg["start"], "start"), _time(msg["end"], "end")
@@ -135,9 +171,11 @@ def apply_control(msg: Dict[str, Any], controls: Controls, max_silence: float = 
         if end - start > max_silence:
             raise ControlRefused("too_long", f"silence of {(end - start) / 3600:.1f}h is longer than "
                                  f"control.max_silence ({max_silence / 3600:.1f}h)")
-        sid = _text(msg["id"], "id") if "id" in msg else orjson.dumps(matchers, option=orjson.OPT_SORT_KEYS).decode()
+        sid = _text(msg["id"], "id") if "id" in msg else orjson.dumps(
+            [matchers, msg["match"]] if others else matchers, option=orjson.OPT_SORT_KEYS).decode()
         comment = msg.get("comment", "")
-        controls.add_silence(SilenceRule(sid, matchers, start, end, str(comment)[:1024]), origin="topic")
+        controls.add_silence(SilenceRule(sid, matchers, start, end, str(comment)[:1024], others=others),
+                             origin="topic")
     elif action == "expire":
         sid = _text(msg.get("id"), "id")
         if not controls.expire_silence(sid, from_topic=True):
