@@ -68,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bytewax._bytewax import cli_main
 
     from sentinel import progress, shutdown
+    from sentinel.health import READINESS
     from sentinel.runtime import prepare, startup_checks, watched_flow
     from sinks.files import set_stdout_format
 
@@ -110,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     finally:
         reporter.stop()
+        READINESS.stopping()
     if shutdown.requested():
         log.info("flow %r stopped on request after %.1fs; sinks flushed", cfg.name, time.monotonic() - t0)
     else:
