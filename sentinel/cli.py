@@ -200,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", help="labels file (default: OUT with .labels.jsonl)")
     s.set_defaults(func=cmd_simulate)
 
+    db = sub.add_parser("dashboards", help="write (or check) the Grafana dashboards and Prometheus rules",
+                        formatter_class=_Help)
+    db.add_argument("--out", default="k8s/base", help="output directory")
+    db.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file there is stale")
+    db.set_defaults(func=lambda a: __import__("sentinel.dashboards", fromlist=["main"]).main(
+        ["--out", a.out] + (["--check"] if a.check else [])))
+
     ap = sub.add_parser("api", help="serve the incident API (REST, WebSocket, /docs) over the flow's incident store",
                         formatter_class=_Help)
     ap.add_argument("-c", "--config", required=True, help="flow definition with an incident_store sink")

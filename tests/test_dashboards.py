@@ -96,3 +96,15 @@ def test_rule_unit_tests_pass():
                          capture_output=True, text=True, cwd=BASE / "rules")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
+
+
+def test_sentinel_dashboards_subcommand(tmp_path):
+    import sys
+
+    sentinel = str(Path(sys.executable).parent / "sentinel")
+    ok = subprocess.run([sentinel, "dashboards", "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    stale = subprocess.run([sentinel, "dashboards", "--check", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert stale.returncode == 1 and "sentinel-overview.json" in stale.stderr
+    assert subprocess.run([sentinel, "dashboards", "--out", str(tmp_path)]).returncode == 0
+    assert (tmp_path / "prometheusrule.yaml").read_text() == (BASE / "prometheusrule.yaml").read_text()
