@@ -193,7 +193,9 @@ class Controls:
             self._index.setdefault(rule.fields(), {}).setdefault(rule.values(), {})[rule.id] = rule
             if rule.origin != "flow":
                 self._topic_silences += 1
-        log.info("silence %s: %s from %s to %s %s", rule.id, rule.matchers, rule.start, rule.end, rule.comment)
+        log.info("silence %s: %s%s from %s to %s %s", rule.id, rule.matchers,
+                 "".join(f" {k}{op}{getattr(v, 'pattern', v)!r}" for k, op, v in rule.others), rule.start, rule.end,
+                 rule.comment)
 
     def expire_silence(self, sid: str, from_topic: bool = False) -> bool:
         with self._lock:
