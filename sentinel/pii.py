@@ -71,7 +71,12 @@ _PHONE_RE = re.compile(
 _IPV4_RE = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
                       r"(?!\d|\.\d)")
 _IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|\d+\.\d+\.\d+\.\d+)(?![\w:])")
-_DIGIT = re.compile(r"\d")
+# Cheap gates: a pattern runs only on text that could hold what it looks for.
+_SECRET_HINTS = re.compile(r"sk-|Bearer|AKIA|ASIA|gh[pousr]_|xox|eyJ")
+_RUN = re.compile(r"\d[\d ().-]{5,}\d")           # cards, phones: a run of digits
+_IBAN_GATE = re.compile(r"[A-Z]{2}\d\d")
+_DOTTED = re.compile(r"\d\.\d{1,3}\.\d")          # IPv4
+_COLONS = re.compile(r"[0-9A-Fa-f]?:[0-9A-Fa-f]*:")  # IPv6
 
 # Alert fields that are structure, not content: never rewritten.
 STRUCTURAL = frozenset({"alert_id", "fingerprint", "type", "severity", "metric", "detector", "event_time",
@@ -143,20 +148,20 @@ class Masker:
     def __init__(self, emails: bool = True, phones: bool = True, cards: bool = True, ibans: bool = True,
                  secrets: bool = True, ips: bool = True, pseudonym_key: Optional[bytes] = None,
                  id_fields: Iterable[str] = ID_FIELDS) -> None:
-        steps: List[Tuple[Pattern[str], Any, bool]] = []  # (pattern, replacement, needs a digit)
+        steps: List[Tuple[Pattern[str], Any, str]] = []  # (pattern, replacement, gate)
         if secrets:
-            steps.append((_SECRET_RE, SECRET, False))
+            steps.append((_SECRET_RE, SECRET, "secret"))
         if emails:
-            steps.append((_EMAIL_RE, EMAIL, False))
+            steps.append((_EMAIL_RE, EMAIL, "at"))
         if ibans:
-            steps.append((_IBAN_RE, _iban, True))
+            steps.append((_IBAN_RE, _iban, "iban"))
         if cards:
-            steps.append((_CARD_RE, _card, True))
+            steps.append((_CARD_RE, _card, "run"))
         if phones:
-            steps.append((_PHONE_RE, _phone, True))
+            steps.append((_PHONE_RE, _phone, "run"))
         if ips:
-            steps.append((_IPV4_RE, _ipv4, True))
-            steps.append((_IPV6_RE, _ipv6, False))
+            steps.append((_IPV4_RE, _ipv4, "dotted"))
+            steps.append((_IPV6_RE, _ipv6, "colons"))
         self._steps = steps
         self._key = pseudonym_key
         self.id_fields: FrozenSet[str] = frozenset(id_fields)
@@ -165,16 +170,26 @@ class Masker:
 
     def text(self, s: str) -> str:
         """``s`` with every enabled kind of personal data and secret replaced by its token."""
-        digit: Optional[bool] = None
-        for pattern, repl, needs_digit in self._steps:
-            if needs_digit:
-                if digit is None:
-                    digit = _DIGIT.search(s) is not None
-                if not digit:
+        run: Optional[bool] = None
+        for pattern, repl, gate in self._steps:
+            if gate == "run":
+                if run is None:
+                    run = _RUN.search(s) is not None
+                if not run:
                     continue
-            elif pattern is _IPV6_RE and ":" not in s:
-                continue
-            elif pattern is _EMAIL_RE and "@" not in s:
+            elif gate == "iban":
+                if _IBAN_GATE.search(s) is None:
+                    continue
+            elif gate == "at":
+                if "@" not in s:
+                    continue
+            elif gate == "secret":
+                if _SECRET_HINTS.search(s) is None:
+                    continue
+            elif gate == "dotted":
+                if "." not in s or _DOTTED.search(s) is None:
+                    continue
+            elif ":" not in s or _COLONS.search(s) is None:
                 continue
             s = pattern.sub(repl, s)
         return s
@@ -197,25 +212,47 @@ class Masker:
 
     # -- alerts and dead letters ---------------------------------------------
 
-    def _ids(self, v: Any, out: Dict[str, str]) -> None:
+    def _ids(self, v: Any, out: Dict[str, str], keep: bool = False) -> None:
         if isinstance(v, dict):
             for k, x in v.items():
                 if k in self.id_fields and isinstance(x, str) and x and not x.startswith("anon:"):
-                    out.setdefault(x, self.pseudonym(x))
+                    out.setdefault(x, f"\x00{len(out)}\x00" if keep else self.pseudonym(x))
                 elif isinstance(x, (dict, list)):
-                    self._ids(x, out)
+                    self._ids(x, out, keep)
         elif isinstance(v, list):
             for x in v:
-                self._ids(x, out)
+                self._ids(x, out, keep)
 
     def alert(self, alert: Dict[str, Any]) -> Dict[str, Any]:
-        """A masked copy of an alert; internal ``_`` fields and structural fields kept as they are."""
+        """A masked copy of an alert; internal ``_`` fields and structural fields kept as they are.
+
+        The actor the alert names is what an operator acts on (the source to
+        block, the user to throttle): with a key it becomes its pseudonym
+        everywhere in the alert; without one it is kept as it is, in its
+        fields and in the text around it, and everything else is masked.
+
+        >>> a = {"type": "coordinated_attack", "subject": "198.51.100.7",
+        ...      "summary": "14 guardrail events from 198.51.100.7; mail ops@example.com",
+        ...      "evidence": {"source_ip": "198.51.100.7", "first_peer": "203.0.113.9"}}
+        >>> out = Masker().alert(a)
+        >>> out["subject"], out["summary"], out["evidence"]["first_peer"]
+        ('198.51.100.7', '14 guardrail events from 198.51.100.7; mail <email>', '<ip>')
+        >>> Masker(pseudonym_key=b"k" * 16).alert(a)["summary"].startswith("14 guardrail events from anon:")
+        True
+        """
         swap = None
+        ids: Dict[str, str] = {}
         if self._key is not None:
-            ids: Dict[str, str] = {}
             self._ids(alert, ids)
             if ids:
                 swap = _swapper(ids)
+        else:
+            self._ids(alert, ids, keep=True)
+            if ids:
+                return _unprotect(self._mask(_protect(alert, ids), None), ids)
+        return self._mask(alert, swap)
+
+    def _mask(self, alert: Dict[str, Any], swap: Optional[Callable[[str], str]]) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
         for k, v in alert.items():
             if k in STRUCTURAL or k.startswith("_"):
@@ -242,6 +279,38 @@ class Masker:
             out.setdefault("raw_size", len(b64) * 3 // 4)
             out["raw_withheld"] = True
         return out
+
+
+def _protect(v: Any, ids: Dict[str, str]) -> Any:
+    """``v`` with every actor id replaced by its placeholder (``\\x00n\\x00``, which no mask matches)."""
+    swap = _swapper(ids)
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, str):
+            return swap(x)
+        if isinstance(x, dict):
+            return {k: walk(y) for k, y in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(y) for y in x]
+        return x
+
+    return walk(v)
+
+
+def _unprotect(v: Any, ids: Dict[str, str]) -> Any:
+    back = {p: i for i, p in ids.items()}
+    pattern = re.compile("\x00\\d+\x00")
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, str):
+            return pattern.sub(lambda m: back.get(m.group(0), m.group(0)), x) if "\x00" in x else x
+        if isinstance(x, dict):
+            return {k: walk(y) for k, y in x.items()}
+        if isinstance(x, list):
+            return [walk(y) for y in x]
+        return x
+
+    return walk(v)
 
 
 def _swapper(ids: Dict[str, str]) -> Callable[[str], str]:
