@@ -76,7 +76,7 @@ def save(recovery_directory: str, cfg: FlowConfig) -> None:
     """Store the flow's settings in the recovery directory (written to a temporary file, then renamed)."""
     doc = {"format": FORMAT, **settings_of(cfg)}
     path = settings_path(recovery_directory)
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
         f.write("\n")
