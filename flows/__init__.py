@@ -107,7 +107,28 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
             # The store keeps the bare alert (SPEC section 2), one row per alert_id.
             sinks.append(AlertSink(lambda i, n, s=s: IncidentStoreWriter(
                 s.url, s.password_env, s.table_prefix, **spool_args(s, i, n)), "none", source, masker))
+        elif s.kind == "alertmanager":
+            from sinks.alertmanager import AlertmanagerWriter
+
+            sinks.append(AlertSink(lambda i, n, s=s: AlertmanagerWriter(
+                s.url, s.firing_ttl, s.generator_url, s.timeout, **spool_args(s, i, n)), "none", source, masker))
+        elif s.kind == "webhook":
+            from sinks.webhook import WebhookWriter
+
+            webhook_key = _webhook_key(s)
+            sinks.append(AlertSink(lambda i, n, s=s, k=webhook_key: WebhookWriter(
+                s.url, k, s.headers, s.timeout, **spool_args(s, i, n)), s.envelope, source, masker))
     return sinks
+
+
+def _webhook_key(s) -> Optional[bytes]:
+    """A webhook sink's signing key (hmac_key_env / hmac_key_file); exits with one line when unusable."""
+    from sentinel.control import load_key
+
+    try:
+        return load_key(s.hmac_key_env, s.hmac_key_file)
+    except ValueError as ex:
+        raise SystemExit(str(ex).replace("control.", "webhook ")) from None
 
 
 def _alert_sign_key(cfg: FlowConfig) -> Optional[bytes]:

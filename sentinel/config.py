@@ -270,8 +270,73 @@ class IncidentStoreSink(_SpooledSink):
             "-" + self.table_prefix if self.table_prefix else ""))
 
 
+def _http_url(v: str) -> str:
+    from urllib.parse import urlsplit
+
+    u = urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {v!r}")
+    if u.username is not None or u.password is not None:
+        raise ValueError("holds credentials; put secrets in the environment (e.g. hmac_key_env), not the URL")
+    return v
+
+
+class AlertmanagerSink(_SpooledSink):
+    """Alerts to a Prometheus Alertmanager's v2 API (sinks/alertmanager.py)."""
+
+    kind: Literal["alertmanager"]
+    url: str = "http://127.0.0.1:9093"
+    # A firing alert's endsAt is this far ahead; keep it above alerting.repeat_interval (the re-page).
+    firing_ttl: float = Field(default=5 * 3600.0, gt=0)
+    generator_url: Optional[str] = None  # a link shown in Alertmanager (e.g. the API's incident page)
+    timeout: float = Field(default=10.0, gt=0)
+
+    _u = field_validator("url")(lambda v: _http_url(v))
+    _d = field_validator("firing_ttl", "timeout", mode="before")(parse_duration)
+
+    def spool_base(self) -> str:
+        """Default ./sentinel-spool/alertmanager-<host>-<port>."""
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.url)
+        return self.spool_dir or os.path.join("sentinel-spool", f"alertmanager-{u.hostname}-{u.port or 0}")
+
+
+class WebhookSink(_SpooledSink):
+    """Each alert POSTed as JSON to a URL, optionally HMAC-signed (sinks/webhook.py)."""
+
+    kind: Literal["webhook"]
+    url: str
+    envelope: Envelope = "cloudevents"
+    # X-Sentinel-Signature: sha256=HMAC(body) with the key from this environment variable or file.
+    hmac_key_env: Optional[str] = Field(default=None, min_length=1)
+    hmac_key_file: Optional[str] = Field(default=None, min_length=1)
+    headers: Dict[str, str] = Field(default_factory=dict)  # extra, non-secret headers
+    timeout: float = Field(default=10.0, gt=0)
+
+    _u = field_validator("url")(lambda v: _http_url(v))
+    _d = field_validator("timeout", mode="before")(parse_duration)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> "WebhookSink":
+        if self.hmac_key_env and self.hmac_key_file:
+            raise ValueError("give hmac_key_env or hmac_key_file, not both")
+        for name in self.headers:
+            if name.lower() in ("authorization", "cookie", "proxy-authorization", "x-sentinel-signature"):
+                raise ValueError(f"headers: {name} may not be set here (secrets are not written in the YAML)")
+        return self
+
+    def spool_base(self) -> str:
+        """Default ./sentinel-spool/webhook-<digest of the URL>."""
+        import hashlib
+
+        return self.spool_dir or os.path.join("sentinel-spool", "webhook-" + hashlib.sha256(
+            self.url.encode()).hexdigest()[:12])
+
+
 Sink = Annotated[
-    Union[JsonlSink, StdoutSink, RabbitMQSink, KafkaSink, QdrantSink, IncidentStoreSink],
+    Union[JsonlSink, StdoutSink, RabbitMQSink, KafkaSink, QdrantSink, IncidentStoreSink, AlertmanagerSink,
+          WebhookSink],
     Field(discriminator="kind")
 ]
 
@@ -690,7 +755,7 @@ def _loc(loc) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("file", "kafka", "simulator", "jsonl", "stdout", "rabbitmq", "qdrant", "stderr",
-                                       "incident_store") and out:
+                                       "incident_store", "alertmanager", "webhook") and out:
             continue  # discriminator tag pydantic inserts; the kind is already in the input
         else:
             out += ("." if out else "") + str(part)
