@@ -205,6 +205,10 @@ class Metrics:
         """Apply the flow's ``metrics`` settings (the service label cap)."""
         self.services.limit = max_service_labels
 
+    def reset_clock(self) -> None:
+        """A new stream: the stream's clock starts again from the first event time seen."""
+        self.clock = StreamClock()
+
     def anomaly(self, type_: str, severity: str, service: Optional[str]) -> None:
         """Count one firing alert."""
         self.anomalies.labels(type=type_, severity=severity, service=self.services(service)).inc()

@@ -80,6 +80,7 @@ def watched_flow(cfg: FlowConfig):
     from sentinel.health import READINESS, watch_sink, watch_source
 
     READINESS.reset()
+    metrics.get_metrics().reset_clock()
     sinks = [watch_sink(s, f"sink alerts_out_{i}") for i, s in enumerate(make_alert_sinks(cfg))]
     return build_flow(cfg, source=watch_source(make_source(cfg)), alert_sinks=sinks,
                       dead_letter_sink=watch_sink(make_dead_letter_sink(cfg), "sink dead_letters_out"))
@@ -271,7 +272,7 @@ def check_brokers(cfg: FlowConfig) -> List[str]:
         if s.kind == "rabbitmq":
             from sinks.rabbitmq import login_problem
 
-            why = login_problem(s.url)
+            why = login_problem(s.url, password=s.password, tls=s.tls)
             if why:
                 errors.append(f"sinks[{i}].url: {why}")
     from sources.kafka import broker_problem
