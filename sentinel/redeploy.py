@@ -124,20 +124,20 @@ def refresh_model_state(cfg: FlowConfig, state):
     w = cfg.windows
     win = state.windows
     win.lateness, win.idle_partition, win.max_open = w.allowed_lateness, w.idle_partition, w.max_open_windows
-    fresh = _model_detectors(cfg)
+    fresh = _model_detectors(cfg, state.key)
     old = state.detectors
     if _settings(old) != _settings(fresh):
         state.detectors = adopt(fresh, old)
     return state
 
 
-def _model_detectors(cfg: FlowConfig):
-    from detectors.windowed import KeyDetectors
+def _model_detectors(cfg: FlowConfig, key: str):
+    """The detectors a new key would get under ``cfg``, built by the operator's own code for a new key."""
+    from types import SimpleNamespace
 
-    d = cfg.detection
-    return KeyDetectors(tuple(d.metrics), d.warmup_windows, d.min_requests, d.threshold, d.persistence,
-                        d.quiet_windows, seasonality=d.seasonality, cold_windows=d.cold_windows,
-                        drift_min_change=d.drift_min_change)
+    from operators.model_windows import ModelWindowLogic
+
+    return ModelWindowLogic._new_state(SimpleNamespace(cfg=cfg), key).detectors
 
 
 def _settings(det) -> Dict[str, Any]:

@@ -86,6 +86,7 @@ def test_adopted_detectors_keep_what_the_new_settings_keep():
     old = KeyDetectors()
     old._windows = 77
     state = type("S", (), {})()
+    state.key = "svc\x1fm1"
     state.detectors = old
     state.windows = KeyWindows(60.0, 1.0, 1.0, 5, dict)
     redeploy.refresh_model_state(cfg, state)
@@ -120,9 +121,14 @@ def test_a_changed_window_size_is_refused_with_one_line_and_exit_2(tmp_path):
         p.write_text(f"source: {{kind: file, path: '{events}'}}\nsinks: []\nmetrics: {{port: 0}}\n{extra}")
         return str(p)
 
-    r = _sentinel("run", "-c", flow("first"), "-r", str(rec), "--progress", "0")
+    first = flow("first")
+    r = _sentinel("check", "-c", first, "--against", str(rec))
+    assert r.returncode == 0 and "no flow settings stored" in r.stdout, r.stdout + r.stderr
+    r = _sentinel("run", "-c", first, "-r", str(rec), "--progress", "0")
     assert r.returncode == 0, r.stderr
     assert redeploy.load(str(rec))["fixed"]["windows.size"] == 60.0
+    r = _sentinel("check", "-c", first, "--against", str(rec))
+    assert r.returncode == 0 and "no change to the restored keys" in r.stdout, r.stdout + r.stderr
 
     bigger = flow("bigger", "windows: {size: 5m}\n")
     r = _sentinel("check", "-c", bigger, "--against", str(rec))
