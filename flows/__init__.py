@@ -64,9 +64,25 @@ def make_masker(cfg: FlowConfig):
         raise SystemExit(str(ex)) from None
 
 
+def check_transport(cfg: FlowConfig) -> None:
+    """Every secret of the flow readable now (else exit with one line each, naming the key); Qdrant API keys set."""
+    from sentinel.tls import read_secret, secrets_problems
+
+    problems = secrets_problems(cfg)
+    if problems:
+        raise SystemExit("\n".join(problems))
+    from sinks.qdrant import set_api_key
+
+    for i, s in enumerate(cfg.sinks):
+        if isinstance(s, QdrantSink) and s.api_key is not None:
+            set_api_key(s.location, read_secret(s.api_key, f"sinks[{i}].api_key"))
+
+
 def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
     """One Bytewax sink per configured alert sink; each worker gets its own writer."""
     from sinks.base import AlertSink, event_source
+
+    check_transport(cfg)
 
     source = event_source(cfg.name)
     masker = make_masker(cfg)
@@ -84,9 +100,12 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
             from sinks.rabbitmq import RabbitMQWriter
 
             def make_rabbitmq(i: int, n: int, s=s) -> RabbitMQWriter:
+                from sentinel.tls import rabbitmq_connection
+
                 return RabbitMQWriter(
                     url=s.url, exchange=s.exchange, bindings=s.bindings(),
-                    connection_name="llm-sentinel/%s/worker-%d" % (cfg.name, i), **spool_args(s, i, n))
+                    connection_name="llm-sentinel/%s/worker-%d" % (cfg.name, i), **spool_args(s, i, n),
+                    **rabbitmq_connection(s, "sinks[%d]" % cfg.sinks.index(s)))
 
             sinks.append(AlertSink(make_rabbitmq, s.envelope, source, masker))
         elif s.kind == "kafka":
@@ -153,6 +172,7 @@ def make_similar_incidents(cfg: FlowConfig) -> Optional[Callable[[dict], dict]]:
     from operators.similar import SimilarIncidents
     from sinks.qdrant import IncidentMemory
 
+    check_transport(cfg)
     return SimilarIncidents(IncidentMemory(s.location, s.collection, s.similar_limit, s.similar_min_score))
 
 

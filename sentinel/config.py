@@ -64,6 +64,46 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _secret_ref(v: Any) -> Any:
+    """A secret is named, never written: ``{env: NAME}`` or ``{file: PATH}`` (sentinel/tls.py)."""
+    from sentinel.tls import ref_problem
+
+    if v is not None and ref_problem(v):
+        raise ValueError(ref_problem(v))
+    return v
+
+
+def _kafka_secrets(v: Dict[str, Any]) -> Dict[str, Any]:
+    from sentinel.tls import kafka_config_problem
+
+    why = kafka_config_problem(v)
+    if why:
+        raise ValueError(why)
+    return v
+
+
+SecretRef = Dict[str, str]  # {env: NAME} or {file: PATH}
+
+
+class TLSConfig(_Model):
+    """TLS of a client connection: the server verified against ``ca_file``, a client certificate for mTLS."""
+
+    ca_file: Optional[str] = Field(default=None, min_length=1)     # default: the system's CAs
+    cert_file: Optional[str] = Field(default=None, min_length=1)   # client certificate (PEM), with key_file
+    key_file: Optional[str] = Field(default=None, min_length=1)
+    key_password: Optional[SecretRef] = None                       # {env: NAME} or {file: PATH}
+    verify: bool = True                                            # false: no server verification (test benches)
+    server_hostname: Optional[str] = Field(default=None, min_length=1)  # name to verify, if not the URL's host
+
+    _ref = field_validator("key_password", mode="before")(_secret_ref)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> "TLSConfig":
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together (the client certificate and its key)")
+        return self
+
+
 class KafkaConnection(_Model):
     """The flow's Kafka connection, shared by every Kafka client (source, sinks, dead letters, control).
 
@@ -73,6 +113,8 @@ class KafkaConnection(_Model):
 
     brokers: Optional[str] = Field(default=None, min_length=1)
     config: Dict[str, Any] = Field(default_factory=dict)  # librdkafka settings: security.protocol, sasl.*, ssl.*
+
+    _secrets = field_validator("config")(_kafka_secrets)
 
 
 class TopicSpec(_Model):
@@ -104,6 +146,8 @@ class KafkaSource(_Model):
     # replay of a backlog); unset means run until stopped.
     eof_after_idle: Optional[float] = None
     config: Dict[str, Any] = Field(default_factory=dict)
+
+    _secrets = field_validator("config")(_kafka_secrets)
 
     _dur = field_validator("eof_after_idle", mode="before")(lambda v: None if v is None else parse_duration(v))
 
@@ -180,6 +224,23 @@ class RabbitMQSink(_SpooledSink):
     # Queue bindings {queue: [severities]}; unset: the SPEC ones, high_queue
     # <- high, critical and low_queue <- info, low, medium.
     routing: Optional[Dict[str, List[Severity]]] = None
+    # The password of the url's user, read when connecting: {env: NAME} or {file: PATH}.
+    password: Optional[SecretRef] = None
+    # TLS (amqps:// urls): CA, client certificate for mTLS, verification.
+    tls: Optional[TLSConfig] = None
+
+    _ref = field_validator("password", mode="before")(_secret_ref)
+
+    @model_validator(mode="after")
+    def _password_and_tls(self) -> "RabbitMQSink":
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.url)
+        if self.password is not None and u.password:
+            raise ValueError("url: holds a password and password is set; keep the password out of the url")
+        if self.tls is not None and u.scheme != "amqps":
+            raise ValueError(f"tls: needs an amqps:// url, got {u.scheme}://")
+        return self
 
     @model_validator(mode="after")
     def _routing_covers_every_severity(self) -> "RabbitMQSink":
@@ -219,6 +280,8 @@ class KafkaSink(_SpooledSink):
     config: Dict[str, Any] = Field(default_factory=dict)
     envelope: Envelope = "cloudevents"
 
+    _secrets = field_validator("config")(_kafka_secrets)
+
     def spool_base(self) -> str:
         """Default ./sentinel-spool/kafka-<topic>."""
         return self.spool_dir or os.path.join("sentinel-spool", "kafka-" + self.topic)
@@ -240,6 +303,16 @@ class QdrantSink(_Model):
     # Least cosine similarity of a listed incident; 0.9 keeps the same type of
     # anomaly, same direction, comparable size (sinks.qdrant.SIMILAR_MIN_SCORE).
     similar_min_score: float = Field(default=0.9, ge=0, le=1)
+    # API key of a Qdrant server (http(s):// location): {env: NAME} or {file: PATH}.
+    api_key: Optional[SecretRef] = None
+
+    _ref = field_validator("api_key", mode="before")(_secret_ref)
+
+    @model_validator(mode="after")
+    def _key_needs_server(self) -> "QdrantSink":
+        if self.api_key is not None and not self.location.startswith(("http://", "https://")):
+            raise ValueError("api_key: only for a Qdrant server (an http:// or https:// location)")
+        return self
 
 
 class IncidentStoreSink(_SpooledSink):
@@ -351,6 +424,8 @@ class KafkaDeadLetters(_Model):
     brokers: Optional[str] = None  # defaults to kafka.brokers, else the Kafka source's brokers
     topic: str = "llm.telemetry.dlq"
     config: Dict[str, Any] = Field(default_factory=dict)  # laid over kafka.config
+
+    _secrets = field_validator("config")(_kafka_secrets)
 
 
 class StderrDeadLetters(_Model):
@@ -518,6 +593,7 @@ class ControlConfig(_Model):
     topic: Optional[str] = "sentinel.control"
     feedback_topic: Optional[str] = "llm.feedback"
     config: Dict[str, Any] = Field(default_factory=dict)  # laid over kafka.config
+    _secrets = field_validator("config")(_kafka_secrets)
     # With a key, control and feedback messages must be signed (HMAC-SHA256, see README). The key
     # is read from this environment variable or file, never written in the flow definition.
     hmac_key_env: Optional[str] = Field(default=None, min_length=1)
@@ -554,7 +630,7 @@ class PrivacyConfig(_Model):
     # from this environment variable or file, never written in the flow definition.
     pseudonym_key_env: Optional[str] = Field(default=None, min_length=1)
     pseudonym_key_file: Optional[str] = Field(default=None, min_length=1)
-    # Dead letters: "masked" (raw text masked, non-UTF-8 raw withheld) or "original" (bytes kept as read).
+    # Dead letters: "masked" (detail and raw line masked, raw_base64 byte for byte) or "original" (as read).
     dead_letter_raw: Literal["masked", "original"] = "masked"
 
     @model_validator(mode="after")

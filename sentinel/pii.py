@@ -262,10 +262,15 @@ class Masker:
         return out
 
     def dead_letter(self, record: Dict[str, Any], keep_original: bool = False) -> Dict[str, Any]:
-        """A dead-letter record (``sentinel.parse.dead_letter_to_dict``) with its detail and raw text masked.
+        """A dead-letter record (``sentinel.parse.dead_letter_to_dict``) with its detail and raw line masked.
 
-        Unless ``keep_original``, a raw that is not UTF-8 (``raw_base64``)
-        cannot be masked and is left out (its size is kept in ``raw_size``).
+        A raw that is not UTF-8 (``raw_base64``) is masked byte for byte (read
+        as Latin-1, so every byte that is not part of a match stays as it
+        was) and stays base64. ``raw_masked: true`` marks a raw that was
+        changed. ``keep_original`` returns the record as it is.
+
+        >>> Masker().dead_letter({"reason": "bad_json", "raw": '{"email": "a@b.example"'})
+        {'reason': 'bad_json', 'raw': '{"email": "<email>"', 'raw_masked': True}
         """
         if keep_original:
             return record
@@ -273,11 +278,17 @@ class Masker:
         if isinstance(out.get("detail"), str):
             out["detail"] = self.text(out["detail"])
         if isinstance(out.get("raw"), str):
-            out["raw"] = self.text(out["raw"])
-        if "raw_base64" in out:
-            b64 = out.pop("raw_base64")
-            out.setdefault("raw_size", len(b64) * 3 // 4)
-            out["raw_withheld"] = True
+            raw = self.text(out["raw"])
+            if raw != out["raw"]:
+                out["raw"], out["raw_masked"] = raw, True
+        if isinstance(out.get("raw_base64"), str):
+            import base64
+
+            text = base64.b64decode(out["raw_base64"]).decode("latin-1")
+            masked = self.text(text)
+            if masked != text:
+                out["raw_base64"] = base64.b64encode(masked.encode("latin-1")).decode("ascii")
+                out["raw_masked"] = True
         return out
 
 

@@ -59,7 +59,12 @@ def _brokers(brokers: Union[str, Sequence[str]]) -> str:
 
 
 def producer_config(brokers: Union[str, Sequence[str]], extra_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Idempotent, ``acks=all``, ``linger.ms=5``; ``extra_config`` (e.g. security settings) on top."""
+    """Idempotent, ``acks=all``, ``linger.ms=5``; ``extra_config`` (e.g. security settings) on top.
+
+    Secrets in ``extra_config`` (``sasl.password: {env: NAME}``) are read now (sentinel/tls.py).
+    """
+    from sentinel.tls import kafka_settings
+
     config: Dict[str, Any] = {
         "bootstrap.servers": _brokers(brokers),
         "client.id": "llm-sentinel",
@@ -67,7 +72,7 @@ def producer_config(brokers: Union[str, Sequence[str]], extra_config: Optional[D
         "acks": "all",
         "linger.ms": 5,
     }
-    config.update(extra_config or {})
+    config.update(kafka_settings(extra_config or {}))
     return config
 
 

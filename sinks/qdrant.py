@@ -128,13 +128,24 @@ def is_server(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
+_api_keys: Dict[str, str] = {}
+
+
+def set_api_key(location: str, api_key: Optional[str]) -> None:
+    """The API key the process's client for a server ``location`` sends (read from the environment or a file)."""
+    if api_key:
+        _api_keys[_registry_key(location)] = api_key
+    else:
+        _api_keys.pop(_registry_key(location), None)
+
+
 def _client_for(location: str) -> Any:
     from qdrant_client import QdrantClient
 
     if location == ":memory:":
         return QdrantClient(location=":memory:")
     if is_server(location):
-        return QdrantClient(url=location)
+        return QdrantClient(url=location, api_key=_api_keys.get(_registry_key(location)))
     return QdrantClient(path=location)
 
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import struct
 import time
 from datetime import datetime
@@ -155,6 +156,9 @@ class RabbitMQWriter(SpooledWriter):
         drain_timeout: float = 10.0,
         bindings: Optional[Mapping[str, Sequence[str]]] = None,
         adopt_spools: Sequence[str] = (),
+        password: Optional[str] = None,
+        ssl_context: Any = None,
+        server_hostname: Optional[str] = None,
     ) -> None:
         self.url = url
         self.exchange = exchange
@@ -162,7 +166,8 @@ class RabbitMQWriter(SpooledWriter):
         self.bindings: Dict[str, List[str]] = (
             {q: list(sevs) for q, sevs in bindings.items()} if bindings else default_bindings(high_queue, low_queue)
         )
-        self._params = self._parameters(url, heartbeat, blocked_connection_timeout, connection_name)
+        self._params = self._parameters(url, heartbeat, blocked_connection_timeout, connection_name,
+                                        password, ssl_context, server_hostname)
         self.step_timeout = self._params.socket_timeout
         self._conn: Optional[pika.BlockingConnection] = None
         self._ch: Any = None
@@ -173,8 +178,17 @@ class RabbitMQWriter(SpooledWriter):
     # -- connection ---------------------------------------------------------
 
     @staticmethod
-    def _parameters(url: str, heartbeat: int, blocked_timeout: float, name: str) -> pika.URLParameters:
+    def _parameters(url: str, heartbeat: int, blocked_timeout: float, name: str, password: Optional[str] = None,
+                    ssl_context: Any = None, server_hostname: Optional[str] = None) -> pika.URLParameters:
+        parts = urlsplit(url)
+        if password is not None and parts.username and parts.password is None:
+            # pika needs user:password in the url; the password itself comes next
+            url = parts._replace(netloc=parts.netloc.replace(parts.username + "@", parts.username + ":-@", 1)).geturl()
         params = pika.URLParameters(url)
+        if password is not None:  # read from the environment or a file, never from the url
+            params.credentials = pika.PlainCredentials(params.credentials.username, password)
+        if ssl_context is not None:  # amqps with the sink's CA, client certificate and verification
+            params.ssl_options = pika.SSLOptions(ssl_context, server_hostname or params.host)
         query = parse_qs(urlsplit(url).query)
         # Settings given in the URL win over the writer's defaults.
         if "heartbeat" not in query:
@@ -192,7 +206,8 @@ class RabbitMQWriter(SpooledWriter):
 
     def _safe_url(self) -> str:
         p = self._params
-        return "amqp://%s:%s/%s" % (p.host, p.port, quote(p.virtual_host, safe=""))
+        scheme = "amqps" if p.ssl_options is not None else "amqp"
+        return "%s://%s:%s/%s" % (scheme, p.host, p.port, quote(p.virtual_host, safe=""))
 
     def _where(self) -> str:
         return "%s (exchange %r)" % (self._safe_url(), self.exchange)
@@ -335,14 +350,25 @@ def _describe(exc: BaseException) -> str:
     return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
 
 
-def login_problem(url: str, timeout: float = 5.0) -> Optional[str]:
+def login_problem(url: str, timeout: float = 5.0, password: Any = None, tls: Any = None) -> Optional[str]:
     """Why RabbitMQ at ``url`` refuses this login (user, password, vhost), in one line; None when it accepts.
 
-    A broker that does not answer is no problem here: the sink spools until it does.
+    A broker that does not answer is no problem here: the sink spools until it does. ``password`` and
+    ``tls`` are the sink's settings (a secret reference, a ``tls:`` block); a secret that cannot be read,
+    a certificate that cannot be loaded or a server that fails verification is a problem too.
     """
-    params = RabbitMQWriter._parameters(url, 30, 60.0, "llm-sentinel/login-check")
+    from sentinel.tls import context_for, read_secret
+
+    try:
+        pw = read_secret(password, "password") if password is not None else None
+        ctx = context_for(tls, "sink")
+    except ValueError as ex:
+        return str(ex)
+    params = RabbitMQWriter._parameters(url, 30, 60.0, "llm-sentinel/login-check", pw, ctx,
+                                        tls.server_hostname if tls is not None else None)
     params.socket_timeout = min(params.socket_timeout or timeout, timeout)
-    safe = "amqp://%s:%s/%s" % (params.host, params.port, quote(params.virtual_host, safe=""))
+    safe = "%s://%s:%s/%s" % ("amqps" if ctx is not None else "amqp", params.host, params.port,
+                              quote(params.virtual_host, safe=""))
     pika_log = logging.getLogger("pika")
     level = pika_log.level
     pika_log.setLevel(logging.CRITICAL + 1)  # pika logs the refusal itself, with a traceback at times
@@ -350,6 +376,8 @@ def login_problem(url: str, timeout: float = 5.0) -> Optional[str]:
         conn = pika.BlockingConnection(params)
     except (pex.ProbableAuthenticationError, pex.AuthenticationError, pex.ProbableAccessDeniedError) as exc:
         return "%s refused the login (%s): check the user, password and vhost in the url" % (safe, _describe(exc))
+    except ssl.SSLCertVerificationError as exc:
+        return "%s: the server's certificate does not verify (%s)" % (safe, exc.verify_message)
     except (pex.AMQPError, OSError):
         return None
     finally:

@@ -17,6 +17,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from sentinel.config import KafkaSource as KafkaSourceConfig
+from sentinel.tls import kafka_settings
 from sentinel import shutdown
 from sentinel.events import RawBatch, RawRecord
 from sentinel.metrics import get_metrics
@@ -45,7 +46,7 @@ def consumer_config(brokers: str, group_id: Optional[str], extra: Dict[str, Any]
     cfg = dict(BASE_CONSUMER_CONFIG)
     cfg["bootstrap.servers"] = brokers
     cfg["group.id"] = group_id or "sentinel-unmanaged"
-    cfg.update(extra)
+    cfg.update(kafka_settings(extra))  # secrets ({env: NAME}, {file: PATH}) read now
     return cfg
 
 
@@ -61,7 +62,10 @@ def broker_problem(brokers: str, extra: Dict[str, Any], timeout: float = 10.0) -
     printed; the last error it reported is named instead.
     """
     errors: List[str] = []
-    conf = consumer_config(brokers, None, extra)
+    try:
+        conf = consumer_config(brokers, None, extra)
+    except ValueError as ex:  # a secret that cannot be read
+        return str(ex)
     conf["logger"] = _quiet
     conf["error_cb"] = lambda err: errors.append(str(err))
     try:

@@ -1,5 +1,6 @@
 """Masking of personal data and secrets (sentinel/pii.py): unit and property tests."""
 
+import base64
 import json
 import logging
 import os
@@ -204,10 +205,13 @@ def test_dead_letters_are_masked_unless_originals_are_kept():
     assert "bob@x.example" not in json.dumps(out) and "4111111111111111" not in out["raw"]
     assert out["reason"] == "invalid_json" and out["offset"] == 1
     assert m.dead_letter(rec, keep_original=True) == rec
-    binary = dict(rec, raw_base64="AAEC/w==")
+    raw = b"\xff\xfe caf\xe9 bob@x.example 4111111111111111 \x00"
+    binary = dict(rec, raw_base64=base64.b64encode(raw).decode())
     del binary["raw"]
     out = m.dead_letter(binary)
-    assert "raw_base64" not in out and out["raw_withheld"] is True
+    assert base64.b64decode(out["raw_base64"]) == b"\xff\xfe caf\xe9 <email> <card> \x00" and out["raw_masked"]
+    clean = dict(binary, detail="invalid UTF-8", raw_base64=base64.b64encode(b"\xff\xfe caf\xe9").decode())
+    assert m.dead_letter(clean) == clean
 
 
 # -- configuration -------------------------------------------------------------

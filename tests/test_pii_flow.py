@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import base64
 import functools
 
 import pytest
@@ -144,7 +145,11 @@ privacy: {{pseudonym_key_env: SENTINEL_TEST_PSEUDONYM_KEY}}
     dlq = [json.loads(line) for line in (out / "dlq.jsonl").read_text().splitlines()]
     assert len(dlq) >= 9 and {d["reason"] for d in dlq} >= {"bad_json", "out_of_range"}
     assert any("<email>" in d.get("raw", "") and "<card>" in d.get("raw", "") for d in dlq)
-    assert any(d.get("raw_withheld") for d in dlq)
+    binary = [base64.b64decode(d["raw_base64"]) for d in dlq if "raw_base64" in d]
+    assert binary and all(b.startswith(b"\xff\xfe not utf-8 <secret> <secret>") for b in binary), binary
+    for b in binary:
+        for s in seeded:
+            assert s.encode() not in b
 
 
 def test_original_dead_letters_only_when_configured(tmp_path):
