@@ -3,8 +3,10 @@ valid flow, its credentials in a Secret, recovery per pod, the probes, the monit
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,6 +172,86 @@ def test_init_container_lays_out_one_partition_per_pod(tmp_path):
     from sentinel.runtime import check_recovery_directory
 
     assert check_recovery_directory(str(tmp_path / "recovery" / "g1")) is None
+
+
+def _executions(part: Path):
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT ex_num, resume_epoch FROM exs ORDER BY ex_num").fetchall(), \
+                db.execute("SELECT count(*) FROM snaps").fetchone()[0]
+    except sqlite3.Error:
+        return [], 0
+
+
+def test_a_two_pod_cluster_stops_together_and_resumes_from_the_pods_partitions(tmp_path):
+    """The pods' layout, on loopback: two processes, each with the partition the init script gives its ordinal.
+    One dies, the other exits too; started again, both resume from the last snapshot."""
+    from sentinel.tansu import free_port
+
+    docs = render("prod")
+    sts = the(docs, "StatefulSet")["spec"]["template"]["spec"]
+    init = sts["initContainers"][0]["args"][0].replace("/var/lib/sentinel", str(tmp_path))
+    path_env = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    for ordinal in (0, 1):
+        env = dict(os.environ, HOSTNAME=f"sentinel-{ordinal}", SENTINEL_REPLICAS="2",
+                   SENTINEL_RECOVERY_GENERATION="g1", PATH=path_env)
+        out = subprocess.run(["/bin/sh", "-ec", init], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        # One pod's volume per process: the store directories are apart, as on two pods.
+        (tmp_path / "recovery" / "g1").rename(tmp_path / f"pod{ordinal}")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(yaml.safe_dump({
+        "name": "cluster", "source": {"kind": "simulator", "seed": 7, "hours": 24, "speed": 120},
+        "sinks": [{"kind": "jsonl", "path": str(tmp_path / "alerts.jsonl")}],
+        "metrics": {"port": 0}, "dead_letters": {"kind": "stderr"}}))
+    addrs = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    sentinel = str(Path(sys.executable).parent / "sentinel")
+
+    def start(ordinal, tag):
+        log = open(tmp_path / f"p{ordinal}-{tag}.log", "wb")
+        return subprocess.Popen([sentinel, "run", "-c", str(flow), "-i", str(ordinal), "-a", addrs,
+                                 "-r", str(tmp_path / f"pod{ordinal}"), "-s", "1"],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+
+    def wait_snapshots(parts, at_least, timeout=90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(_executions(p)[1] >= at_least for p in parts):
+                return
+            time.sleep(0.5)
+        pytest.fail(f"no snapshots in {parts} after {timeout}s")
+
+    parts = [tmp_path / "pod0" / "part-0.sqlite3", tmp_path / "pod1" / "part-1.sqlite3"]
+    procs = [start(0, "a"), start(1, "a")]
+    try:
+        wait_snapshots(parts, 1)
+        time.sleep(3)
+        procs[1].kill()
+        procs[1].wait(timeout=30)
+        # The survivor loses its peer and ends too: a Bytewax cluster runs only with every process up.
+        assert procs[0].wait(timeout=60) != 0
+        procs = [start(0, "b"), start(1, "b")]
+        # Bytewax writes each execution's row into one of the partitions: look at both.
+        executions = lambda: sorted(e for p in parts for e in _executions(p)[0])
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (executions() and executions()[-1][0] >= 1):
+            assert all(p.poll() is None for p in procs), "a process of the restarted cluster exited"
+            time.sleep(0.5)
+        ex_num, resume_epoch = executions()[-1]
+        assert ex_num == 1 and resume_epoch > 1, executions()  # the second execution resumed from a snapshot
+        time.sleep(2)
+        assert all(p.poll() is None for p in procs), "a process of the restarted cluster exited"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def test_dashboards_configmap_is_for_the_grafana_sidecar(rendered):
