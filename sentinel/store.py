@@ -274,33 +274,55 @@ class Store:
 
     # -- alerts -----------------------------------------------------------------------
 
+    def _statements(self):
+        """The two upserts of :meth:`store_alerts`, built once (executed with many parameter sets)."""
+        if getattr(self, "_upserts", None) is None:
+            al, inc = self.t["alerts"], self.t["incidents"]
+            ins_alert = self._insert(al).on_conflict_do_nothing(index_elements=["alert_id"]).returning(al.c.alert_id)
+            ins = self._insert(inc)
+            ex = ins.excluded
+            ins_inc = ins.on_conflict_do_update(index_elements=["incident_id"], set_={
+                "model": ex.model, "type": ex.type, "severity": ex.severity, "status": ex.status,
+                "subject": ex.subject, "metric": ex.metric, "summary": ex.summary, "updated_at": ex.updated_at,
+                "resolved_at": ex.resolved_at, "latest": ex.latest,
+                "alert_count": inc.c.alert_count + ex.alert_count,
+            })
+            self._upserts = (ins_alert, ins_inc)
+        return self._upserts
+
     def store_alerts(self, alerts: Iterable[Dict[str, Any]], actor: str = "flow") -> int:
         """Store alerts (SPEC section 2 objects) in one transaction; returns how many were new.
 
         An ``alert_id`` already stored is skipped: redelivery never duplicates
         an alert, never counts twice in its incident, never adds to the audit.
         """
-        al, inc = self.t["alerts"], self.t["incidents"]
+        ins_alert, ins_inc = self._statements()
         now = time.time()
-        stored = 0
+        rows: Dict[str, Dict[str, Any]] = {}  # alert_id -> row, first of each in this batch
+        parsed: Dict[str, Tuple[Dict[str, Any], str]] = {}
+        for alert in alerts:
+            aid = alert.get("alert_id")
+            if not isinstance(aid, str) or not aid or aid[:128] in rows:
+                continue
+            aid = aid[:128]
+            body = _dumps(alert)
+            iid = incident_id_of(alert)
+            rows[aid] = {"alert_id": aid, "incident_id": iid, "status": alert.get("status") or "firing",
+                         "severity": alert.get("severity"), "service": alert.get("service"),
+                         "detected_at": _epoch(alert.get("detected_at")) or now, "stored_at": now, "body": body}
+            parsed[aid] = (alert, body)
+        if not rows:
+            return 0
         with self.engine.begin() as c:
             self._lock_audit(c)
+            new = {r[0] for r in c.execute(ins_alert, list(rows.values()))}
+            incidents: Dict[str, Dict[str, Any]] = {}
             entries = []
-            for alert in alerts:
-                aid = alert.get("alert_id")
-                if not isinstance(aid, str) or not aid:
+            for aid, row in rows.items():  # in the batch's order
+                if aid not in new:
                     continue
-                iid = incident_id_of(alert)
-                status = alert.get("status") or "firing"
-                detected = _epoch(alert.get("detected_at")) or now
-                body = _dumps(alert)
-                res = c.execute(self._insert(al).values(
-                    alert_id=aid[:128], incident_id=iid, status=status, severity=alert.get("severity"),
-                    service=alert.get("service"), detected_at=detected, stored_at=now, body=body,
-                ).on_conflict_do_nothing(index_elements=["alert_id"]).returning(al.c.seq))
-                if res.first() is None:
-                    continue
-                stored += 1
+                alert, body = parsed[aid]
+                iid, status, detected = row["incident_id"], row["status"], row["detected_at"]
                 values = {
                     "incident_id": iid, "fingerprint": alert.get("fingerprint"), "service": alert.get("service"),
                     "model": alert.get("model"), "type": alert.get("type"), "severity": alert.get("severity"),
@@ -308,21 +330,21 @@ class Store:
                     "summary": alert.get("summary"), "event_time": _epoch(alert.get("event_time")),
                     "opened_at": detected, "updated_at": detected,
                     "resolved_at": detected if status == "resolved" else None, "alert_count": 1, "latest": body,
+                    "feedback_label": None, "feedback_comment": None, "feedback_by": None, "feedback_at": None,
                 }
-                ins = self._insert(inc).values(**values)
-                c.execute(ins.on_conflict_do_update(index_elements=["incident_id"], set_={
-                    "model": ins.excluded.model, "type": ins.excluded.type, "severity": ins.excluded.severity,
-                    "status": ins.excluded.status, "subject": ins.excluded.subject, "metric": ins.excluded.metric,
-                    "summary": ins.excluded.summary, "updated_at": ins.excluded.updated_at,
-                    "resolved_at": ins.excluded.resolved_at, "latest": ins.excluded.latest,
-                    "alert_count": inc.c.alert_count + 1,
-                }))
+                before = incidents.get(iid)
+                if before is not None:  # one upsert per incident: its latest message, every one counted
+                    values.update(opened_at=before["opened_at"], event_time=before["event_time"],
+                                  fingerprint=before["fingerprint"], alert_count=before["alert_count"] + 1)
+                incidents[iid] = values
                 entries.append((actor, "alert." + status, iid, {
                     "alert_id": aid, "service": alert.get("service"), "model": alert.get("model"),
                     "type": alert.get("type"), "severity": alert.get("severity"),
                     "digest": hashlib.sha256(body.encode()).hexdigest()}))
+            if incidents:
+                c.execute(ins_inc, list(incidents.values()))
             self._audit(c, entries)
-        return stored
+        return len(entries)
 
     def alerts_after(self, seq: int, limit: int = 500) -> List[Tuple[int, Dict[str, Any]]]:
         """Alerts stored after ``seq``, oldest first: ``(seq, alert)``."""
