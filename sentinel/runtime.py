@@ -163,7 +163,7 @@ def _sink_dirs(cfg: FlowConfig, check) -> List[str]:
 
     errors: List[str] = []
     for i, s in enumerate(cfg.sinks):
-        if s.kind in ("rabbitmq", "kafka"):
+        if s.kind in ("rabbitmq", "kafka", "incident_store", "alertmanager", "webhook"):
             spool = s.spool_base()
             why = check(spool)
             if why:
