@@ -159,7 +159,7 @@ def main() -> int:
             _, c = replay(events, d)
     cost = per_call_seconds()
     spent = sum(calls[k] * cost[k] for k in calls)
-    print(f"metric updates in one replay: " + ", ".join(f"{k} {v:,}" for k, v in sorted(calls.items()))
+    print("metric updates in one replay: " + ", ".join(f"{k} {v:,}" for k, v in sorted(calls.items()))
           + f" ({sum(calls.values()) / n:.3f} per event); per call: "
           + ", ".join(f"{k} {v * 1e6:.2f} us" for k, v in cost.items())
           + f"; {spent * 1e3:.1f} ms of {c:.1f} CPU s: {spent / c * 100:.2f}% of the replay")
