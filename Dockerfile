@@ -23,8 +23,8 @@ LABEL org.opencontainers.image.title="llm-sentinel" \
 RUN groupadd --system --gid 10001 sentinel \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/sentinel --no-create-home \
             --shell /usr/sbin/nologin sentinel \
- && mkdir -p /var/lib/sentinel /run/sentinel \
- && chown 10001:10001 /var/lib/sentinel /run/sentinel
+ && mkdir -p /var/lib/sentinel \
+ && chown 10001:10001 /var/lib/sentinel
 COPY --from=build /opt/sentinel /opt/sentinel
 ENV PATH=/opt/sentinel/bin:$PATH \
     PYTHONUNBUFFERED=1 \
