@@ -98,3 +98,28 @@ def test_version_and_help():
     assert r.returncode == 0
     assert "(default: 30.0)" in r.stdout and "(default: auto)" in r.stdout and "examples:" in r.stdout
     assert "sentinel check -c new.yaml --against state/" in r.stdout
+
+
+def test_progress_lines_say_events_rate_lag_and_anomalies():
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.config import load_config_dict
+    from sentinel.metrics import Metrics
+    from sentinel.progress import Reporter, summary_lines
+
+    m = Metrics(CollectorRegistry())
+    rep = Reporter(5.0, m)
+    m.events.labels(outcome="ok").inc(1000)
+    m.events.labels(outcome="late").inc(5)
+    m.kafka_consumer_lag.labels(topic="llm.telemetry", partition="0").set(1234)
+    m.event_batch(T0 + 600.0, T0)
+    m.anomaly("latency", "high", "svc")
+    line = rep.line()
+    assert line.startswith("progress: 1,005 events read (") and "/s)" in line, line
+    assert "event time 2026-01-05T00:10:00Z" in line and "consumer lag 1,234 messages" in line
+    assert line.endswith("1 anomalies so far"), line
+    cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}})
+    lines = summary_lines(cfg, 2.0, m)
+    assert lines[0] == "summary: 1,005 events in 2.0s (502/s): 1,000 ok, 5 late", lines
+    assert lines[2].startswith("summary: 1 anomalies (latency 1), 0 suppressed"), lines
+    assert lines[3].startswith("note: the input spans 10 min of event time"), lines
