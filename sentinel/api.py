@@ -16,11 +16,12 @@ import re
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional
 
 import orjson
 from fastapi import Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -28,6 +29,8 @@ from sentinel.auth import AuthError, Authenticator, Principal
 from sentinel.store import Store
 
 log = logging.getLogger("sentinel.api")
+
+PAGE = Path(__file__).with_name("static") / "index.html"
 
 MATCHER_NAMES = ("service", "model", "type", "severity", "subject", "metric")
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -204,6 +207,14 @@ def create_app(store: Store, auth: Authenticator, publisher: Optional[ControlPub
 
     viewer, operator, admin = Depends(role("viewer")), Depends(role("operator")), Depends(role("admin"))
 
+    @app.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        """The on-call page (no data in it: it asks the API with the token the user gives)."""
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"), headers={
+            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                       "connect-src 'self' ws: wss:",
+            "Cache-Control": "no-store"})
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> Dict[str, str]:
         return {"status": "ok"}
@@ -338,6 +349,7 @@ def create_app(store: Store, auth: Authenticator, publisher: Optional[ControlPub
             return
         seq = after if after is not None else await run_in_threadpool(store.last_alert_seq)
         log.info("stream opened by %s (%s)", p.sub, p.role)
+        closed = asyncio.ensure_future(ws.receive())  # the client's close (or the server's shutdown)
         try:
             while True:
                 rows = await run_in_threadpool(store.alerts_after, seq)
@@ -349,9 +361,15 @@ def create_app(store: Store, auth: Authenticator, publisher: Optional[ControlPub
                         continue
                     await ws.send_json({"seq": s, "alert": alert})
                 if not rows:
-                    await asyncio.sleep(stream_poll)
+                    done, _ = await asyncio.wait({closed}, timeout=stream_poll)
+                    if done:
+                        if closed.result().get("type") == "websocket.disconnect":
+                            return
+                        closed = asyncio.ensure_future(ws.receive())  # a message from the client: ignored
         except (WebSocketDisconnect, RuntimeError):
             return
+        finally:
+            closed.cancel()
 
     return app
 
@@ -394,6 +412,22 @@ def serve(config_path: str, host: Optional[str] = None, port: Optional[int] = No
     except Exception as ex:  # the database does not answer
         print(f"{config_path}: incident store: {type(ex).__name__}: {str(ex).splitlines()[0][:300]}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=host or cfg.api.host, port=port or cfg.api.port, log_level="info",
-                ws_max_size=1 << 16)
+    config = uvicorn.Config(app, host=host or cfg.api.host, port=port or cfg.api.port, log_level="info",
+                            ws_max_size=1 << 16, timeout_graceful_shutdown=5)
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(_redact_tokens)
+    uvicorn.Server(config).run()
     return 0
+
+
+_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"']+")
+
+
+def _redact_tokens(record: logging.LogRecord) -> bool:
+    """Logging filter: a ``token=`` query parameter (the WebSocket's) is logged as ``token=<redacted>``."""
+    if record.args:
+        record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1<redacted>", a) if isinstance(a, str) else a
+                            for a in (record.args if isinstance(record.args, tuple) else (record.args,)))
+    if isinstance(record.msg, str) and "token=" in record.msg:
+        record.msg = _TOKEN_IN_QUERY.sub(r"\1<redacted>", record.msg)
+    return True
