@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -35,10 +36,11 @@ import orjson
 from sqlalchemy import (Column, Double, Index, Integer, MetaData, String, Table, Text, create_engine, event, func,
                         select, text, update)
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 SCHEMA_VERSION = 1
 GENESIS = "0" * 64
+_MIGRATE_LOCK = threading.Lock()
 SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
@@ -207,17 +209,32 @@ class Store:
     # -- schema -------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Create the tables that are missing; refuse a store of a newer schema."""
-        self.metadata.create_all(self.engine, checkfirst=True)
+        """Create the tables that are missing; refuse a store of a newer schema.
+
+        Safe when several writers start on a new store at once (the workers of
+        a flow, the API): one process at a time (a PostgreSQL advisory lock),
+        one thread at a time, and a table another process created meanwhile
+        on SQLite is simply there on the next try.
+        """
+        with _MIGRATE_LOCK:
+            for attempt in range(10):
+                try:
+                    self._migrate_once()
+                    return
+                except (OperationalError, IntegrityError, ProgrammingError) as ex:
+                    if attempt == 9 or "exist" not in str(ex).lower():
+                        raise
+                    time.sleep(0.1 * (attempt + 1))
+
+    def _migrate_once(self) -> None:
         sv = self.t["schema_version"]
         with self.engine.begin() as c:
+            if self.dialect == "postgresql":
+                c.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": self.prefix + "migrate"})
+            self.metadata.create_all(c, checkfirst=True)
             have = c.execute(select(func.max(sv.c.version))).scalar()
             if have is None:
-                try:
-                    with c.begin_nested():
-                        c.execute(sv.insert().values(version=SCHEMA_VERSION))
-                except IntegrityError:
-                    pass  # another process created it at the same time
+                c.execute(sv.insert().values(version=SCHEMA_VERSION))
             elif have > SCHEMA_VERSION:
                 raise StoreError(f"the store's schema is version {have}; this Sentinel knows up to {SCHEMA_VERSION}")
 

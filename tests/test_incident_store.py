@@ -184,3 +184,35 @@ def test_writer_waits_for_a_locked_database(tmp_path) -> None:
     assert w.pending == 0
     w.close()
     assert Store(str(db)).last_alert_seq() == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_writers_starting_together_on_a_new_store(backend: str, tmp_path) -> None:
+    """Several processes opening a new store at once (a flow's workers, the API) all get its tables."""
+    import subprocess
+    import sys
+
+    url = str(tmp_path / "new.db") if backend == "sqlite" else PG_URL
+    prefix = "m%s_" % uuid.uuid4().hex[:10]
+    code = ("import sys; from sentinel.store import Store; s = Store(sys.argv[1], table_prefix=sys.argv[2]); "
+            "s.store_alerts([{'alert_id': sys.argv[3], 'fingerprint': sys.argv[3], 'status': 'firing'}])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url, prefix, f"a{i}"], stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err[-2000:]
+        store = Store(url, table_prefix=prefix)
+        assert store.last_alert_seq() == 4 and verify_audit(store)[:2] == (True, 4)
+    finally:
+        Store(url, table_prefix=prefix).drop()
+
+
+def test_a_store_of_a_newer_schema_is_refused(tmp_path) -> None:
+    from sentinel.store import SCHEMA_VERSION
+
+    s = Store(str(tmp_path / "inc.db"))
+    with s.engine.begin() as c:
+        c.execute(s.t["schema_version"].insert().values(version=SCHEMA_VERSION + 1))
+    with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 1}"):
+        Store(str(tmp_path / "inc.db"))
