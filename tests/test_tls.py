@@ -355,3 +355,98 @@ sinks:
     assert "SENTINEL_TEST_AMQP_PASSWORD" in err or "qdrant-key" in err, err
     for v in secrets.values():
         assert v not in err
+
+
+# -- Kafka ---------------------------------------------------------------------------------------
+#
+# Tansu 0.6.0 has --cert and --key, but refuses them together ("'--cert' cannot be used with '--key'")
+# and with --cert alone still speaks plain TCP, so it has no usable TLS listener. Kafka over mutual TLS
+# is tested through the verifying proxy: a plain Tansu whose advertised listener is the proxy, so every
+# connection a client makes (bootstrap and the broker from the metadata) goes through TLS.
+
+
+@pytest.fixture
+def kafka_mtls(pki, tmp_path):
+    from sentinel.tansu import free_port, stop_tansu, tansu_binary, wait_for_kafka
+
+    plain = free_port()
+    proxy = TLSProxy(pki, ("127.0.0.1", plain))
+    log = tmp_path / "tansu.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
+                                 "--advertised-listener-url", f"tcp://127.0.0.1:{proxy.port}",
+                                 "--storage-engine", "memory://tansu/"],
+                                stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        # The broker answers on its own port (metadata names the proxy, which a plain client cannot use).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", plain), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"127.0.0.1:{proxy.port}", proxy
+    finally:
+        proxy.close()
+        stop_tansu(proc)
+
+
+def _kafka_tls_config(pki, key_password_ref):
+    return {"security.protocol": "SSL", "ssl.ca.location": pki["ca"],
+            "ssl.certificate.location": pki["client_cert"], "ssl.key.location": pki["client_key"],
+            "ssl.key.password": key_password_ref, "ssl.endpoint.identification.algorithm": "https"}
+
+
+def test_kafka_sink_and_source_over_mutual_tls(pki, kafka_mtls, tmp_path, monkeypatch):
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from flows import make_alert_sinks
+    from sources.kafka import broker_problem, consumer_config
+
+    brokers, proxy = kafka_mtls
+    monkeypatch.setenv("SENTINEL_TEST_KEY_PASSWORD", pki["client_key_password"])
+    tls = _kafka_tls_config(pki, {"env": "SENTINEL_TEST_KEY_PASSWORD"})
+    topic = "alerts-tls-" + uuid.uuid4().hex[:8]
+    admin = AdminClient({**kafka_settings(tls), "bootstrap.servers": brokers, "log_level": 2})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(20)
+
+    # The start-up check with the flow's settings: answers through TLS; with a CA that does not
+    # know the server it names the failure, not the key's password.
+    assert broker_problem(brokers, tls, timeout=10) is None
+    rogue = {**tls, "ssl.ca.location": pki["rogue_ca"]}
+    why = broker_problem(brokers, rogue, timeout=3)
+    assert why and pki["client_key_password"] not in why
+
+    cfg = load_config_dict({
+        "name": "tls", "source": {"kind": "simulator"}, "metrics": {"port": 0},
+        "kafka": {"brokers": brokers, "config": tls},
+        "sinks": [{"kind": "kafka", "topic": topic, "spool_dir": str(tmp_path / "spool"), "envelope": "none"}],
+    })
+    (sink,) = make_alert_sinks(cfg)
+    part = sink.build("out", 0, 1)
+    alerts = _alerts()
+    part.write_batch(alerts)
+    part._writer.flush(30)
+    part.close()
+
+    c = Consumer({**consumer_config(brokers, "tls-test", cfg.sinks[0].config), "auto.offset.reset": "earliest",
+                  "log_level": 2})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < len(alerts) and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(json.loads(m.value()))
+    finally:
+        c.close()
+    assert [a["alert_id"] for a in got] == [a["alert_id"] for a in alerts]
+    assert proxy.peers and set(proxy.peers) == {"sentinel-client"}
+    # A client without a certificate is refused by the listener.
+    n = len(proxy.refused)
+    no_cert = {k: v for k, v in tls.items() if not k.startswith(("ssl.certificate", "ssl.key"))}
+    assert broker_problem(brokers, no_cert, timeout=3) is not None
+    assert len(proxy.refused) > n
