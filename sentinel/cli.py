@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-c", "--config", required=True, help="flow definition with an incident_store sink")
     ap.add_argument("--host", help="listen address (default api.host)")
     ap.add_argument("--port", type=int, help="listen port (default api.port)")
-    ap.set_defaults(func=lambda a: __import__("sentinel.api", fromlist=["serve"]).serve(a.config, a.host, a.port))
+    ap.set_defaults(func=_cmd_api)
 
     tk = sub.add_parser("token", help="print an API token (HS256) for a role", formatter_class=_Help)
     tk.add_argument("-c", "--config", required=True, help="flow definition (its api.auth secret signs the token)")
@@ -231,7 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _api_extra_missing() -> Optional[str]:
+    """The one line to print when the ``api`` extra (FastAPI, uvicorn, PyJWT) is not installed."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "jwt") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"sentinel: {', '.join(missing)} not installed; pip install 'llm-sentinel[api]'"
+    return None
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    if (why := _api_extra_missing()) is not None:
+        print(why, file=sys.stderr)
+        return 2
+    from sentinel.api import serve
+
+    return serve(args.config, args.host, args.port)
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
+    if (why := _api_extra_missing()) is not None:
+        print(why, file=sys.stderr)
+        return 2
     from sentinel.auth import token_command
     from sentinel.config import parse_duration
 
