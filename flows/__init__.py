@@ -61,7 +61,8 @@ def make_masker(cfg: FlowConfig):
     try:
         return masker_for(cfg.privacy)
     except ValueError as ex:
-        raise SystemExit(str(ex)) from None
+        print(ex, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def check_transport(cfg: FlowConfig) -> None:
@@ -70,7 +71,8 @@ def check_transport(cfg: FlowConfig) -> None:
 
     problems = secrets_problems(cfg)
     if problems:
-        raise SystemExit("\n".join(problems))
+        print("\n".join(problems), file=sys.stderr)
+        raise SystemExit(2)
     from sinks.qdrant import set_api_key
 
     for i, s in enumerate(cfg.sinks):

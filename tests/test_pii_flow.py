@@ -182,7 +182,7 @@ def test_unusable_pseudonym_key_is_one_line(tmp_path, env):
     clean = {k: v for k, v in os.environ.items() if k != "SENTINEL_TEST_PSEUDONYM_KEY"}
     proc = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", "-c", str(flow)], capture_output=True,
                           text=True, env={**clean, **env}, timeout=120, cwd=tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert "privacy" in last and "Traceback" not in proc.stderr, proc.stderr
     assert "short" not in proc.stderr

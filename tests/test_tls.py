@@ -349,7 +349,7 @@ sinks:
     env2 = {k: v for k, v in env.items() if k != "SENTINEL_TEST_AMQP_PASSWORD"}
     run = subprocess.run([sys.executable, "-m", "sentinel.cli", "run", "-c", str(flow)], capture_output=True,
                          text=True, env=env2, timeout=120)
-    assert run.returncode != 0
+    assert run.returncode == 2
     err = run.stdout + run.stderr
     assert "Traceback" not in err, err
     assert "SENTINEL_TEST_AMQP_PASSWORD" in err or "qdrant-key" in err, err
