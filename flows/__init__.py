@@ -222,7 +222,8 @@ def build_flow(
         return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], (t[1],) + t[2]))
 
     # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py).
-    streams = [op.stateful("model_windows", keyed("m"),
+    model_groups = keyed("m")
+    streams = [op.stateful("model_windows", model_groups,
                            guarded("model_windows", lambda st: ModelWindowLogic(cfg, refresh_model_state(cfg, st)),
                                    outcome_dead_letters))]
     if det.token_abuse.enabled:
@@ -231,6 +232,10 @@ def build_flow(
     if det.coordinated_attack.enabled:
         streams.append(op.stateful("attack_counter", keyed("s"),
                                    guarded("attack_counter", lambda st: AttackLogic(cfg, st))))
+    if cfg.policies.enabled:  # budgets and allowed models per service (operators/budgets.py)
+        from operators.budgets import budget_step
+
+        streams.append(budget_step(model_groups, cfg.policies))
     alerts = op.merge("alerts", *streams)
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
     failed = op.branch("step_failures", alerts, is_failure)

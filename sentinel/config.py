@@ -640,6 +640,46 @@ class PrivacyConfig(_Model):
         return self
 
 
+class BudgetRule(_Model):
+    """A token and/or cost budget of a service over a window of event time (operators/budgets.py)."""
+
+    service: str = Field(min_length=1)       # a service, or "*" for each service on its own
+    window: float = 86400.0                  # 1m, 1h, 1d, ...: windows aligned to UTC (a day from 00:00)
+    tokens: Optional[int] = Field(default=None, ge=1)        # input + output tokens
+    cost_usd: Optional[float] = Field(default=None, gt=0)
+    warn: float = Field(default=0.8, gt=0, lt=1)             # share of the budget that warns
+    forecast: bool = True                    # warn when the burn rate would spend it before the window ends
+    # The forecast needs this much of the window seen and this share of the budget spent (noise guard).
+    forecast_min_elapsed: float = 300.0
+    forecast_min_share: float = Field(default=0.1, ge=0, lt=1)
+
+    _dur = field_validator("window", "forecast_min_elapsed", mode="before")(parse_duration)
+
+    @model_validator(mode="after")
+    def _something_to_count(self) -> "BudgetRule":
+        if self.tokens is None and self.cost_usd is None:
+            raise ValueError("give tokens or cost_usd (or both)")
+        if self.window < 60:
+            raise ValueError("window must be at least 1m")
+        return self
+
+
+class PoliciesConfig(_Model):
+    """Budgets and allowed models per service (operators/budgets.py); alerts of type policy_violation."""
+
+    budgets: List[BudgetRule] = Field(default_factory=list)
+    # {service: [models]}: a call of the service to any other model is a policy_violation.
+    allowed_models: Dict[str, List[str]] = Field(default_factory=dict)
+    # A model violation resolves after this long (event time) without a call to that model.
+    violation_quiet: float = 3600.0
+
+    _dur = field_validator("violation_quiet", mode="before")(parse_duration)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.budgets or self.allowed_models)
+
+
 class StateConfig(_Model):
     # Per-key state (baselines) idle this long in wall-clock time is dropped.
     key_idle_evict: float = 6 * 3600.0
@@ -757,6 +797,7 @@ class FlowConfig(_Model):
     # `sentinel api` (unset: its defaults; the flow itself does not read it).
     api: ApiConfig = Field(default_factory=ApiConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
 
     def control_settings(self) -> Optional[ControlConfig]:
         """The control listener's settings, or None when there is none to run."""
