@@ -9,6 +9,8 @@ One simulated day, played in phases into the flow's telemetry topic:
    (another service's incident at the same time is);
 3. the silence DELETEd: the next one pages again;
 4. feedback ``false_positive`` on it is stored and applied by the flow's feedback path (its log line).
+
+Before that, every endpoint refuses a missing, expired, wrongly signed or under-privileged token over HTTP.
 """
 
 from __future__ import annotations
@@ -141,7 +143,20 @@ def test_api_beside_a_running_flow(backend: str, tmp_path: Path, tansu: str, kaf
         wait_for("the API", ready, 60)
         wait_for("the flow's control listener", lambda: "control:" in flow_log() or procs[0].poll() is not None, 60)
         assert procs[0].poll() is None, flow_log()[-3000:]
-        assert http.get("/api/v1/incidents").status_code == 401
+        # Over real HTTP too: every endpoint refuses a missing, expired, wrongly signed or too low token.
+        from test_api import ENDPOINTS
+
+        expired = make_token(SECRET.encode(), "x", "admin", -120)
+        forged = make_token(b"not-the-secret-" + b"x" * 40, "x", "admin", 600)
+        for method, path, body, needed in ENDPOINTS:
+            for headers in ({}, {"Authorization": "Bearer " + expired}, {"Authorization": "Bearer " + forged}):
+                r = http.request(method, path, json=body, headers=headers)
+                assert r.status_code == 401 and r.json()["error"] == "unauthorized", (method, path, r.text)
+            if needed != "viewer":
+                r = http.request(method, path, json=body, headers={"Authorization": "Bearer " + tok["viewer"]})
+                assert r.status_code == 403 and r.json()["error"] == "forbidden", (method, path, r.text)
+        with connect(f"ws://127.0.0.1:{port}/api/v1/stream?token={expired}") as refused:
+            assert json.loads(refused.recv(timeout=5)) == {"error": "unauthorized", "detail": "token expired"}
 
         ws = stack.enter_context(connect(f"ws://127.0.0.1:{port}/api/v1/stream?service=support-bot&token="
                                          f"{tok['viewer']}"))
