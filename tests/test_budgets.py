@@ -2,7 +2,7 @@
 
 import math
 import random
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 

@@ -39,7 +39,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from operators.alerts import make_alert
 from sentinel.config import ConfigError, load_config_dict
 from sentinel.tls import client_context, kafka_settings, read_secret
-from sinks.base import encode_alert
 from sinks.rabbitmq import RabbitMQWriter, login_problem
 from tests.conftest import drain_queue
 
@@ -367,7 +366,7 @@ sinks:
 
 @pytest.fixture
 def kafka_mtls(pki, tmp_path):
-    from sentinel.tansu import free_port, stop_tansu, tansu_binary, wait_for_kafka
+    from sentinel.tansu import free_port, stop_tansu, tansu_binary
 
     plain = free_port()
     proxy = TLSProxy(pki, ("127.0.0.1", plain))
