@@ -83,6 +83,8 @@ STRUCTURAL = frozenset({"alert_id", "fingerprint", "type", "severity", "metric",
                         "detected_at", "status", "fired_event_time"})
 # Fields naming an actor: pseudonymised when there is a key.
 ID_FIELDS = frozenset({"subject", "user_id", "tenant_id", "actor", "source_ip"})
+# Subjects that name no one (a budget, a model; operators/budgets.py), a pseudonym already, a placeholder.
+NOT_ACTORS = ("budget:", "model:", "anon:", "\x00")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -215,7 +217,7 @@ class Masker:
     def _ids(self, v: Any, out: Dict[str, str], keep: bool = False) -> None:
         if isinstance(v, dict):
             for k, x in v.items():
-                if k in self.id_fields and isinstance(x, str) and x and not x.startswith("anon:"):
+                if k in self.id_fields and isinstance(x, str) and x and not x.startswith(NOT_ACTORS):
                     out.setdefault(x, f"\x00{len(out)}\x00" if keep else self.pseudonym(x))
                 elif isinstance(x, (dict, list)):
                     self._ids(x, out, keep)

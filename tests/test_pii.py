@@ -296,3 +296,10 @@ def test_setup_logging_installs_the_filter():
             "logging.getLogger('sentinel.x').warning('card 4111 1111 1111 1111 of ann@a.example')")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     assert "card <card> of <email>" in err and "4111" not in err
+
+
+def test_subjects_that_name_no_one_are_kept():
+    for subject in ("budget:cost_usd/1d", "model:gpt-4o"):
+        a = make_alert("policy_violation", "budget_cost_usd_1d", 50, 40, 1.0, "high", "budget", 1.8e9, "svc", None,
+                       subject=subject, summary="The daily cost budget of svc ($40.00) is spent.")
+        assert Masker(pseudonym_key=KEY).alert(a) == a
