@@ -16,7 +16,9 @@ three times, each step an escalation of the one before:
 
 The episode resolves when the window ends (the budget starts again). Alerts
 are of type ``policy_violation`` (detector ``budget``), subject
-``budget:<tokens|cost_usd>/<window>``.
+``budget:<tokens|cost_usd>/<window>``, or for a rule with ``per: tenant`` or
+``per: user`` each tenant or user on its own (subject ``tenant:<id>`` or
+``user:<id>``, at most ``max_actors`` of them per service and rule).
 
 ``allowed_models`` lists the models a service may call; a call to another
 one is a ``policy_violation`` (detector ``model_allowlist``, subject
@@ -34,7 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
-from operators.alerts import iso, make_alert, resolved
+from operators.alerts import alert_id, fingerprint, iso, make_alert, resolved
 from sentinel.config import BudgetRule, PoliciesConfig
 from sentinel.metrics import get_metrics
 
@@ -66,6 +68,7 @@ class _Meter:
     level: int = -1                        # index in LEVELS of the last level paged in this window
     firing: Optional[Dict[str, Any]] = None
     buckets: Dict[int, float] = field(default_factory=dict)  # minute -> spent
+    actor: Optional[str] = None            # the tenant or user, for a rule with per: tenant | user
 
 
 @dataclass
@@ -111,14 +114,21 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
             if rules:
                 tokens = (ev.input_tokens or 0) + (ev.output_tokens or 0)
                 for i, rule in rules:
+                    actor = None
+                    if rule.per != "service":
+                        actor = ev.tenant_id if rule.per == "tenant" else ev.user_id
+                        if not actor:
+                            continue
                     for quantity, limit, used in (("tokens", rule.tokens, tokens), ("cost_usd", rule.cost_usd,
                                                                                        ev.cost_usd or 0.0)):
                         if limit is None:
                             continue
-                        key = f"{i}/{quantity}"
+                        key = f"{i}/{quantity}" if actor is None else f"{i}/{quantity}/{actor}"
                         meter = st.meters.get(key)
                         if meter is None:
-                            meter = st.meters[key] = _Meter(quantity, float(limit))
+                            if actor is not None and not self._room(st, i, rule, ts):
+                                continue
+                            meter = st.meters[key] = _Meter(quantity, float(limit), actor=actor)
                         out.extend(self._spend(rule, meter, ts, used))
         out.extend(self._quiet_violations(st.last_ts))
         return out, False
@@ -130,6 +140,20 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         return copy.deepcopy(self.state)
 
     # -- budgets ---------------------------------------------------------------
+
+    def _room(self, st: BudgetState, i: int, rule: BudgetRule, ts: float) -> bool:
+        """Whether a new actor of rule ``i`` may have a meter: at most ``max_actors``; meters of windows
+        that have ended (and page no more) make room first."""
+        prefix = f"{i}/"
+        mine = [k for k, m in st.meters.items() if k.startswith(prefix) and m.actor is not None]
+        if len(mine) < rule.max_actors:
+            return True
+        for k in mine:
+            m = st.meters[k]
+            if m.window_start + rule.window <= ts and m.firing is None:
+                del st.meters[k]
+        return len([k for k in st.meters if k.startswith(prefix) and st.meters[k].actor is not None]) \
+            < rule.max_actors
 
     def _spend(self, rule: BudgetRule, m: _Meter, ts: float, used: float) -> List[Dict[str, Any]]:
         out: List[Dict[str, Any]] = []
@@ -193,7 +217,8 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         def amount(v: float) -> str:
             return f"${v:,.2f}" if cost else f"{v:,.0f} tokens"
 
-        what = f"{_period(rule.window)} {'cost' if cost else 'token'} budget of {service} ({amount(m.budget)})"
+        whose = service if m.actor is None else f"{rule.per}:{m.actor} on {service}"
+        what = f"{_period(rule.window)} {'cost' if cost else 'token'} budget of {whose} ({amount(m.budget)})"
         share = m.spent / m.budget
         if level == "forecast":
             when = datetime.fromtimestamp(exhausted_at, timezone.utc).strftime("%H:%M")
@@ -209,11 +234,17 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         if exhausted_at is not None:
             evidence["exhausted_at"] = iso(exhausted_at)
         first = m.firing
+        metric = f"budget_{m.quantity}_{window}"
+        subject = f"budget:{m.quantity}/{window}" if m.actor is None else f"{rule.per}:{m.actor}"
+        status = "firing" if first is None else "escalated"
+        start = first_ts(first, ts)
         alert = make_alert(
-            "policy_violation", f"budget_{m.quantity}_{window}", m.spent, m.budget, min(1.0, share), severity,
-            "budget", first_ts(first, ts), service, None, subject=f"budget:{m.quantity}/{window}",
-            evidence=evidence, summary=summary, ingested_at=self.state.last_ingest, now=self._now(),
-            status="firing" if first is None else "escalated")
+            "policy_violation", metric, m.spent, m.budget, min(1.0, share), severity, "budget", start, service,
+            None, subject=subject, evidence=evidence, summary=summary, ingested_at=self.state.last_ingest,
+            now=self._now(), status=status)
+        # One episode per budget: the metric (quantity and window) is part of its fingerprint.
+        alert["fingerprint"] = fingerprint("policy_violation", service, metric, subject)
+        alert["alert_id"] = alert_id(alert["fingerprint"], start, status, severity)
         if first is None:
             m.firing = alert
         return alert

@@ -644,6 +644,9 @@ class BudgetRule(_Model):
     """A token and/or cost budget of a service over a window of event time (operators/budgets.py)."""
 
     service: str = Field(min_length=1)       # a service, or "*" for each service on its own
+    # Whose use is counted against the budget: the service's, or each tenant's or user's of it on its own.
+    per: Literal["service", "tenant", "user"] = "service"
+    max_actors: int = Field(default=10_000, ge=1)  # per service and rule with per: tenant | user
     window: float = 86400.0                  # 1m, 1h, 1d, ...: windows aligned to UTC (a day from 00:00)
     tokens: Optional[int] = Field(default=None, ge=1)        # input + output tokens
     cost_usd: Optional[float] = Field(default=None, gt=0)

@@ -121,3 +121,23 @@ def test_policy_config_errors_name_the_key():
         load_config_dict({**base, "policies": {"budgets": [{"service": "svc", "cost_usd": 1, "warn": 1.5}]}})
     with pytest.raises(ConfigError, match=r"policies.budget"):
         load_config_dict({**base, "policies": {"budget": []}})
+
+
+def test_a_budget_per_user_pages_the_user_who_spends_it():
+    evs = []
+    for m in range(120):
+        for u, per_minute in (("u-heavy", 6), ("u-light", 2)):
+            for i in range(per_minute):
+                evs.append(request(T0 + m * 60 + i * 60.0 / per_minute + (0.5 if u == "u-light" else 0), "svc", "m1",
+                                   800.0, user_id=u, cost_usd=0.01))
+    evs.sort(key=lambda e: e["timestamp"])
+    alerts, dead = run_flow(batches(evs), {**QUIET, "policies": {"budgets": [
+        {"service": "svc", "per": "user", "window": "1d", "cost_usd": 5.0, "forecast": False},
+        {"service": "svc", "window": "1d", "cost_usd": 100.0, "forecast": False}]}})
+    assert dead == []
+    pol = [a for a in _policy(alerts) if a["status"] != "resolved"]
+    assert [(a["subject"], a["severity"]) for a in pol] == [("user:u-heavy", "medium"), ("user:u-heavy", "high")]
+    assert "daily cost budget of user:u-heavy on svc ($5.00)" in pol[1]["summary"]
+    # At 0.06 $/min the user's $5 is gone after 83 minutes.
+    spent_at = datetime.fromisoformat(pol[1]["evidence"]["fired_event_time"].replace("Z", "+00:00")).timestamp()
+    assert spent_at - T0 == pytest.approx(83.3 * 60, abs=60)
