@@ -3,8 +3,8 @@
 Simulated telemetry (an attack from an IP, an attack from an e-mail address, a
 latency incident) gets planted personal data in every attribute and actor
 field, plus dead letters that carry it; ``sentinel run`` writes alerts to
-stdout, a JSON-lines file and an on-disk Qdrant collection, dead letters to a
-file and logs to stderr. Every byte of every output is searched for every
+stdout, a JSON-lines file, an on-disk Qdrant collection and the incident
+store (SQLite), dead letters to a file and logs to stderr. Every byte of every output is searched for every
 planted string.
 """
 
@@ -109,6 +109,7 @@ sinks:
   - {{kind: stdout}}
   - {{kind: jsonl, path: {out / 'alerts.jsonl'}}}
   - {{kind: qdrant, location: {out / 'qdrant'}, collection: incidents}}
+  - {{kind: incident_store, url: {out / 'incidents.db'}, spool_dir: {out / 'store-spool'}}}
 metrics: {{port: 0}}
 dead_letters: {{kind: jsonl, path: {out / 'dlq.jsonl'}}}
 privacy: {{pseudonym_key_env: SENTINEL_TEST_PSEUDONYM_KEY}}
@@ -121,7 +122,7 @@ privacy: {{pseudonym_key_env: SENTINEL_TEST_PSEUDONYM_KEY}}
     (out / "stderr.txt").write_bytes(proc.stderr)
 
     outputs = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert any("qdrant" in str(p) for p in outputs), sorted(outputs)
+    assert any("qdrant" in str(p) for p in outputs) and (out / "incidents.db").stat().st_size > 0, sorted(outputs)
     for p, data in outputs.items():
         for s in seeded:
             assert s.encode() not in data, f"{s!r} in {p.relative_to(out)}"
@@ -139,6 +140,8 @@ privacy: {{pseudonym_key_env: SENTINEL_TEST_PSEUDONYM_KEY}}
     assert {a["subject"] for a in attacks} == {m.pseudonym(ATTACK_IP), m.pseudonym(ATTACK_EMAIL)}
     for a in attacks:
         assert a["subject"] in a["summary"]
+    store = b"".join(data for p, data in outputs.items() if p.name.startswith("incidents.db"))
+    assert m.pseudonym(ATTACK_IP).encode() in store  # the store has the attack, under its pseudonym
     assert any(a["type"] == "latency" and a["service"] == "search-rag" for a in alerts)
     stdout_alerts = [json.loads(line)["data"] for line in proc.stdout.decode().splitlines() if line.startswith("{")]
     assert [a["alert_id"] for a in stdout_alerts] == [a["alert_id"] for a in alerts]
