@@ -229,13 +229,15 @@ def build_flow(
     if det.token_abuse.enabled:
         streams.append(op.stateful("actor_windows", keyed("a"),
                                    guarded("actor_windows", lambda st: ActorLogic(cfg, refresh_actor_state(cfg, st)))))
+    guardrail = cfg.policies.guardrail_rate is not None
+    security_groups = keyed("s") if det.coordinated_attack.enabled or guardrail else None
     if det.coordinated_attack.enabled:
-        streams.append(op.stateful("attack_counter", keyed("s"),
+        streams.append(op.stateful("attack_counter", security_groups,
                                    guarded("attack_counter", lambda st: AttackLogic(cfg, st))))
     if cfg.policies.enabled:  # budgets and allowed models per service (operators/budgets.py)
         from operators.budgets import budget_step
 
-        streams.append(budget_step(model_groups, cfg.policies))
+        streams.append(budget_step(model_groups, cfg.policies, security_groups))
     alerts = op.merge("alerts", *streams)
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
     failed = op.branch("step_failures", alerts, is_failure)

@@ -24,6 +24,15 @@ are of type ``policy_violation`` (detector ``budget``), subject
 one is a ``policy_violation`` (detector ``model_allowlist``, subject
 ``model:<model>``, severity ``medium``), one episode per service and model,
 resolved after ``violation_quiet`` of event time without such a call.
+
+``guardrail_rate``: the security events that name the service (guardrail
+breaches) per request of the service in a window of event time; more than
+``max_rate`` of them (and at least ``min_events``) is a ``policy_violation``
+(detector ``guardrail_rate``, subject ``guardrails/<window>``, ``medium``,
+``high`` beyond twice the rate), one page per window, resolved once the
+window after the next has begun (the requests and the security events come
+in batches of their own, so two windows stay open).
+Each breach is counted, none pages on its own.
 """
 
 from __future__ import annotations
@@ -72,9 +81,21 @@ class _Meter:
 
 
 @dataclass
+class _Guardrail:
+    """Requests and guardrail breaches of the service in the current window."""
+
+    window_start: float = float("-inf")
+    requests: int = 0
+    breaches: int = 0
+    kinds: Dict[str, int] = field(default_factory=dict)
+    firing: Optional[Dict[str, Any]] = None
+
+
+@dataclass
 class BudgetState:
     service: str
     meters: Dict[str, _Meter] = field(default_factory=dict)              # "<rule index>/<quantity>" -> meter
+    guardrail: Dict[float, _Guardrail] = field(default_factory=dict)    # window start -> counts
     violations: Dict[str, Tuple[float, int, Dict[str, Any]]] = field(default_factory=dict)  # model -> (last, n, alert)
     last_ts: float = float("-inf")
     last_ingest: float = 0.0
@@ -97,13 +118,17 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
 
     # -- the stream ------------------------------------------------------------
 
-    def on_item(self, value: Tuple[str, List[Any], float]) -> Tuple[List[Dict[str, Any]], bool]:
-        service, events, ingested_at = value
+    def on_item(self, value: Tuple[str, str, List[Any], float]) -> Tuple[List[Dict[str, Any]], bool]:
+        service, tag, events, ingested_at = value
         if self.state is None:
             self.state = BudgetState(service)
         st = self.state
         st.last_ingest = ingested_at
         out: List[Dict[str, Any]] = []
+        if self.policies.guardrail_rate is not None:
+            out.extend(self._guardrail(events, tag == "s"))
+        if tag == "s":
+            return out, False
         allowed = self.policies.allowed_models.get(service)
         rules = rules_for(self.policies, service)
         for ev in sorted(events, key=lambda e: e.ts):
@@ -249,6 +274,52 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
             m.firing = alert
         return alert
 
+    # -- guardrail breach rate ---------------------------------------------------
+
+    def _guardrail(self, events: List[Any], breaches: bool) -> List[Dict[str, Any]]:
+        """Count requests or breaches into their windows; the two streams arrive in batches of their own,
+        so the last two windows stay open and a window closes (and resolves) when a second newer opens."""
+        rule = self.policies.guardrail_rate
+        windows = self.state.guardrail
+        out: List[Dict[str, Any]] = []
+        for ev in sorted(events, key=lambda e: e.ts):
+            start = (ev.ts // rule.window) * rule.window
+            g = windows.get(start)
+            if g is None:
+                if windows and start < min(windows) and len(windows) >= 2:
+                    continue  # a window already closed
+                g = windows[start] = _Guardrail(window_start=start)
+                for old in sorted(windows)[:-2]:
+                    closed = windows.pop(old)
+                    if closed.firing is not None:
+                        out.append(resolved(closed.firing, old + rule.window))
+            if breaches:
+                g.breaches += 1
+                g.kinds[ev.kind] = g.kinds.get(ev.kind, 0) + 1
+            else:
+                g.requests += 1
+            if (g.firing is None and g.breaches >= rule.min_events
+                    and g.breaches > rule.max_rate * max(g.requests, 1)):
+                out.append(self._guardrail_alert(rule, g, ev.ts))
+        return out
+
+    def _guardrail_alert(self, rule: Any, g: _Guardrail, ts: float) -> Dict[str, Any]:
+        service = self.state.service
+        rate = g.breaches / max(g.requests, 1)
+        severity = "high" if rate > 2 * rule.max_rate else "medium"
+        self._metrics.anomaly("policy_violation", severity, service)
+        kinds = dict(sorted(g.kinds.items(), key=lambda kv: -kv[1])[:5])
+        window = _window_name(rule.window)
+        g.firing = make_alert(
+            "policy_violation", f"guardrail_breach_rate_{window}", round(rate, 6), rule.max_rate, min(1.0, rate),
+            severity, "guardrail_rate", ts, service, None, subject=f"guardrails/{window}",
+            evidence={"breaches": g.breaches, "requests": g.requests, "kinds": kinds, "window_seconds": rule.window,
+                      "window_start": iso(g.window_start), "fired_event_time": iso(ts)},
+            summary=f"{g.breaches} guardrail breaches on {service} in {window} ({', '.join(kinds)}): "
+                    f"{rate:.1%} of its {g.requests:,} requests, above {rule.max_rate:.1%}.",
+            ingested_at=self.state.last_ingest, now=self._now())
+        return g.firing
+
     # -- allowed models --------------------------------------------------------
 
     def _violation(self, model: str, ts: float, allowed: List[str]) -> List[Dict[str, Any]]:
@@ -287,8 +358,9 @@ def first_ts(first: Optional[Dict[str, Any]], ts: float) -> float:
     return datetime.fromisoformat(first["event_time"].replace("Z", "+00:00")).timestamp()
 
 
-def budget_step(groups: Any, policies: PoliciesConfig) -> Any:
-    """The ``budgets`` step on the parse step's service/model groups: a stream of (service, alert)."""
+def budget_step(groups: Any, policies: PoliciesConfig, security_groups: Any = None) -> Any:
+    """The ``budgets`` step on the parse step's service/model groups (and, for the guardrail rate, its
+    security groups): a stream of (service, alert)."""
     import bytewax.operators as op
 
     from operators.guard import guarded
@@ -297,7 +369,18 @@ def budget_step(groups: Any, policies: PoliciesConfig) -> Any:
     def by_service(kv: Tuple[str, tuple]) -> Tuple[str, tuple]:
         service = kv[0].split(KEY_SEP, 1)[0]
         _key, _partition, events, ingested_at = kv[1][:4]
-        return service, (service, events, ingested_at)
+        return service, (service, "m", events, ingested_at)
 
     keyed = op.map("budget_key", groups, by_service)
+    if security_groups is not None and policies.guardrail_rate is not None:
+        def breaches_by_service(kv: Tuple[str, tuple]) -> List[Tuple[str, tuple]]:
+            _key, _partition, events, ingested_at = kv[1][:4]
+            per: Dict[str, List[Any]] = {}
+            for ev in events:
+                if ev.service:
+                    per.setdefault(ev.service, []).append(ev)
+            return [(svc, (svc, "s", evs, ingested_at)) for svc, evs in per.items()]
+
+        keyed = op.merge("budget_inputs", keyed, op.flat_map("budget_security_key", security_groups,
+                                                             breaches_by_service))
     return op.stateful("budgets", keyed, guarded("budgets", lambda st: BudgetLogic(policies, st)))

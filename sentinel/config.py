@@ -667,6 +667,23 @@ class BudgetRule(_Model):
         return self
 
 
+class GuardrailRate(_Model):
+    """Guardrail breaches (security events) per request of a service over a window of event time."""
+
+    window: float = 3600.0
+    max_rate: float = Field(default=0.05, gt=0, le=1)   # breaches per request beyond which it pages
+    min_events: int = Field(default=20, ge=1)           # and at least this many breaches in the window
+
+    _dur = field_validator("window", mode="before")(parse_duration)
+
+    @field_validator("window")
+    @classmethod
+    def _at_least_a_minute(cls, v: float) -> float:
+        if v < 60:
+            raise ValueError("window must be at least 1m")
+        return v
+
+
 class PoliciesConfig(_Model):
     """Budgets and allowed models per service (operators/budgets.py); alerts of type policy_violation."""
 
@@ -675,12 +692,14 @@ class PoliciesConfig(_Model):
     allowed_models: Dict[str, List[str]] = Field(default_factory=dict)
     # A model violation resolves after this long (event time) without a call to that model.
     violation_quiet: float = 3600.0
+    # The share of a service's requests that breach its guardrails (security events naming the service).
+    guardrail_rate: Optional[GuardrailRate] = None
 
     _dur = field_validator("violation_quiet", mode="before")(parse_duration)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.budgets or self.allowed_models)
+        return bool(self.budgets or self.allowed_models or self.guardrail_rate)
 
 
 class StateConfig(_Model):

@@ -141,3 +141,26 @@ def test_a_budget_per_user_pages_the_user_who_spends_it():
     # At 0.06 $/min the user's $5 is gone after 83 minutes.
     spent_at = datetime.fromisoformat(pol[1]["evidence"]["fired_event_time"].replace("Z", "+00:00")).timestamp()
     assert spent_at - T0 == pytest.approx(83.3 * 60, abs=60)
+
+
+def _breach(ts, i, kind="prompt_injection", service="svc"):
+    return {"event_type": "security", "timestamp": ts, "source": f"203.0.113.{i % 200}", "kind": kind,
+            "service": service}
+
+
+def test_guardrail_breach_rate_pages_once_per_window_and_counts_every_breach():
+    evs = _day(lambda ts: 0.001, hours=3.5)                     # 360 requests an hour
+    evs += [_breach(T0 + i * 600, i) for i in range(6)]          # hour 0: 6 breaches, under min_events
+    evs += [_breach(T0 + 3600 + i * 100, i, "jailbreak" if i % 3 else "pii_leak") for i in range(30)]  # 8.3%
+    evs += [_breach(T0 + 7200 + i * 300, i, service="other") for i in range(12)]  # another service's
+    evs.sort(key=lambda e: e["timestamp"])
+    alerts, dead = run_flow(batches(evs), {**QUIET, "policies": {"guardrail_rate": {
+        "window": "1h", "max_rate": 0.05, "min_events": 20}}})
+    assert dead == []
+    pol = _policy(alerts)
+    assert [(a["status"], a["service"], a["severity"], a["subject"]) for a in pol] == [
+        ("firing", "svc", "medium", "guardrails/1h"), ("resolved", "svc", "medium", "guardrails/1h")]
+    page = pol[0]
+    assert page["evidence"]["breaches"] == 20 and page["evidence"]["kinds"] == {"jailbreak": 13, "pii_leak": 7}
+    assert page["observed"] > 0.05 and page["detector"] == "guardrail_rate"
+    assert "20 guardrail breaches on svc in 1h (jailbreak, pii_leak)" in page["summary"]
