@@ -229,8 +229,13 @@ def build_flow(
     if det.token_abuse.enabled:
         streams.append(op.stateful("actor_windows", keyed("a"),
                                    guarded("actor_windows", lambda st: ActorLogic(cfg, refresh_actor_state(cfg, st)))))
-    guardrail = cfg.policies.guardrail_rate is not None
+    guardrail = cfg.policies.guardrail_rate is not None or cfg.policies.guardrail_audit is not None
     security_groups = keyed("s") if det.coordinated_attack.enabled or guardrail else None
+    if cfg.policies.guardrail_audit is not None:  # every guardrail breach recorded (sinks/guardrail_audit.py)
+        from sinks.guardrail_audit import GuardrailAuditSink
+
+        op.output("guardrail_audit", op.map("audit_events", security_groups, lambda kv: kv[1][2]),
+                  GuardrailAuditSink(cfg.policies.guardrail_audit, make_masker(cfg)))
     if det.coordinated_attack.enabled:
         streams.append(op.stateful("attack_counter", security_groups,
                                    guarded("attack_counter", lambda st: AttackLogic(cfg, st))))

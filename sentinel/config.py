@@ -694,6 +694,8 @@ class PoliciesConfig(_Model):
     violation_quiet: float = 3600.0
     # The share of a service's requests that breach its guardrails (security events naming the service).
     guardrail_rate: Optional[GuardrailRate] = None
+    # Every guardrail breach (security event) appended to this JSON-lines file for audit, none paged.
+    guardrail_audit: Optional[str] = Field(default=None, min_length=1)
 
     _dur = field_validator("violation_quiet", mode="before")(parse_duration)
 

@@ -164,3 +164,28 @@ def test_guardrail_breach_rate_pages_once_per_window_and_counts_every_breach():
     assert page["evidence"]["breaches"] == 20 and page["evidence"]["kinds"] == {"jailbreak": 13, "pii_leak": 7}
     assert page["observed"] > 0.05 and page["detector"] == "guardrail_rate"
     assert "20 guardrail breaches on svc in 1h (jailbreak, pii_leak)" in page["summary"]
+
+
+def test_every_guardrail_breach_is_recorded_for_audit(tmp_path, monkeypatch):
+    import json
+
+    from sentinel.pii import Masker
+
+    monkeypatch.setenv("SENTINEL_TEST_PSEUDONYM_KEY", "audit-test-key-0123456789")
+    evs = _day(lambda ts: 0.001, hours=1)
+    breaches = [_breach(T0 + 10 + i * 7, i, "jailbreak") for i in range(300)]
+    breaches[5]["source"] = "mallory@evil.example"
+    evs = sorted(evs + breaches, key=lambda e: e["timestamp"])
+    audit = tmp_path / "audit" / "guardrails.jsonl"
+    alerts, dead = run_flow(batches(evs), {**QUIET, "policies": {"guardrail_audit": str(audit)},
+                                           "privacy": {"pseudonym_key_env": "SENTINEL_TEST_PSEUDONYM_KEY"}})
+    assert dead == []
+    rows = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert len(rows) == 300
+    m = Masker(pseudonym_key=b"audit-test-key-0123456789")
+    assert sorted(r["subject"] for r in rows) == sorted(m.pseudonym(b["source"]) for b in breaches)
+    assert {r["kind"] for r in rows} == {"jailbreak"} and {r["service"] for r in rows} == {"svc"}
+    assert "mallory" not in audit.read_text() and "203.0.113." not in audit.read_text()
+    assert oct(audit.stat().st_mode & 0o777) == "0o640"
+    # No page for each: the only alerts are the flow's own (a coordinated attack needs one source's burst).
+    assert not _policy(alerts)

@@ -303,3 +303,14 @@ def test_subjects_that_name_no_one_are_kept():
         a = make_alert("policy_violation", "budget_cost_usd_1d", 50, 40, 1.0, "high", "budget", 1.8e9, "svc", None,
                        subject=subject, summary="The daily cost budget of svc ($40.00) is spent.")
         assert Masker(pseudonym_key=KEY).alert(a) == a
+
+
+def test_pseudonyms_are_never_taken_for_cards_or_phones():
+    m = Masker(pseudonym_key=b"audit-test-key-0123456789")
+    p = m.pseudonym("203.0.113.170")
+    assert p == "anon:43826653424090a6"  # 14 digits in a row that pass the Luhn check
+    a = make_alert("coordinated_attack", "security_events", 40, 10, 0.99, "high", "security_rate", 1.8e9, "svc",
+                   None, subject="203.0.113.170", summary="40 security events from 203.0.113.170 within 5 minutes.")
+    out = m.alert(a)
+    assert out["subject"] == p and out["summary"] == f"40 security events from {p} within 5 minutes."
+    assert m.text(f"{p} and 4111 1111 1111 1111") == f"{p} and <card>"
