@@ -14,8 +14,10 @@ is abusive when all of these hold:
   agent that sends its calls in bursts, is judged against its sessions and
   bursts, not against an average that its idle hours dilute), from more
   requests than ``ratio`` times its usual number could give (a Poisson tail
-  below ``p_value``: a few requests more than usual are no pattern). The
-  habit scales with the service's own traffic when that is above usual (a
+  below ``p_value``: a few requests more than usual are no pattern),
+  counted in bursts (:meth:`ServiceActors.burst_size`: an agent's task of a
+  dozen calls a minute is one burst, so its one long task is no pattern
+  either). The habit scales with the service's own traffic when that is above usual (a
   busy hour or a traffic surge lifts everyone);
 * among the service's heavy users: at least the ``heavy_quantile`` of *this*
   service's busy actor-horizons, so a light user's first busy session on a
@@ -200,6 +202,10 @@ class ServiceActors:
         self._population = DecayingQuantiles()
         self._habits = ActorHabits(habit_alpha, max_actors)
         self._service_rate: Optional[float] = None  # the service's requests per window (EW)
+        # Decayed requests and busy actor-windows: their ratio is how many requests an actor's
+        # burst holds (burst_size).
+        self._req_sum = 0.0
+        self._busy = 0.0
         self._suspects: Dict[str, _Suspect] = {}
         self._first: Optional[float] = None
         self._last: Optional[float] = None
@@ -207,6 +213,13 @@ class ServiceActors:
     @property
     def population(self) -> DecayingQuantiles:
         return self._population
+
+    def burst_size(self) -> float:
+        """Requests an actor sends together: the mean of its requests in a busy window over the
+        service's busy actor-windows (decayed), at least 1. Near 1 where users send a request
+        now and then; a dozen where an agent's task sends a dozen calls within the minute. Each
+        actor-window counts once, so no single actor, an abuser least of all, sets it."""
+        return max(1.0, self._req_sum / self._busy) if self._busy > 0.0 else 1.0
 
     def heavy_level(self) -> Optional[float]:
         """The service's heavy users' tokens per horizon, once it is a reference."""
@@ -225,6 +238,7 @@ class ServiceActors:
         n_requests = 0
         for aw in actors.values():
             n_requests += aw[1]
+        burst = self.burst_size()
         recent = self._recent
         recent.append((start, actors, n_requests))
         while recent[0][0] <= start - self.horizon:
@@ -261,8 +275,11 @@ class ServiceActors:
                     # Everyone is busier when the service is: the habit scales with the service's traffic.
                     if usual:
                         lift = max(1.0, (svc_requests - requests) / (usual * span))
+                    # Requests come in bursts (an agent's task is a dozen calls): the tail is
+                    # that of the number of bursts, not of calls.
                     abusive = (total >= self.ratio * habit[0] * lift
-                               and poisson_sf(requests, self.ratio * habit[1] * lift) < self.p_value)
+                               and poisson_sf(int(requests / burst), self.ratio * habit[1] * lift / burst)
+                               < self.p_value)
             self._population.update(total)
             s = suspects.get(actor)
             if abusive:
@@ -298,6 +315,8 @@ class ServiceActors:
                         del suspects[actor]
         a = self.habit_alpha
         self._service_rate = float(n_requests) if usual is None else usual + a * (n_requests - usual)
+        self._req_sum += a * (n_requests - self._req_sum)
+        self._busy += a * (len(actors) - self._busy)
         for _ in range(gap - 1):  # idle windows of the whole service count as zero
             self._service_rate *= 1.0 - a
         # An abuser that went quiet altogether resolves too.
@@ -336,6 +355,7 @@ class ServiceActors:
         return d
 
     def __setstate__(self, s) -> None:
+        self._req_sum = self._busy = 0.0  # states from before bursts were measured
         self.__dict__.update(s)
         self._recent = deque(s["_recent"])
 

@@ -168,3 +168,46 @@ def test_a_per_actor_state_of_an_earlier_version_is_dropped_not_a_crash():
     assert logic.state is None and logic.notify_at() is None
     assert logic.on_notify() == ([], StatefulLogic.DISCARD)
     assert logic.on_eof() == ([], StatefulLogic.RETAIN)
+
+
+def _agent_service(rng, windows, extra=None):
+    """Agent users: each task is a burst of calls (a dozen on average, one in a hundred over fifty)
+    within a few minutes, its context growing with every call. ``extra(w, actors)`` adds to window w."""
+    s = ServiceActors(min_population=200, history_windows=30, min_tokens=1000)
+    active = []  # [user, calls left, context]
+    out = []
+    for w in range(windows):
+        for _ in range(rng.randint(3, 6)):  # new tasks
+            active.append([f"user:a{rng.randrange(60)}", 1 + int(rng.expovariate(1 / 11.0)), 0.0])
+        actors = {}
+        for task in active:
+            for _ in range(min(task[1], 12)):  # a call every five seconds
+                out_tok = int(rng.lognormvariate(0, 0.7) * 900)
+                task[2] += 0.3 * out_tok
+                add_request(actors, task[0], int(rng.lognormvariate(0, 0.5) * 4500 + task[2]) + out_tok, "m")
+                task[1] -= 1
+        active = [t for t in active if t[1] > 0]
+        if extra is not None:
+            extra(w, actors)
+        out += s.close_window(60.0 * w, actors)
+    return s, out
+
+
+def test_an_agents_long_tasks_are_bursts_not_abuse():
+    # A task of 60 calls with a growing context sends many times a user's usual tokens and calls
+    # in ten minutes; its calls come as one burst, so the count that is judged is of bursts.
+    s, out = _agent_service(random.Random(11), 600)
+    assert s.burst_size() > 4.0
+    assert out == []
+
+
+def test_an_agent_user_at_twenty_times_its_habit_is_abuse():
+    def abuse(w, actors):
+        if w >= 500:  # the stolen key: a burst of its size every few seconds
+            for _ in range(40):
+                add_request(actors, "user:a7", 30000, "m")
+        elif w % 20 == 0:  # its habit: one task every twenty minutes
+            for _ in range(10):
+                add_request(actors, "user:a7", 6000, "m")
+    s, out = _agent_service(random.Random(12), 530, abuse)
+    assert [(f.status, f.actor) for f in out] == [("firing", "user:a7")]
