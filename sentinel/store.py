@@ -17,8 +17,10 @@ sink (:mod:`sinks.incident_store`) writes alerts; ``sentinel api``
 * ``audit``: append-only and hash-chained (see :func:`entry_hash`); every
   stored alert, silence, expiry and feedback adds a row in the same
   transaction; :func:`verify_audit` finds a changed, removed or reordered one.
-* ``schema_version``: the version of these tables (:data:`SCHEMA_VERSION`);
-  a store written by a newer version is refused.
+* ``alembic_version``: the tables' revision; :meth:`Store.migrate` brings a
+  store to the newest one (Alembic, ``sentinel/migrations``) when it is
+  opened, and refuses a store at a revision it does not know (a newer
+  Sentinel wrote it).
 
 Every table name starts with the store's ``table_prefix`` (default empty), so
 several stores can share one database.
@@ -30,6 +32,7 @@ import hashlib
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import orjson
@@ -38,9 +41,9 @@ from sqlalchemy import (Column, Double, Index, Integer, MetaData, String, Table,
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
-SCHEMA_VERSION = 1
 GENESIS = "0" * 64
 _MIGRATE_LOCK = threading.Lock()
+MIGRATIONS = Path(__file__).with_name("migrations")
 SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
@@ -108,7 +111,6 @@ def _tables(prefix: str) -> Tuple[MetaData, Dict[str, Table]]:
     md = MetaData()
     p = prefix
     t: Dict[str, Table] = {}
-    t["schema_version"] = Table(p + "schema_version", md, Column("version", Integer, primary_key=True))
     t["incidents"] = Table(
         p + "incidents", md,
         Column("incident_id", String(64), primary_key=True),
@@ -209,7 +211,7 @@ class Store:
     # -- schema -------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Create the tables that are missing; refuse a store of a newer schema.
+        """Bring the tables to the newest revision (Alembic, sentinel/migrations); refuse a newer store.
 
         Safe when several writers start on a new store at once (the workers of
         a flow, the API): one process at a time (a PostgreSQL advisory lock),
@@ -226,21 +228,46 @@ class Store:
                         raise
                     time.sleep(0.1 * (attempt + 1))
 
+    def _alembic(self, c: Connection):
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = c
+        cfg.attributes["table_prefix"] = self.prefix
+        return cfg
+
+    def revision(self) -> Optional[str]:
+        """The store's Alembic revision (None: no tables yet)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as c:
+            return MigrationContext.configure(c, opts={"version_table": self.prefix + "alembic_version"}) \
+                .get_current_revision()
+
     def _migrate_once(self) -> None:
-        sv = self.t["schema_version"]
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         with self.engine.begin() as c:
             if self.dialect == "postgresql":
                 c.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": self.prefix + "migrate"})
-            self.metadata.create_all(c, checkfirst=True)
-            have = c.execute(select(func.max(sv.c.version))).scalar()
-            if have is None:
-                c.execute(sv.insert().values(version=SCHEMA_VERSION))
-            elif have > SCHEMA_VERSION:
-                raise StoreError(f"the store's schema is version {have}; this Sentinel knows up to {SCHEMA_VERSION}")
+            cfg = self._alembic(c)
+            have = MigrationContext.configure(c, opts={"version_table": self.prefix + "alembic_version"}) \
+                .get_current_revision()
+            known = {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+            if have is not None and have not in known:
+                raise StoreError(f"the store's schema is at revision {have!r}, which this Sentinel does not know "
+                                 f"(a newer version wrote it)")
+            command.upgrade(cfg, "head")
 
     def drop(self) -> None:
-        """Drop every table of this store (tests)."""
+        """Drop every table of this store, its Alembic version table too (tests)."""
         self.metadata.drop_all(self.engine, checkfirst=True)
+        with self.engine.begin() as c:
+            c.execute(text("DROP TABLE IF EXISTS %s" % self.engine.dialect.identifier_preparer.quote(
+                self.prefix + "alembic_version")))
 
     def close(self) -> None:
         self.engine.dispose()

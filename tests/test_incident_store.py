@@ -209,10 +209,24 @@ def test_writers_starting_together_on_a_new_store(backend: str, tmp_path) -> Non
 
 
 def test_a_store_of_a_newer_schema_is_refused(tmp_path) -> None:
-    from sentinel.store import SCHEMA_VERSION
+    from sqlalchemy import text
 
     s = Store(str(tmp_path / "inc.db"))
+    assert s.revision() == "0001"
     with s.engine.begin() as c:
-        c.execute(s.t["schema_version"].insert().values(version=SCHEMA_VERSION + 1))
-    with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 1}"):
+        c.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    with pytest.raises(StoreError, match="revision '0099'"):
         Store(str(tmp_path / "inc.db"))
+
+
+def test_migrations_run_from_the_alembic_command_line_too(tmp_path) -> None:
+    """The revisions are plain Alembic: downgrade and upgrade through its API leave a working store."""
+    from alembic import command
+
+    s = Store(str(tmp_path / "inc.db"), table_prefix="x_")
+    s.store_alerts([alert()])
+    with s.engine.begin() as c:
+        command.downgrade(s._alembic(c), "base")
+    assert s.revision() is None
+    s.migrate()
+    assert s.revision() == "0001" and s.store_alerts([alert()]) == 1
