@@ -335,6 +335,8 @@ def create_app(store: Store, auth: Authenticator, publisher: Optional[ControlPub
         WebSocket) or in the Authorization header. ``severity`` takes a
         comma-separated list; ``after`` replays from a stored ``seq``.
         """
+        # "Live" starts when the connection is asked for: alerts stored from then on are sent.
+        seq = after if after is not None else await run_in_threadpool(store.last_alert_seq)
         await ws.accept()
         try:
             p = auth.authenticate(ws.headers.get("authorization"), token)
@@ -347,7 +349,6 @@ def create_app(store: Store, auth: Authenticator, publisher: Optional[ControlPub
             await ws.send_json({"error": "error", "detail": str(ex)})
             await ws.close(code=4400)
             return
-        seq = after if after is not None else await run_in_threadpool(store.last_alert_seq)
         log.info("stream opened by %s (%s)", p.sub, p.role)
         closed = asyncio.ensure_future(ws.receive())  # the client's close (or the server's shutdown)
         try:

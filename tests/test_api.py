@@ -232,12 +232,19 @@ def test_stream_sends_stored_alerts_filtered(client: TestClient, store: Store) -
         assert ex.value.code == 4401
     with client.websocket_connect(f"/api/v1/stream?token={token(ttl=-100)}") as ws:
         assert ws.receive_json() == {"error": "unauthorized", "detail": "token expired"}
+    store.store_alerts([alert(fingerprint="old", service="chat", severity="critical", alert_id="old")])
     with client.websocket_connect(f"/api/v1/stream?service=chat&severity=high,critical&token={token()}") as ws:
         store.store_alerts([alert(fingerprint="a", service="search-rag"), alert(fingerprint="b", service="chat",
                                                                                  severity="low"),
                             alert(fingerprint="c", service="chat", severity="critical", alert_id="want")])
-        msg = ws.receive_json()
-        assert msg["alert"]["alert_id"] == "want" and msg["seq"] == 3
+        msg = ws.receive_json()  # only what was stored after it connected, filtered
+        assert msg["alert"]["alert_id"] == "want" and msg["seq"] == 4
+    with client.websocket_connect(f"/api/v1/stream?service=chat&after=0&token={token()}") as ws:
+        assert [ws.receive_json()["alert"]["alert_id"] for _ in range(3)] == ["old", alert_id_of_b(store), "want"]
+
+
+def alert_id_of_b(store: Store) -> str:
+    return next(a["alert_id"] for _, a in store.alerts_after(0) if a["fingerprint"] == "b")
 
 
 def test_rs256_with_public_key_and_jwks(tmp_path, store: Store) -> None:
