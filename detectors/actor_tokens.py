@@ -169,6 +169,8 @@ class _Suspect:
 
 
 MAX_SUSPECTS = 256
+# Requests per busy window told apart when measuring bursts (burst_size); more count as this many.
+BURST_CAP = 64
 
 
 class ServiceActors:
@@ -202,10 +204,9 @@ class ServiceActors:
         self._population = DecayingQuantiles()
         self._habits = ActorHabits(habit_alpha, max_actors)
         self._service_rate: Optional[float] = None  # the service's requests per window (EW)
-        # Decayed requests and busy actor-windows: their ratio is how many requests an actor's
-        # burst holds (burst_size).
-        self._req_sum = 0.0
-        self._busy = 0.0
+        # Busy actor-windows by their requests (1 .. BURST_CAP, the last for that many or more),
+        # decayed: their median is how many requests an actor's burst holds (burst_size).
+        self._bursts = [0.0] * BURST_CAP
         self._suspects: Dict[str, _Suspect] = {}
         self._first: Optional[float] = None
         self._last: Optional[float] = None
@@ -215,11 +216,21 @@ class ServiceActors:
         return self._population
 
     def burst_size(self) -> float:
-        """Requests an actor sends together: the mean of its requests in a busy window over the
-        service's busy actor-windows (decayed), at least 1. Near 1 where users send a request
-        now and then; a dozen where an agent's task sends a dozen calls within the minute. Each
-        actor-window counts once, so no single actor, an abuser least of all, sets it."""
-        return max(1.0, self._req_sum / self._busy) if self._busy > 0.0 else 1.0
+        """Requests an actor sends together: the median of the requests in a busy window over
+        the service's busy actor-windows (decayed), at least 1. One where users send a request
+        now and then, however busy the heaviest of them; a dozen where an agent's task sends a
+        dozen calls within the minute. Each actor-window counts once, and a median moves
+        little for a few of them, so no single actor, an abuser least of all, sets it."""
+        bursts = self._bursts
+        half = 0.5 * sum(bursts)
+        if half <= 0.0:
+            return 1.0
+        seen = 0.0
+        for i, w in enumerate(bursts):
+            seen += w
+            if seen >= half:
+                return float(i + 1)
+        return float(BURST_CAP)
 
     def heavy_level(self) -> Optional[float]:
         """The service's heavy users' tokens per horizon, once it is a reference."""
@@ -236,8 +247,13 @@ class ServiceActors:
         self._last = start
         now = int(start // self.window)
         n_requests = 0
+        a = self.habit_alpha
+        bursts = self._bursts
+        for i in range(BURST_CAP):
+            bursts[i] *= 1.0 - a
         for aw in actors.values():
             n_requests += aw[1]
+            bursts[min(aw[1], BURST_CAP) - 1] += a
         burst = self.burst_size()
         recent = self._recent
         recent.append((start, actors, n_requests))
@@ -315,8 +331,7 @@ class ServiceActors:
                         del suspects[actor]
         a = self.habit_alpha
         self._service_rate = float(n_requests) if usual is None else usual + a * (n_requests - usual)
-        self._req_sum += a * (n_requests - self._req_sum)
-        self._busy += a * (len(actors) - self._busy)
+
         for _ in range(gap - 1):  # idle windows of the whole service count as zero
             self._service_rate *= 1.0 - a
         # An abuser that went quiet altogether resolves too.
@@ -355,7 +370,7 @@ class ServiceActors:
         return d
 
     def __setstate__(self, s) -> None:
-        self._req_sum = self._busy = 0.0  # states from before bursts were measured
+        self._bursts = [0.0] * BURST_CAP  # states from before bursts were measured
         self.__dict__.update(s)
         self._recent = deque(s["_recent"])
 

@@ -374,7 +374,11 @@ class KeyDetectors:
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
         for typ, (score, m, obs) in best.items():
-            self._step(typ, m, f, obs if obs is not None and score >= self.threshold else None, out, warm)
+            # Borrowed noise levels speed up the per-request metrics; a key's traffic level and
+            # rhythm are its own (ten windows may all be one scheduled batch): traffic waits for
+            # the key's own warm-up.
+            ready = warm if typ != "traffic" else self._windows >= self.warmup_windows
+            self._step(typ, m, f, obs if obs is not None and score >= self.threshold else None, out, ready)
         if self._mv is not None:
             self._multivariate(f, values, best, out, warm)
         for m, (value, adj, score, _z, _exp) in values.items():

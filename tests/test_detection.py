@@ -370,6 +370,20 @@ def test_new_key_with_borrowed_scale_stays_quiet_in_its_first_hour():
     assert firing(fs) == []
 
 
+def test_new_batch_keys_first_batch_ending_is_not_a_traffic_drop():
+    # A new key whose first ten windows are one scheduled batch: the parents lend it their
+    # noise levels, not its traffic level; the batch's end is no traffic drop.
+    priors, parents = _parents_with_history()
+    fs = []
+    for k in range(5):
+        det = KeyDetectors()
+        for i in range(60):
+            in_batch = (i + 3 * k) % 20 < 10
+            w = window(i, count=180 if in_batch else 1, rng=random.Random(k * 1000 + i))
+            fs += det.update(w, priors, parents, f"batch{k}")
+    assert firing(fs, "traffic") == []
+
+
 def _error_windows(seed, n_windows, count, rate_at):
     rng = random.Random(seed)
     ws = []
