@@ -14,7 +14,7 @@ COPY operators ./operators
 COPY detectors ./detectors
 COPY sinks ./sinks
 COPY sources ./sources
-RUN /opt/sentinel/bin/pip install . && /opt/sentinel/bin/sentinel --help >/dev/null
+RUN /opt/sentinel/bin/pip install '.[api]' && /opt/sentinel/bin/sentinel --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="llm-sentinel" \
