@@ -151,7 +151,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
         service = self.state.service
         ratio = f.tokens / max(f.expected, 1.0)
         severity = severity_for_ratio(ratio)
-        self._metrics.anomaly("token_abuse", severity, service)
+        self._metrics.anomaly("token_abuse", severity, service, f.model)
         minutes = self.ta.horizon / 60.0
         own = f"{f.tokens / f.habit:.1f}x its own usual {f.habit:,.0f}" if f.habit >= 1 else "no usual use of its own"
         return make_alert(

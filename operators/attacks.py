@@ -119,7 +119,7 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
         sev = "critical" if count > 3 * self.ac.threshold else "high"
         service, model = st.services.most_common(1)[0][0] if st.services else (None, None)
         kinds = dict(st.kinds.most_common(5))
-        self._metrics.anomaly("coordinated_attack", sev, service)
+        self._metrics.anomaly("coordinated_attack", sev, service, model)
         return make_alert(
             "coordinated_attack", "security_events", count, self.ac.threshold,
             min(1.0, 0.9 + 0.1 * min(1.0, count / (4.0 * self.ac.threshold))), sev, "security_rate",

@@ -235,7 +235,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
                       exhausted_at: Optional[float]) -> Dict[str, Any]:
         service = self.state.service
         severity = SEVERITY[level]
-        self._metrics.anomaly("policy_violation", severity, service)
+        self._metrics.anomaly("policy_violation", severity, service, None)
         window = _window_name(rule.window)
         cost = m.quantity == "cost_usd"
 
@@ -307,7 +307,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         service = self.state.service
         rate = g.breaches / max(g.requests, 1)
         severity = "high" if rate > 2 * rule.max_rate else "medium"
-        self._metrics.anomaly("policy_violation", severity, service)
+        self._metrics.anomaly("policy_violation", severity, service, None)
         kinds = dict(sorted(g.kinds.items(), key=lambda kv: -kv[1])[:5])
         window = _window_name(rule.window)
         g.firing = make_alert(
@@ -328,7 +328,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         if seen is not None:
             st.violations[model] = (max(seen[0], ts), seen[1] + 1, seen[2])
             return []
-        self._metrics.anomaly("policy_violation", "medium", st.service)
+        self._metrics.anomaly("policy_violation", "medium", st.service, model)
         alert = make_alert(
             "policy_violation", "calls_to_model", 1, 0, 1.0, "medium", "model_allowlist", ts, st.service, model,
             subject=f"model:{model}",

@@ -293,7 +293,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                     root_cause_hints=fd.hints,
                 )
                 if fd.status == "firing":
-                    self._metrics.anomaly(fd.type, fd.severity, self.service)
+                    self._metrics.anomaly(fd.type, fd.severity, self.service, self.model)
                 out.append(alert)
         self._windows_closed.inc(len(closed))
         self._metrics.windows_closed_at([start + size for start, _ in closed])

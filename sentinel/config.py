@@ -443,6 +443,9 @@ class MetricsConfig(_Model):
     # Distinct services named in the service label of sentinel_anomalies_total and
     # sentinel_incidents_open; later ones are counted as "other".
     max_service_labels: int = Field(default=50, ge=1, le=10_000)
+    # Distinct models named in the model label of sentinel_anomalies_total (across
+    # services); later ones are counted as "other".
+    max_model_labels: int = Field(default=50, ge=1, le=10_000)
 
 
 class WindowConfig(_Model):

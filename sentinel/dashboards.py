@@ -70,6 +70,7 @@ class DashboardSpec:
     description: str
     rows: Tuple[Tuple[str, Tuple[PanelSpec, ...]], ...]
     service_variable: bool = False
+    model_variable: bool = False  # a ``model`` variable (of the services chosen); needs service_variable
     annotations: Tuple[Tuple[str, str, str, str], ...] = field(default=())  # name, expr, title format, tag keys
 
 
@@ -95,18 +96,27 @@ def _quantile(q: float, metric: str, by: str = "le") -> str:
 NO_KAFKA = "a flow whose source is not Kafka has no consumer lag"
 ONLY_ON_TROUBLE = "counts failures: nothing to show while every record, step and sink is healthy"
 
-ANNOTATIONS = (
-    # An alert counted this minute: a counter that rose, or one that appeared (its first alert, which
-    # increase() cannot see).
-    ("Sentinel alerts",
-     'sum by (service, type, severity) (increase(sentinel_anomalies_total{job=~"$job",service=~"$service"}[1m]) > 0 '
-     'or (sentinel_anomalies_total{job=~"$job",service=~"$service"} unless '
-     'sentinel_anomalies_total{job=~"$job",service=~"$service"} offset 1m))',
-     "{{type}} {{severity}} on {{service}}", "service,type,severity"),
-    ("Sentinel health",
-     'ALERTS{alertstate="firing", alertname=~"Sentinel.*", job=~"$job"}',
-     "{{alertname}}", "alertname,severity"),
-)
+S = 'service=~"$service"'
+SM = 'service=~"$service",model=~"$model"'  # the drill-down's selection of sentinel_anomalies_total
+
+
+def _annotations(sel: str) -> Tuple[Tuple[str, str, str, str], ...]:
+    """The flow's alerts (of the series ``sel`` selects) and Sentinel's own health alerts."""
+    a = f"sentinel_anomalies_total{{{J},{sel}}}"
+    return (
+        # An alert counted this minute: a counter that rose, or one that appeared (its first alert, which
+        # increase() cannot see).
+        ("Sentinel alerts",
+         f"sum by (service, type, severity) (increase({a}[1m]) > 0 or ({a} unless {a} offset 1m))",
+         "{{type}} {{severity}} on {{service}}", "service,type,severity"),
+        ("Sentinel health",
+         'ALERTS{alertstate="firing", alertname=~"Sentinel.*", job=~"$job"}',
+         "{{alertname}}", "alertname,severity"),
+    )
+
+
+ANNOTATIONS = _annotations(S)
+NOT_BY_MODEL = "Incidents are counted by service: the model variable does not filter them."
 
 OVERVIEW = DashboardSpec(
     uid="sentinel-overview",
@@ -191,37 +201,40 @@ OVERVIEW = DashboardSpec(
 SERVICE = DashboardSpec(
     uid="sentinel-service",
     title="LLM-Sentinel / Service",
-    description="One LLM service (or several): its alerts by type and severity, its open incidents, its share.",
+    description="One LLM service (or several), and its models: alerts by type and severity, open incidents, "
+                "its share.",
     service_variable=True,
-    annotations=ANNOTATIONS,
+    model_variable=True,
+    annotations=_annotations(SM),
     rows=(
         ("Service", (
             PanelSpec("Alerts in range", "stat",
-                      (_q(f"sum(increase(sentinel_anomalies_total{{{J},service=~\"$service\"}}[$__range]))",
+                      (_q(f"sum(increase(sentinel_anomalies_total{{{J},{SM}}}[$__range]))",
                           instant=True),), w=6, h=4),
             PanelSpec("Open incidents", "stat",
-                      (_q(f"sum(sentinel_incidents_open{{{J},service=~\"$service\"}})", instant=True),), w=6, h=4),
+                      (_q(f"sum(sentinel_incidents_open{{{J},service=~\"$service\"}})", instant=True),), w=6, h=4,
+                      description=NOT_BY_MODEL),
             PanelSpec("Share of all alerts", "stat",
-                      (_q(f"sum(increase(sentinel_anomalies_total{{{J},service=~\"$service\"}}[$__range])) / "
+                      (_q(f"sum(increase(sentinel_anomalies_total{{{J},{SM}}}[$__range])) / "
                           f"sum(increase(sentinel_anomalies_total{{{J}}}[$__range]))", instant=True),),
                       unit="percentunit", w=6, h=4),
             PanelSpec("Critical and high in range", "stat",
-                      (_q(f"sum(increase(sentinel_anomalies_total{{{J},service=~\"$service\","
+                      (_q(f"sum(increase(sentinel_anomalies_total{{{J},{SM},"
                           f"severity=~\"critical|high\"}}[$__range])) or vector(0)", instant=True),), w=6, h=4),
         )),
         ("Alerts", (
             PanelSpec("Alerts by type (per minute)", "timeseries",
-                      (_q(f"sum by (service, type) (rate(sentinel_anomalies_total{{{J},service=~\"$service\"}}"
+                      (_q(f"sum by (service, type) (rate(sentinel_anomalies_total{{{J},{SM}}}"
                           f"[{RATE}])) * 60", "{{service}} {{type}}"),), w=12),
             PanelSpec("Alerts by severity (per minute)", "timeseries",
-                      (_q(f"sum by (service, severity) (rate(sentinel_anomalies_total{{{J},service=~\"$service\"}}"
+                      (_q(f"sum by (service, severity) (rate(sentinel_anomalies_total{{{J},{SM}}}"
                           f"[{RATE}])) * 60", "{{service}} {{severity}}"),), w=12),
             PanelSpec("Open incidents", "timeseries",
                       (_q(f"sum by (service) (sentinel_incidents_open{{{J},service=~\"$service\"}})",
-                          "{{service}}"),), w=12),
-            PanelSpec("Alerts in range by type and severity", "table",
-                      (_q(f"sum by (service, type, severity) (increase(sentinel_anomalies_total{{{J},"
-                          f"service=~\"$service\"}}[$__range]))", instant=True),), w=12),
+                          "{{service}}"),), w=12, description=NOT_BY_MODEL),
+            PanelSpec("Alerts in range by model, type and severity", "table",
+                      (_q(f"sum by (service, model, type, severity) (increase(sentinel_anomalies_total{{{J},"
+                          f"{SM}}}[$__range]))", instant=True),), w=12),
         )),
     ),
 )
@@ -258,6 +271,12 @@ def build_dashboard(spec: DashboardSpec) -> dict:
         b = b.with_variable(
             dashboard.QueryVariable("service").label("Service").datasource(DS)
             .query('label_values(sentinel_anomalies_total{job=~"$job"}, service)')
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(True).include_all(True).current(VariableOption(selected=True, text="All", value="$__all")))
+    if spec.model_variable:
+        b = b.with_variable(
+            dashboard.QueryVariable("model").label("Model").datasource(DS)
+            .query('label_values(sentinel_anomalies_total{job=~"$job",service=~"$service"}, model)')
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED).sort(VariableSort.ALPHABETICAL_ASC)
             .multi(True).include_all(True).current(VariableOption(selected=True, text="All", value="$__all")))
     for name, expr, _title, _tags in spec.annotations:

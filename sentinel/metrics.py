@@ -3,10 +3,11 @@
 Every metric is created on a registry handed in, so tests use a fresh
 ``CollectorRegistry()``; the process-wide instance is :func:`get_metrics`.
 Label values are bounded: reasons, outcomes, types, severities and sink kinds
-come from fixed vocabularies, never from event content. The one label taken
-from the data, ``service``, is capped (:class:`LabelCap`): the first
-``metrics.max_service_labels`` services seen keep their name, any later one
-is counted as ``other``.
+come from fixed vocabularies, never from event content. The two labels taken
+from the data are capped (:class:`LabelCap`), each on its own: the first
+``metrics.max_service_labels`` services and the first
+``metrics.max_model_labels`` models seen keep their name, any later one is
+counted as ``other`` (``none`` for an alert without one).
 
 Event-time lags (``sentinel_event_lag_seconds``,
 ``sentinel_window_close_lag_seconds``, ``sentinel_watermark_delay_seconds``)
@@ -40,6 +41,7 @@ _CLOSE_LAG_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600
 
 OTHER = "other"
 DEFAULT_MAX_SERVICE_LABELS = 50
+DEFAULT_MAX_MODEL_LABELS = 50
 
 prometheus_client.disable_created_metrics()
 
@@ -117,11 +119,13 @@ class Metrics:
         self.dead_letters = Counter(
             "sentinel_dead_letters", "Records sent to the dead-letter sink, by reason.", ["reason"], registry=r
         )
-        self.services = LabelCap()
+        self.services = LabelCap(DEFAULT_MAX_SERVICE_LABELS)
+        self.models = LabelCap(DEFAULT_MAX_MODEL_LABELS)
         self.anomalies = Counter(
-            "sentinel_anomalies", "Alerts raised by the detectors (firing), by type, severity and service "
-            "(capped: services beyond metrics.max_service_labels are 'other'; 'none' for no service).",
-            ["type", "severity", "service"], registry=r,
+            "sentinel_anomalies", "Alerts raised by the detectors (firing), by type, severity, service and model "
+            "(capped: services beyond metrics.max_service_labels and models beyond metrics.max_model_labels are "
+            "'other'; 'none' for no service or no model).",
+            ["type", "severity", "service", "model"], registry=r,
         )
         self.alerts_published = Counter(
             "sentinel_alerts_published", "Alerts written and confirmed by a sink.", ["sink"], registry=r
@@ -201,17 +205,20 @@ class Metrics:
         )
         self.build_info.labels(**build_labels()).set(1)
 
-    def configure(self, max_service_labels: int = DEFAULT_MAX_SERVICE_LABELS) -> None:
-        """Apply the flow's ``metrics`` settings (the service label cap)."""
+    def configure(self, max_service_labels: int = DEFAULT_MAX_SERVICE_LABELS,
+                  max_model_labels: int = DEFAULT_MAX_MODEL_LABELS) -> None:
+        """Apply the flow's ``metrics`` settings (the service and model label caps)."""
         self.services.limit = max_service_labels
+        self.models.limit = max_model_labels
 
     def reset_clock(self) -> None:
         """A new stream: the stream's clock starts again from the first event time seen."""
         self.clock = StreamClock()
 
-    def anomaly(self, type_: str, severity: str, service: Optional[str]) -> None:
-        """Count one firing alert."""
-        self.anomalies.labels(type=type_, severity=severity, service=self.services(service)).inc()
+    def anomaly(self, type_: str, severity: str, service: Optional[str], model: Optional[str] = None) -> None:
+        """Count one firing alert of ``service`` and ``model`` (None when the alert names no model)."""
+        self.anomalies.labels(type=type_, severity=severity, service=self.services(service),
+                              model=self.models(model)).inc()
 
     def event_batch(self, newest: float, first: Optional[float] = None) -> None:
         """A key's batch whose newest event time is ``newest`` (and first ``first``) was processed."""

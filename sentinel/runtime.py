@@ -40,7 +40,7 @@ def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[s
     every pod has its own address).
     """
     setup_logging()
-    metrics.get_metrics().configure(cfg.metrics.max_service_labels)
+    metrics.get_metrics().configure(cfg.metrics.max_service_labels, cfg.metrics.max_model_labels)
     port = cfg.metrics.port
     if port:
         offset = int(os.environ.get("SENTINEL_METRICS_PORT_OFFSET", process_id) or 0)

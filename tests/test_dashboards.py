@@ -47,16 +47,29 @@ def test_overview_has_the_operators_panels():
     assert {a["name"] for a in d["annotations"]["list"]} == {"Sentinel alerts", "Sentinel health"}
 
 
-def test_drill_down_has_service_variable_and_alert_annotations():
+def test_drill_down_has_service_and_model_variables_and_alert_annotations():
     d = json.loads((BASE / "dashboards" / "sentinel-service.json").read_text())
     variables = {v["name"]: v for v in d["templating"]["list"]}
     assert variables["service"]["query"].startswith("label_values(sentinel_anomalies_total")
     assert variables["service"]["multi"] and variables["service"]["includeAll"]
+    # The models of the services chosen.
+    assert variables["model"]["query"] == 'label_values(sentinel_anomalies_total{job=~"$job",service=~"$service"}, model)'
+    assert variables["model"]["multi"] and variables["model"]["includeAll"] and variables["model"]["allValue"] == ".*"
+    names = [v["name"] for v in d["templating"]["list"]]
+    assert names.index("service") < names.index("model")
     for p in d["panels"]:
         for t in p.get("targets", []):
             assert 'service=~"$service"' in t["expr"] or "Share" in p["title"], (p["title"], t["expr"])
+            # Every selection of the alerts counter but the share's "all alerts" filters on the model too.
+            sels = re.findall(r"sentinel_anomalies_total\{([^}]*)\}", t["expr"])
+            if "Share" in p["title"]:
+                sels = sels[:1]
+            assert all('model=~"$model"' in sel for sel in sels), (p["title"], t["expr"])
     alerts = [a for a in d["annotations"]["list"] if a["name"] == "Sentinel alerts"][0]
-    assert "$service" in alerts["expr"] and alerts["titleFormat"]
+    assert "$service" in alerts["expr"] and "$model" in alerts["expr"] and alerts["titleFormat"]
+    # The overview has no model variable, so nothing of it names one.
+    overview = (BASE / "dashboards" / "sentinel-overview.json").read_text()
+    assert "$model" not in overview
 
 
 def test_every_metric_queried_exists():

@@ -39,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "k8s" / "base" / "rules" / "sentinel.rules.yaml"
 DASHBOARD_FILES = sorted((ROOT / "k8s" / "base" / "dashboards").glob("*.json"))
 
-# Grafana's variables as the test fills them in: every job and service ("All"), a rate window of 30 one-second
-# scrapes, the dashboard's range as the last two minutes.
-VARIABLES = {"$__rate_interval": "30s", "$__interval": "15s", "$__range": "2m", "$job": ".*", "$service": ".*"}
+# Grafana's variables as the test fills them in: every job, service and model ("All"), a rate window of 30
+# one-second scrapes, the dashboard's range as the last two minutes.
+VARIABLES = {"$__rate_interval": "30s", "$__interval": "15s", "$__range": "2m", "$job": ".*", "$service": ".*",
+             "$model": ".*"}
 
 
 def fill(expr: str) -> str:
@@ -275,6 +276,8 @@ def test_every_annotation_and_variable_query_evaluates(live):
             assert m, v["query"]
             res = api.get(f"/api/v1/label/{m.group(2)}/values", **{"match[]": fill(m.group(1))})
             assert res.get("status") == "success" and res["data"], (v["name"], res)
+            if v["name"] == "model":  # the models of the run's alerts, not only 'none' (an alert of no model)
+                assert set(res["data"]) - {"none", "other"}, res["data"]
 
 
 def test_every_rule_is_loaded_and_evaluates(live):
