@@ -224,7 +224,10 @@ class Store:
                     self._migrate_once()
                     return
                 except (OperationalError, IntegrityError, ProgrammingError) as ex:
-                    if attempt == 9 or "exist" not in str(ex).lower():
+                    # Another process created a table or stamped the revision meanwhile (or holds
+                    # SQLite's write lock): the next try finds its work done.
+                    why = str(ex).lower()
+                    if attempt == 9 or not any(w in why for w in ("exist", "unique", "duplicate", "locked")):
                         raise
                     time.sleep(0.1 * (attempt + 1))
 
