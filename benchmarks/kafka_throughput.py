@@ -11,7 +11,17 @@ N simulated events to it (no message key) and then reads that same topic
              source, sources.kafka.consumer_config);
   (b) flow:  ``sentinel run -c FLOW.yaml -w W`` as a subprocess (Kafka source
              with ``eof_after_idle``, alerts and dead letters to JSON-lines
-             files, metrics off), once per worker count.
+             files, metrics off), once per worker count, or once per
+             ``--configs`` entry: ``p1w1`` (1 process, 1 worker), ``p1w2``
+             (1 process, 2 workers), ``p2``/``p4`` (a cluster of 2 or 4
+             processes of 1 worker: ``sentinel run -i N -a "A0;A1;..."``, all
+             started at once, timed until the last one exited).
+
+What the topic holds (``--population``): ``simulator`` (default) is
+sentinel.simulator's few services and users; ``families`` is a scenario
+family of benchmarks/world.py (``--family``, default enterprise-mix: six
+archetypes, 15-20k heavy-tailed users; seed ``--seed``), its first N events
+in time order, as benchmarks/families.py writes them.
 
 How the flow is timed: the subprocess's wall time from start to exit,
 *including* interpreter start, imports, dataflow build and shutdown; a run
@@ -24,6 +34,13 @@ wait + shutdown); ``steady ev/s`` divides N by the run time minus that.
 
     python benchmarks/kafka_throughput.py                       # 400k events, 4 partitions, -w 1 and -w 2
     python benchmarks/kafka_throughput.py --events 100000 --partitions 2 --json out.json
+    python benchmarks/kafka_throughput.py --population families --configs p1w1,p1w2,p2,p4   # scaling table
+
+With ``--configs`` a second table compares the configurations: events read
+(summed over the processes' logs; must equal N), run seconds, events/s, the
+share of the raw loop's rate, and the speed-up over ``p1w1`` (when it ran).
+Processes and workers need partitions to read: a process given none never
+starts reading, so use at least as many partitions as processes.
 
 The whole run is bounded (``--budget``, default 540 s): every step gets what
 is left, a step that overruns is killed, and the broker is stopped on the way
@@ -55,10 +72,11 @@ import orjson  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from sentinel.tansu import tansu_broker  # noqa: E402
+from sentinel.tansu import free_port, tansu_broker  # noqa: E402
 from sentinel.simulator import Simulator  # noqa: E402
 from sources.kafka import consumer_config  # noqa: E402
 
+_CONFIG = re.compile(r"^p(\d+)(?:w(\d+))?$")
 _EOF_LINE = re.compile(r"kafka: (\S+)\[(\d+)\] idle for \S+ after (\d+) messages: end of input")
 
 
@@ -90,6 +108,27 @@ def simulate(n: int, hours: float, seed: int) -> List[bytes]:
         if len(out) >= n:
             break
     return out
+
+
+def family_events(n: int, family: str, seed: int, hours: float, data_dir: Optional[str]) -> List[bytes]:
+    """The first ``n`` events of a scenario family's world (benchmarks/world.py), as JSON lines without newline."""
+    import world
+
+    w = world.World(family, seed=seed, hours=hours, data_dir=data_dir)
+    out: List[bytes] = []
+    for ev in w.events():
+        out.append(orjson.dumps(ev))
+        if len(out) >= n:
+            break
+    return out
+
+
+def parse_config(text: str) -> Dict[str, Any]:
+    """``p1w1`` -> 1 process of 1 worker; ``p4`` -> 4 processes of 1 worker."""
+    m = _CONFIG.match(text.strip())
+    if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
+        raise ValueError(f"config {text!r}: expected pN or pNwM (N processes of M workers), e.g. p1w1, p1w2, p2, p4")
+    return {"name": text.strip(), "processes": int(m.group(1)), "workers": int(m.group(2) or 1)}
 
 
 def create_topic(brokers: str, name: str, partitions: int) -> None:
@@ -161,11 +200,16 @@ def raw_consume(brokers: str, topic: str, partitions: int, n: int, budget: Budge
 
 
 def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str, tag: str,
-             budget: Budget) -> Dict[str, Any]:
+             budget: Budget, processes: int = 1) -> Dict[str, Any]:
+    """``sentinel run`` over the topic: one process of ``workers`` workers, or a cluster of ``processes``.
+
+    A cluster's processes are started at once (each given every address) and
+    the run is timed until the last one has exited. Events read are summed
+    over the processes' logs (each partition's end-of-input line).
+    """
     alerts = os.path.join(workdir, f"alerts-{tag}.jsonl")
     dlq = os.path.join(workdir, f"dlq-{tag}.jsonl")
     flow = os.path.join(workdir, f"flow-{tag}.yaml")
-    stderr_path = os.path.join(workdir, f"sentinel-{tag}.log")
     for path in (alerts, dlq):
         if os.path.exists(path):
             os.remove(path)
@@ -176,28 +220,70 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
                 f"metrics: {{port: 0}}\n"
                 f"dead_letters: {{kind: jsonl, path: '{dlq}'}}\n")
     exe = shutil.which("sentinel", path=os.path.dirname(sys.executable)) or shutil.which("sentinel")
-    cmd = ([exe] if exe else [sys.executable, "-m", "sentinel.cli"]) + ["run", "-c", flow, "-w", str(workers)]
+    base = ([exe] if exe else [sys.executable, "-m", "sentinel.cli"]) + ["run", "-c", flow, "-w", str(workers)]
+    what = f"sentinel run -w {workers}" if processes == 1 else f"{processes} x sentinel run -w {workers}"
+    if processes > 1:
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        cmds = [base + ["-i", str(i), "-a", addresses] for i in range(processes)]
+    else:
+        cmds = [base]
     env = {**os.environ, "SENTINEL_LOG_LEVEL": "INFO"}
-    timeout = budget.left(f"sentinel run -w {workers}", need=idle_s + 5)
-    with open(stderr_path, "wb") as err:
+    timeout = budget.left(what, need=idle_s + 5)
+    logs = [os.path.join(workdir, f"sentinel-{tag}" + (f"-{i}" if processes > 1 else "") + ".log")
+            for i in range(processes)]
+    errs = [open(path, "wb") for path in logs]
+    procs: List[subprocess.Popen] = []
+    try:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            rc = proc.wait(timeout)
-        except BaseException:
-            proc.kill()
-            proc.wait(10)
-            raise
+        for cmd, err in zip(cmds, errs):
+            procs.append(subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=err))
+        deadline = t0 + timeout
+        rcs = []
+        for proc in procs:
+            rcs.append(proc.wait(max(0.1, deadline - time.monotonic())))
         wall = time.monotonic() - t0
-    text = open(stderr_path, encoding="utf-8", errors="replace").read()
-    if rc != 0:
-        raise RuntimeError(f"sentinel run -w {workers} exited {rc}; log {stderr_path}:\n{text[-2000:]}")
-    per_part = {int(m.group(2)): int(m.group(3)) for m in _EOF_LINE.finditer(text)}
+    except BaseException:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        raise
+    finally:
+        for err in errs:
+            err.close()
+    per_part: Dict[int, int] = {}
+    per_process: List[int] = []
+    for i, (rc, path) in enumerate(zip(rcs, logs)):
+        text = open(path, encoding="utf-8", errors="replace").read()
+        if rc != 0:
+            raise RuntimeError(f"{what} (process {i}) exited {rc}; log {path}:\n{text[-2000:]}")
+        mine = {int(m.group(2)): int(m.group(3)) for m in _EOF_LINE.finditer(text)}
+        for part, count in mine.items():
+            if part in per_part:
+                raise RuntimeError(f"partition {part} was read by two processes (logs {logs})")
+            per_part[part] = count
+        per_process.append(sum(mine.values()))
     n_alerts = sum(1 for _ in open(alerts, "rb")) if os.path.exists(alerts) else 0
     n_dead = sum(1 for _ in open(dlq, "rb")) if os.path.exists(dlq) else 0
-    return {"workers": workers, "events": sum(per_part.values()), "per_partition": per_part,
-            "wall_s": wall, "run_s": wall - idle_s, "alerts": n_alerts, "dead_letters": n_dead,
-            "log": stderr_path}
+    return {"workers": workers, "processes": processes, "events": sum(per_part.values()), "per_partition": per_part,
+            "per_process": per_process, "wall_s": wall, "run_s": wall - idle_s, "alerts": n_alerts,
+            "dead_letters": n_dead, "log": logs[0] if processes == 1 else logs, "alerts_path": alerts}
+
+
+def alert_keys(path: str) -> List[tuple]:
+    """What an alert says, without its ids and wall times: to compare the alerts of two runs."""
+    out = []
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            for line in f:
+                a = orjson.loads(line)
+                out.append((a.get("status"), a.get("type"), a.get("service"), a.get("model"), a.get("subject"),
+                            a.get("event_time"), a.get("severity")))
+    return sorted(out, key=repr)
 
 
 # -- report --------------------------------------------------------------------
@@ -221,7 +307,12 @@ def table(r: Dict[str, Any]) -> str:
             notes += f", {f['dead_letters']} dead letters"
         if fixed is not None and f["run_s"] > fixed:
             notes += f"; steady {f['events'] / (f['run_s'] - fixed):,.0f}/s"
-        rows.append((f"sentinel run -w {f['workers']}", f"{f['events']:,}", f"{f['run_s']:.2f}", f"{rate:,.0f}",
+        label = f"sentinel run -w {f['workers']}"
+        if f.get("processes", 1) > 1:
+            label = f"{f['processes']} x sentinel run -i N -w {f['workers']}"
+        if f.get("config"):
+            label += f" ({f['config']})"
+        rows.append((label, f"{f['events']:,}", f"{f['run_s']:.2f}", f"{rate:,.0f}",
                      f"{rate / raw_rate:.2f}", notes))
     if fixed is not None:
         rows.append(("sentinel run, empty topic", "0", f"{fixed:.2f}", "", "",
@@ -230,6 +321,33 @@ def table(r: Dict[str, Any]) -> str:
     lines = []
     for k, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def scaling_table(r: Dict[str, Any]) -> str:
+    """Per configuration: events read, run seconds, events/s, share of the raw loop, speed-up over p1w1."""
+    raw_rate = r["raw"]["events"] / r["raw"]["seconds"]
+    base = next((f for f in r["flows"] if f.get("config") == "p1w1"), None)
+    base_rate = base["events"] / base["run_s"] if base else None
+    rows = [("config", "processes x workers", "events read", "run s", "events/s", "of raw loop", "x p1w1",
+             "alerts")]
+    rows.append(("raw loop", "1 consumer", f"{r['raw']['events']:,}", f"{r['raw']['seconds']:.2f}",
+                 f"{raw_rate:,.0f}", "1.00", "", ""))
+    for f in r["flows"]:
+        rate = f["events"] / f["run_s"]
+        same = ""
+        if base is not None and f is not base:
+            same = " (= p1w1)" if f.get("same_alerts_as_p1w1") else " (differ)"
+        rows.append((f["config"], f"{f['processes']} x {f['workers']}", f"{f['events']:,}", f"{f['run_s']:.2f}",
+                     f"{rate:,.0f}", f"{rate / raw_rate:.3f}", f"{rate / base_rate:.2f}" if base_rate else "",
+                     f"{f['alerts']}{same}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -246,13 +364,39 @@ def main() -> int:
     ap.add_argument("--hours", type=float, default=6.0, help="simulated hours the events span (default 6)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts for the flow (default 1,2)")
+    ap.add_argument("--configs", help="comma-separated configurations instead of --workers: p1w1 (1 process, "
+                    "1 worker), p1w2 (1 process, 2 workers), p2, p4 (2 or 4 processes of 1 worker), any pNwM")
+    ap.add_argument("--population", choices=("simulator", "families"), default="simulator",
+                    help="what the topic holds: the simulator's events (default) or a scenario family's world")
+    ap.add_argument("--family", default="enterprise-mix", help="scenario family with --population families "
+                    "(default enterprise-mix; see benchmarks/world.py)")
+    ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"),
+                    help="where the real trace is, for families that use it (default ../shared/data)")
     ap.add_argument("--idle", type=float, default=3.0, help="eof_after_idle of the flow, seconds (default 3)")
     ap.add_argument("--no-empty-run", action="store_true", help="skip the empty-topic run (fixed cost)")
     ap.add_argument("--budget", type=float, default=540.0, help="bound on the whole run, seconds (default 540)")
     ap.add_argument("--workdir", help="keep flow files and logs here (default: a temporary directory)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
-    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    if args.configs:
+        try:
+            configs = [parse_config(c) for c in args.configs.split(",") if c.strip()]
+        except ValueError as exc:
+            ap.error(str(exc))
+        for c in configs:
+            if c["processes"] * c["workers"] > args.partitions:
+                log(f"note: {c['name']} has more workers than the topic has partitions ({args.partitions}); "
+                    f"some of them read nothing")
+            if c["processes"] > args.partitions:
+                ap.error(f"{c['name']}: more processes than partitions ({args.partitions}); a process without "
+                         f"a partition never starts reading")
+    else:
+        configs = [{"name": None, "processes": 1, "workers": int(w)} for w in args.workers.split(",") if w.strip()]
+    if args.population == "families":
+        import world
+
+        if args.family not in world.FAMILIES:
+            ap.error(f"unknown family {args.family!r} (known: {', '.join(world.FAMILIES)})")
 
     # SIGTERM unwinds like Ctrl-C, so the broker is stopped either way.
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -261,15 +405,26 @@ def main() -> int:
     os.makedirs(workdir, exist_ok=True)
     t_start = time.monotonic()
 
-    log(f"simulating {args.events:,} events ({args.hours:g} h, seed {args.seed}) ...")
     t0 = time.monotonic()
-    lines = simulate(args.events, args.hours, args.seed)
+    if args.population == "families":
+        what = f"the first {args.events:,} events of scenario family {args.family} (seed {args.seed})"
+        log(f"generating {what} ...")
+        # 24 h is room enough: the first N events are taken, however many hours they span.
+        lines = family_events(args.events, args.family, args.seed, 24.0, os.path.abspath(args.data_dir))
+        span = orjson.loads(lines[0])["timestamp"] + " .. " + orjson.loads(lines[-1])["timestamp"] if lines else ""
+        what += f", {span}"
+    else:
+        what = f"{args.events:,} simulated events ({args.hours:g} h, seed {args.seed})"
+        log(f"simulating {args.events:,} events ({args.hours:g} h, seed {args.seed}) ...")
+        lines = simulate(args.events, args.hours, args.seed)
     sim_s = time.monotonic() - t0
     if len(lines) < args.events:
-        log(f"note: the simulator gave {len(lines):,} events, not {args.events:,}")
+        log(f"note: the generator gave {len(lines):,} events, not {args.events:,}")
     n = len(lines)
 
     result: Dict[str, Any] = {"events": n, "partitions": args.partitions, "hours": args.hours, "seed": args.seed,
+                              "population": args.population, "family": args.family if args.population == "families"
+                              else None, "what": what,
                               "idle_s": args.idle, "simulate_s": sim_s, "workdir": workdir}
     with tansu_broker(workdir) as brokers:
         result["brokers"] = brokers
@@ -281,11 +436,19 @@ def main() -> int:
         log("raw consume + parse ...")
         result["raw"] = raw_consume(brokers, topic, args.partitions, n, budget)
         result["flows"] = []
-        for w in workers:
-            log(f"sentinel run -w {w} ...")
-            f = run_flow(brokers, topic, w, args.idle, workdir, f"w{w}", budget)
+        base_alerts = None
+        for c in configs:
+            w, procs = c["workers"], c["processes"]
+            tag = c["name"] or f"w{w}"
+            log(f"sentinel run: {procs} process(es) x {w} worker(s) ({tag}) ...")
+            f = run_flow(brokers, topic, w, args.idle, workdir, tag, budget, processes=procs)
+            f["config"] = c["name"]
             if f["events"] != n:
-                raise RuntimeError(f"sentinel run -w {w} read {f['events']} events, expected {n} (log {f['log']})")
+                raise RuntimeError(f"{tag} read {f['events']} events, expected {n} (log {f['log']})")
+            if c["name"] == "p1w1":
+                base_alerts = alert_keys(f["alerts_path"])
+            elif base_alerts is not None:
+                f["same_alerts_as_p1w1"] = alert_keys(f["alerts_path"]) == base_alerts
             result["flows"].append(f)
         if not args.no_empty_run:
             empty = "bench.empty.%s" % uuid.uuid4().hex[:8]
@@ -294,11 +457,15 @@ def main() -> int:
             result["empty_flow"] = run_flow(brokers, empty, 1, args.idle, workdir, "empty", budget)
     result["total_s"] = time.monotonic() - t_start
 
-    print(f"Kafka throughput: {n:,} simulated events ({args.hours:g} h, seed {args.seed}), one topic with "
+    print(f"Kafka throughput: {what}, one topic with "
           f"{args.partitions} partitions on Tansu (memory storage) at {result['brokers']}; "
           f"flow eof_after_idle {args.idle:g}s; {os.cpu_count()} CPUs")
     print(table(result))
-    print(f"(simulate {sim_s:.1f}s; whole benchmark {result['total_s']:.0f}s; logs in {workdir})")
+    if args.configs:
+        print()
+        print(f"Scaling ({os.cpu_count()} CPUs; events read summed over the processes' logs):")
+        print(scaling_table(result))
+    print(f"(generate {sim_s:.1f}s; whole benchmark {result['total_s']:.0f}s; logs in {workdir})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=str)
