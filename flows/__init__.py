@@ -4,6 +4,7 @@
            -> model windows  (per service/model: windows, baselines, detectors)
            -> service actors (per service: its users' and tenants' token use, token_abuse)
            -> attack counter (per security source: coordinated_attack)
+           -> forecast       (per service/model, opt-in: info warnings of trends towards the alert level)
            -> alert filter   (silences, feedback)
            -> incidents      (per group: grouping, escalation, resolve)
            -> similar incidents (from the first qdrant sink's collection, if any)
@@ -239,6 +240,10 @@ def build_flow(
     if det.coordinated_attack.enabled:
         streams.append(op.stateful("attack_counter", security_groups,
                                    guarded("attack_counter", lambda st: AttackLogic(cfg, st))))
+    if det.forecast.enabled:  # info warnings of trends heading for a key's alert level (operators/forecast.py)
+        from operators.forecast import forecast_step
+
+        streams.append(forecast_step(model_groups, cfg))
     if cfg.policies.enabled:  # budgets and allowed models per service (operators/budgets.py)
         from operators.budgets import budget_step
 

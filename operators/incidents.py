@@ -92,7 +92,9 @@ def group_key(alert: Alert, group_by: Tuple[str, ...]) -> str:
         # An alert with none of the grouping fields (an attack on no service) is its own group.
         return "fp:" + alert["fingerprint"]
     typ = alert.get("type")
-    parts.append(family(typ))
+    # A forecast's warnings are incidents of their own: the regular page of the anomaly they foresee
+    # is not held back as an escalation of an info warning.
+    parts.append("forecast" if alert.get("detector") == "trend_forecast" else family(typ))
     if typ in ACTOR_SCOPED and "subject" not in group_by:
         parts.append(alert.get("subject") or "")
     return "\x1f".join(parts)

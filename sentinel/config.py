@@ -519,6 +519,28 @@ class AttackConfig(_Model):
     _dur = field_validator("window", mode="before")(parse_duration)
 
 
+class ForecastConfig(_Model):
+    """Predictive warnings (operators/forecast.py): a key's latency, error rate or cost per request
+    trending towards its alert level warns (severity info) before it gets there."""
+
+    enabled: bool = False
+    # A warning speaks when the projected crossing of the alert level is at most this far ahead.
+    horizon: float = 900.0
+    # Closed windows the trend is fitted over (a least-squares slope and its standard error).
+    windows: int = Field(default=20, ge=4, le=240)
+    # The slope must be this many standard errors above zero.
+    min_slope_z: float = Field(default=3.0, gt=0)
+
+    _dur = field_validator("horizon", mode="before")(parse_duration)
+
+    @field_validator("horizon")
+    @classmethod
+    def _horizon_positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("horizon must be positive")
+        return v
+
+
 class DetectionConfig(_Model):
     # "multivariate" (Half-Space Trees over a key's features) is off by default:
     # the scenario benchmark shows it adds no recall (benchmarks/RESULTS.md).
@@ -544,6 +566,7 @@ class DetectionConfig(_Model):
     quiet_windows: int = Field(default=5, ge=1)
     token_abuse: TokenAbuseConfig = Field(default_factory=TokenAbuseConfig)
     coordinated_attack: AttackConfig = Field(default_factory=AttackConfig)
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
 
 
 GROUP_FIELDS = ("service", "model", "type", "subject", "severity", "metric")
