@@ -38,7 +38,11 @@ wait + shutdown); ``steady ev/s`` divides N by the run time minus that.
 
 With ``--configs`` a second table compares the configurations: events read
 (summed over the processes' logs; must equal N), run seconds, events/s, the
-share of the raw loop's rate, and the speed-up over ``p1w1`` (when it ran).
+share of the raw loop's rate, the speed-up over ``p1w1`` (when it ran), and
+the CPU seconds the flow's processes used (user + system, all processes,
+start-up and idle wait included), and the alerts: how many, and whether they say what p1w1's say (status, type,
+service, model, subject, event time, severity; not ids, wall times or the
+summary's wording).
 Processes and workers need partitions to read: a process given none never
 starts reading, so use at least as many partitions as processes.
 
@@ -53,6 +57,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -233,6 +238,7 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
             for i in range(processes)]
     errs = [open(path, "wb") for path in logs]
     procs: List[subprocess.Popen] = []
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         t0 = time.monotonic()
         for cmd, err in zip(cmds, errs):
@@ -242,6 +248,8 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
         for proc in procs:
             rcs.append(proc.wait(max(0.1, deadline - time.monotonic())))
         wall = time.monotonic() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped: their CPU time is counted
+        cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     except BaseException:
         for proc in procs:
             if proc.poll() is None:
@@ -270,17 +278,19 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
     n_alerts = sum(1 for _ in open(alerts, "rb")) if os.path.exists(alerts) else 0
     n_dead = sum(1 for _ in open(dlq, "rb")) if os.path.exists(dlq) else 0
     return {"workers": workers, "processes": processes, "events": sum(per_part.values()), "per_partition": per_part,
-            "per_process": per_process, "wall_s": wall, "run_s": wall - idle_s, "alerts": n_alerts,
+            "per_process": per_process, "wall_s": wall, "run_s": wall - idle_s, "cpu_s": cpu, "alerts": n_alerts,
             "dead_letters": n_dead, "log": logs[0] if processes == 1 else logs, "alerts_path": alerts}
 
 
 def alert_keys(path: str) -> List[tuple]:
-    """What an alert says, without its ids and wall times: to compare the alerts of two runs."""
+    """What each alert says (status, type, service, model, subject, event time, severity), without ids, wall
+    times and wording: to compare the alerts of two runs. CloudEvents envelopes are opened."""
     out = []
     if os.path.exists(path):
         with open(path, "rb") as f:
             for line in f:
                 a = orjson.loads(line)
+                a = a.get("data", a) if "specversion" in a else a
                 out.append((a.get("status"), a.get("type"), a.get("service"), a.get("model"), a.get("subject"),
                             a.get("event_time"), a.get("severity")))
     return sorted(out, key=repr)
@@ -332,9 +342,9 @@ def scaling_table(r: Dict[str, Any]) -> str:
     base = next((f for f in r["flows"] if f.get("config") == "p1w1"), None)
     base_rate = base["events"] / base["run_s"] if base else None
     rows = [("config", "processes x workers", "events read", "run s", "events/s", "of raw loop", "x p1w1",
-             "alerts")]
+             "CPU s", "alerts")]
     rows.append(("raw loop", "1 consumer", f"{r['raw']['events']:,}", f"{r['raw']['seconds']:.2f}",
-                 f"{raw_rate:,.0f}", "1.00", "", ""))
+                 f"{raw_rate:,.0f}", "1.00", "", "", ""))
     for f in r["flows"]:
         rate = f["events"] / f["run_s"]
         same = ""
@@ -342,11 +352,11 @@ def scaling_table(r: Dict[str, Any]) -> str:
             same = " (= p1w1)" if f.get("same_alerts_as_p1w1") else " (differ)"
         rows.append((f["config"], f"{f['processes']} x {f['workers']}", f"{f['events']:,}", f"{f['run_s']:.2f}",
                      f"{rate:,.0f}", f"{rate / raw_rate:.3f}", f"{rate / base_rate:.2f}" if base_rate else "",
-                     f"{f['alerts']}{same}"))
+                     f"{f['cpu_s']:.1f}", f"{f['alerts']}{same}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i in (0, 1, 7) else c.rjust(w)
+        lines.append("  ".join(c.ljust(w) if i in (0, 1, 8) else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
