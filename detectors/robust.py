@@ -11,7 +11,7 @@ does (after it has been scored as anomalous for a while).
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 
 def z_to_score(z: float, z0: float = 3.5, k: float = 1.5) -> float:
@@ -193,17 +193,23 @@ class PooledLogMean(RobustBaseline):
         super().__init__(log=True, **kw)
         self.pool = pool
         self.precision = precision
-        # (n, sum of logs, sum of squared deviations, flag) of the last windows with values, oldest
-        # first; flag: 0 to learn, 1 anomalous (a tenth of the weight), 2 not to learn, 3 learned.
+        # (n, sum of logs, sum of squared deviations, flag, effective n, users) of the last windows
+        # with values, oldest first; flag: 0 to learn, 1 anomalous (a tenth of the weight), 2 not
+        # to learn, 3 learned; effective n: n over the window's design effect (push); users: the
+        # window's {user: requests} of users with more than one, or None.
         self._ring: list = []
         self._var: Optional[float] = None  # per-request variance of the logs (EW, within windows)
-        self._inv_n: Optional[float] = None  # EW mean of 1 / n over the windows learned
+        self._inv_n: Optional[float] = None  # EW mean of 1 / effective n over the windows learned
+        # Decayed one-way ANOVA sums over the windows, requests grouped by user: between-user sum of
+        # squares and its degrees of freedom, within-user sum of squares and its degrees of freedom,
+        # and the sum of each window's n0 numerator (intra_user_correlation).
+        self._anova = [0.0, 0.0, 0.0, 0.0, 0.0]
 
     def judge(self) -> Tuple[float, float, int, float]:
         """``(z, mean of logs, windows pooled, standard error)`` of the most deviating pool
         ending with the window pushed last; z is 0 while the baseline is warming up."""
         ring = self._ring
-        n0, s0, _, _ = ring[-1]
+        n0, s0 = ring[-1][0], ring[-1][1]
         mean0 = s0 / n0
         if self._n < self.warmup or self._var is None:
             return 0.0, mean0, 1, self.scale
@@ -214,12 +220,24 @@ class PooledLogMean(RobustBaseline):
         target = self.precision ** 2
         best = (0.0, mean0, 1, self.scale)
         n = s = q = 0.0
+        # One user's requests across the pool's windows count together too (an agent's task spans
+        # minutes): the pool's design effect from its users' requests over the pool.
+        rho = self.intra_user_correlation()
+        users: Dict[str, int] = {}
+        m2 = clustered = 0
         # The two largest and two smallest window means (as deviations from the level), with counts.
         hi = [(-math.inf, 0), (-math.inf, 0)]
         lo = [(math.inf, 0), (math.inf, 0)]
         for k in range(1, len(ring) + 1):
-            wn, ws, _, _ = ring[-k]
+            wn, ws, _, _, _, cl = ring[-k]
             n += wn
+            if cl and rho > 0.0:
+                for u, c in cl.items():
+                    old = users.get(u, 0)
+                    users[u] = old + c
+                    m2 += (2 * old + c) * c
+                    clustered += c
+            ne = n / (1.0 + rho * ((m2 + max(0.0, n - clustered)) / n - 1.0)) if m2 else n
             s += ws
             q += wn * wn
             d = ws / wn - loc
@@ -227,7 +245,7 @@ class PooledLogMean(RobustBaseline):
                 hi = [(d, wn), hi[0]] if d > hi[0][0] else [hi[0], (d, wn)]
             if d < lo[1][0]:
                 lo = [(d, wn), lo[0]] if d < lo[0][0] else [lo[0], (d, wn)]
-            se = math.sqrt(var / n + tau2 * q / (n * n) + v_loc)
+            se = math.sqrt(var / ne + tau2 * q / (n * n) + v_loc)
             if k == 1:
                 cands = ((s / n, 0),)
             else:
@@ -240,7 +258,7 @@ class PooledLogMean(RobustBaseline):
                 z = (m - loc) / se
                 if z * side >= 0 and abs(z) > abs(best[0]):
                     best = (z, m, k, se)
-            if var / n <= target:
+            if var / ne <= target:
                 break  # precise enough: pooling further would only add the level's wander
         return best
 
@@ -250,22 +268,75 @@ class PooledLogMean(RobustBaseline):
         if self._n == 0:
             return None
         loc = self._loc
-        for wn, ws, _, flag in self._ring:
+        for wn, ws, _, flag, _, _ in self._ring:
             if flag < 2:
                 loc += self.alpha * (ws / wn - loc)
         return math.exp(loc) - self.offset
 
-    def push(self, stats, flag: int = 0) -> None:
-        """Add a window's ``(n, sum, sumsq)``; the window that leaves the pool is learned."""
+    def push(self, stats, flag: int = 0, anova: Optional[Tuple[float, float, int, int]] = None,
+             clusters: Optional[Dict[str, int]] = None) -> None:
+        """Add a window's ``(n, sum, sumsq)``; the window that leaves the pool is learned.
+
+        One user's requests may move together (the calls of an agent's task share a context
+        that grows, over minutes). ``clusters`` are the window's users with more than one
+        request (``{user: requests}``); a window, or a pool of windows, counts as ``n / deff``
+        requests, ``deff = 1 + rho * (sum n_u ** 2 / n - 1)`` over its users' requests, with
+        ``rho`` the correlation of two requests of one user that the key's windows show
+        (:meth:`intra_user_correlation`), learned from the windows that bring ``anova``: the
+        one-way ANOVA of their requests grouped by user (:func:`user_anova`).
+        """
         n, s, ss = stats
+        if anova is not None and n >= 2:
+            ssb, ssw, users, m2 = anova
+            a = self._anova
+            keep = 1.0 - ANOVA_DECAY
+            a[0] = a[0] * keep + ssb
+            a[1] = a[1] * keep + (users - 1)
+            a[2] = a[2] * keep + ssw
+            a[3] = a[3] * keep + (n - users)
+            a[4] = a[4] * keep + (n - m2 / n)
+        ne = n
+        if clusters:
+            rho = self.intra_user_correlation()
+            if rho > 0.0:
+                m2 = clustered = 0
+                for c in clusters.values():
+                    m2 += c * c
+                    clustered += c
+                ne = n / (1.0 + rho * ((m2 + max(0, n - clustered)) / n - 1.0))
         warm = self._n >= self.warmup and self._var is not None
-        self._ring.append([n, s, ss, flag if warm else 3])
+        self._ring.append([n, s, ss, flag if warm else 3, ne, clusters])
         if not warm:
-            self._learn_window(n, s, ss, 0)
+            self._learn_window(n, s, ss, 0, ne)
         while len(self._ring) > self.pool:
-            wn, ws, wss, wflag = self._ring.pop(0)
+            wn, ws, wss, wflag, wne, _ = self._ring.pop(0)
             if wflag != 3:
-                self._learn_window(wn, ws, wss, wflag)
+                self._learn_window(wn, ws, wss, wflag, wne)
+
+    def intra_user_correlation(self) -> float:
+        """The correlation of two requests of one user in a window, from the key's windows
+        (the one-way ANOVA estimator, clipped to [0, 1]; 0 until ``ANOVA_MIN_DF`` degrees of
+        freedom between users have been seen).
+
+        >>> import random
+        >>> b, rng = PooledLogMean(), random.Random(1)
+        >>> for w in range(200):  # five users a window, each with its own level, six requests each
+        ...     users = [rng.gauss(0, 1) for _ in range(5)]
+        ...     ys = [(u, mu + rng.gauss(0, 1)) for u, mu in enumerate(users) for _ in range(6)]
+        ...     b.push(log_moments([y for _, y in ys]), anova=user_anova(ys))
+        >>> round(b.intra_user_correlation(), 1)
+        0.5
+        """
+        ssb, dfb, ssw, dfw, n0 = self._anova
+        if dfb < ANOVA_MIN_DF or dfw <= 0.0:
+            return 0.0
+        msb = ssb / dfb
+        msw = ssw / dfw
+        n0 /= dfb
+        den = msb + (n0 - 1.0) * msw
+        if den <= 0.0:
+            return 0.0
+        return min(1.0, max(0.0, (msb - msw) / den))
 
     def mark(self, windows: int, flag: int) -> None:
         """Flag the newest ``windows`` windows (1: anomalous, 2: not to learn) unless learned."""
@@ -273,7 +344,7 @@ class PooledLogMean(RobustBaseline):
             if w[3] != 3 and flag > w[3]:
                 w[3] = flag
 
-    def _learn_window(self, n: int, s: float, ss: float, flag: int) -> None:
+    def _learn_window(self, n: int, s: float, ss: float, flag: int, ne: float) -> None:
         if flag == 2:
             return
         if n >= 2:
@@ -281,12 +352,67 @@ class PooledLogMean(RobustBaseline):
             # The spread is learned by degrees of freedom, so a window of two requests weighs little.
             a = self.alpha * min(1.0, (n - 1) / 10.0) if self._var is not None else 1.0
             self._var = v if self._var is None else self._var + a * (v - self._var)
-        inv = 1.0 / n
+        inv = 1.0 / ne
         self._inv_n = inv if self._inv_n is None else self._inv_n + self.alpha * (inv - self._inv_n)
         self.learn_one(math.exp(s / n) - self.offset, damp=flag == 1)
 
     def __setstate__(self, s) -> None:
+        self._anova = [0.0, 0.0, 0.0, 0.0, 0.0]  # states from before requests were grouped by user
         self.__dict__.update(s)
+        for w in self._ring:
+            if len(w) == 4:
+                w += [w[0], None]
+
+
+# How fast the by-user ANOVA forgets (per window), and the between-user degrees of freedom it needs.
+ANOVA_DECAY = 0.01
+ANOVA_MIN_DF = 30.0
+
+
+def log_moments(ys) -> Tuple[int, float, float]:
+    """``(n, sum, sum of squared deviations from the mean)`` of already-logged values."""
+    n = len(ys)
+    s = sum(ys)
+    m = s / n
+    return n, s, sum((y - m) * (y - m) for y in ys)
+
+
+def user_anova(pairs) -> Tuple[float, float, int, int]:
+    """One-way ANOVA of ``(user, value)`` pairs grouped by user (a user of None is a group of its
+    own): ``(between sum of squares, within sum of squares, groups, sum of group sizes squared)``.
+
+    >>> user_anova([("a", 1.0), ("a", 3.0), (None, 2.0), ("b", 2.0)])
+    (0.0, 2.0, 3, 6)
+    """
+    groups: Dict[object, list] = {}
+    n = 0
+    total = 0.0
+    sq = 0.0
+    singles = 0
+    single_sq = 0.0
+    for u, y in pairs:
+        n += 1
+        total += y
+        sq += y * y
+        if u is None:
+            singles += 1
+            single_sq += y * y
+            continue
+        g = groups.get(u)
+        if g is None:
+            groups[u] = [1, y]
+        else:
+            g[0] += 1
+            g[1] += y
+    between = single_sq
+    m2 = singles
+    for c, t in groups.values():
+        between += t * t / c
+        m2 += c * c
+    mean_sq = total * total / n
+    ssb = max(0.0, between - mean_sq)
+    ssw = max(0.0, sq - between)
+    return ssb, ssw, len(groups) + singles, m2
 
 
 def poisson_sf(k: int, mu: float) -> float:

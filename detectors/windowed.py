@@ -44,7 +44,7 @@ class WindowFeatures:
     __slots__ = (
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
-        "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log",
+        "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log", "by_user", "clusters",
     )
 
     def __init__(self, start: float, end: float, count: int = 0, errors: int = 0,
@@ -56,7 +56,9 @@ class WindowFeatures:
                  in_log: Optional[LogStats] = None, out_log: Optional[LogStats] = None,
                  cost_log: Optional[LogStats] = None, lat_gmean: Optional[float] = None,
                  ttft_gmean: Optional[float] = None, lat_log: Optional[LogStats] = None,
-                 ttft_log: Optional[LogStats] = None) -> None:
+                 ttft_log: Optional[LogStats] = None,
+                 by_user: Optional[Dict[str, Tuple[float, float, int, int]]] = None,
+                 clusters: Optional[Dict[str, int]] = None) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -81,6 +83,12 @@ class WindowFeatures:
         self.ttft_gmean = ttft_gmean
         self.lat_log = lat_log
         self.ttft_log = ttft_log
+        # Per log statistic ("in_log", ...): its one-way ANOVA by user (detectors.robust.user_anova),
+        # on the windows that measure it; None: not measured.
+        self.by_user = by_user
+        # {user: requests} of the users with more than one request: one user's requests may move
+        # together (PooledLogMean.push); None: every request stood alone, or not measured.
+        self.clusters = clusters
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -92,6 +100,7 @@ class WindowFeatures:
         self.error_types = None  # states from before error types were counted
         self.in_log = self.out_log = self.cost_log = None  # and before log statistics
         self.lat_gmean = self.ttft_gmean = self.lat_log = self.ttft_log = None
+        self.by_user = self.clusters = None  # and before requests were grouped by user
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
 
@@ -339,7 +348,8 @@ class KeyDetectors:
             if stats is not None:
                 # Judged on the mean of its logs, over as many windows as it takes (PooledLogMean):
                 # a key of five requests a minute is judged too, by what its count says.
-                base.push(stats)
+                base.push(stats, anova=f.by_user.get(POOLED[m][0]) if f.by_user else None,
+                          clusters=f.clusters)
                 z, mlog, k, noise = base.judge()
                 pooled[m] = (k, value)
                 value = adj = math.exp(mlog) - base.offset

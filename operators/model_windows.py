@@ -17,6 +17,7 @@ from bytewax.operators import StatefulLogic
 
 from detectors.hints import OTHER
 from detectors.priors import ParentPriors
+from detectors.robust import log_moments, user_anova
 from detectors.windowed import POOLED, KeyDetectors, WindowFeatures, log_stats
 from operators.alerts import iso, make_alert
 from operators.windowing import KeyWindows
@@ -56,13 +57,17 @@ def cause_first(findings: List[Any]) -> List[Any]:
 DETECTOR_NAMES = {"drift": "cusum_drift", "multivariate": "half_space_trees", "error_rate": "binomial_rate"}
 # Distinct error types counted per window; the rest count under OTHER.
 MAX_ERROR_TYPES = 16
+# Users with more than one request kept per window for the pools' design effect (the largest).
+MAX_CLUSTERS = 256
+# Every how many windows a key's requests are grouped by user to learn how much they move together.
+ANOVA_EVERY = 4
 
 
 class WindowAgg:
     """Running aggregate of one window of one key."""
 
     __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "cost", "tok_total", "cost_total",
-                 "err_types")
+                 "err_types", "users")
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -76,6 +81,7 @@ class WindowAgg:
         self.tok_total = 0
         self.cost_total = 0.0
         self.err_types: Optional[Dict[Optional[str], int]] = None  # made at the window's first error
+        self.users: List[Optional[str]] = []  # the user of each successful request, in order
 
     def add(self, ev: LLMEvent) -> None:
         self.count += 1
@@ -94,6 +100,7 @@ class WindowAgg:
             else:
                 types[OTHER] = types.get(OTHER, 0) + 1
             return
+        self.users.append(ev.user_id)
         if ev.latency_ms is not None:
             self.lat.append(ev.latency_ms)
         if ev.ttft_ms is not None:
@@ -111,10 +118,35 @@ class WindowAgg:
     def features(self, size: float) -> WindowFeatures:
         lat = sorted(self.lat)
         ttft = sorted(self.ttft)
-        logs = {attr: log_stats(xs, POOLED[m][1]) for attr, m, xs in (
-            ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
-            ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
-            ("ttft_log", "ttft_gmean_ms", self.ttft))}
+        logs = {}
+        by_user = {}
+        users = self.users
+        grouped = len(users) > 1 and any(users)
+        many = None
+        if grouped:
+            counts: Dict[str, int] = {}
+            for u in users:
+                if u:
+                    counts[u] = counts.get(u, 0) + 1
+            many = {u: c for u, c in counts.items() if c > 1}
+            if len(many) > MAX_CLUSTERS:
+                many = dict(sorted(many.items(), key=lambda uc: -uc[1])[:MAX_CLUSTERS])
+            many = many or None
+        sampled = many is not None and int(self.start // size) % ANOVA_EVERY == 0
+        log = math.log
+        for attr, m, xs in (
+                ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
+                ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
+                ("ttft_log", "ttft_gmean_ms", self.ttft)):
+            if sampled and len(xs) == len(users):
+                # Every request has the value: its logs grouped by user, for how much one user's
+                # requests move together (PooledLogMean.push; every ANOVA_EVERY-th window is enough).
+                off = POOLED[m][1]
+                ys = [log(x + off) if x > 0 else log(off) for x in xs]
+                logs[attr] = log_moments(ys)
+                by_user[attr] = user_anova(zip(users, ys))
+            else:
+                logs[attr] = log_stats(xs, POOLED[m][1])
         return WindowFeatures(
             self.start,
             self.start + size,
@@ -131,6 +163,8 @@ class WindowAgg:
             self.err_types,
             lat_gmean=_geometric_mean(logs["lat_log"], POOLED["latency_gmean_ms"][1]),
             ttft_gmean=_geometric_mean(logs["ttft_log"], POOLED["ttft_gmean_ms"][1]),
+            by_user=by_user or None,
+            clusters=many,
             **logs,
         )
 
@@ -139,6 +173,7 @@ class WindowAgg:
 
     def __setstate__(self, s) -> None:
         self.err_types = None  # states from before error types were counted
+        self.users = []  # and before users were
         for k, v in zip(self.__slots__, s):
             setattr(self, k, v)
 
