@@ -225,11 +225,12 @@ def test_state_from_before_hints_still_loads():
     assert clone._hints == old._hints
 
     f = WindowFeatures.__new__(WindowFeatures)
-    f.__setstate__(window(1).__getstate__()[:-8])  # before error types (and the log statistics and means after them)
-    assert f.error_types is None and f.out_log is None and f.lat_log is None
+    slots = WindowFeatures.__slots__
+    f.__setstate__(window(1).__getstate__()[:slots.index("error_types")])  # before error types (and all after)
+    assert f.error_types is None and f.out_log is None and f.lat_log is None and f.clusters is None
     agg = WindowAgg.__new__(WindowAgg)
-    agg.__setstate__(WindowAgg(T0).__getstate__()[:-1])
-    assert agg.err_types is None and agg.features(60.0).error_types is None
+    agg.__setstate__(WindowAgg(T0).__getstate__()[:WindowAgg.__slots__.index("err_types")])
+    assert agg.err_types is None and agg.users == [] and agg.features(60.0).error_types is None
 
 
 def test_window_counts_error_types_only_when_there_are_errors():
