@@ -237,7 +237,7 @@ class PooledLogMean(RobustBaseline):
                     users[u] = old + c
                     m2 += (2 * old + c) * c
                     clustered += c
-            ne = n / (1.0 + rho * ((m2 + max(0.0, n - clustered)) / n - 1.0)) if m2 else n
+            ne = effective_n(n, m2, clustered, rho) if m2 else n
             s += ws
             q += wn * wn
             d = ws / wn - loc
@@ -299,11 +299,7 @@ class PooledLogMean(RobustBaseline):
         if clusters:
             rho = self.intra_user_correlation()
             if rho > 0.0:
-                m2 = clustered = 0
-                for c in clusters.values():
-                    m2 += c * c
-                    clustered += c
-                ne = n / (1.0 + rho * ((m2 + max(0, n - clustered)) / n - 1.0))
+                ne = effective_n(n, sum(c * c for c in clusters.values()), sum(clusters.values()), rho)
         warm = self._n >= self.warmup and self._var is not None
         self._ring.append([n, s, ss, flag if warm else 3, ne, clusters])
         if not warm:
@@ -367,6 +363,16 @@ class PooledLogMean(RobustBaseline):
 # How fast the by-user ANOVA forgets (per window), and the between-user degrees of freedom it needs.
 ANOVA_DECAY = 0.01
 ANOVA_MIN_DF = 30.0
+
+
+def effective_n(n: float, m2: float, clustered: float, rho: float) -> float:
+    """``n`` requests over their design effect ``1 + rho * (sum n_u ** 2 / n - 1)``, where ``clustered``
+    of them come from users whose counts' squares sum to ``m2`` and the rest stand alone.
+
+    >>> effective_n(40, 4 * 10 ** 2, 40, 1.0), effective_n(40, 4 * 10 ** 2, 40, 0.0)
+    (4.0, 40.0)
+    """
+    return n / (1.0 + rho * ((m2 + max(0.0, n - clustered)) / n - 1.0))
 
 
 def log_moments(ys) -> Tuple[int, float, float]:

@@ -44,13 +44,14 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
 from detectors.robust import score_to_z
 from operators.alerts import alert_id, fingerprint, iso, make_alert, resolved
+from operators.model_windows import _utc_in
 from operators.windowing import KeyWindows
 from sentinel import shutdown
 from sentinel.config import FlowConfig
@@ -262,10 +263,6 @@ class KeyForecaster:
         if trend is not None and end >= s.quiet_until:
             return trend, None
         return None, None
-
-
-def _utc_in(seconds: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
 
 
 class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, Any], ForecastState]):

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from starlette.concurrency import run_in_threadpool
 
 from sentinel.auth import AuthError, Authenticator, Principal
+from sentinel.config import require_utc_offset
 from sentinel.store import Store
 
 log = logging.getLogger("sentinel.api")
@@ -119,12 +120,7 @@ class SilenceIn(_Body):
 
         return None if v is None else parse_duration(v)
 
-    @field_validator("startsAt", "endsAt")
-    @classmethod
-    def _aware(cls, v: Optional[datetime]) -> Optional[datetime]:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("needs a UTC offset, e.g. 2026-01-05T10:00:00Z")
-        return v
+    _aware = field_validator("startsAt", "endsAt")(require_utc_offset)
 
     @model_validator(mode="after")
     def _end(self) -> "SilenceIn":

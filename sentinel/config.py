@@ -572,6 +572,13 @@ class DetectionConfig(_Model):
 GROUP_FIELDS = ("service", "model", "type", "subject", "severity", "metric")
 
 
+def require_utc_offset(v: Optional[datetime]) -> Optional[datetime]:
+    """A field validator: a datetime must carry its UTC offset (None passes)."""
+    if v is not None and v.tzinfo is None:
+        raise ValueError("needs a UTC offset, e.g. 2026-01-05T10:00:00Z")
+    return v
+
+
 class Silence(_Model):
     """Alerts matching every given matcher, with event_time in [start, end), are not published."""
 
@@ -581,12 +588,7 @@ class Silence(_Model):
     comment: str = ""
     created_by: str = ""
 
-    @field_validator("start", "end")
-    @classmethod
-    def _aware(cls, v: Optional[datetime]) -> Optional[datetime]:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("needs a UTC offset, e.g. 2026-01-05T10:00:00Z")
-        return v
+    _aware = field_validator("start", "end")(require_utc_offset)
 
     @model_validator(mode="after")
     def _order(self) -> "Silence":

@@ -160,8 +160,10 @@ class _Reads:
             self._last.set(time.time())
 
 
-class _WatchedStatefulPart(StatefulSourcePartition):
-    def __init__(self, inner: StatefulSourcePartition, reads: _Reads) -> None:
+class _Watched:
+    """What both kinds of watched partition do: pass every call on, and tell ``reads`` of each batch."""
+
+    def __init__(self, inner, reads: _Reads) -> None:
         self._inner = inner
         self._reads = reads
 
@@ -173,28 +175,17 @@ class _WatchedStatefulPart(StatefulSourcePartition):
     def next_awake(self):
         return self._inner.next_awake()
 
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _WatchedStatefulPart(_Watched, StatefulSourcePartition):
     def snapshot(self):
         return self._inner.snapshot()
 
-    def close(self) -> None:
-        self._inner.close()
 
-
-class _WatchedStatelessPart(StatelessSourcePartition):
-    def __init__(self, inner: StatelessSourcePartition, reads: _Reads) -> None:
-        self._inner = inner
-        self._reads = reads
-
-    def next_batch(self):
-        batch = self._inner.next_batch()
-        self._reads.saw(batch)
-        return batch
-
-    def next_awake(self):
-        return self._inner.next_awake()
-
-    def close(self) -> None:
-        self._inner.close()
+class _WatchedStatelessPart(_Watched, StatelessSourcePartition):
+    pass
 
 
 class _WatchedFixedSource(FixedPartitionedSource):
