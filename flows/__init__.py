@@ -230,7 +230,10 @@ def build_flow(
     if det.token_abuse.enabled:
         streams.append(op.stateful("actor_windows", keyed("a"),
                                    guarded("actor_windows", lambda st: ActorLogic(cfg, refresh_actor_state(cfg, st)))))
-    guardrail = cfg.policies.guardrail_rate is not None or cfg.policies.guardrail_audit is not None
+    from sentinel.policy_reload import holder_for
+
+    policies = holder_for(cfg)  # hot: a watcher of the flow definition may replace them (sentinel/policy_reload.py)
+    guardrail = cfg.policies.guardrail_rate is not None or cfg.policies.guardrail_audit is not None or policies.hot
     security_groups = keyed("s") if det.coordinated_attack.enabled or guardrail else None
     if cfg.policies.guardrail_audit is not None:  # every guardrail breach recorded (sinks/guardrail_audit.py)
         from sinks.guardrail_audit import GuardrailAuditSink
@@ -244,10 +247,10 @@ def build_flow(
         from operators.forecast import forecast_step
 
         streams.append(forecast_step(model_groups, cfg))
-    if cfg.policies.enabled:  # budgets and allowed models per service (operators/budgets.py)
+    if cfg.policies.enabled or policies.hot:  # budgets and allowed models per service (operators/budgets.py)
         from operators.budgets import budget_step
 
-        streams.append(budget_step(model_groups, cfg.policies, security_groups))
+        streams.append(budget_step(model_groups, policies, security_groups))
     alerts = op.merge("alerts", *streams)
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
     failed = op.branch("step_failures", alerts, is_failure)
@@ -303,7 +306,8 @@ def get_flow() -> Dataflow:
         raise SystemExit(str(ex)) from None
     recovery = _arg(("-r", "--recovery-directory"), "BYTEWAX_RECOVERY_DIRECTORY")
     startup_checks(cfg, "SENTINEL_FLOW", recovery, cluster_args=False)
-    prepare(cfg, int(_arg(("-i", "--process-id"), "BYTEWAX_PROCESS_ID") or 0), recovery)
+    prepare(cfg, int(_arg(("-i", "--process-id"), "BYTEWAX_PROCESS_ID") or 0), recovery,
+            os.environ.get("SENTINEL_FLOW") or None)
     shutdown.install()
     if recovery:
         shutdown.keep_windows_on_stop()

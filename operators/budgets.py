@@ -33,6 +33,19 @@ breaches) per request of the service in a window of event time; more than
 window after the next has begun (the requests and the security events come
 in batches of their own, so two windows stay open).
 Each breach is counted, none pages on its own.
+
+The policies are read from a :class:`sentinel.policy_reload.PolicyHolder`,
+which a watcher of the flow definition may replace while the flow runs. Each
+service adopts a new version with its next batch (:meth:`BudgetLogic._adopt`):
+a budget rule is known by its identity (service, per, window, and the
+quantity: tokens or cost_usd), so a rule the new block keeps keeps its
+meters and their spend, with its new budget and warn level; a new rule counts
+from that batch on; a removed rule's open episode resolves. When a change
+leaves an episode's level unearned (a budget raised above what is spent), the
+episode resolves too and the next event pages again at whatever level the
+new budget gives. A model the new block allows resolves its violation; a
+changed guardrail window closes the open windows (resolving their pages) and
+counts afresh. State restored from a snapshot is adopted the same way.
 """
 
 from __future__ import annotations
@@ -41,13 +54,14 @@ import copy
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from bytewax.operators import StatefulLogic
 
 from operators.alerts import alert_id, fingerprint, iso, make_alert, resolved
 from sentinel.config import BudgetRule, PoliciesConfig
 from sentinel.metrics import get_metrics
+from sentinel.policy_reload import PolicyHolder
 
 LEVELS = ("forecast", "warn", "exceeded")
 SEVERITY = {"forecast": "low", "warn": "medium", "exceeded": "high"}
@@ -78,6 +92,7 @@ class _Meter:
     firing: Optional[Dict[str, Any]] = None
     buckets: Dict[int, float] = field(default_factory=dict)  # minute -> spent
     actor: Optional[str] = None            # the tenant or user, for a rule with per: tenant | user
+    since: Optional[float] = None          # event time counting began, for a rule added while its window ran
 
 
 @dataclass
@@ -89,74 +104,118 @@ class _Guardrail:
     breaches: int = 0
     kinds: Dict[str, int] = field(default_factory=dict)
     firing: Optional[Dict[str, Any]] = None
+    window: float = 0.0                    # its length (0: not recorded, a snapshot from before reloads)
 
 
 @dataclass
 class BudgetState:
     service: str
-    meters: Dict[str, _Meter] = field(default_factory=dict)              # "<rule index>/<quantity>" -> meter
+    meters: Dict[Tuple[str, str, Optional[str]], _Meter] = field(default_factory=dict)  # (rule, quantity, actor)
     guardrail: Dict[float, _Guardrail] = field(default_factory=dict)    # window start -> counts
     violations: Dict[str, Tuple[float, int, Dict[str, Any]]] = field(default_factory=dict)  # model -> (last, n, alert)
     last_ts: float = float("-inf")
     last_ingest: float = 0.0
+    policy_version: str = ""               # the policies version the state was last adopted under
+    rules_added: Dict[str, float] = field(default_factory=dict)  # rule -> event time a reload added it
+    rule_set: Tuple[str, ...] = ()         # the rules covering the service under that version
 
 
-def rules_for(policies: PoliciesConfig, service: str) -> List[Tuple[int, BudgetRule]]:
-    """The budget rules that cover ``service`` (its own, and ``*``), with their indexes."""
-    return [(i, r) for i, r in enumerate(policies.budgets) if r.service in (service, "*")]
+QUANTITIES = ("tokens", "cost_usd")
+
+
+def rule_keys(policies: PoliciesConfig) -> List[Tuple[str, BudgetRule, str]]:
+    """Each budget rule's meters: (identity, rule, quantity), the identity being service, per, window and
+    quantity (a second rule of the same identity gets #2)."""
+    seen: Dict[str, int] = {}
+    out = []
+    for r in policies.budgets:
+        for quantity in QUANTITIES:
+            if getattr(r, quantity) is None:
+                continue
+            base = f"{r.service}|{r.per}|{_window_name(r.window)}|{quantity}"
+            seen[base] = seen.get(base, 0) + 1
+            out.append((base if seen[base] == 1 else f"{base}#{seen[base]}", r, quantity))
+    return out
+
+
+def rules_for(policies: PoliciesConfig, service: str) -> List[Tuple[str, BudgetRule, str]]:
+    """The budget meters of the rules that cover ``service`` (its own, and ``*``): (identity, rule, quantity)."""
+    return [k for k in rule_keys(policies) if k[1].service in (service, "*")]
+
+
+def _earned(rule: BudgetRule, spent: float, budget: float) -> int:
+    """The level (index in LEVELS) that ``spent`` has reached by itself, the forecast aside."""
+    return 2 if spent >= budget else 1 if spent >= rule.warn * budget else -1
 
 
 class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetState]):
     """Per service: budget meters and the allowed-model check."""
 
-    def __init__(self, policies: PoliciesConfig, state: Optional[BudgetState],
+    def __init__(self, holder: PolicyHolder, state: Optional[BudgetState],
                  now: Any = time.time) -> None:
-        self.policies = policies
+        self.holder = holder
+        self.version, self.policies = holder.current
         self.state = state
         self._now = now
         self._metrics = get_metrics()
+        self._rules: Tuple[str, List[Tuple[str, BudgetRule, str]]] = ("", [])
+
+    def _rules_of(self, service: str) -> List[Tuple[str, BudgetRule, str]]:
+        """:func:`rules_for` the policies in force, worked out once per version."""
+        if self._rules[0] != self.version:
+            self._rules = (self.version, rules_for(self.policies, service))
+        return self._rules[1]
 
     # -- the stream ------------------------------------------------------------
 
     def on_item(self, value: Tuple[str, str, List[Any], float]) -> Tuple[List[Dict[str, Any]], bool]:
         service, tag, events, ingested_at = value
+        self.version, self.policies = self.holder.current
+        out: List[Dict[str, Any]] = []
         if self.state is None:
-            self.state = BudgetState(service)
+            self.state = BudgetState(service, policy_version=self.version,
+                                     rule_set=tuple(k[0] for k in self._rules_of(service)))
+        elif getattr(self.state, "policy_version", "") != self.version:
+            out.extend(self._adopt())
         st = self.state
         st.last_ingest = ingested_at
-        out: List[Dict[str, Any]] = []
         if self.policies.guardrail_rate is not None:
             out.extend(self._guardrail(events, tag == "s"))
         if tag == "s":
-            return out, False
+            return out, self._idle()
         allowed = self.policies.allowed_models.get(service)
-        rules = rules_for(self.policies, service)
+        rules = self._rules_of(service)
         for ev in sorted(events, key=lambda e: e.ts):
             ts = ev.ts
             st.last_ts = max(st.last_ts, ts)
             if allowed is not None and ev.model not in allowed and ev.model != "(overflow)":
                 out.extend(self._violation(ev.model, ts, allowed))
             if rules:
-                tokens = (ev.input_tokens or 0) + (ev.output_tokens or 0)
-                for i, rule in rules:
+                used_by = {"tokens": (ev.input_tokens or 0) + (ev.output_tokens or 0), "cost_usd": ev.cost_usd or 0.0}
+                for i, rule, quantity in rules:
                     actor = None
                     if rule.per != "service":
                         actor = ev.tenant_id if rule.per == "tenant" else ev.user_id
                         if not actor:
                             continue
-                    for quantity, limit, used in (("tokens", rule.tokens, tokens), ("cost_usd", rule.cost_usd,
-                                                                                       ev.cost_usd or 0.0)):
-                        if limit is None:
+                    key = (i, quantity, actor)
+                    meter = st.meters.get(key)
+                    if meter is None:
+                        if actor is not None and not self._room(st, i, rule, ts):
                             continue
-                        key = f"{i}/{quantity}" if actor is None else f"{i}/{quantity}/{actor}"
-                        meter = st.meters.get(key)
-                        if meter is None:
-                            if actor is not None and not self._room(st, i, rule, ts):
-                                continue
-                            meter = st.meters[key] = _Meter(quantity, float(limit), actor=actor)
-                        out.extend(self._spend(rule, meter, ts, used))
+                        meter = st.meters[key] = _Meter(quantity, float(getattr(rule, quantity)), actor=actor)
+                        added = getattr(st, "rules_added", {}).get(i)
+                        if added is not None and (ts // rule.window) * rule.window <= added:
+                            meter.since = ts  # its window ran before the rule came: spend before is unknown
+                    out.extend(self._spend(rule, meter, ts, used_by[quantity]))
         out.extend(self._quiet_violations(st.last_ts))
-        return out, False
+        return out, self._idle()
+
+    def _idle(self) -> bool:
+        """Nothing to keep: no policy covers the service and nothing of it is open (the state is dropped)."""
+        st, p = self.state, self.policies
+        return (not st.meters and not st.violations and not st.guardrail and p.guardrail_rate is None
+                and st.service not in p.allowed_models and not self._rules_of(st.service))
 
     def on_eof(self) -> Tuple[List[Dict[str, Any]], bool]:
         return [], False
@@ -166,19 +225,87 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
 
     # -- budgets ---------------------------------------------------------------
 
-    def _room(self, st: BudgetState, i: int, rule: BudgetRule, ts: float) -> bool:
+    def _room(self, st: BudgetState, i: str, rule: BudgetRule, ts: float) -> bool:
         """Whether a new actor of rule ``i`` may have a meter: at most ``max_actors``; meters of windows
         that have ended (and page no more) make room first."""
-        prefix = f"{i}/"
-        mine = [k for k, m in st.meters.items() if k.startswith(prefix) and m.actor is not None]
+        mine = [k for k, m in st.meters.items() if k[0] == i and m.actor is not None]
         if len(mine) < rule.max_actors:
             return True
         for k in mine:
             m = st.meters[k]
             if m.window_start + rule.window <= ts and m.firing is None:
                 del st.meters[k]
-        return len([k for k in st.meters if k.startswith(prefix) and st.meters[k].actor is not None]) \
-            < rule.max_actors
+        return len([k for k in st.meters if k[0] == i and st.meters[k].actor is not None]) < rule.max_actors
+
+    # -- a new version of the policies ------------------------------------------------
+
+    def _adopt(self) -> List[Dict[str, Any]]:
+        """Carry the state over to the policies in force (a reload, or a snapshot taken under others)."""
+        st, p = self.state, self.policies
+        out: List[Dict[str, Any]] = []
+        at = st.last_ts
+        rules = {k: rule for k, rule, _ in self._rules_of(st.service)}
+        if not hasattr(st, "rules_added"):
+            st.rules_added = {}
+        known = set()
+        for key in list(st.meters):
+            m = st.meters.pop(key)
+            if isinstance(key, str):  # a snapshot of the index-keyed meters: "<rule index>/<quantity>[/<actor>]"
+                idx, _, rest = key.partition("/")
+                quantity, _, actor = rest.partition("/")
+                budgets = p.budgets
+                if not idx.isdigit() or int(idx) >= len(budgets) or quantity not in QUANTITIES:
+                    continue
+                was = budgets[int(idx)]
+                ident = next((k for k, r, q in rule_keys(p) if r is was and q == quantity), None)
+                if ident is None:
+                    continue
+                key = (ident, quantity, actor or None)
+            known.add(key[0])
+            rule = rules.get(key[0])
+            limit = getattr(rule, m.quantity, None) if rule is not None else None
+            if limit is None:
+                if m.firing is not None:
+                    out.append(self._close(m.firing, at, "rule_removed"))
+                continue
+            st.meters[key] = m
+            m.budget = float(limit)
+            if m.firing is not None and m.level >= 1 and _earned(rule, m.spent, m.budget) < m.level:
+                out.append(self._close(m.firing, at, "budget_raised"))
+                m.firing, m.level = None, -1
+        known.update(getattr(st, "rule_set", ()))
+        st.rule_set = tuple(rules)
+        for k, rule in rules.items():
+            if k not in known and k not in st.rules_added and at > float("-inf"):
+                st.rules_added[k] = at
+        for k, added in list(st.rules_added.items()):
+            rule = rules.get(k)
+            if rule is None or added < (at // rule.window) * rule.window:
+                del st.rules_added[k]
+        allowed = p.allowed_models.get(st.service)
+        for model, (last, n, alert) in list(st.violations.items()):
+            if allowed is None or model in allowed:
+                del st.violations[model]
+                r = self._close(alert, max(at, last), "model_allowed")
+                r["evidence"]["calls"] = n
+                out.append(r)
+        g = p.guardrail_rate
+        for start in sorted(st.guardrail):
+            w = st.guardrail[start]
+            size = getattr(w, "window", 0.0) or (g.window if g is not None and start % g.window == 0 else -1.0)
+            if g is None or size != g.window:  # counted under another window: closed, counting starts afresh
+                del st.guardrail[start]
+                if w.firing is not None:
+                    out.append(self._close(w.firing, max(at, start), "guardrail_rule_changed"))
+        st.policy_version = self.version
+        return out
+
+    def _close(self, firing: Dict[str, Any], at: float, reason: str) -> Dict[str, Any]:
+        """The resolve message of an episode a new version of the policies ends."""
+        r = resolved(firing, at if at > float("-inf") else first_ts(firing, at))
+        r["evidence"]["resolved_by"] = reason
+        r["evidence"]["policy_version"] = self.version
+        return r
 
     def _spend(self, rule: BudgetRule, m: _Meter, ts: float, used: float) -> List[Dict[str, Any]]:
         out: List[Dict[str, Any]] = []
@@ -187,6 +314,8 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         if start > m.window_start:
             if m.firing is not None:
                 out.append(resolved(m.firing, m.window_start + w))
+            if m.since is not None and m.window_start > float("-inf"):
+                m.since = None  # a whole window counted since
             m.window_start, m.spent, m.level, m.firing, m.buckets = start, 0.0, -1, None, {}
         elif start < m.window_start:
             return out  # a late event of a window already closed
@@ -258,6 +387,9 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
                     "fired_event_time": iso(ts)}
         if exhausted_at is not None:
             evidence["exhausted_at"] = iso(exhausted_at)
+        if m.since is not None and m.since >= m.window_start:
+            evidence["counted_since"] = iso(m.since)  # the rule came in this window: spend before it is not counted
+        evidence["policy_version"] = self.version
         first = m.firing
         metric = f"budget_{m.quantity}_{window}"
         subject = f"budget:{m.quantity}/{window}" if m.actor is None else f"{rule.per}:{m.actor}"
@@ -288,7 +420,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
             if g is None:
                 if windows and start < min(windows) and len(windows) >= 2:
                     continue  # a window already closed
-                g = windows[start] = _Guardrail(window_start=start)
+                g = windows[start] = _Guardrail(window_start=start, window=rule.window)
                 for old in sorted(windows)[:-2]:
                     closed = windows.pop(old)
                     if closed.firing is not None:
@@ -314,7 +446,8 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
             "policy_violation", f"guardrail_breach_rate_{window}", round(rate, 6), rule.max_rate, min(1.0, rate),
             severity, "guardrail_rate", ts, service, None, subject=f"guardrails/{window}",
             evidence={"breaches": g.breaches, "requests": g.requests, "kinds": kinds, "window_seconds": rule.window,
-                      "window_start": iso(g.window_start), "fired_event_time": iso(ts)},
+                      "window_start": iso(g.window_start), "fired_event_time": iso(ts),
+                      "policy_version": self.version},
             summary=f"{g.breaches} guardrail breaches on {service} in {window} ({', '.join(kinds)}): "
                     f"{rate:.1%} of its {g.requests:,} requests, above {rule.max_rate:.1%}.",
             ingested_at=self.state.last_ingest, now=self._now())
@@ -332,7 +465,8 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         alert = make_alert(
             "policy_violation", "calls_to_model", 1, 0, 1.0, "medium", "model_allowlist", ts, st.service, model,
             subject=f"model:{model}",
-            evidence={"model": model, "allowed_models": list(allowed), "fired_event_time": iso(ts)},
+            evidence={"model": model, "allowed_models": list(allowed), "fired_event_time": iso(ts),
+                      "policy_version": self.version},
             summary=f"{st.service} called {model}, which is not among its allowed models "
                     f"({', '.join(allowed) or 'none'}).",
             ingested_at=st.last_ingest, now=self._now())
@@ -358,9 +492,10 @@ def first_ts(first: Optional[Dict[str, Any]], ts: float) -> float:
     return datetime.fromisoformat(first["event_time"].replace("Z", "+00:00")).timestamp()
 
 
-def budget_step(groups: Any, policies: PoliciesConfig, security_groups: Any = None) -> Any:
+def budget_step(groups: Any, policies: Union[PoliciesConfig, PolicyHolder], security_groups: Any = None) -> Any:
     """The ``budgets`` step on the parse step's service/model groups (and, for the guardrail rate, its
-    security groups): a stream of (service, alert)."""
+    security groups): a stream of (service, alert). ``policies`` is a holder when they may be reloaded
+    (the security groups are then taken in whether or not a guardrail rate is set yet)."""
     import bytewax.operators as op
 
     from operators.guard import guarded
@@ -371,8 +506,9 @@ def budget_step(groups: Any, policies: PoliciesConfig, security_groups: Any = No
         _key, _partition, events, ingested_at = kv[1][:4]
         return service, (service, "m", events, ingested_at)
 
+    holder = policies if isinstance(policies, PolicyHolder) else PolicyHolder(policies)
     keyed = op.map("budget_key", groups, by_service)
-    if security_groups is not None and policies.guardrail_rate is not None:
+    if security_groups is not None and (holder.hot or holder.current[1].guardrail_rate is not None):
         def breaches_by_service(kv: Tuple[str, tuple]) -> List[Tuple[str, tuple]]:
             _key, _partition, events, ingested_at = kv[1][:4]
             per: Dict[str, List[Any]] = {}
@@ -383,4 +519,4 @@ def budget_step(groups: Any, policies: PoliciesConfig, security_groups: Any = No
 
         keyed = op.merge("budget_inputs", keyed, op.flat_map("budget_security_key", security_groups,
                                                              breaches_by_service))
-    return op.stateful("budgets", keyed, guarded("budgets", lambda st: BudgetLogic(policies, st)))
+    return op.stateful("budgets", keyed, guarded("budgets", lambda st: BudgetLogic(holder, st)))

@@ -420,6 +420,8 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         a["summary"] = (f"Resolved: {where} is back to normal ({len(inc.members)} anomal"
                         f"{'y' if len(inc.members) == 1 else 'ies'} in this incident).")
         a["evidence"]["resolved_event_time"] = (last.get("evidence") or {}).get("fired_event_time")
+        if "resolved_by" in (last.get("evidence") or {}):  # a policy reload ended it (operators/budgets.py)
+            a["evidence"]["resolved_by"] = last["evidence"]["resolved_by"]
         out.append(a)
 
     def _incident_alert(self, inc: Incident, status: str) -> Alert:

@@ -82,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     startup_checks(cfg, args.config or "the default flow", args.recovery_directory, args.process_id, args.addresses)
     set_stdout_format(None if args.format == "auto" else args.format)
-    prepare(cfg, args.process_id or 0, args.recovery_directory)
+    prepare(cfg, args.process_id or 0, args.recovery_directory, args.config)
     shutdown.install()
     if args.config is None:
         log.info("no flow definition given: running the embedded default (simulated telemetry, "

@@ -724,8 +724,11 @@ class PoliciesConfig(_Model):
     guardrail_rate: Optional[GuardrailRate] = None
     # Every guardrail breach (security event) appended to this JSON-lines file for audit, none paged.
     guardrail_audit: Optional[str] = Field(default=None, min_length=1)
+    # How often a running flow reads its definition file for a changed policies block (sentinel/policy_reload.py);
+    # 0: never (a change takes a restart).
+    reload: float = Field(default=5.0, ge=0)
 
-    _dur = field_validator("violation_quiet", mode="before")(parse_duration)
+    _dur = field_validator("violation_quiet", "reload", mode="before")(parse_duration)
 
     @property
     def enabled(self) -> bool:

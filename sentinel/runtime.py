@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-from sentinel import crosskey, metrics, pii, redeploy
+from sentinel import crosskey, metrics, pii, policy_reload, redeploy
 from sentinel.config import FlowConfig
 
 log = logging.getLogger("sentinel")
@@ -31,8 +31,10 @@ def setup_logging(level: str = "") -> None:
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
-def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[str] = None) -> None:
-    """Logging, the metrics endpoint and the cross-key references, once per process.
+def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[str] = None,
+            flow_path: Optional[str] = None) -> None:
+    """Logging, the metrics endpoint, the cross-key references and the watcher of the flow definition
+    ``flow_path`` (a changed ``policies:`` block is taken up, sentinel/policy_reload.py), once per process.
 
     Processes of one cluster on one host each need a port: process N serves
     on ``metrics.port + N`` (``sentinel run -i N``), unless
@@ -56,6 +58,7 @@ def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[s
     crosskey.configure(ck.replace("{process}", str(process_id)) if ck else None)
     if recovery_directory:
         record_settings(cfg, recovery_directory)
+    policy_reload.start(flow_path, cfg)
     log.info("flow %r: source %s, sinks %s, dead letters %s, windows %.0fs", cfg.name, cfg.source.kind,
              ",".join(s.kind for s in cfg.sinks) or "none", cfg.dead_letters.kind, cfg.windows.size)
 
