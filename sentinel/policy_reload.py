@@ -156,6 +156,8 @@ class PolicyWatcher:
         self._seen = self._pending = hashlib.sha256(text).hexdigest()
         data = self._parse(text)
         self._rest = self._without_policies(data) if isinstance(data, dict) else None
+        if self._rest is None or self._block_version(data) != self.holder.version:
+            self._seen = ""  # the file changed since the flow read it: the next polls take it up
         self._unreadable: Optional[str] = None
         _count("", self.holder.version)
 
@@ -164,6 +166,13 @@ class PolicyWatcher:
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError:
+            return None
+
+    @staticmethod
+    def _block_version(data: Dict[str, Any]) -> Optional[str]:
+        try:
+            return version_of(PoliciesConfig.model_validate(data.get("policies") or {}))
+        except ValidationError:
             return None
 
     @staticmethod

@@ -400,3 +400,14 @@ def test_sentinel_run_takes_up_a_rewritten_flow_file(tmp_path, tansu, kafka_topi
     assert [g[:3] for g in got if g[0] == "budget_tokens_1d"] == [
         ("budget_tokens_1d", "firing", 152.85), ("budget_tokens_1d", "escalated", 164.85)], got
     assert ("calls_to_model", "resolved", 104.98, "model_allowed") in got
+
+
+def test_a_file_changed_between_reading_the_flow_and_watching_it_is_taken_up(tmp_path):
+    path = tmp_path / "flow.yaml"
+    write_flow(path, V1)
+    cfg = load_config(path)
+    write_flow(path, V2)
+    w = policy_reload.PolicyWatcher(str(path), cfg)
+    assert w.holder.current[1] is cfg.policies
+    assert w.poll() == "applied"
+    assert w.holder.version == policy_reload.version_of(PoliciesConfig.model_validate(V2))
