@@ -332,7 +332,7 @@ def test_unreadable_and_unparsable_files_leave_the_policies_in_force(tmp_path, c
 
 
 def test_sentinel_run_takes_up_a_rewritten_flow_file(tmp_path, tansu, kafka_topic):
-    """``sentinel run -c FLOW`` on a Kafka topic: the file rewritten while it runs (v2 taken up, then an invalid
+    """``sentinel run -c FLOW -w 2`` on a Kafka topic: the file rewritten while it runs (v2 taken up, then an invalid
     block refused); the alerts in the JSON-lines sink and the metrics endpoint say which policies were in force."""
     import subprocess
     import sys
@@ -369,7 +369,7 @@ def test_sentinel_run_takes_up_a_rewritten_flow_file(tmp_path, tansu, kafka_topi
     events = lambda evs: [orjson.dumps(e) for e in sorted(evs, key=lambda e: e["timestamp"])]  # noqa: E731
     send(tansu, topic, events(traffic(0, 105) + [call(k * 10 + 0.1, "m2") for k in range(11)] + [call(104.98, "m4")]))
     with open(log_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", "-c", str(flow)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", "-c", str(flow), "-w", "2"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=err)
         try:
             _block(lambda: any(a["subject"] == "model:m4" for a in alerts()), "phase 1's last alert", 90)
