@@ -349,7 +349,8 @@ def test_sentinel_run_takes_up_a_rewritten_flow_file(tmp_path, tansu, kafka_topi
     port = free_port()
     extra = {"source": {"kind": "kafka", "brokers": tansu, "topics": [topic], "eof_after_idle": "6s"},
              "sinks": [{"kind": "jsonl", "path": str(alerts_path)}], "metrics": {"port": port},
-             "dead_letters": {"kind": "jsonl", "path": str(tmp_path / "dlq.jsonl")}}
+             "dead_letters": {"kind": "jsonl", "path": str(tmp_path / "dlq.jsonl")},
+             "control": {"topic": None, "feedback_topic": None}}
     v1, v2 = ({**p, "reload": 0.2} for p in (V1, V2))
     write_flow(flow, v1, **extra)
     versions = [policy_reload.version_of(PoliciesConfig.model_validate(p)) for p in (v1, v2)]
@@ -411,3 +412,82 @@ def test_a_file_changed_between_reading_the_flow_and_watching_it_is_taken_up(tmp
     assert w.holder.current[1] is cfg.policies
     assert w.poll() == "applied"
     assert w.holder.version == policy_reload.version_of(PoliciesConfig.model_validate(V2))
+
+
+def test_each_process_of_a_cluster_takes_up_the_rewritten_file(tmp_path, tansu, kafka_topic):
+    """Two processes of one cluster (``sentinel run -i N -a ...``) each watch the file; the services' budgets
+    are spread over both, and every service follows the new block."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    import orjson
+
+    from sentinel.tansu import free_port
+    from sinks.base import alert_body
+    from tests.test_control_kafka import ROOT, send
+
+    services = [f"svc-{c}" for c in "abcdef"]
+    port = free_port()  # process i serves metrics on port + i
+
+    def paged(i: int) -> set:
+        """The services whose budgets process i keeps (it counted their policy alerts)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + i}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return {s for s in services for line in text.splitlines()
+                if line.startswith("sentinel_anomalies_total{") and 'type="policy_violation"' in line
+                and f'service="{s}"' in line}
+    topic = kafka_topic(partitions=1, prefix="telemetry")
+    alerts_path, flow = tmp_path / "alerts.jsonl", tmp_path / "flow.yaml"
+    extra = {"source": {"kind": "kafka", "brokers": tansu, "topics": [topic], "eof_after_idle": "6s"},
+             "sinks": [{"kind": "jsonl", "path": str(alerts_path)}], "metrics": {"port": port},
+             "dead_letters": {"kind": "jsonl", "path": str(tmp_path / "dlq.jsonl")},
+             "control": {"topic": None, "feedback_topic": None}}
+    rule = lambda r: {**r, "service": "*"}  # noqa: E731
+    v1 = {"reload": 0.2, "budgets": [rule(b) for b in V1["budgets"]]}
+    v2 = {"reload": 0.2, "budgets": [rule(b) for b in V2["budgets"]]}
+    write_flow(flow, v1, **extra)
+    new = policy_reload.version_of(PoliciesConfig.model_validate(v2))
+
+    def alerts() -> List[Dict]:
+        if not alerts_path.exists():
+            return []
+        return [alert_body(orjson.loads(line)) for line in alerts_path.read_text().splitlines() if line.strip()]
+
+    def for_all(start, end):
+        evs = [dict(e, service=s) for e in traffic(start, end) for s in services]
+        return [orjson.dumps(e) for e in sorted(evs, key=lambda e: (e["timestamp"], e["service"]))]
+
+    send(tansu, topic, for_all(0, 95))
+    addresses = f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}"
+    logs = [tmp_path / f"p{i}.log" for i in range(2)]
+    procs = []
+    try:
+        for i in range(2):
+            with open(logs[i], "w") as err:
+                procs.append(subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", "-c", str(flow),
+                                               "-i", str(i), "-a", addresses], cwd=ROOT,
+                                              stdout=subprocess.DEVNULL, stderr=err))
+        # Every service's hourly budget spent in hour 1 (at 1:31:51): phase 1 is through.
+        _block(lambda: {a["service"] for a in policy(alerts()) if a["metric"] == "budget_cost_usd_1h"
+                        and a["status"] == "escalated" and at(a) - T0 > 3600} == set(services), "phase 1", 120)
+        kept = [paged(0), paged(1)]
+        assert kept[0] and kept[1] and kept[0] | kept[1] == set(services), kept  # both processes keep some
+        write_flow(flow, v2, **extra)
+        _block(lambda: all(f"policies: version {new} in force" in p.read_text() for p in logs), "both processes", 30)
+        send(tansu, topic, for_all(95, 170))
+        for p in procs:
+            assert p.wait(timeout=120) == 0, [p.read_text()[-2000:] for p in logs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    pol = policy(alerts())
+    for s in services:
+        mine = [(a["metric"], a["status"], round((at(a) - T0) / 60, 2)) for a in pol if a["service"] == s]
+        assert [m for m in mine if m[0] == "budget_cost_usd_1h"][-1][1:] == ("resolved", 94.85), (s, mine)
+        assert [m for m in mine if m[0] == "budget_cost_usd_1d"] == [
+            ("budget_cost_usd_1d", "firing", 85.18), ("budget_cost_usd_1d", "escalated", 106.52)], (s, mine)
+        assert [m for m in mine if m[0] == "budget_tokens_1d"] == [
+            ("budget_tokens_1d", "firing", 142.85), ("budget_tokens_1d", "escalated", 154.85)], (s, mine)
