@@ -167,23 +167,35 @@ class PooledLogMean(RobustBaseline):
     """A per-request quantity (tokens, cost) judged on the mean of its logs, pooled over windows.
 
     A window brings ``(n, sum, sumsq)``: how many requests had the value, the sum of
-    ``log(x + offset)`` over them and the sum of squared deviations from their mean. The
-    mean of the logs (a geometric mean) has a standard error the window's count gives:
-    ``sigma / sqrt(n)``, with ``sigma`` the per-request spread of the logs, learned from
-    the windows' own spreads. A window of many requests is judged alone; with too few for
-    a doubling to stand six standard errors out (``precision``), it is judged together
-    with the windows before it, up to ``pool`` of them: every pool from the newest window
-    back to that length is tested, each without its most deviating window (one odd
-    window does not make the pools after it anomalous), and the most deviating pool speaks.
-    The z of a pool counts the requests' spread, the key's window-to-window wander
-    ``tau`` (what the windows' spread has beyond their counts) and the uncertainty of the
-    level itself.
+    ``log(x + offset)`` over them and the sum of squared deviations from their mean, and
+    its users with more than one request (``{user: requests}``). A window's mean of the
+    logs (a geometric mean) moves from the key's level by three things, each with its own
+    variance:
+
+    * its requests' own spread: ``var / n``, with ``var`` learned from the windows' spreads;
+    * its users': one user's requests share a level (an agent's task has a context that
+      grows over minutes, a document pipeline a document): ``user * h``, where
+      ``h = sum n_u ** 2 / n ** 2`` is how concentrated the window is on few users (1 for
+      one user's requests, ``1 / n`` for ``n`` users of one request each);
+    * its time's: the key's level wanders from window to window: ``window``.
+
+    ``user`` and ``window`` are learned by regressing the windows' excess squared
+    deviation on ``h`` (:meth:`components`), so a key whose windows are each one agent
+    task learns that a window's mean says as little as one task, however many calls it has.
+
+    A window of many requests is judged alone; with too few for a doubling to stand six
+    standard errors out (``precision``), it is judged together with the windows before it,
+    up to ``pool`` of them: every pool from the newest window back to that length is
+    tested, each without its most deviating window (one odd window does not make the pools
+    after it anomalous), and the most deviating pool speaks. A pool's variance counts its
+    requests' spread, its users' concentration over the whole pool (one task spread over
+    five windows is still one task), its windows' wander and the uncertainty of the level.
 
     The level (location and window-level scale of :class:`RobustBaseline`) learns each
     window when it leaves the pool, ``pool`` windows late, so a pool is compared with the
     windows before it, not with a level that is learning it as it goes; windows of a pool
-    that was anomalous are learned at a tenth of the weight. Until the level is warm,
-    windows are learned as they come.
+    that was anomalous are learned at a tenth of the weight (and not into the variance
+    components). Until the level is warm, windows are learned as they come.
 
     Features without log statistics (a hand-made window) are judged and learned as by
     :class:`RobustBaseline`.
@@ -193,17 +205,71 @@ class PooledLogMean(RobustBaseline):
         super().__init__(log=True, **kw)
         self.pool = pool
         self.precision = precision
-        # (n, sum of logs, sum of squared deviations, flag, effective n, users) of the last windows
-        # with values, oldest first; flag: 0 to learn, 1 anomalous (a tenth of the weight), 2 not
-        # to learn, 3 learned; effective n: n over the window's design effect (push); users: the
-        # window's {user: requests} of users with more than one, or None.
+        # (n, sum of logs, sum of squared deviations, flag, n, users) of the last windows with
+        # values, oldest first; flag: 0 to learn, 1 anomalous (a tenth of the weight), 2 not to
+        # learn, 3 learned; users: the window's {user: requests} of users with more than one, or
+        # None. (The second n is where states before the variance components kept a design effect.)
         self._ring: list = []
         self._var: Optional[float] = None  # per-request variance of the logs (EW, within windows)
-        self._inv_n: Optional[float] = None  # EW mean of 1 / effective n over the windows learned
-        # Decayed one-way ANOVA sums over the windows, requests grouped by user: between-user sum of
-        # squares and its degrees of freedom, within-user sum of squares and its degrees of freedom,
-        # and the sum of each window's n0 numerator (intra_user_correlation).
-        self._anova = [0.0, 0.0, 0.0, 0.0, 0.0]
+        self._inv_n: Optional[float] = None  # EW mean of 1 / n over the windows learned
+        # Decayed sums over the windows learned, for the variance components (components):
+        # weight, h, h ** 2, excess, h * excess; h is a window's user concentration, the excess its
+        # squared deviation from the level beyond what its requests' spread gives.
+        self._vc = [0.0, 0.0, 0.0, 0.0, 0.0]
+        self.window_se = 0.0  # the standard error of the newest window's own mean (judge)
+
+    def components(self) -> Optional[Tuple[float, float]]:
+        """``(user, window)``: the variance a window's mean has from its users' levels and from
+        the window itself (the key's level moving), learned by regressing the windows' excess
+        squared deviation on their user concentration ``h``; None until ``VC_MIN`` windows are in.
+
+        Where the windows' concentrations hardly differ the two cannot be told apart: the
+        excess is the users' on a key whose windows are mostly one user's (a pool of that
+        user's windows then counts as one), the window's otherwise.
+
+        >>> import random
+        >>> b, rng = PooledLogMean(warmup=5), random.Random(3)
+        >>> for w in range(400):  # one user's task a window half the time, ten users otherwise
+        ...     users = 1 if w % 2 else 10
+        ...     levels = [rng.gauss(0, 0.5) for _ in range(users)]
+        ...     ys = [mu + rng.gauss(0, 0.3) for mu in levels for _ in range(10 // users)]
+        ...     b.push(log_moments(ys), clusters={"u": 10} if users == 1 else None)
+        >>> vb, vw = b.components()
+        >>> 0.15 < vb < 0.4, vw < 0.05
+        (True, True)
+        """
+        w, sh, shh, se, she = self._vc
+        if w < VC_MIN:
+            return None
+        floor = self.min_scale ** 2
+        mh = sh / w
+        me = se / w
+        vh = shh / w - mh * mh
+        if vh > VC_MIN_SPREAD:
+            vb = max(0.0, (she / w - mh * me) / vh)
+            return vb, max(floor, me - vb * mh)
+        if mh >= 0.5:
+            return max(0.0, me) / mh, floor
+        return 0.0, max(floor, me)
+
+    def _learn_components(self, n: int, s: float, clusters: Optional[Dict[str, int]]) -> None:
+        var = self._var
+        if var is None or self._n < 2:
+            return
+        d = s / n - self._loc
+        e = min(d * d, VC_CAP * self.scale ** 2) - var / n
+        if clusters:
+            c = sum(clusters.values())
+            h = (sum(v * v for v in clusters.values()) + n - c) / (n * n)
+        else:
+            h = 1.0 / n
+        vc = self._vc
+        keep = 1.0 - VC_DECAY
+        vc[0] = vc[0] * keep + 1.0
+        vc[1] = vc[1] * keep + h
+        vc[2] = vc[2] * keep + h * h
+        vc[3] = vc[3] * keep + e
+        vc[4] = vc[4] * keep + h * e
 
     def judge(self) -> Tuple[float, float, int, float]:
         """``(z, mean of logs, windows pooled, standard error)`` of the most deviating pool
@@ -211,18 +277,21 @@ class PooledLogMean(RobustBaseline):
         ring = self._ring
         n0, s0 = ring[-1][0], ring[-1][1]
         mean0 = s0 / n0
+        self.window_se = self.scale
         if self._n < self.warmup or self._var is None:
             return 0.0, mean0, 1, self.scale
         loc, var = self._loc, self._var
         scale2 = self.scale ** 2
-        tau2 = max(self.min_scale ** 2, scale2 - var * (self._inv_n or 0.0))
+        comp = self.components()
+        if comp is None:  # the key's first windows: the wander beyond the requests' spread is the window's
+            vb, tau2 = 0.0, max(self.min_scale ** 2, scale2 - var * (self._inv_n or 0.0))
+        else:
+            vb, tau2 = comp
         v_loc = self.alpha / (2.0 - self.alpha) * scale2
         target = self.precision ** 2
         best = (0.0, mean0, 1, self.scale)
         n = s = q = 0.0
-        # One user's requests across the pool's windows count together too (an agent's task spans
-        # minutes): the pool's design effect from its users' requests over the pool.
-        rho = self.intra_user_correlation()
+        # Each user's requests over the pool's windows (sum n_u ** 2 over users with more than one).
         users: Dict[str, int] = {}
         m2 = clustered = 0
         # The two largest and two smallest window means (as deviations from the level), with counts.
@@ -231,13 +300,13 @@ class PooledLogMean(RobustBaseline):
         for k in range(1, len(ring) + 1):
             wn, ws, _, _, _, cl = ring[-k]
             n += wn
-            if cl and rho > 0.0:
+            if cl and vb > 0.0:
                 for u, c in cl.items():
                     old = users.get(u, 0)
                     users[u] = old + c
                     m2 += (2 * old + c) * c
                     clustered += c
-            ne = effective_n(n, m2, clustered, rho) if m2 else n
+            v_req = var / n + vb * (m2 + n - clustered) / (n * n)
             s += ws
             q += wn * wn
             d = ws / wn - loc
@@ -245,8 +314,9 @@ class PooledLogMean(RobustBaseline):
                 hi = [(d, wn), hi[0]] if d > hi[0][0] else [hi[0], (d, wn)]
             if d < lo[1][0]:
                 lo = [(d, wn), lo[0]] if d < lo[0][0] else [lo[0], (d, wn)]
-            se = math.sqrt(var / ne + tau2 * q / (n * n) + v_loc)
+            se = math.sqrt(v_req + tau2 * q / (n * n) + v_loc)
             if k == 1:
+                self.window_se = se
                 cands = ((s / n, 0),)
             else:
                 # The most deviating window on either side counts as far as the next one only:
@@ -258,7 +328,7 @@ class PooledLogMean(RobustBaseline):
                 z = (m - loc) / se
                 if z * side >= 0 and abs(z) > abs(best[0]):
                     best = (z, m, k, se)
-            if var / ne <= target:
+            if v_req <= target:
                 break  # precise enough: pooling further would only add the level's wander
         return best
 
@@ -273,66 +343,21 @@ class PooledLogMean(RobustBaseline):
                 loc += self.alpha * (ws / wn - loc)
         return math.exp(loc) - self.offset
 
-    def push(self, stats, flag: int = 0, anova: Optional[Tuple[float, float, int, int]] = None,
-             clusters: Optional[Dict[str, int]] = None) -> None:
-        """Add a window's ``(n, sum, sumsq)``; the window that leaves the pool is learned.
-
-        One user's requests may move together (the calls of an agent's task share a context
-        that grows, over minutes). ``clusters`` are the window's users with more than one
-        request (``{user: requests}``); a window, or a pool of windows, counts as ``n / deff``
-        requests, ``deff = 1 + rho * (sum n_u ** 2 / n - 1)`` over its users' requests, with
-        ``rho`` the correlation of two requests of one user that the key's windows show
-        (:meth:`intra_user_correlation`), learned from the windows that bring ``anova``: the
-        one-way ANOVA of their requests grouped by user (:func:`user_anova`).
-        """
+    def push(self, stats, flag: int = 0, clusters: Optional[Dict[str, int]] = None) -> None:
+        """Add a window's ``(n, sum, sumsq)`` and its users with more than one request
+        (``{user: requests}``); the window that leaves the pool is learned."""
         n, s, ss = stats
-        if anova is not None and n >= 2:
-            ssb, ssw, users, m2 = anova
-            a = self._anova
-            keep = 1.0 - ANOVA_DECAY
-            a[0] = a[0] * keep + ssb
-            a[1] = a[1] * keep + (users - 1)
-            a[2] = a[2] * keep + ssw
-            a[3] = a[3] * keep + (n - users)
-            a[4] = a[4] * keep + (n - m2 / n)
-        ne = n
-        if clusters:
-            rho = self.intra_user_correlation()
-            if rho > 0.0:
-                ne = effective_n(n, sum(c * c for c in clusters.values()), sum(clusters.values()), rho)
         warm = self._n >= self.warmup and self._var is not None
-        self._ring.append([n, s, ss, flag if warm else 3, ne, clusters])
+        self._ring.append([n, s, ss, flag if warm else 3, n, clusters])
         if not warm:
-            self._learn_window(n, s, ss, 0, ne)
+            self._learn_components(n, s, clusters)
+            self._learn_window(n, s, ss, 0)
         while len(self._ring) > self.pool:
-            wn, ws, wss, wflag, wne, _ = self._ring.pop(0)
+            wn, ws, wss, wflag, _, wcl = self._ring.pop(0)
             if wflag != 3:
-                self._learn_window(wn, ws, wss, wflag, wne)
-
-    def intra_user_correlation(self) -> float:
-        """The correlation of two requests of one user in a window, from the key's windows
-        (the one-way ANOVA estimator, clipped to [0, 1]; 0 until ``ANOVA_MIN_DF`` degrees of
-        freedom between users have been seen).
-
-        >>> import random
-        >>> b, rng = PooledLogMean(), random.Random(1)
-        >>> for w in range(200):  # five users a window, each with its own level, six requests each
-        ...     users = [rng.gauss(0, 1) for _ in range(5)]
-        ...     ys = [(u, mu + rng.gauss(0, 1)) for u, mu in enumerate(users) for _ in range(6)]
-        ...     b.push(log_moments([y for _, y in ys]), anova=user_anova(ys))
-        >>> round(b.intra_user_correlation(), 1)
-        0.5
-        """
-        ssb, dfb, ssw, dfw, n0 = self._anova
-        if dfb < ANOVA_MIN_DF or dfw <= 0.0:
-            return 0.0
-        msb = ssb / dfb
-        msw = ssw / dfw
-        n0 /= dfb
-        den = msb + (n0 - 1.0) * msw
-        if den <= 0.0:
-            return 0.0
-        return min(1.0, max(0.0, (msb - msw) / den))
+                if wflag == 0:
+                    self._learn_components(wn, ws, wcl)
+                self._learn_window(wn, ws, wss, wflag)
 
     def mark(self, windows: int, flag: int) -> None:
         """Flag the newest ``windows`` windows (1: anomalous, 2: not to learn) unless learned."""
@@ -340,7 +365,7 @@ class PooledLogMean(RobustBaseline):
             if w[3] != 3 and flag > w[3]:
                 w[3] = flag
 
-    def _learn_window(self, n: int, s: float, ss: float, flag: int, ne: float) -> None:
+    def _learn_window(self, n: int, s: float, ss: float, flag: int) -> None:
         if flag == 2:
             return
         if n >= 2:
@@ -348,31 +373,27 @@ class PooledLogMean(RobustBaseline):
             # The spread is learned by degrees of freedom, so a window of two requests weighs little.
             a = self.alpha * min(1.0, (n - 1) / 10.0) if self._var is not None else 1.0
             self._var = v if self._var is None else self._var + a * (v - self._var)
-        inv = 1.0 / ne
+        inv = 1.0 / n
         self._inv_n = inv if self._inv_n is None else self._inv_n + self.alpha * (inv - self._inv_n)
         self.learn_one(math.exp(s / n) - self.offset, damp=flag == 1)
 
     def __setstate__(self, s) -> None:
-        self._anova = [0.0, 0.0, 0.0, 0.0, 0.0]  # states from before requests were grouped by user
+        self._vc = [0.0, 0.0, 0.0, 0.0, 0.0]  # states from before the variance components were learned
+        self.window_se = 0.0
+        s.pop("_anova", None)  # and from when a by-user ANOVA stood in for them
         self.__dict__.update(s)
         for w in self._ring:
             if len(w) == 4:
                 w += [w[0], None]
 
 
-# How fast the by-user ANOVA forgets (per window), and the between-user degrees of freedom it needs.
-ANOVA_DECAY = 0.01
-ANOVA_MIN_DF = 30.0
-
-
-def effective_n(n: float, m2: float, clustered: float, rho: float) -> float:
-    """``n`` requests over their design effect ``1 + rho * (sum n_u ** 2 / n - 1)``, where ``clustered``
-    of them come from users whose counts' squares sum to ``m2`` and the rest stand alone.
-
-    >>> effective_n(40, 4 * 10 ** 2, 40, 1.0), effective_n(40, 4 * 10 ** 2, 40, 0.0)
-    (4.0, 40.0)
-    """
-    return n / (1.0 + rho * ((m2 + max(0.0, n - clustered)) / n - 1.0))
+# How fast the variance components forget (per window), the windows they need, the spread of
+# the windows' user concentrations that tells the two apart, and the cap of a window's squared
+# deviation (in squared scales) so one incident does not widen them for hours.
+VC_DECAY = 0.01
+VC_MIN = 30.0
+VC_MIN_SPREAD = 0.01
+VC_CAP = 25.0
 
 
 def log_moments(ys) -> Tuple[int, float, float]:
@@ -381,44 +402,6 @@ def log_moments(ys) -> Tuple[int, float, float]:
     s = sum(ys)
     m = s / n
     return n, s, sum((y - m) * (y - m) for y in ys)
-
-
-def user_anova(pairs) -> Tuple[float, float, int, int]:
-    """One-way ANOVA of ``(user, value)`` pairs grouped by user (a user of None is a group of its
-    own): ``(between sum of squares, within sum of squares, groups, sum of group sizes squared)``.
-
-    >>> user_anova([("a", 1.0), ("a", 3.0), (None, 2.0), ("b", 2.0)])
-    (0.0, 2.0, 3, 6)
-    """
-    groups: Dict[object, list] = {}
-    n = 0
-    total = 0.0
-    sq = 0.0
-    singles = 0
-    single_sq = 0.0
-    for u, y in pairs:
-        n += 1
-        total += y
-        sq += y * y
-        if u is None:
-            singles += 1
-            single_sq += y * y
-            continue
-        g = groups.get(u)
-        if g is None:
-            groups[u] = [1, y]
-        else:
-            g[0] += 1
-            g[1] += y
-    between = single_sq
-    m2 = singles
-    for c, t in groups.values():
-        between += t * t / c
-        m2 += c * c
-    mean_sq = total * total / n
-    ssb = max(0.0, between - mean_sq)
-    ssw = max(0.0, sq - between)
-    return ssb, ssw, len(groups) + singles, m2
 
 
 def poisson_sf(k: int, mu: float) -> float:

@@ -11,7 +11,7 @@ does, and an ongoing anomaly is reported once, not every window.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from detectors.drift import DriftDetector
 from detectors.episode import Episode
@@ -44,7 +44,7 @@ class WindowFeatures:
     __slots__ = (
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
-        "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log", "by_user", "clusters",
+        "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log", "clusters",
     )
 
     def __init__(self, start: float, end: float, count: int = 0, errors: int = 0,
@@ -57,7 +57,6 @@ class WindowFeatures:
                  cost_log: Optional[LogStats] = None, lat_gmean: Optional[float] = None,
                  ttft_gmean: Optional[float] = None, lat_log: Optional[LogStats] = None,
                  ttft_log: Optional[LogStats] = None,
-                 by_user: Optional[Dict[str, Tuple[float, float, int, int]]] = None,
                  clusters: Optional[Dict[str, int]] = None) -> None:
         self.start = start
         self.end = end
@@ -83,9 +82,6 @@ class WindowFeatures:
         self.ttft_gmean = ttft_gmean
         self.lat_log = lat_log
         self.ttft_log = ttft_log
-        # Per log statistic ("in_log", ...): its one-way ANOVA by user (detectors.robust.user_anova),
-        # on the windows that measure it; None: not measured.
-        self.by_user = by_user
         # {user: requests} of the users with more than one request: one user's requests may move
         # together (PooledLogMean.push); None: every request stood alone, or not measured.
         self.clusters = clusters
@@ -100,7 +96,9 @@ class WindowFeatures:
         self.error_types = None  # states from before error types were counted
         self.in_log = self.out_log = self.cost_log = None  # and before log statistics
         self.lat_gmean = self.ttft_gmean = self.lat_log = self.ttft_log = None
-        self.by_user = self.clusters = None  # and before requests were grouped by user
+        self.clusters = None  # and before requests were grouped by user
+        if len(state) == len(self.__slots__) + 1:
+            state = state[:-2] + state[-1:]  # with the by-user ANOVA a version kept before the clusters
         for k, v in zip(self.__slots__, state):
             setattr(self, k, v)
 
@@ -269,7 +267,9 @@ class KeyDetectors:
         names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"} | ({"drift"} if self._drift else set())
                        | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
-        self._err_pending: List[Tuple[int, int, bool]] = []  # (errors, requests, anomalous), last ERR_GUARD windows
+        # (errors, requests, flag), last ERR_GUARD windows; flag: False, True (anomalous), 2 or 3 (an
+        # anomalous or a normal window of an episode that has resolved: spent for the pooled test)
+        self._err_pending: List[Tuple[int, int, Any]] = []
         self._err_sums: Optional[Tuple[float, float]] = None  # decayed (errors, requests) behind the usual rate
         self._err_learned = 0  # windows learned into _err_sums
         self._err_pool_rate = 0.0  # the error rate of the pool that spoke last (see _err_pooled_z)
@@ -348,8 +348,7 @@ class KeyDetectors:
             if stats is not None:
                 # Judged on the mean of its logs, over as many windows as it takes (PooledLogMean):
                 # a key of five requests a minute is judged too, by what its count says.
-                base.push(stats, anova=f.by_user.get(POOLED[m][0]) if f.by_user else None,
-                          clusters=f.clusters)
+                base.push(stats, clusters=f.clusters)
                 z, mlog, k, noise = base.judge()
                 pooled[m] = (k, value)
                 value = adj = math.exp(mlog) - base.offset
@@ -601,7 +600,9 @@ class KeyDetectors:
             self._drift_stepped[m] = True
             alarm = None
         else:
-            alarm = det.update(value, base.scale)
+            # In units of the window's own noise where its requests say more (one agent task's
+            # window moves further than a window of many users' requests: PooledLogMean.judge).
+            alarm = det.update(value, max(base.scale, getattr(base, "window_se", 0.0)))
             if det.idle:
                 self._drift_stepped[m] = False  # nothing accumulating: an old step no longer explains it
                 # Nor is an earlier small change still growing: the time a change is given to
@@ -665,6 +666,7 @@ class KeyDetectors:
         if n == 0 or (n < self.min_requests and usual is None):
             if self._step("error_rate", "error_rate", f, None, out, warm) == "resolved":
                 self._err_cusum = 0.0  # an episode that ends in a quiet window ends its evidence too
+                self._spend_pending()
             if self._err_types and not self._ep["error_rate"].active:
                 self._err_types = {}
             return
@@ -714,6 +716,8 @@ class KeyDetectors:
         pending = self._err_pending
         if t == "firing":
             pending[:] = [(pk, pn, True) for pk, pn, _ in pending]
+        elif t == "resolved":
+            self._spend_pending()
         pending.append((k, n, anomalous))
         if len(pending) > ERR_GUARD:
             pk, pn, was_anomalous = pending.pop(0)
@@ -725,17 +729,22 @@ class KeyDetectors:
             a = 0.05 * min(1.0, pn / ERR_MEMORY)
             if a < 0.05:
                 a = max(a, min(0.05, 1.0 / (learned + 1)))
-            if was_anomalous:
+            if was_anomalous in (1, 2):  # anomalous, or anomalous and spent
                 a *= 0.1
             # Decayed sums from zero: the first window weighs what any later one does (taken
             # whole, its few errors were the usual rate for the next twenty windows).
             ek, en = self._err_sums if self._err_sums is not None else (0.0, 0.0)
             self._err_sums = (ek + a * (pk - ek), en + a * (pn - en))
 
+    def _spend_pending(self) -> None:
+        """An error-rate episode resolved: its windows are spent, the pooled test starts after them
+        (their errors paged once; pooled with the quiet windows after the episode, they paged again)."""
+        self._err_pending[:] = [(pk, pn, 2 if a in (1, 2) else 3) for pk, pn, a in self._err_pending]
+
     def _err_pooled_z(self, k: int, n: int, p: float) -> float:
         """The largest z of the error count of the pools ending with this window: it and the
-        windows before it (the last ERR_GUARD with requests, whose rate is not learned yet), as
-        long as the usual rate ``p`` expects at most one error in them. A pool's z is the root of
+        windows before it (the last ERR_GUARD with requests, whose rate is not learned yet; not
+        those of an episode that has resolved). A pool's z is the root of
         twice its binomial log-likelihood ratio (upper side; right for counts of a few), its window with the
         most errors counted as far as the next one only (one window's burst of failures does not
         make the pools after it anomalous, as a lone window does not page), and it needs three
@@ -745,8 +754,8 @@ class KeyDetectors:
         self._err_pool_rate = k / n
         pending = self._err_pending
         for j in range(len(pending) - 1, -1, -1):
-            pk, pn, _ = pending[j]
-            if N * p >= 1.0:
+            pk, pn, flag = pending[j]
+            if flag in (2, 3):
                 break
             K += pk
             N += pn

@@ -17,7 +17,6 @@ from bytewax.operators import StatefulLogic
 
 from detectors.hints import OTHER
 from detectors.priors import ParentPriors
-from detectors.robust import log_moments, user_anova
 from detectors.windowed import POOLED, KeyDetectors, WindowFeatures, log_stats
 from operators.alerts import iso, make_alert
 from operators.windowing import KeyWindows
@@ -59,8 +58,6 @@ DETECTOR_NAMES = {"drift": "cusum_drift", "multivariate": "half_space_trees", "e
 MAX_ERROR_TYPES = 16
 # Users with more than one request kept per window for the pools' design effect (the largest).
 MAX_CLUSTERS = 256
-# Every how many windows a key's requests are grouped by user to learn how much they move together.
-ANOVA_EVERY = 4
 
 
 class WindowAgg:
@@ -119,7 +116,6 @@ class WindowAgg:
         lat = sorted(self.lat)
         ttft = sorted(self.ttft)
         logs = {}
-        by_user = {}
         users = self.users
         grouped = len(users) > 1 and any(users)
         many = None
@@ -132,21 +128,11 @@ class WindowAgg:
             if len(many) > MAX_CLUSTERS:
                 many = dict(sorted(many.items(), key=lambda uc: -uc[1])[:MAX_CLUSTERS])
             many = many or None
-        sampled = many is not None and int(self.start // size) % ANOVA_EVERY == 0
-        log = math.log
         for attr, m, xs in (
                 ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
                 ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
                 ("ttft_log", "ttft_gmean_ms", self.ttft)):
-            if sampled and len(xs) == len(users):
-                # Every request has the value: its logs grouped by user, for how much one user's
-                # requests move together (PooledLogMean.push; every ANOVA_EVERY-th window is enough).
-                off = POOLED[m][1]
-                ys = [log(x + off) if x > 0 else log(off) for x in xs]
-                logs[attr] = log_moments(ys)
-                by_user[attr] = user_anova(zip(users, ys))
-            else:
-                logs[attr] = log_stats(xs, POOLED[m][1])
+            logs[attr] = log_stats(xs, POOLED[m][1])
         return WindowFeatures(
             self.start,
             self.start + size,
@@ -163,7 +149,6 @@ class WindowAgg:
             self.err_types,
             lat_gmean=_geometric_mean(logs["lat_log"], POOLED["latency_gmean_ms"][1]),
             ttft_gmean=_geometric_mean(logs["ttft_log"], POOLED["ttft_gmean_ms"][1]),
-            by_user=by_user or None,
             clusters=many,
             **logs,
         )
