@@ -491,3 +491,23 @@ def test_each_process_of_a_cluster_takes_up_the_rewritten_file(tmp_path, tansu, 
             ("budget_cost_usd_1d", "firing", 85.18), ("budget_cost_usd_1d", "escalated", 106.52)], (s, mine)
         assert [m for m in mine if m[0] == "budget_tokens_1d"] == [
             ("budget_tokens_1d", "firing", 142.85), ("budget_tokens_1d", "escalated", 154.85)], (s, mine)
+
+
+def test_a_snapshot_of_index_keyed_meters_is_carried_over():
+    """State snapshotted before meters were known by identity ("<rule index>/<quantity>") keeps its spend."""
+    from operators.budgets import BudgetLogic, BudgetState, _Meter
+    from sentinel.events import LLMEvent
+
+    holder = policy_reload.PolicyHolder(PoliciesConfig.model_validate(V1))
+    daily = _Meter("cost_usd", 10.0, window_start=T0, spent=9.9, level=1)
+    hourly = _Meter("cost_usd", 3.0, window_start=T0 + 3600, spent=1.0)
+    gone = _Meter("cost_usd", 1.0)  # of a rule index the policies no longer have
+    old = BudgetState("svc", meters={"1/cost_usd": daily, "0/cost_usd": hourly, "7/cost_usd": gone}, last_ts=T0 + 3700)
+    logic = BudgetLogic(holder, old)
+    out, _ = logic.on_item(("svc", "m", [LLMEvent(T0 + 3710, "svc", "m1", cost_usd=0.25)], 0.0))
+    assert [(a["metric"], a["severity"], a["evidence"]["spent"]) for a in out] == [
+        ("budget_cost_usd_1d", "high", 10.15)]
+    assert sorted(logic.state.meters) == [("svc|service|1d|cost_usd", "cost_usd", None),
+                                          ("svc|service|1h|cost_usd", "cost_usd", None)]
+    assert logic.state.meters[("svc|service|1h|cost_usd", "cost_usd", None)].spent == 1.25
+    assert logic.state.policy_version == holder.version
