@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from sentinel.simulator import Simulator
+    from simulator import Simulator
 
     if args.hours <= 0:
         print("--hours must be > 0", file=sys.stderr)
