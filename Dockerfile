@@ -14,6 +14,7 @@ COPY operators ./operators
 COPY detectors ./detectors
 COPY sinks ./sinks
 COPY sources ./sources
+COPY simulator ./simulator
 RUN /opt/sentinel/bin/pip install '.[api]' && /opt/sentinel/bin/sentinel --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -39,7 +39,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from sentinel.tansu import free_port, start_tansu, stop_tansu, wait_for_kafka  # noqa: E402
+if os.path.dirname(HERE) not in sys.path:
+    sys.path.insert(1, os.path.dirname(HERE))  # devtools/ (not installed)
+from devtools.tansu import free_port, start_tansu, stop_tansu, wait_for_kafka  # noqa: E402
 
 KEYS = [("support-bot", "gpt-4o-mini"), ("support-bot", "claude-haiku"), ("search-rag", "gpt-4o"),
         ("code-assist", "claude-sonnet-4"), ("doc-summarizer", "gemini-2.0-flash")]

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from sentinel.auth import make_token  # noqa: E402
 from sentinel.store import Store  # noqa: E402
-from sentinel.tansu import free_port  # noqa: E402
+from devtools.tansu import free_port  # noqa: E402
 
 SERVICES = [f"svc-{i:02d}" for i in range(40)]
 TYPES = ["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift"]

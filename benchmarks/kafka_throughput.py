@@ -18,7 +18,7 @@ N simulated events to it (no message key) and then reads that same topic
              started at once, timed until the last one exited).
 
 What the topic holds (``--population``): ``simulator`` (default) is
-sentinel.simulator's few services and users; ``families`` is a scenario
+the simulator's few services and users; ``families`` is a scenario
 family of benchmarks/world.py (``--family``, default enterprise-mix: six
 archetypes, 15-20k heavy-tailed users; seed ``--seed``), its first N events
 in time order, as benchmarks/families.py writes them.
@@ -77,8 +77,8 @@ import orjson  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from sentinel.tansu import free_port, tansu_broker  # noqa: E402
-from sentinel.simulator import Simulator  # noqa: E402
+from devtools.tansu import free_port, tansu_broker  # noqa: E402
+from simulator import Simulator  # noqa: E402
 from sources.kafka import consumer_config  # noqa: E402
 
 _CONFIG = re.compile(r"^p(\d+)(?:w(\d+))?$")

@@ -39,7 +39,7 @@ from prometheus_client.metrics import Counter, Gauge, Histogram  # noqa: E402
 from flows import build_flow  # noqa: E402
 from sentinel import metrics  # noqa: E402
 from sentinel.config import load_config_dict  # noqa: E402
-from sentinel.tansu import free_port  # noqa: E402
+from devtools.tansu import free_port  # noqa: E402
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from operators.parse import BatchParser
 from sentinel.events import LLMEvent, RawBatch, RawRecord
 from sentinel.parse import parse_json_record, parse_timestamp
-from sentinel.simulator import Simulator
+from simulator import Simulator
 
 
 class PydanticEvent(BaseModel):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import glob
 import hashlib
 import json
 import os
@@ -51,7 +52,7 @@ if ROOT not in sys.path:
 
 from scoring import load_jsonl, median, score  # noqa: E402
 
-from sentinel.simulator import INCIDENT_TYPES, TRAP_KINDS, Simulator  # noqa: E402
+from simulator import INCIDENT_TYPES, TRAP_KINDS, Simulator  # noqa: E402
 
 WINDOW_S = 60.0
 _FORBIDDEN_EXTRA = ("source", "sinks")
@@ -61,11 +62,16 @@ _FORBIDDEN_EXTRA = ("source", "sinks")
 
 
 def simulator_fingerprint() -> str:
-    """Short hash of the simulator's source: cached telemetry is only reused for the same simulator."""
-    import sentinel.simulator as mod
+    """Short hash of the simulator's source (every module of the package): cached telemetry is only
+    reused for the same simulator."""
+    import simulator as pkg
 
-    with open(mod.__file__, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:10]
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(os.path.dirname(pkg.__file__), "*.py"))):
+        h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:10]
 
 
 def data_base(workdir: str, fp: str, seed: int, hours: float, rate: float, scale: float) -> str:

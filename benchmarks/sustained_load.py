@@ -74,7 +74,7 @@ for p in (HERE, ROOT):
 from confluent_kafka import Producer  # noqa: E402
 
 from kafka_throughput import create_topic, family_events  # noqa: E402
-from sentinel.tansu import free_port, tansu_broker  # noqa: E402
+from devtools.tansu import free_port, tansu_broker  # noqa: E402
 
 _PREFIX = b'{"timestamp":"'
 _TS_LEN = 24  # 2026-03-02T00:00:00.135Z

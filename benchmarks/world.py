@@ -7,7 +7,7 @@ sizes), users, normal variation and incidents. :class:`World` writes
 * events: JSON lines in the SPEC section 1 format (requests and security
   events, time-ordered, RFC 3339 UTC timestamps with milliseconds);
 * labels: one JSON line per injected incident, in the format of
-  ``sentinel.simulator`` (``id``, ``type``, ``service``, ``model``,
+  ``simulator`` (``id``, ``type``, ``service``, ``model``,
   ``subject``, ``start``, ``end``, ``magnitude``, ``metric``, ``effects``,
   ``detail``; a drift also ``grace_s``), which ``benchmarks/scoring.py`` scores;
 * traps: normal behaviour that looks like an incident (a heavy user's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from datetime import timedelta
@@ -21,6 +22,12 @@ def _load(path: Optional[str]) -> FlowConfig:
 def cmd_check(args: argparse.Namespace) -> int:
     from sentinel.runtime import check_paths
 
+    if args.explain is not None and not args.config:
+        return explain(args.explain)
+    if not args.config:
+        print("sentinel check: -c/--config is required (or --explain for the reference of every key)",
+              file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config)
     except ConfigError as ex:
@@ -35,6 +42,31 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"dead letters {cfg.dead_letters.kind}, {cfg.windows.size:.0f}s windows)")
     if args.against:
         return check_against(cfg, args.config, args.against)
+    if args.explain is not None:
+        return explain(args.explain)
+    return 0
+
+
+def explain(prefix: str) -> int:
+    """Print every key of a flow definition (those under ``prefix``): type, default, description."""
+    import textwrap
+
+    from sentinel.config import key_reference
+
+    rows = [r for r in key_reference() if r.path == prefix or r.path.startswith(prefix)]
+    if not rows:
+        print(f"sentinel check --explain: no key starts with {prefix!r}", file=sys.stderr)
+        return 2
+    lines = []
+    for r in rows:
+        default = "" if r.default == "" else ", required" if r.default == "required" else f", default {r.default}"
+        lines.append(f"{r.path}  ({r.type}{default})")
+        lines.append(textwrap.fill(r.description, width=100, initial_indent="    ", subsequent_indent="    "))
+    try:
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `sentinel check --explain | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -121,7 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from sentinel.simulator import Simulator
+    from simulator import Simulator
 
     if args.hours <= 0:
         print("--hours must be > 0", file=sys.stderr)
@@ -151,6 +183,7 @@ _EXAMPLES = """examples:
                                                  `python -m bytewax.recovery state/ 1` first)
   sentinel check -c flow.yaml                    validate a flow definition
   sentinel check -c new.yaml --against state/    what a redeploy of new.yaml would change for state/
+  sentinel check --explain windows               every key under windows: type, default, what it does
   sentinel simulate --out events.jsonl --hours 6 simulated telemetry and its incident labels
 """
 
@@ -188,8 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a flow definition", formatter_class=_Help,
                        description="Validate a flow definition; with --against, say what starting it on a "
                        "recovery store would change (exit 0) or refuse (exit 2).")
-    c.add_argument("-c", "--config", required=True, help="flow definition (YAML)")
+    c.add_argument("-c", "--config", help="flow definition (YAML); required unless --explain")
     c.add_argument("--against", metavar="DIR", help="a recovery directory: compare with the settings it holds")
+    c.add_argument("--explain", nargs="?", const="", metavar="KEY",
+                   help="print every key of a flow definition (or those starting with KEY, e.g. detection.token_abuse) "
+                   "with its type, default and description")
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("simulate", help="write simulated telemetry and its incident labels", formatter_class=_Help)

@@ -11,7 +11,7 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, NamedTuple, Optional, Tuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -88,12 +88,21 @@ SecretRef = Dict[str, str]  # {env: NAME} or {file: PATH}
 class TLSConfig(_Model):
     """TLS of a client connection: the server verified against ``ca_file``, a client certificate for mTLS."""
 
-    ca_file: Optional[str] = Field(default=None, min_length=1)     # default: the system's CAs
-    cert_file: Optional[str] = Field(default=None, min_length=1)   # client certificate (PEM), with key_file
-    key_file: Optional[str] = Field(default=None, min_length=1)
-    key_password: Optional[SecretRef] = None                       # {env: NAME} or {file: PATH}
-    verify: bool = True                                            # false: no server verification (test benches)
-    server_hostname: Optional[str] = Field(default=None, min_length=1)  # name to verify, if not the URL's host
+    ca_file: Optional[str] = Field(
+        default=None, min_length=1,
+        description="CA bundle (PEM) the server is verified against; unset: the system's CAs",
+    )
+    cert_file: Optional[str] = Field(
+        default=None, min_length=1,
+        description="Client certificate (PEM) for mutual TLS; goes with key_file",
+    )
+    key_file: Optional[str] = Field(default=None, min_length=1, description="Private key (PEM) of cert_file")
+    key_password: Optional[SecretRef] = Field(None, description="Password of key_file: {env: NAME} or {file: PATH}")
+    verify: bool = Field(True, description="Verify the server's certificate and name; false only for test benches")
+    server_hostname: Optional[str] = Field(
+        default=None, min_length=1,
+        description="Name the server's certificate must carry, when it is not the URL's host",
+    )
 
     _ref = field_validator("key_password", mode="before")(_secret_ref)
 
@@ -111,22 +120,35 @@ class KafkaConnection(_Model):
     this ``config`` key by key.
     """
 
-    brokers: Optional[str] = Field(default=None, min_length=1)
-    config: Dict[str, Any] = Field(default_factory=dict)  # librdkafka settings: security.protocol, sasl.*, ssl.*
+    brokers: Optional[str] = Field(
+        default=None, min_length=1,
+        description="Bootstrap servers (host:port,host:port) of every Kafka client that names none of its own",
+    )
+    config: Dict[str, Any] = Field(
+        default_factory=dict,
+        description="librdkafka settings (security.protocol, sasl.*, ssl.*) every Kafka client starts from; a "
+                    "client's own config wins key by key; secrets as {env: NAME} or {file: PATH}",
+    )
 
     _secrets = field_validator("config")(_kafka_secrets)
 
 
 class TopicSpec(_Model):
-    name: str = Field(min_length=1)
-    encoding: Literal["json", "otlp_json", "otlp_proto"] = "json"
+    name: str = Field(min_length=1, description="Topic name")
+    encoding: Literal["json", "otlp_json", "otlp_proto"] = Field(
+        "json",
+        description="How its records are encoded: json (SPEC events), otlp_json or otlp_proto (OTLP spans)",
+    )
 
 
 class FileSource(_Model):
-    kind: Literal["file"]
-    path: str = Field(min_length=1)
-    encoding: Literal["json", "otlp_json", "otlp_proto"] = "json"
-    batch_size: int = Field(default=2000, ge=1)
+    kind: Literal["file"] = Field(description="file: read a JSON-lines file once, to its end")
+    path: str = Field(min_length=1, description="The file (JSON lines)")
+    encoding: Literal["json", "otlp_json", "otlp_proto"] = Field(
+        "json",
+        description="json (SPEC events) or otlp_json (one OTLP export request per line)",
+    )
+    batch_size: int = Field(default=2000, ge=1, description="Lines read per batch")
 
     @model_validator(mode="after")
     def _proto_needs_lines(self) -> "FileSource":
@@ -136,16 +158,31 @@ class FileSource(_Model):
 
 
 class KafkaSource(_Model):
-    kind: Literal["kafka"]
-    brokers: Optional[str] = Field(default=None, min_length=1)  # default: kafka.brokers
-    topics: List[Union[str, TopicSpec]] = Field(min_length=1)
-    group_id: Optional[str] = None
-    start: Literal["earliest", "latest"] = "earliest"
-    batch_size: int = Field(default=2000, ge=1)
-    # End the run once every partition has been idle this long (a bounded
-    # replay of a backlog); unset means run until stopped.
-    eof_after_idle: Optional[float] = None
-    config: Dict[str, Any] = Field(default_factory=dict)
+    kind: Literal["kafka"] = Field(description="kafka: consume Kafka topics")
+    brokers: Optional[str] = Field(default=None, min_length=1, description="Bootstrap servers; unset: kafka.brokers")
+    topics: List[Union[str, TopicSpec]] = Field(
+        min_length=1,
+        description="Topics to read: names, or {name, encoding}; a bare otlp_spans means otlp_proto, any other "
+                    "name json",
+    )
+    group_id: Optional[str] = Field(
+        None,
+        description="Consumer group whose offsets are also committed (for lag tools)",
+    )
+    start: Literal["earliest", "latest"] = Field(
+        "earliest",
+        description="Where a partition starts without a snapshot: earliest or latest",
+    )
+    batch_size: int = Field(default=2000, ge=1, description="Records read per batch")
+    eof_after_idle: Optional[float] = Field(
+        None,
+        description="End the run once every partition has been idle this long (a bounded replay of a backlog); "
+                    "unset: run until stopped",
+    )
+    config: Dict[str, Any] = Field(
+        default_factory=dict,
+        description="librdkafka settings laid over kafka.config; secrets as {env: NAME} or {file: PATH}",
+    )
 
     _secrets = field_validator("config")(_kafka_secrets)
 
@@ -163,14 +200,22 @@ class KafkaSource(_Model):
 
 
 class SimulatorSource(_Model):
-    kind: Literal["simulator"]
-    seed: int = 7
-    hours: float = Field(default=24.0, gt=0)
-    rate: float = Field(default=18.5, gt=0)
-    start: Optional[str] = None
-    # 0 replays as fast as possible; 60 plays one simulated minute per second.
-    speed: float = Field(default=60.0, ge=0)
-    batch_size: int = Field(default=500, ge=1)
+    kind: Literal["simulator"] = Field(
+        description="simulator: the built-in simulated telemetry (sentinel simulate's)",
+    )
+    seed: int = Field(7, description="Seed of everything random in the simulation")
+    hours: float = Field(default=24.0, gt=0, description="Simulated hours of event time")
+    rate: float = Field(default=18.5, gt=0, description="Mean background requests per second")
+    start: Optional[str] = Field(
+        None,
+        description="Event time of the first event (RFC 3339 with offset); unset: 2026-01-05T00:00:00Z",
+    )
+    speed: float = Field(
+        default=60.0, ge=0,
+        description="Simulated seconds per wall-clock second; 60 plays one simulated minute per second, 0 as fast "
+                    "as possible",
+    )
+    batch_size: int = Field(default=500, ge=1, description="Events per batch")
 
 
 Source = Annotated[Union[FileSource, KafkaSource, SimulatorSource], Field(discriminator="kind")]
@@ -184,28 +229,46 @@ Severity = Literal["info", "low", "medium", "high", "critical"]
 
 
 class JsonlSink(_Model):
-    kind: Literal["jsonl"]
-    path: str = Field(min_length=1)
-    envelope: Envelope = "cloudevents"
+    kind: Literal["jsonl"] = Field(description="jsonl: alerts appended to a JSON-lines file")
+    path: str = Field(min_length=1, description="The file")
+    envelope: Envelope = Field(
+        "cloudevents",
+        description="cloudevents: each alert wrapped in a CloudEvents 1.0 structured envelope (the alert is its "
+                    "data); none: the bare alert",
+    )
 
 
 class StdoutSink(_Model):
-    kind: Literal["stdout"]
-    envelope: Envelope = "cloudevents"
+    kind: Literal["stdout"] = Field(
+        description="stdout: alerts on standard output (readable lines on a terminal, JSON otherwise; see "
+                    "--format)",
+    )
+    envelope: Envelope = Field(
+        "cloudevents",
+        description="cloudevents: each alert wrapped in a CloudEvents 1.0 structured envelope (the alert is its "
+                    "data); none: the bare alert",
+    )
 
 
 class _SpooledSink(_Model):
     """The spool settings of a sink that delivers from an on-disk spool (rabbitmq, kafka)."""
 
-    # Alerts are appended to an on-disk spool and published from it, so an
-    # outage of the broker never blocks detection. Every worker spools to
-    # <spool_dir>/worker-<index>; the default is the sink's spool_base().
-    spool_dir: Optional[str] = None
-    # Bound of each worker's spool; when full, the flow waits (backpressure).
-    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=64 * 1024)
-    # On shutdown, keep publishing the spool for at most this long; the rest
-    # stays spooled and is delivered on the next start.
-    drain_timeout: float = 10.0
+    spool_dir: Optional[str] = Field(
+        None,
+        description="Directory of the on-disk spool alerts are appended to and delivered from, so an outage of the"
+                    " destination never blocks detection; each worker spools to <spool_dir>/worker-<index>; unset:"
+                    " the sink's default under ./sentinel-spool",
+    )
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=64 * 1024,
+        description="Bound of each worker's spool (bytes, or 256MiB, 1GB, ...); when full the flow waits "
+                    "(backpressure), nothing is dropped",
+    )
+    drain_timeout: float = Field(
+        10.0,
+        description="On shutdown, keep delivering the spool for at most this long; the rest stays spooled for the "
+                    "next start",
+    )
 
     _dur = field_validator("drain_timeout", mode="before")(parse_duration)
     _size = field_validator("spool_max_bytes", mode="before")(parse_size)
@@ -215,19 +278,40 @@ class _SpooledSink(_Model):
 
 
 class RabbitMQSink(_SpooledSink):
-    kind: Literal["rabbitmq"]
-    url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    exchange: str = "sentinel.alerts"
-    high_queue: str = "incidents.high-priority"
-    low_queue: str = "incidents.low-priority"
-    envelope: Envelope = "cloudevents"
-    # Queue bindings {queue: [severities]}; unset: the SPEC ones, high_queue
-    # <- high, critical and low_queue <- info, low, medium.
-    routing: Optional[Dict[str, List[Severity]]] = None
-    # The password of the url's user, read when connecting: {env: NAME} or {file: PATH}.
-    password: Optional[SecretRef] = None
-    # TLS (amqps:// urls): CA, client certificate for mTLS, verification.
-    tls: Optional[TLSConfig] = None
+    kind: Literal["rabbitmq"] = Field(
+        description="rabbitmq: alerts published to a RabbitMQ exchange, routed by severity",
+    )
+    url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/%2F",
+        description="AMQP URL (amqps:// for TLS); no password in it when password is set",
+    )
+    exchange: str = Field("sentinel.alerts", description="Exchange alerts are published to")
+    high_queue: str = Field(
+        "incidents.high-priority",
+        description="Queue bound to severities high and critical (without routing)",
+    )
+    low_queue: str = Field(
+        "incidents.low-priority",
+        description="Queue bound to severities info, low and medium (without routing)",
+    )
+    envelope: Envelope = Field(
+        "cloudevents",
+        description="cloudevents: each alert wrapped in a CloudEvents 1.0 structured envelope (the alert is its "
+                    "data); none: the bare alert",
+    )
+    routing: Optional[Dict[str, List[Severity]]] = Field(
+        None,
+        description="Queue bindings {queue: [severities]} in place of high_queue and low_queue; every severity "
+                    "must have a queue",
+    )
+    password: Optional[SecretRef] = Field(
+        None,
+        description="Password of the url's user, read when connecting: {env: NAME} or {file: PATH}",
+    )
+    tls: Optional[TLSConfig] = Field(
+        None,
+        description="TLS of an amqps:// url: CA, client certificate for mTLS, verification",
+    )
 
     _ref = field_validator("password", mode="before")(_secret_ref)
 
@@ -274,11 +358,21 @@ class RabbitMQSink(_SpooledSink):
 
 
 class KafkaSink(_SpooledSink):
-    kind: Literal["kafka"]
-    brokers: Optional[str] = Field(default=None, min_length=1)  # default: kafka.brokers, else the source's
-    topic: str = "llm.anomalies"
-    config: Dict[str, Any] = Field(default_factory=dict)
-    envelope: Envelope = "cloudevents"
+    kind: Literal["kafka"] = Field(description="kafka: alerts produced to a Kafka topic")
+    brokers: Optional[str] = Field(
+        default=None, min_length=1,
+        description="Bootstrap servers; unset: kafka.brokers, else the source's",
+    )
+    topic: str = Field("llm.anomalies", description="Topic alerts are produced to")
+    config: Dict[str, Any] = Field(
+        default_factory=dict,
+        description="librdkafka settings laid over kafka.config; secrets as {env: NAME} or {file: PATH}",
+    )
+    envelope: Envelope = Field(
+        "cloudevents",
+        description="cloudevents: each alert wrapped in a CloudEvents 1.0 structured envelope (the alert is its "
+                    "data); none: the bare alert",
+    )
 
     _secrets = field_validator("config")(_kafka_secrets)
 
@@ -295,16 +389,28 @@ class QdrantSink(_Model):
     only index.
     """
 
-    kind: Literal["qdrant"]
-    location: str = ":memory:"
-    collection: str = "sentinel_incidents"
-    # At most this many earlier incidents in an alert's similar_incidents; 0 does not look them up.
-    similar_limit: int = Field(default=3, ge=0, le=100)
-    # Least cosine similarity of a listed incident; 0.9 keeps the same type of
-    # anomaly, same direction, comparable size (sinks.qdrant.SIMILAR_MIN_SCORE).
-    similar_min_score: float = Field(default=0.9, ge=0, le=1)
-    # API key of a Qdrant server (http(s):// location): {env: NAME} or {file: PATH}.
-    api_key: Optional[SecretRef] = None
+    kind: Literal["qdrant"] = Field(
+        description="qdrant: incident memory; every alert is indexed and given its similar_incidents from it",
+    )
+    location: str = Field(
+        ":memory:",
+        description=":memory: (embedded, in memory), a directory (embedded, on disk) or http(s)://host:6333 (a "
+                    "server)",
+    )
+    collection: str = Field("sentinel_incidents", description="Collection the alerts are indexed in")
+    similar_limit: int = Field(
+        default=3, ge=0, le=100,
+        description="At most this many earlier incidents in an alert's similar_incidents; 0 does not look them up",
+    )
+    similar_min_score: float = Field(
+        default=0.9, ge=0, le=1,
+        description="Least cosine similarity of a listed incident; 0.9 keeps the same type of anomaly, same "
+                    "direction, comparable size",
+    )
+    api_key: Optional[SecretRef] = Field(
+        None,
+        description="API key of a Qdrant server (http(s):// location): {env: NAME} or {file: PATH}",
+    )
 
     _ref = field_validator("api_key", mode="before")(_secret_ref)
 
@@ -318,13 +424,21 @@ class QdrantSink(_Model):
 class IncidentStoreSink(_SpooledSink):
     """Incidents and their alerts in SQL (sentinel/store.py), read by ``sentinel api``."""
 
-    kind: Literal["incident_store"]
-    # A SQLite file path (the embedded default) or postgresql://user@host:5432/db.
-    url: str = Field(default="sentinel-incidents.db", min_length=1)
-    # The database password is read from this environment variable, never written here.
-    password_env: Optional[str] = Field(default=None, min_length=1)
-    # Prefix of every table name, so several stores can share one database.
-    table_prefix: str = Field(default="", pattern=r"^[a-z][a-z0-9_]{0,30}$|^$")
+    kind: Literal["incident_store"] = Field(
+        description="incident_store: incidents and their alerts in SQL, read by sentinel api",
+    )
+    url: str = Field(
+        default="sentinel-incidents.db", min_length=1,
+        description="A SQLite file path or postgresql://user@host:5432/db (no password in it)",
+    )
+    password_env: Optional[str] = Field(
+        default=None, min_length=1,
+        description="Environment variable holding the database password",
+    )
+    table_prefix: str = Field(
+        default="", pattern=r"^[a-z][a-z0-9_]{0,30}$|^$",
+        description="Prefix of every table name, so several stores can share one database",
+    )
 
     @field_validator("url")
     @classmethod
@@ -357,12 +471,23 @@ def _http_url(v: str) -> str:
 class AlertmanagerSink(_SpooledSink):
     """Alerts to a Prometheus Alertmanager's v2 API (sinks/alertmanager.py)."""
 
-    kind: Literal["alertmanager"]
-    url: str = "http://127.0.0.1:9093"
-    # A firing alert's endsAt is this far ahead; keep it above alerting.repeat_interval (the re-page).
-    firing_ttl: float = Field(default=5 * 3600.0, gt=0)
-    generator_url: Optional[str] = None  # a link shown in Alertmanager (e.g. the API's incident page)
-    timeout: float = Field(default=10.0, gt=0)
+    kind: Literal["alertmanager"] = Field(
+        description="alertmanager: alerts posted to a Prometheus Alertmanager's v2 API",
+    )
+    url: str = Field(
+        "http://127.0.0.1:9093",
+        description="Alertmanager's base URL (http:// or https://, no credentials)",
+    )
+    firing_ttl: float = Field(
+        default=5 * 3600.0, gt=0,
+        description="A firing alert's endsAt is this far ahead; keep it above alerting.repeat_interval (the "
+                    "re-page)",
+    )
+    generator_url: Optional[str] = Field(
+        None,
+        description="Link shown with each alert in Alertmanager (e.g. the API's incident page)",
+    )
+    timeout: float = Field(default=10.0, gt=0, description="Timeout of one request")
 
     _u = field_validator("url")(lambda v: _http_url(v))
     _d = field_validator("firing_ttl", "timeout", mode="before")(parse_duration)
@@ -378,14 +503,23 @@ class AlertmanagerSink(_SpooledSink):
 class WebhookSink(_SpooledSink):
     """Each alert POSTed as JSON to a URL, optionally HMAC-signed (sinks/webhook.py)."""
 
-    kind: Literal["webhook"]
-    url: str
-    envelope: Envelope = "cloudevents"
-    # X-Sentinel-Signature: sha256=HMAC(body) with the key from this environment variable or file.
-    hmac_key_env: Optional[str] = Field(default=None, min_length=1)
-    hmac_key_file: Optional[str] = Field(default=None, min_length=1)
-    headers: Dict[str, str] = Field(default_factory=dict)  # extra, non-secret headers
-    timeout: float = Field(default=10.0, gt=0)
+    kind: Literal["webhook"] = Field(description="webhook: each alert POSTed as JSON to a URL")
+    url: str = Field(description="The URL (http:// or https://, no credentials)")
+    envelope: Envelope = Field(
+        "cloudevents",
+        description="cloudevents: each alert wrapped in a CloudEvents 1.0 structured envelope (the alert is its "
+                    "data); none: the bare alert",
+    )
+    hmac_key_env: Optional[str] = Field(
+        default=None, min_length=1,
+        description="Environment variable holding the key that signs each body (X-Sentinel-Signature: sha256=HMAC)",
+    )
+    hmac_key_file: Optional[str] = Field(
+        default=None, min_length=1,
+        description="File holding the signing key (instead of hmac_key_env)",
+    )
+    headers: Dict[str, str] = Field(default_factory=dict, description="Extra, non-secret request headers")
+    timeout: float = Field(default=10.0, gt=0, description="Timeout of one request")
 
     _u = field_validator("url")(lambda v: _http_url(v))
     _d = field_validator("timeout", mode="before")(parse_duration)
@@ -415,21 +549,27 @@ Sink = Annotated[
 
 
 class JsonlDeadLetters(_Model):
-    kind: Literal["jsonl"]
-    path: str = Field(min_length=1)
+    kind: Literal["jsonl"] = Field(description="jsonl: dead letters appended to a JSON-lines file")
+    path: str = Field(min_length=1, description="The file")
 
 
 class KafkaDeadLetters(_Model):
-    kind: Literal["kafka"]
-    brokers: Optional[str] = None  # defaults to kafka.brokers, else the Kafka source's brokers
-    topic: str = "llm.telemetry.dlq"
-    config: Dict[str, Any] = Field(default_factory=dict)  # laid over kafka.config
+    kind: Literal["kafka"] = Field(description="kafka: dead letters produced to a Kafka topic")
+    brokers: Optional[str] = Field(
+        None,
+        description="Bootstrap servers; unset: kafka.brokers, else the Kafka source's",
+    )
+    topic: str = Field("llm.telemetry.dlq", description="Topic dead letters are produced to")
+    config: Dict[str, Any] = Field(
+        default_factory=dict,
+        description="librdkafka settings laid over kafka.config; secrets as {env: NAME} or {file: PATH}",
+    )
 
     _secrets = field_validator("config")(_kafka_secrets)
 
 
 class StderrDeadLetters(_Model):
-    kind: Literal["stderr"]
+    kind: Literal["stderr"] = Field(description="stderr: dead letters as JSON lines on standard error")
 
 
 DeadLetters = Annotated[
@@ -438,26 +578,41 @@ DeadLetters = Annotated[
 
 
 class MetricsConfig(_Model):
-    port: int = Field(default=9464, ge=0, le=65535)
-    host: str = "127.0.0.1"
-    # Distinct services named in the service label of sentinel_anomalies_total and
-    # sentinel_incidents_open; later ones are counted as "other".
-    max_service_labels: int = Field(default=50, ge=1, le=10_000)
-    # Distinct models named in the model label of sentinel_anomalies_total (across
-    # services); later ones are counted as "other".
-    max_model_labels: int = Field(default=50, ge=1, le=10_000)
+    port: int = Field(
+        default=9464, ge=0, le=65535,
+        description="Port of the Prometheus endpoint (/metrics, /healthz, /readyz); 0 turns it off",
+    )
+    host: str = Field("127.0.0.1", description="Address the endpoint listens on")
+    max_service_labels: int = Field(
+        default=50, ge=1, le=10_000,
+        description="Distinct services named in the service label of sentinel_anomalies_total and "
+                    "sentinel_incidents_open; later ones are counted as other",
+    )
+    max_model_labels: int = Field(
+        default=50, ge=1, le=10_000,
+        description="Distinct models named in the model label of sentinel_anomalies_total (across services); later"
+                    " ones are counted as other",
+    )
 
 
 class WindowConfig(_Model):
-    size: float = 60.0
-    # How far behind a key's slowest active partition an event may be and
-    # still land in its window.
-    allowed_lateness: float = 10.0
-    # A partition that sent nothing for a key for this long (wall clock) no
-    # longer holds that key's windows open.
-    idle_partition: float = 10.0
-    # Upper bound on open windows per key (memory bound during a backlog).
-    max_open_windows: int = Field(default=720, ge=1)
+    size: float = Field(
+        60.0,
+        description="Length of the tumbling event-time windows of each service/model key (at least 1s)",
+    )
+    allowed_lateness: float = Field(
+        10.0,
+        description="How far behind a key's slowest active partition an event may be and still land in its window",
+    )
+    idle_partition: float = Field(
+        10.0,
+        description="A partition that sent nothing for a key for this long (wall clock) no longer holds that key's"
+                    " windows open",
+    )
+    max_open_windows: int = Field(
+        default=720, ge=1,
+        description="Open windows per key at most (bounds memory during a backlog)",
+    )
 
     _dur = field_validator("size", "allowed_lateness", "idle_partition", mode="before")(parse_duration)
 
@@ -472,35 +627,55 @@ class WindowConfig(_Model):
 class TokenAbuseConfig(_Model):
     """Token abuse, judged per service (see detectors/actor_tokens.py)."""
 
-    enabled: bool = True
-    window: float = 60.0
-    # An actor is judged on its tokens over the last `horizon` of event time
-    # (abuse is a sustained rise), each time one of its busy windows closes.
-    horizon: float = 600.0
-    # That sum needs at least `min_tokens` tokens in at least `min_requests` requests ...
-    min_tokens: int = Field(default=20000, ge=1)
-    min_requests: int = Field(default=5, ge=1)
-    # ... more requests than `ratio` times the actor's usual rate could give (a Poisson tail
-    # below `p_value`) and `ratio` times its usual tokens (both lifted with the service's traffic) ...
-    ratio: float = Field(default=4.0, gt=1)
-    p_value: float = Field(default=1e-4, gt=0, lt=1)
-    # ... and at least the `heavy_quantile` of the service's busy actor-horizons (`heavy_ratio`
-    # times it for an actor first seen less than half an hour ago).
-    heavy_quantile: float = Field(default=0.75, gt=0, lt=1)
-    heavy_ratio: float = Field(default=5.0, ge=1)
-    # Nobody is judged in a service's first `history_windows` windows, nor before it has seen
-    # `min_population` busy actor-horizons.
-    history_windows: int = Field(default=60, ge=1)
-    min_population: int = Field(default=1000, ge=1)
-    # Actors whose habits a service keeps (the least recently busy is forgotten first).
-    max_actors: int = Field(default=20000, ge=1)
-    # Accepted for flow files written for earlier versions; no longer used (every actor is
-    # judged against its service's heavy users, young or not).
-    new_actor_min_tokens: Optional[int] = Field(default=None, ge=1)
-    # No window may carry more than this share of the horizon's tokens: one huge request is not abuse.
-    max_share: float = Field(default=0.6, gt=0, le=1)
-    # Busy windows in a row that are abusive before an alert.
-    persistence: int = Field(default=2, ge=1)
+    enabled: bool = Field(True, description="Judge each actor's token use per service (token_abuse)")
+    window: float = Field(60.0, description="Length of an actor's windows")
+    horizon: float = Field(
+        600.0,
+        description="An actor is judged on its tokens over this much event time (abuse is a sustained rise), each "
+                    "time one of its busy windows closes; at least one window",
+    )
+    min_tokens: int = Field(default=20000, ge=1, description="Tokens the horizon needs at least before it is judged")
+    min_requests: int = Field(default=5, ge=1, description="Requests the horizon needs at least before it is judged")
+    ratio: float = Field(
+        default=4.0, gt=1,
+        description="The horizon must hold more requests than ratio times the actor's usual rate could give (a "
+                    "Poisson tail below p_value) and ratio times its usual tokens (both lifted with the service's "
+                    "traffic)",
+    )
+    p_value: float = Field(
+        default=1e-4, gt=0, lt=1,
+        description="Poisson tail probability below which the actor's request count is too high for its usual rate",
+    )
+    heavy_quantile: float = Field(
+        default=0.75, gt=0, lt=1,
+        description="The horizon's tokens must also reach this quantile of the service's busy actor-horizons",
+    )
+    heavy_ratio: float = Field(
+        default=5.0, ge=1,
+        description="An actor first seen less than half an hour ago needs heavy_ratio times that quantile",
+    )
+    history_windows: int = Field(
+        default=60, ge=1,
+        description="Nobody is judged in a service's first history_windows windows",
+    )
+    min_population: int = Field(
+        default=1000, ge=1,
+        description="Nobody is judged before the service has seen this many busy actor-horizons",
+    )
+    max_actors: int = Field(
+        default=20000, ge=1,
+        description="Actors whose habits a service keeps (the least recently busy is forgotten first)",
+    )
+    new_actor_min_tokens: Optional[int] = Field(
+        default=None, ge=1,
+        description="Accepted for flow files written for earlier versions; no longer used",
+    )
+    max_share: float = Field(
+        default=0.6, gt=0, le=1,
+        description="No window may carry more than this share of the horizon's tokens: one huge request is not "
+                    "abuse",
+    )
+    persistence: int = Field(default=2, ge=1, description="Busy windows in a row that are abusive before an alert")
 
     _dur = field_validator("window", "horizon", mode="before")(parse_duration)
 
@@ -512,9 +687,12 @@ class TokenAbuseConfig(_Model):
 
 
 class AttackConfig(_Model):
-    enabled: bool = True
-    window: float = 300.0
-    threshold: int = Field(default=10, ge=1)
+    enabled: bool = Field(True, description="Count security events per source (coordinated_attack)")
+    window: float = Field(300.0, description="Length of the windows security events are counted in")
+    threshold: int = Field(
+        default=10, ge=1,
+        description="Security events from one source in one window that make an attack",
+    )
 
     _dur = field_validator("window", mode="before")(parse_duration)
 
@@ -523,13 +701,23 @@ class ForecastConfig(_Model):
     """Predictive warnings (operators/forecast.py): a key's latency, error rate or cost per request
     trending towards its alert level warns (severity info) before it gets there."""
 
-    enabled: bool = False
-    # A warning speaks when the projected crossing of the alert level is at most this far ahead.
-    horizon: float = 900.0
-    # Closed windows the trend is fitted over (a least-squares slope and its standard error).
-    windows: int = Field(default=20, ge=4, le=240)
-    # The slope must be this many standard errors above zero.
-    min_slope_z: float = Field(default=3.0, gt=0)
+    enabled: bool = Field(
+        False,
+        description="Warn (severity info) when a key's latency, error rate or cost per request trends towards its "
+                    "alert level",
+    )
+    horizon: float = Field(
+        900.0,
+        description="A warning speaks when the projected crossing of the alert level is at most this far ahead",
+    )
+    windows: int = Field(
+        default=20, ge=4, le=240,
+        description="Closed windows the trend is fitted over (a least-squares slope and its standard error)",
+    )
+    min_slope_z: float = Field(
+        default=3.0, gt=0,
+        description="The slope must be this many standard errors above zero",
+    )
 
     _dur = field_validator("horizon", mode="before")(parse_duration)
 
@@ -542,31 +730,48 @@ class ForecastConfig(_Model):
 
 
 class DetectionConfig(_Model):
-    # "multivariate" (Half-Space Trees over a key's features) is off by default:
-    # the scenario benchmark shows it adds no recall (benchmarks/RESULTS.md).
     metrics: List[Literal["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift", "multivariate"]] = Field(
-        default_factory=lambda: ["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift"]
+        default_factory=lambda: ["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift"],
+        description="Anomaly types judged per service/model key; multivariate (Half-Space Trees over a key's "
+                    "features) is opt-in: it adds no recall on the scenario benchmark",
     )
-    # Time-of-day profile for traffic (used once a key has a day of history), and each
-    # metric's values at the same time on the days (traffic: and weeks) before, so a
-    # pattern that comes back every day or week pages the first two times only.
-    seasonality: bool = True
-    # Windows after warm-up in which a key must deviate further to count.
-    cold_windows: int = Field(default=60, ge=0)
-    # A drift pages once its lasting change reaches this fraction of the level before it
-    # (0.25: output tokens or cost up 25%); smaller lasting changes are the wander of busy services.
-    drift_min_change: float = Field(default=0.25, gt=0, le=10)
-    # A new key borrows its parents' noise levels (service, provider, fleet)
-    # and may alert after 10 windows instead of warmup_windows.
-    borrow_from_parents: bool = True
-    warmup_windows: int = Field(default=30, ge=1)
-    min_requests: int = Field(default=8, ge=1)
-    threshold: float = Field(default=0.9, gt=0, lt=1)
-    persistence: int = Field(default=2, ge=1)
-    quiet_windows: int = Field(default=5, ge=1)
-    token_abuse: TokenAbuseConfig = Field(default_factory=TokenAbuseConfig)
-    coordinated_attack: AttackConfig = Field(default_factory=AttackConfig)
-    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
+    seasonality: bool = Field(
+        True,
+        description="Time-of-day profile for traffic (once a key has a day of history) and each metric's values at"
+                    " the same time on the days (traffic: and weeks) before, so a pattern that comes back every "
+                    "day or week pages the first two times only",
+    )
+    cold_windows: int = Field(
+        default=60, ge=0,
+        description="Windows after warm-up in which a key must deviate further to count",
+    )
+    drift_min_change: float = Field(
+        default=0.25, gt=0, le=10,
+        description="A drift pages once its lasting change reaches this fraction of the level before it (0.25: up "
+                    "25%); smaller lasting changes are the wander of busy services",
+    )
+    borrow_from_parents: bool = Field(
+        True,
+        description="A new key borrows its parents' noise levels (service, provider, fleet) and may alert after 10"
+                    " windows instead of warmup_windows",
+    )
+    warmup_windows: int = Field(default=30, ge=1, description="Windows a key must see before it may alert")
+    min_requests: int = Field(
+        default=8, ge=1,
+        description="Requests a window needs for latency and ttft quantiles (tokens and cost pool windows instead)",
+    )
+    threshold: float = Field(default=0.9, gt=0, lt=1, description="Detector score (0-1) that counts as anomalous")
+    persistence: int = Field(default=2, ge=1, description="Anomalous windows in a row before an alert")
+    quiet_windows: int = Field(default=5, ge=1, description="Normal windows in a row that resolve an episode")
+    token_abuse: TokenAbuseConfig = Field(
+        default_factory=TokenAbuseConfig,
+        description="Token abuse per actor and service",
+    )
+    coordinated_attack: AttackConfig = Field(default_factory=AttackConfig, description="Security events per source")
+    forecast: ForecastConfig = Field(
+        default_factory=ForecastConfig,
+        description="Predictive warnings of trends (opt-in)",
+    )
 
 
 GROUP_FIELDS = ("service", "model", "type", "subject", "severity", "metric")
@@ -582,11 +787,21 @@ def require_utc_offset(v: Optional[datetime]) -> Optional[datetime]:
 class Silence(_Model):
     """Alerts matching every given matcher, with event_time in [start, end), are not published."""
 
-    matchers: Dict[Literal["service", "model", "type", "severity", "subject", "metric"], str] = Field(min_length=1)
-    start: Optional[datetime] = None
-    end: Optional[datetime] = None
-    comment: str = ""
-    created_by: str = ""
+    matchers: Dict[Literal["service", "model", "type", "severity", "subject", "metric"], str] = Field(
+        min_length=1,
+        description="Alert fields and the values they must equal: service, model, type, severity, subject, metric "
+                    "(at least one)",
+    )
+    start: Optional[datetime] = Field(
+        None,
+        description="Start of the silence (event time, with UTC offset); unset: no start",
+    )
+    end: Optional[datetime] = Field(
+        None,
+        description="End of the silence, exclusive (event time, with UTC offset); unset: no end",
+    )
+    comment: str = Field("", description="Why (shown in the silence's record)")
+    created_by: str = Field("", description="Who made it")
 
     _aware = field_validator("start", "end")(require_utc_offset)
 
@@ -599,15 +814,28 @@ class Silence(_Model):
 
 class AlertingConfig(_Model):
     group_by: List[Literal["service", "model", "type", "subject", "severity", "metric"]] = Field(
-        default_factory=lambda: ["service"])
-    group_wait: float = 0.0
-    # An alert that fires within this (event time) of an open incident's latest member joins it.
-    group_window: float = 600.0
-    group_interval: float = 60.0
-    repeat_interval: float = 4 * 3600.0
-    # A group with no open incident, idle this long (wall clock), is dropped.
-    idle_evict: float = 3600.0
-    silences: List[Silence] = Field(default_factory=list)
+        default_factory=lambda: ["service"],
+        description="Alert fields that make an incident's group (besides the anomaly type's family)",
+    )
+    group_wait: float = Field(0.0, description="Hold a new incident's first page this long to gather its members")
+    group_window: float = Field(
+        600.0,
+        description="An alert that fires within this (event time) of an open incident's latest member joins it",
+    )
+    group_interval: float = Field(
+        60.0,
+        description="An incident's updated or escalated page at most this often (wall and event time)",
+    )
+    repeat_interval: float = Field(4 * 3600.0, description="Page a still-firing incident again after this long")
+    idle_evict: float = Field(
+        3600.0,
+        description="A group with no open incident, idle this long (wall clock), is dropped",
+    )
+    silences: List[Silence] = Field(
+        default_factory=list,
+        description="Alerts matching a silence are not published (more can be set at run time through the control "
+                    "topic)",
+    )
 
     _dur = field_validator("group_wait", "group_window", "group_interval", "repeat_interval", "idle_evict",
                            mode="before")(
@@ -617,21 +845,39 @@ class AlertingConfig(_Model):
 class ControlConfig(_Model):
     """Run-time silences and feedback from Kafka (see sentinel/control.py)."""
 
-    brokers: Optional[str] = None  # defaults to kafka.brokers, else the Kafka source's brokers
-    topic: Optional[str] = "sentinel.control"
-    feedback_topic: Optional[str] = "llm.feedback"
-    config: Dict[str, Any] = Field(default_factory=dict)  # laid over kafka.config
+    brokers: Optional[str] = Field(
+        None,
+        description="Bootstrap servers; unset: kafka.brokers, else the Kafka source's",
+    )
+    topic: Optional[str] = Field("sentinel.control", description="Topic of run-time silences (null: none)")
+    feedback_topic: Optional[str] = Field("llm.feedback", description="Topic of feedback on alerts (null: none)")
+    config: Dict[str, Any] = Field(
+        default_factory=dict,
+        description="librdkafka settings laid over kafka.config; secrets as {env: NAME} or {file: PATH}",
+    )
     _secrets = field_validator("config")(_kafka_secrets)
-    # With a key, control and feedback messages must be signed (HMAC-SHA256, see README). The key
-    # is read from this environment variable or file, never written in the flow definition.
-    hmac_key_env: Optional[str] = Field(default=None, min_length=1)
-    hmac_key_file: Optional[str] = Field(default=None, min_length=1)
-    # A silence from the topic needs start and end, end - start at most this long.
-    max_silence: float = 7 * 86400.0
-    # Silences from the topic held at once (the flow definition's do not count); more are refused.
-    max_silences: int = Field(default=1000, ge=1)
-    # Feedback on alerts not seen yet, kept until they are; beyond this the oldest is dropped (counted).
-    max_pending_feedback: int = Field(default=10_000, ge=1)
+    hmac_key_env: Optional[str] = Field(
+        default=None, min_length=1,
+        description="Environment variable holding the key control and feedback messages must be signed with "
+                    "(HMAC-SHA256); unset with hmac_key_file: unsigned messages are taken",
+    )
+    hmac_key_file: Optional[str] = Field(
+        default=None, min_length=1,
+        description="File holding that key (instead of hmac_key_env)",
+    )
+    max_silence: float = Field(
+        7 * 86400.0,
+        description="A silence from the topic needs start and end, end - start at most this long",
+    )
+    max_silences: int = Field(
+        default=1000, ge=1,
+        description="Silences from the topic held at once (the flow definition's do not count); more are refused",
+    )
+    max_pending_feedback: int = Field(
+        default=10_000, ge=1,
+        description="Feedback on alerts not seen yet, kept until they are; beyond this the oldest is dropped "
+                    "(counted)",
+    )
 
     _dur = field_validator("max_silence", mode="before")(parse_duration)
 
@@ -647,19 +893,30 @@ class ControlConfig(_Model):
 class PrivacyConfig(_Model):
     """Masking of personal data and secrets in what leaves the flow (sentinel/pii.py)."""
 
-    enabled: bool = True
-    emails: bool = True
-    phones: bool = True
-    cards: bool = True          # Luhn-checked
-    ibans: bool = True          # mod-97-checked
-    secrets: bool = True        # sk-..., Bearer ..., AKIA..., GitHub/Slack tokens, JWTs
-    ips: bool = True
-    # Stable keyed pseudonyms (HMAC-SHA256) for the actors alerts name; the key is read
-    # from this environment variable or file, never written in the flow definition.
-    pseudonym_key_env: Optional[str] = Field(default=None, min_length=1)
-    pseudonym_key_file: Optional[str] = Field(default=None, min_length=1)
-    # Dead letters: "masked" (detail and raw line masked, raw_base64 byte for byte) or "original" (as read).
-    dead_letter_raw: Literal["masked", "original"] = "masked"
+    enabled: bool = Field(True, description="Mask personal data and secrets in alerts and dead letters")
+    emails: bool = Field(True, description="Mask e-mail addresses")
+    phones: bool = Field(True, description="Mask phone numbers")
+    cards: bool = Field(True, description="Mask payment card numbers (Luhn-checked)")
+    ibans: bool = Field(True, description="Mask IBANs (mod-97-checked)")
+    secrets: bool = Field(
+        True,
+        description="Mask secrets: sk-..., Bearer ..., AKIA..., GitHub and Slack tokens, JWTs",
+    )
+    ips: bool = Field(True, description="Mask IP addresses")
+    pseudonym_key_env: Optional[str] = Field(
+        default=None, min_length=1,
+        description="Environment variable holding the key of stable keyed pseudonyms (HMAC-SHA256) for the actors "
+                    "alerts name",
+    )
+    pseudonym_key_file: Optional[str] = Field(
+        default=None, min_length=1,
+        description="File holding that key (instead of pseudonym_key_env)",
+    )
+    dead_letter_raw: Literal["masked", "original"] = Field(
+        "masked",
+        description="Dead letters: masked (detail and raw line masked, raw_base64 byte for byte) or original (as "
+                    "read)",
+    )
 
     @model_validator(mode="after")
     def _one_key(self) -> "PrivacyConfig":
@@ -671,18 +928,32 @@ class PrivacyConfig(_Model):
 class BudgetRule(_Model):
     """A token and/or cost budget of a service over a window of event time (operators/budgets.py)."""
 
-    service: str = Field(min_length=1)       # a service, or "*" for each service on its own
-    # Whose use is counted against the budget: the service's, or each tenant's or user's of it on its own.
-    per: Literal["service", "tenant", "user"] = "service"
-    max_actors: int = Field(default=10_000, ge=1)  # per service and rule with per: tenant | user
-    window: float = 86400.0                  # 1m, 1h, 1d, ...: windows aligned to UTC (a day from 00:00)
-    tokens: Optional[int] = Field(default=None, ge=1)        # input + output tokens
-    cost_usd: Optional[float] = Field(default=None, gt=0)
-    warn: float = Field(default=0.8, gt=0, lt=1)             # share of the budget that warns
-    forecast: bool = True                    # warn when the burn rate would spend it before the window ends
-    # The forecast needs this much of the window seen and this share of the budget spent (noise guard).
-    forecast_min_elapsed: float = 300.0
-    forecast_min_share: float = Field(default=0.1, ge=0, lt=1)
+    service: str = Field(min_length=1, description="A service, or * for each service on its own")
+    per: Literal["service", "tenant", "user"] = Field(
+        "service",
+        description="Whose use is counted against the budget: the service's, or each tenant's or user's of it on "
+                    "its own",
+    )
+    max_actors: int = Field(
+        default=10_000, ge=1,
+        description="Tenants or users tracked per service and rule (per: tenant or user)",
+    )
+    window: float = Field(86400.0, description="Budget window (1m, 1h, 1d, ...), aligned to UTC (a day from 00:00)")
+    tokens: Optional[int] = Field(default=None, ge=1, description="Budget of input + output tokens per window")
+    cost_usd: Optional[float] = Field(default=None, gt=0, description="Budget of cost (USD) per window")
+    warn: float = Field(default=0.8, gt=0, lt=1, description="Share of the budget that warns")
+    forecast: bool = Field(
+        True,
+        description="Also warn when the burn rate would spend the budget before the window ends",
+    )
+    forecast_min_elapsed: float = Field(
+        300.0,
+        description="The forecast needs this much of the window seen (noise guard)",
+    )
+    forecast_min_share: float = Field(
+        default=0.1, ge=0, lt=1,
+        description="The forecast needs this share of the budget spent (noise guard)",
+    )
 
     _dur = field_validator("window", "forecast_min_elapsed", mode="before")(parse_duration)
 
@@ -698,9 +969,9 @@ class BudgetRule(_Model):
 class GuardrailRate(_Model):
     """Guardrail breaches (security events) per request of a service over a window of event time."""
 
-    window: float = 3600.0
-    max_rate: float = Field(default=0.05, gt=0, le=1)   # breaches per request beyond which it pages
-    min_events: int = Field(default=20, ge=1)           # and at least this many breaches in the window
+    window: float = Field(3600.0, description="Window the breaches per request are counted over (at least 1m)")
+    max_rate: float = Field(default=0.05, gt=0, le=1, description="Breaches per request beyond which it pages")
+    min_events: int = Field(default=20, ge=1, description="Breaches the window needs at least before it pages")
 
     _dur = field_validator("window", mode="before")(parse_duration)
 
@@ -715,18 +986,29 @@ class GuardrailRate(_Model):
 class PoliciesConfig(_Model):
     """Budgets and allowed models per service (operators/budgets.py); alerts of type policy_violation."""
 
-    budgets: List[BudgetRule] = Field(default_factory=list)
-    # {service: [models]}: a call of the service to any other model is a policy_violation.
-    allowed_models: Dict[str, List[str]] = Field(default_factory=dict)
-    # A model violation resolves after this long (event time) without a call to that model.
-    violation_quiet: float = 3600.0
-    # The share of a service's requests that breach its guardrails (security events naming the service).
-    guardrail_rate: Optional[GuardrailRate] = None
-    # Every guardrail breach (security event) appended to this JSON-lines file for audit, none paged.
-    guardrail_audit: Optional[str] = Field(default=None, min_length=1)
-    # How often a running flow reads its definition file for a changed policies block (sentinel/policy_reload.py);
-    # 0: never (a change takes a restart).
-    reload: float = Field(default=5.0, ge=0)
+    budgets: List[BudgetRule] = Field(default_factory=list, description="Token and cost budgets")
+    allowed_models: Dict[str, List[str]] = Field(
+        default_factory=dict,
+        description="{service: [models]}: a call of the service to any other model is a policy_violation",
+    )
+    violation_quiet: float = Field(
+        3600.0,
+        description="A model violation resolves after this long (event time) without a call to that model",
+    )
+    guardrail_rate: Optional[GuardrailRate] = Field(
+        None,
+        description="Page when the share of a service's requests that breach its guardrails (security events "
+                    "naming the service) is too high",
+    )
+    guardrail_audit: Optional[str] = Field(
+        default=None, min_length=1,
+        description="JSON-lines file every guardrail breach (security event) is appended to for audit, none paged",
+    )
+    reload: float = Field(
+        default=5.0, ge=0,
+        description="How often a running flow reads its definition file for a changed policies block "
+                    "(sentinel/policy_reload.py); 0: never (a change takes a restart)",
+    )
 
     _dur = field_validator("violation_quiet", "reload", mode="before")(parse_duration)
 
@@ -736,18 +1018,22 @@ class PoliciesConfig(_Model):
 
 
 class StateConfig(_Model):
-    # Per-key state (baselines) idle this long in wall-clock time is dropped.
-    key_idle_evict: float = 6 * 3600.0
-    # Open windows of a key idle this long (wall clock) are flushed.
-    idle_flush: float = 30.0
-    # Where a process keeps its cross-key references (the heavy-user population,
-    # the parents' noise levels) between runs; "{process}" is the process id.
-    # Unset: <recovery directory>/sentinel-cross-key-p{process}.json when recovery is on (JSON, mode 0600).
-    cross_key_file: Optional[str] = None
-    # Event ids each process remembers (its workers share them) to drop duplicates (a producer's retry, a
-    # collector's resend); 0 (the default) turns the check off: it costs 10-25% of the flow's CPU
-    # (benchmarks/RESULTS.md, "Replay"). See operators/parse.py.
-    dedup_ids: int = Field(default=0, ge=0)
+    key_idle_evict: float = Field(
+        6 * 3600.0,
+        description="Per-key state (baselines) idle this long in wall-clock time is dropped",
+    )
+    idle_flush: float = Field(30.0, description="Open windows of a key idle this long (wall clock) are flushed")
+    cross_key_file: Optional[str] = Field(
+        None,
+        description="Where a process keeps its cross-key references (the heavy-user population, the parents' noise"
+                    " levels) between runs; {process} is the process id; unset: <recovery "
+                    "directory>/sentinel-cross-key-p{process}.json when recovery is on",
+    )
+    dedup_ids: int = Field(
+        default=0, ge=0,
+        description="Event ids each process remembers to drop duplicates (a producer's retry, a collector's "
+                    "resend); 0 turns the check off (it costs 10-25% of the flow's CPU)",
+    )
 
     _dur = field_validator("key_idle_evict", "idle_flush", mode="before")(parse_duration)
 
@@ -755,21 +1041,41 @@ class StateConfig(_Model):
 class LimitsConfig(_Model):
     """What one record may carry and how many keys a process keeps (see operators/parse.py)."""
 
-    # An event this far ahead of its partition's event time (plus the wall time since
-    # that last moved) is held; unless most events after it are ahead too, it is a
-    # dead letter future_timestamp. 0 turns the check off.
-    max_future: float = Field(default=600.0, ge=0)
-    # Plausible ranges: beyond them a record is a dead letter out_of_range.
-    latency_ms: float = Field(default=86_400_000.0, gt=0)
-    ttft_ms: float = Field(default=86_400_000.0, gt=0)
-    tokens: int = Field(default=1_000_000_000, ge=1)  # input_tokens, output_tokens
-    cost_usd: float = Field(default=100_000.0, gt=0)
-    name_length: int = Field(default=256, ge=8)  # service, model, user_id, ... (characters)
-    # Keys a process keeps apart; the events of the others are folded into an overflow key.
-    max_keys: int = Field(default=10_000, ge=1)  # service/model keys
-    max_models_per_service: int = Field(default=100, ge=1)
-    max_services: int = Field(default=1_000, ge=1)
-    max_sources: int = Field(default=100_000, ge=1)  # security sources
+    max_future: float = Field(
+        default=600.0, ge=0,
+        description="An event this far ahead of its partition's event time (plus the wall time since that last "
+                    "moved) is held, and a dead letter future_timestamp unless most events after it are ahead too;"
+                    " 0 turns the check off",
+    )
+    latency_ms: float = Field(
+        default=86_400_000.0, gt=0,
+        description="Largest plausible latency_ms; beyond it a record is a dead letter out_of_range",
+    )
+    ttft_ms: float = Field(
+        default=86_400_000.0, gt=0,
+        description="Largest plausible ttft_ms; beyond it a record is a dead letter out_of_range",
+    )
+    tokens: int = Field(
+        default=1_000_000_000, ge=1,
+        description="Largest plausible input_tokens and output_tokens; beyond it a record is a dead letter "
+                    "out_of_range",
+    )
+    cost_usd: float = Field(
+        default=100_000.0, gt=0,
+        description="Largest plausible cost_usd; beyond it a record is a dead letter out_of_range",
+    )
+    name_length: int = Field(
+        default=256, ge=8,
+        description="Longest service, model, user_id, tenant_id, source, ... in characters",
+    )
+    max_keys: int = Field(
+        default=10_000, ge=1,
+        description="Service/model keys a process keeps apart; the events of the others are folded into an "
+                    "overflow key",
+    )
+    max_models_per_service: int = Field(default=100, ge=1, description="Models per service a process keeps apart")
+    max_services: int = Field(default=1_000, ge=1, description="Services a process keeps apart")
+    max_sources: int = Field(default=100_000, ge=1, description="Security sources a process keeps apart")
 
     _dur = field_validator("max_future", mode="before")(parse_duration)
 
@@ -789,16 +1095,30 @@ class LimitsConfig(_Model):
 class ApiAuthConfig(_Model):
     """How ``sentinel api`` checks its bearer tokens (JWT, sentinel/auth.py); keys never in the YAML."""
 
-    algorithm: Literal["HS256", "RS256"] = "HS256"
-    # HS256: the shared secret (at least 32 bytes) from this environment variable or file.
-    secret_env: Optional[str] = Field(default=None, min_length=1)
-    secret_file: Optional[str] = Field(default=None, min_length=1)
-    # RS256: the issuer's public key (PEM) or a JWKS file (the key is picked by the token's kid).
-    public_key_file: Optional[str] = Field(default=None, min_length=1)
-    jwks_file: Optional[str] = Field(default=None, min_length=1)
-    audience: Optional[str] = None  # required "aud" claim, when set
-    issuer: Optional[str] = None  # required "iss" claim, when set
-    leeway: float = Field(default=30.0, ge=0, le=600)  # clock skew allowed on exp / nbf
+    algorithm: Literal["HS256", "RS256"] = Field(
+        "HS256",
+        description="JWT algorithm of the bearer tokens: HS256 (shared secret) or RS256 (issuer's public key)",
+    )
+    secret_env: Optional[str] = Field(
+        default=None, min_length=1,
+        description="HS256: environment variable holding the shared secret (at least 32 bytes); unset with "
+                    "secret_file: SENTINEL_API_SECRET",
+    )
+    secret_file: Optional[str] = Field(
+        default=None, min_length=1,
+        description="HS256: file holding the shared secret (instead of secret_env)",
+    )
+    public_key_file: Optional[str] = Field(
+        default=None, min_length=1,
+        description="RS256: the issuer's public key (PEM)",
+    )
+    jwks_file: Optional[str] = Field(
+        default=None, min_length=1,
+        description="RS256: a JWKS file (the key is picked by the token's kid), instead of public_key_file",
+    )
+    audience: Optional[str] = Field(None, description="Required aud claim, when set")
+    issuer: Optional[str] = Field(None, description="Required iss claim, when set")
+    leeway: float = Field(default=30.0, ge=0, le=600, description="Clock skew allowed on exp and nbf")
 
     _dur = field_validator("leeway", mode="before")(parse_duration)
 
@@ -822,37 +1142,75 @@ class ApiAuthConfig(_Model):
 class ApiConfig(_Model):
     """``sentinel api``: the operator's REST and WebSocket API over the flow's incident_store sink."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
-    auth: ApiAuthConfig = Field(default_factory=ApiAuthConfig)
-    # Silences made through the API last at most this long (and at most control.max_silence).
-    max_silence: float = 7 * 86400.0
-    # How often the live stream looks for newly stored alerts.
-    stream_poll: float = Field(default=0.5, gt=0, le=10)
+    host: str = Field("127.0.0.1", description="Address sentinel api listens on")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port sentinel api listens on")
+    auth: ApiAuthConfig = Field(default_factory=ApiAuthConfig, description="How bearer tokens are checked")
+    max_silence: float = Field(
+        7 * 86400.0,
+        description="Silences made through the API last at most this long (and at most control.max_silence)",
+    )
+    stream_poll: float = Field(
+        default=0.5, gt=0, le=10,
+        description="How often the live stream looks for newly stored alerts",
+    )
 
     _dur = field_validator("max_silence", "stream_poll", mode="before")(parse_duration)
 
 
 class FlowConfig(_Model):
-    name: str = "sentinel"
-    source: Source
-    sinks: List[Sink] = Field(default_factory=lambda: [StdoutSink(kind="stdout")])
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    dead_letters: DeadLetters = Field(default_factory=lambda: StderrDeadLetters(kind="stderr"))
-    windows: WindowConfig = Field(default_factory=WindowConfig)
-    detection: DetectionConfig = Field(default_factory=DetectionConfig)
-    state: StateConfig = Field(default_factory=StateConfig)
-    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
-    # Unset: on when the source is Kafka (same brokers), off otherwise.
-    control: Optional[ControlConfig] = None
-    # The Kafka connection (brokers, security settings) every Kafka client of the flow starts from.
-    kafka: Optional[KafkaConnection] = None
-    max_record_bytes: int = Field(default=1_000_000, ge=1024)
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    # `sentinel api` (unset: its defaults; the flow itself does not read it).
-    api: ApiConfig = Field(default_factory=ApiConfig)
-    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
-    policies: PoliciesConfig = Field(default_factory=PoliciesConfig)
+    name: str = Field("sentinel", description="Name of the flow")
+    source: Source = Field(description="Where events come from: exactly one of kind file, kafka, simulator")
+    sinks: List[Sink] = Field(
+        default_factory=lambda: [StdoutSink(kind="stdout")],
+        description="Where alerts go; every alert goes to each; unset: stdout",
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="The Prometheus endpoint")
+    dead_letters: DeadLetters = Field(
+        default_factory=lambda: StderrDeadLetters(kind="stderr"),
+        description="Where records that cannot be used go; unset: stderr",
+    )
+    windows: WindowConfig = Field(
+        default_factory=WindowConfig,
+        description="Event-time windows per service/model key",
+    )
+    detection: DetectionConfig = Field(
+        default_factory=DetectionConfig,
+        description="What is judged anomalous, and when",
+    )
+    state: StateConfig = Field(
+        default_factory=StateConfig,
+        description="How long per-key state is kept, and where cross-key state lives",
+    )
+    alerting: AlertingConfig = Field(
+        default_factory=AlertingConfig,
+        description="Grouping of alerts into incidents, re-pages, silences",
+    )
+    control: Optional[ControlConfig] = Field(
+        None,
+        description="Run-time silences and feedback from Kafka; unset: on when the source is Kafka (same brokers),"
+                    " off otherwise",
+    )
+    kafka: Optional[KafkaConnection] = Field(
+        None,
+        description="The Kafka connection (brokers, security settings) every Kafka client of the flow starts from",
+    )
+    max_record_bytes: int = Field(default=1_000_000, ge=1024, description="Larger records are dead letters")
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="What one record may carry and how many keys a process keeps",
+    )
+    api: ApiConfig = Field(
+        default_factory=ApiConfig,
+        description="Settings of sentinel api (the flow itself does not read them)",
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig,
+        description="Masking of personal data and secrets in what leaves the flow",
+    )
+    policies: PoliciesConfig = Field(
+        default_factory=PoliciesConfig,
+        description="Budgets, allowed models and guardrail rates per service",
+    )
 
     def control_settings(self) -> Optional[ControlConfig]:
         """The control listener's settings, or None when there is none to run."""
@@ -986,3 +1344,128 @@ def config_from_env() -> FlowConfig:
     if not path:
         return default_config()
     return load_config(path)
+
+
+class KeyDoc(NamedTuple):
+    """One key of a flow definition, for ``sentinel check --explain``."""
+
+    path: str  # e.g. "windows.size", "sinks[] (kind: rabbitmq).url"
+    type: str  # e.g. "duration", "int >= 1", "earliest | latest"
+    default: str  # "required", "" for a section, else the default as YAML would read it
+    description: str
+
+
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
+
+
+def _strip_optional(t: Any) -> Tuple[Any, bool]:
+    args = get_args(t)
+    if get_origin(t) is Union and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else Union[tuple(rest)]), True
+    return t, False
+
+
+def _parsers(model: type) -> Dict[str, str]:
+    """Fields read through parse_duration / parse_size: their type is shown as duration / size."""
+    out: Dict[str, str] = {}
+    for dec in model.__pydantic_decorators__.field_validators.values():
+        names = getattr(getattr(dec.func, "__code__", None), "co_names", ())
+        if dec.func is parse_duration or "parse_duration" in names:
+            kind = "duration"
+        elif dec.func is parse_size or "parse_size" in names:
+            kind = "size"
+        else:
+            continue
+        for name in dec.info.fields:
+            out[name] = kind
+    return out
+
+
+def _type_name(t: Any) -> str:
+    t, optional = _strip_optional(t)
+    origin = get_origin(t)
+    if origin is Literal:
+        text = " | ".join(str(a) for a in get_args(t))
+    elif origin is Annotated:
+        return _type_name(get_args(t)[0])
+    elif origin in (list, List):
+        text = f"list of {_type_name(get_args(t)[0])}"
+    elif origin in (dict, Dict):
+        k, v = get_args(t)
+        text = f"map {_type_name(k)} -> {_type_name(v)}"
+    elif origin is Union:
+        text = " | ".join(_type_name(a) for a in get_args(t))
+    elif _is_model(t):
+        text = "section"
+    else:
+        text = getattr(t, "__name__", str(t))
+    return text + (" | null" if optional else "")
+
+
+def _bounds(field: Any) -> str:
+    out = []
+    for m in field.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "length >=")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                out.append(f"{sym} {v}")
+    return ", ".join(out)
+
+
+def _default(field: Any) -> str:
+    from pydantic_core import PydanticUndefined
+
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return ""
+        if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            return yaml.safe_dump([v.model_dump(exclude_defaults=True) for v in value],
+                                  default_flow_style=True).strip()
+    elif field.default is PydanticUndefined:
+        return "required"
+    else:
+        value = field.default
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+
+
+def key_reference(model: type = None, prefix: str = "") -> List[KeyDoc]:
+    """Every key of a flow definition with its type, default and description (sections before their keys).
+
+    >>> rows = {r.path: r for r in key_reference()}
+    >>> rows["windows.size"].type, rows["windows.size"].default
+    ('duration', '60.0')
+    >>> rows["sinks[] (kind: rabbitmq).spool_max_bytes"].type
+    'size, >= 65536'
+    """
+    model = model or FlowConfig
+    rows: List[KeyDoc] = []
+    parsers = _parsers(model)
+    for name, field in model.model_fields.items():
+        path = f"{prefix}.{name}" if prefix else name
+        inner, _ = _strip_optional(field.annotation)
+        # models inside: a section, a list of sections, or a union of sections told apart by kind
+        listed = get_origin(inner) in (list, List)
+        element = get_args(inner)[0] if listed else inner
+        if get_origin(element) is Annotated:
+            element = get_args(element)[0]
+        variants = [a for a in get_args(element) if _is_model(a)] if get_origin(element) is Union else (
+            [element] if _is_model(element) else [])
+        typ = _type_name(field.annotation)
+        if name in parsers:
+            typ = parsers[name] + (" | null" if _strip_optional(field.annotation)[1] else "")
+        if variants and len(variants) > 1:
+            kinds = [get_args(v.model_fields["kind"].annotation)[0] for v in variants]
+            typ = ("list of " if listed else "") + "one of kind " + " | ".join(kinds)
+        bounds = _bounds(field)
+        rows.append(KeyDoc(path, typ + (", " + bounds if bounds else ""), _default(field), field.description or ""))
+        sub = path + ("[]" if listed else "")
+        if len(variants) > 1:
+            for v in variants:
+                kind = get_args(v.model_fields["kind"].annotation)[0]
+                rows.extend(key_reference(v, f"{sub} (kind: {kind})"))
+        elif variants:
+            rows.extend(key_reference(variants[0], sub))
+    return rows

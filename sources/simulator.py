@@ -17,7 +17,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from sentinel.config import SimulatorSource as SimulatorConfig
 from sentinel import shutdown
 from sentinel.events import RawBatch, RawRecord
-from sentinel.simulator import Simulator, to_epoch
+from simulator import Simulator, to_epoch
 
 log = logging.getLogger(__name__)
 

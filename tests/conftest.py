@@ -28,13 +28,13 @@ from typing import Callable, Dict, Iterator, List
 
 import pytest
 
-from sentinel.tansu import TansuError, free_port, stop_tansu, tansu_broker  # noqa: F401 (stop_tansu: for tests)
-from sentinel.tansu import start_tansu as _start_tansu
-from sentinel.tansu import wait_for_kafka as _wait_for_kafka
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from devtools.tansu import TansuError, free_port, stop_tansu, tansu_broker  # noqa: E402, F401 (stop_tansu: for tests)
+from devtools.tansu import start_tansu as _start_tansu  # noqa: E402
+from devtools.tansu import wait_for_kafka as _wait_for_kafka  # noqa: E402
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 

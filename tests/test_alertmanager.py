@@ -15,7 +15,7 @@ import pytest
 
 from sentinel.config import ConfigError, load_config_dict
 from sentinel.store import incident_id_of
-from sentinel.tansu import free_port
+from devtools.tansu import free_port
 from sinks.alertmanager import AlertmanagerWriter, to_alertmanager
 from test_incident_store import alert
 

@@ -35,9 +35,9 @@ from confluent_kafka import Producer
 from websockets.sync.client import connect
 
 from sentinel.auth import make_token
-from sentinel.simulator import Simulator
+from simulator import Simulator
 from sentinel.store import Store
-from sentinel.tansu import free_port
+from devtools.tansu import free_port
 from test_incident_store import PG_URL
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,9 +29,9 @@ from operators.silences import Controls
 from sentinel.auth import make_token
 from sentinel.config import load_config
 from sentinel.control import ControlHandler
-from sentinel.simulator import DEFAULT_START, Simulator
+from simulator import DEFAULT_START, Simulator
 from sentinel.store import Store
-from sentinel.tansu import free_port
+from devtools.tansu import free_port
 from test_api import read_topic
 from test_incident_store import alert
 

@@ -90,7 +90,7 @@ def test_simulate_writes_events_and_labels(tmp_path):
 
 def test_file_flow_with_bad_input_ends_cleanly(tmp_path):
     """Garbage, truncated JSON, wrong types, a 10 MB line, invalid UTF-8: all dead letters; the run goes on."""
-    from sentinel.simulator import Simulator
+    from simulator import Simulator
 
     sim = Simulator(seed=5, hours=2, rate=8.0, incidents=[{
         "type": "latency", "service": "support-bot", "model": "gpt-4o-mini",
@@ -161,7 +161,7 @@ def test_default_run_serves_metrics_and_stops_cleanly_on_ctrl_c():
 
 
 def test_bytewax_run_uses_sentinel_flow(tmp_path):
-    from sentinel.simulator import Simulator
+    from simulator import Simulator
 
     events = tmp_path / "events.jsonl"
     Simulator(seed=2, hours=0.3, rate=5.0, incidents=[]).write(str(events))

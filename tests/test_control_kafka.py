@@ -10,7 +10,7 @@ import orjson
 import yaml
 from confluent_kafka import Producer
 
-from sentinel.simulator import DEFAULT_START, Simulator
+from simulator import DEFAULT_START, Simulator
 from sinks.base import alert_body
 
 ROOT = Path(__file__).resolve().parents[1]

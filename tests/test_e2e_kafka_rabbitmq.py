@@ -40,7 +40,7 @@ from conftest import drain_queue as drain
 import yaml
 from confluent_kafka import Producer
 
-from sentinel.simulator import DEFAULT_START, FLEET, Simulator
+from simulator import DEFAULT_START, FLEET, Simulator
 from sinks.base import alert_body
 
 RUN_TIMEOUT_S = 180

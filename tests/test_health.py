@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from flows import build_flow
 from sentinel.config import load_config_dict
 from sentinel.health import Readiness, start_server, watch_sink, watch_source
-from sentinel.tansu import free_port
+from devtools.tansu import free_port
 from tests.helpers import batches, steady
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -137,7 +137,7 @@ def test_config_one_line_errors() -> None:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_flow_stores_alerts_through_the_spooled_sink(backend: str, tmp_path) -> None:
     """Alerts from a flow reach the store through the sink's spool; a replay adds nothing."""
-    from sentinel.simulator import Simulator
+    from simulator import Simulator
 
     prefix = "f%s_" % uuid.uuid4().hex[:10]
     url = str(tmp_path / "inc.db") if backend == "sqlite" else PG_URL

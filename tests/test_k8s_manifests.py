@@ -186,7 +186,7 @@ def _executions(part: Path):
 def test_a_two_pod_cluster_stops_together_and_resumes_from_the_pods_partitions(tmp_path):
     """The pods' layout, on loopback: two processes, each with the partition the init script gives its ordinal.
     One dies, the other exits too; started again, both resume from the last snapshot."""
-    from sentinel.tansu import free_port
+    from devtools.tansu import free_port
 
     docs = render("prod")
     sts = the(docs, "StatefulSet")["spec"]["template"]["spec"]

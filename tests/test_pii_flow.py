@@ -22,7 +22,7 @@ import functools
 import pytest
 
 from sentinel.pii import Masker
-from sentinel.simulator import Simulator
+from simulator import Simulator
 
 KEY = "test-pseudonym-key-0123456789"
 ATTACK_EMAIL = "mallory.attacker@evil-corp.example"

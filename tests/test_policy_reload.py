@@ -340,7 +340,7 @@ def test_sentinel_run_takes_up_a_rewritten_flow_file(tmp_path, tansu, kafka_topi
 
     import orjson
 
-    from sentinel.tansu import free_port
+    from devtools.tansu import free_port
     from sinks.base import alert_body
     from tests.test_control_kafka import ROOT, send
 
@@ -423,7 +423,7 @@ def test_each_process_of_a_cluster_takes_up_the_rewritten_file(tmp_path, tansu, 
 
     import orjson
 
-    from sentinel.tansu import free_port
+    from devtools.tansu import free_port
     from sinks.base import alert_body
     from tests.test_control_kafka import ROOT, send
 

@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from sentinel import dashboards
-from sentinel.tansu import free_port
+from devtools.tansu import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "k8s" / "base" / "rules" / "sentinel.rules.yaml"
@@ -108,7 +108,7 @@ def produce_backlog(brokers: str, topic: str) -> int:
     """An hour of simulated telemetry and a few records Sentinel cannot read, on a Kafka topic."""
     from confluent_kafka import Producer
 
-    from sentinel.simulator import Simulator
+    from simulator import Simulator
 
     lines = [line.rstrip(b"\n") for line in Simulator(seed=5, hours=1, rate=10).iter_lines()]
     for i in range(20):

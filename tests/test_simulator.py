@@ -1,4 +1,4 @@
-"""The telemetry simulator (sentinel.simulator) and the benchmark scoring."""
+"""The telemetry simulator (the simulator package) and the benchmark scoring."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.scoring import score  # noqa: E402
-from sentinel.simulator import (  # noqa: E402
+from simulator import (  # noqa: E402
     DEFAULT_START,
     FLEET,
     INCIDENT_TYPES,

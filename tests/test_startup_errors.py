@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.tansu import free_port
+from devtools.tansu import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTINEL = [sys.executable, "-m", "sentinel.cli"]

@@ -366,7 +366,7 @@ sinks:
 
 @pytest.fixture
 def kafka_mtls(pki, tmp_path):
-    from sentinel.tansu import free_port, stop_tansu, tansu_binary
+    from devtools.tansu import free_port, stop_tansu, tansu_binary
 
     plain = free_port()
     proxy = TLSProxy(pki, ("127.0.0.1", plain))

