@@ -80,6 +80,32 @@ class _FilePartition(StatefulSourcePartition[RawBatch, FileState]):
         n = 0
         while n < self._batch_size:
             buf, i = self._buf, self._i
+            end = buf.rfind(b"\n", i)
+            if end >= i:
+                # The whole lines in the read-ahead, cut at once (up to the batch and the first line over the limit).
+                want = self._batch_size - n
+                lines = buf[i:end].split(b"\n", want)
+                if len(lines) > want:
+                    del lines[want:]
+                if max(map(len, lines)) > limit:
+                    lines = lines[:next(k for k, x in enumerate(lines) if len(x) > limit)]
+                if lines:
+                    size = sum(map(len, lines)) + len(lines)
+                    if b"\r" in buf[i:i + size]:
+                        lines = [x.rstrip(b"\r\n") for x in lines]
+                    if min(lines)[:1] > b" ":  # every line starts with a byte other than blank: none is blank
+                        values.extend(lines)
+                        offsets.extend(range(line_no, line_no + len(lines)))
+                    else:
+                        for k, x in enumerate(lines):
+                            if x.strip():
+                                values.append(x)
+                                offsets.append(line_no + k)
+                    line_no += len(lines)
+                    n += len(lines)
+                    self._i = i + size
+                    self._pos += size
+                    continue
             j = buf.find(b"\n", i)
             if j < 0 and len(buf) - i <= limit and self._more():
                 continue  # the line goes on in the next chunk

@@ -127,15 +127,27 @@ def _readline_records(path, max_line, batch_size):
             line_no += 1
 
 
+def _random_lines(seed: int) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    kinds = [b"", b"   ", b"\t", b"\r", b'{"k": 1}', b'{"k": 22}\r', b"x" * 12, b"y" * 13, b"z" * 40, b" {}"]
+    return b"\n".join(rng.choice(kinds) for _ in range(600)) + rng.choice([b"", b"\n", b"tail"])
+
+
 @pytest.mark.parametrize("chunk", [3, 7, 64, 1 << 20])
-def test_the_file_source_reads_in_blocks_what_readline_read(tmp_path, monkeypatch, chunk):
+@pytest.mark.parametrize("batch_size,body", [
+    (3, b'{"a": 1}\n\n   \n{"b": 22}\r\n' + b"x" * 40 + b"\n" + b"y" * 12 + b"\n" + b"z" * 13 + b"\r\n"
+     + b"\n" * 3 + b"w" * 30 + b'\n{"c": 3}\n' + b"q" * 25),  # the last line has no newline, over the limit
+    (50, _random_lines(1)),
+    (1000, _random_lines(2)),
+])
+def test_the_file_source_reads_in_blocks_what_readline_read(tmp_path, monkeypatch, chunk, batch_size, body):
     monkeypatch.setattr(file_source, "CHUNK", chunk)
-    body = (b'{"a": 1}\n\n   \n{"b": 22}\r\n' + b"x" * 40 + b"\n" + b"y" * 12 + b"\n" + b"z" * 13 + b"\r\n"
-            + b"\n" * 3 + b"w" * 30 + b'\n{"c": 3}\n' + b"q" * 25)  # the last line has no newline, over the limit
     path = tmp_path / "in.jsonl"
     path.write_bytes(body)
     max_line = 12
-    src = file_source.FileSource(str(path), batch_size=3, max_line=max_line)
+    src = file_source.FileSource(str(path), batch_size=batch_size, max_line=max_line)
     part = src.build_part("s", str(path), None)
     got = []
     snaps = []
@@ -146,7 +158,7 @@ def test_the_file_source_reads_in_blocks_what_readline_read(tmp_path, monkeypatc
         except StopIteration:
             break
         snaps.append(part.snapshot())
-    assert got == _readline_records(str(path), max_line, 3)
+    assert got == _readline_records(str(path), max_line, batch_size)
     # A resume from any snapshot reads the rest, and only the rest.
     for offset, line in snaps:
         part2 = src.build_part("s", str(path), (offset, line))
