@@ -35,6 +35,8 @@ wait + shutdown); ``steady ev/s`` divides N by the run time minus that.
     python benchmarks/kafka_throughput.py                       # 400k events, 4 partitions, -w 1 and -w 2
     python benchmarks/kafka_throughput.py --events 100000 --partitions 2 --json out.json
     python benchmarks/kafka_throughput.py --population families --configs p1w1,p1w2,p2,p4   # scaling table
+    python benchmarks/kafka_throughput.py --population families --configs p1w1@other,p1w1,p2@other,p2 \
+        --other-tree /tmp/before   # this code against a worktree of another commit, same topic, same run
 
 With ``--configs`` a second table compares the configurations: events read
 (summed over the processes' logs; must equal N), run seconds, events/s, the
@@ -81,7 +83,7 @@ from devtools.tansu import free_port, tansu_broker  # noqa: E402
 from simulator import Simulator  # noqa: E402
 from sources.kafka import consumer_config  # noqa: E402
 
-_CONFIG = re.compile(r"^p(\d+)(?:w(\d+))?$")
+_CONFIG = re.compile(r"^p(\d+)(?:w(\d+))?(@other)?$")
 _EOF_LINE = re.compile(r"kafka: (\S+)\[(\d+)\] idle for \S+ after (\d+) messages: end of input")
 
 
@@ -132,8 +134,10 @@ def parse_config(text: str) -> Dict[str, Any]:
     """``p1w1`` -> 1 process of 1 worker; ``p4`` -> 4 processes of 1 worker."""
     m = _CONFIG.match(text.strip())
     if not m or int(m.group(1)) < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-        raise ValueError(f"config {text!r}: expected pN or pNwM (N processes of M workers), e.g. p1w1, p1w2, p2, p4")
-    return {"name": text.strip(), "processes": int(m.group(1)), "workers": int(m.group(2) or 1)}
+        raise ValueError(f"config {text!r}: expected pN or pNwM (N processes of M workers), e.g. p1w1, p1w2, p2, p4, "
+                         f"with @other for the code of --other-tree")
+    return {"name": text.strip(), "processes": int(m.group(1)), "workers": int(m.group(2) or 1),
+            "other": m.group(3) is not None}
 
 
 def create_topic(brokers: str, name: str, partitions: int) -> None:
@@ -205,7 +209,7 @@ def raw_consume(brokers: str, topic: str, partitions: int, n: int, budget: Budge
 
 
 def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str, tag: str,
-             budget: Budget, processes: int = 1) -> Dict[str, Any]:
+             budget: Budget, processes: int = 1, tree: Optional[str] = None) -> Dict[str, Any]:
     """``sentinel run`` over the topic: one process of ``workers`` workers, or a cluster of ``processes``.
 
     A cluster's processes are started at once (each given every address) and
@@ -233,6 +237,9 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
     else:
         cmds = [base]
     env = {**os.environ, "SENTINEL_LOG_LEVEL": "INFO"}
+    if tree is not None:  # another checkout's code (--other-tree): first on the path
+        env["PYTHONPATH"] = tree
+        what += f" ({tree})"
     timeout = budget.left(what, need=idle_s + 5)
     logs = [os.path.join(workdir, f"sentinel-{tag}" + (f"-{i}" if processes > 1 else "") + ".log")
             for i in range(processes)]
@@ -376,6 +383,8 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts for the flow (default 1,2)")
     ap.add_argument("--configs", help="comma-separated configurations instead of --workers: p1w1 (1 process, "
                     "1 worker), p1w2 (1 process, 2 workers), p2, p4 (2 or 4 processes of 1 worker), any pNwM")
+    ap.add_argument("--other-tree", help="a checkout of other code (a git worktree of an older commit): configs "
+                    "ending in @other (p1w1@other) run it, PYTHONPATH set to it, in the same run on the same topic")
     ap.add_argument("--population", choices=("simulator", "families"), default="simulator",
                     help="what the topic holds: the simulator's events (default) or a scenario family's world")
     ap.add_argument("--family", default="enterprise-mix", help="scenario family with --population families "
@@ -402,6 +411,8 @@ def main() -> int:
                          f"a partition never starts reading")
     else:
         configs = [{"name": None, "processes": 1, "workers": int(w)} for w in args.workers.split(",") if w.strip()]
+    if any(c.get("other") for c in configs) and not args.other_tree:
+        ap.error("configs ending in @other need --other-tree")
     if args.population == "families":
         import world
 
@@ -451,7 +462,8 @@ def main() -> int:
             w, procs = c["workers"], c["processes"]
             tag = c["name"] or f"w{w}"
             log(f"sentinel run: {procs} process(es) x {w} worker(s) ({tag}) ...")
-            f = run_flow(brokers, topic, w, args.idle, workdir, tag, budget, processes=procs)
+            f = run_flow(brokers, topic, w, args.idle, workdir, tag.replace("@", "-"), budget, processes=procs,
+                         tree=args.other_tree if c.get("other") else None)
             f["config"] = c["name"]
             if f["events"] != n:
                 raise RuntimeError(f"{tag} read {f['events']} events, expected {n} (log {f['log']})")

@@ -1,6 +1,7 @@
 """Per-service token use (``token_abuse``): where a service's actors are watched.
 
-Input per service key: ``(service, partition, [LLMEvent], ingested_at, partitions)``.
+Input per service key: ``(service, partition, Requests, ingested_at, partitions)`` (the
+service's requests of one source batch, as columns).
 Actors (``user:<id>``, else ``tenant:<id>``) are not Bytewax keys: each
 service's keyed state counts its actors' tokens per event-time window and
 hands every closed window to :class:`detectors.actor_tokens.ServiceActors`,
@@ -11,7 +12,6 @@ number of distinct actors ever seen.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -21,11 +21,11 @@ from bytewax.operators import StatefulLogic
 
 from detectors.actor_tokens import ActorFinding, ServiceActors, add_request, score_for_ratio, severity_for_ratio
 from operators.alerts import iso, make_alert, resolved
-from operators.model_windows import _utc_in
-from operators.windowing import KeyWindows
+from operators.model_windows import _take, _utc_in, fold_windows
+from operators.windowing import KeyWindows, frozen
 from sentinel import shutdown
 from sentinel.config import FlowConfig
-from sentinel.events import LLMEvent
+from sentinel.events import LLMEvent, Requests
 from sentinel.metrics import get_metrics
 
 log = logging.getLogger("sentinel.actors")
@@ -48,6 +48,17 @@ class ActorsAgg:
 
     def __setstate__(self, s) -> None:
         self.start, self.actors = s
+
+
+def _fold_actors(agg: ActorsAgg, data, sel) -> None:
+    """Count the requests at ``sel`` (all when None; a slice; a list of positions) into a window's actors,
+    in order."""
+    reqs, actors = data
+    into = agg.actors
+    for actor, i, o, model in zip(_take(actors, sel), _take(reqs.input_tokens, sel), _take(reqs.output_tokens, sel),
+                                  _take(reqs.model, sel)):
+        tok = (i or 0) + (o or 0)
+        add_request(into, actor, tok if tok < MAX_REQUEST_TOKENS else MAX_REQUEST_TOKENS, model)
 
 
 @dataclass
@@ -83,7 +94,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
         self._keys.inc()
 
     def on_item(self, value):
-        service, part, events, ingested_at, nparts = value
+        service, part, reqs, ingested_at, nparts = value
         st = self.state
         if st is None:
             w = self.cfg.windows
@@ -91,19 +102,15 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
                 service, KeyWindows(self.ta.window, w.allowed_lateness, w.idle_partition, w.max_open_windows,
                                     ActorsAgg),
                 make_detector(self.cfg), firing={})
+        if reqs.__class__ is not Requests:  # a list of events (tests, older callers)
+            reqs = Requests.of_events(reqs)
         now = time.monotonic()
         win = st.windows
-        late = 0
-        for ev in events:
-            actor = ev.actor
-            if actor is None:
-                continue
-            agg = win.agg_for(part, ev.ts, now, nparts)
-            if agg is None:
-                late += 1
-                continue
-            tok = (ev.input_tokens or 0) + (ev.output_tokens or 0)
-            add_request(agg.actors, actor, tok if tok < MAX_REQUEST_TOKENS else MAX_REQUEST_TOKENS, ev.model)
+        # LLMEvent.actor of each request: its user, else its tenant; requests of neither are not counted.
+        actors = [("user:" + u) if u else ("tenant:" + t) if t else None
+                  for u, t in zip(reqs.user_id, reqs.tenant_id)]
+        idx = None if None not in actors else [i for i, a in enumerate(actors) if a is not None]
+        fold_windows(win, part, reqs.ts, now, nparts, (reqs, actors), _fold_actors, idx)
         st.last_ingest = ingested_at
         return self._close(win.close_ready(now)), StatefulLogic.RETAIN
 
@@ -131,7 +138,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
         return _utc_in(self.cfg.state.key_idle_evict)
 
     def snapshot(self) -> ServiceActorsState:
-        return copy.deepcopy(self.state)
+        return frozen(self.state)
 
     def _close(self, closed) -> List[Dict[str, Any]]:
         out: List[Dict[str, Any]] = []

@@ -8,7 +8,6 @@ the source has been quiet for a whole window.
 from __future__ import annotations
 
 import bisect
-import copy
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from bytewax.operators import StatefulLogic
 
 from operators.alerts import iso, make_alert, resolved
 from operators.model_windows import _utc_in
+from operators.windowing import frozen
 from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.events import SecurityEvent
@@ -112,7 +112,7 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
         return _utc_in(min(self.cfg.state.key_idle_evict, 2 * self.ac.window))
 
     def snapshot(self) -> AttackState:
-        return copy.deepcopy(self.state)
+        return frozen(self.state)
 
     def _alert(self, first_ts: float, count: int, fired: float) -> Dict[str, Any]:
         st = self.state

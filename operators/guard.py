@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import orjson
 from bytewax.operators import StatefulLogic
 
-from sentinel.events import DeadLetter
+from sentinel.events import DeadLetter, Requests
 from sentinel.metrics import get_metrics
 
 log = logging.getLogger("sentinel.guard")
@@ -46,7 +46,8 @@ def is_failure(x: Any) -> bool:
 
 def _raw(value: Any) -> bytes:
     """The events of a group as JSON lines (what a replay of the dead letter needs)."""
-    events = value[2] if isinstance(value, tuple) and len(value) > 2 and isinstance(value[2], list) else None
+    events = value[2] if isinstance(value, tuple) and len(value) > 2 and isinstance(value[2], (list, Requests)) \
+        else None
     if events is not None:
         lines = []
         for ev in events:
@@ -131,7 +132,7 @@ def guarded(step: str, builder: Callable[[Any], StatefulLogic],
 
 def outcome_dead_letters(value: Any) -> None:
     """For the step that decides an event's outcome: the lost group's events end as ``dead_letter``."""
-    if isinstance(value, tuple) and len(value) > 2 and isinstance(value[2], list):
+    if isinstance(value, tuple) and len(value) > 2 and isinstance(value[2], (list, Requests)):
         get_metrics().events.labels(outcome="dead_letter").inc(len(value[2]))
 
 

@@ -37,16 +37,17 @@ in the key's window step, so each record is counted once.
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
+from operators.windowing import frozen
 from sentinel import shutdown
-from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, SecurityEvent
+from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, RawRecords, Requests, SecurityEvent
 from sentinel.metrics import get_metrics
-from sentinel.parse import DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, parse_json_record, parse_record
+from sentinel.parse import (DECODE_ERRORS, DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, event_record,
+                            parse_json_record, parse_record, record_event, request_columns, request_ts)
 
 MODEL, ACTOR, SECURITY, DEAD = "m", "a", "s", "d"
 
@@ -219,12 +220,17 @@ class BatchParser:
         at = batch.ingested_at
         clock.partition = batch.partition
         clock.partitions = batch.partitions
-        evs_out: List[Any] = []
+        # A request travels as its decoded record (sentinel.parse.request_ts) and its event time, a
+        # security event as itself.
+        rows: List[Any] = []
+        tss: List[float] = []
+        secs: List[SecurityEvent] = []
         dead: List[DeadLetter] = []
         ignored = 0
         dups = 0
         limit = self.max_record_bytes
         limits = self.limits
+        decode = limits.decoder.decode
         seen = self.seen
         if seen is not None:
             cur, old, cap = seen.cur, seen.old, seen.capacity
@@ -235,20 +241,42 @@ class BatchParser:
         moved = False
         # Event time beyond this is held (every event, until a partition's first decision).
         ahead = float("-inf") if wm is None else wm + max_future + max(0.0, at - clock.wall)
-        for rec in batch.records:
-            if rec.encoding == "json":
-                try:
-                    evs = (parse_json_record(rec.data, limit, rec.size, limits),)
-                except BadRecord as ex:
-                    dead.append(DeadLetter(ex.reason, ex.detail, rec.position, rec.data))
-                    continue
+        recs = batch.records
+        if recs.__class__ is RawRecords:
+            values = recs.values
+            all_json = recs.encoding == "json"
+        else:
+            values = [r.data for r in recs]
+            all_json = all(r.encoding == "json" for r in recs)
+        for n_rec, data in enumerate(values):
+            if all_json or recs[n_rec].encoding == "json":
+                # A well-formed request is decoded and checked in C; the rest go the long way, which
+                # names what is wrong (sentinel.parse).
+                ts = None
+                if len(data) <= limit:
+                    try:
+                        w = decode(data)
+                        ts = request_ts(w, limits)
+                    except DECODE_ERRORS:
+                        pass
+                if ts is not None:
+                    items: Any = ((ts, w),)
+                else:
+                    rec = recs[n_rec]
+                    try:
+                        ev = parse_json_record(data, limit, rec.size, limits)
+                    except BadRecord as ex:
+                        dead.append(DeadLetter(ex.reason, ex.detail, rec.position, data))
+                        continue
+                    items = ((ev.ts, event_record(ev, limits) if ev.__class__ is LLMEvent else ev),)
             else:
-                evs, dls, ign = parse_record(rec, limit, limits)
+                evs, dls, ign = parse_record(recs[n_rec], limit, limits)
                 dead.extend(dls)
                 ignored += ign
-            for ev in evs:
+                items = [(ev.ts, event_record(ev, limits) if ev.__class__ is LLMEvent else ev) for ev in evs]
+            for ts, item in items:
                 if seen is not None:
-                    i = ev.event_id
+                    i = item.event_id
                     if i is not None:  # RecentIds.check_add, inline: this runs for every event
                         if i in old:
                             dups += 1
@@ -261,14 +289,14 @@ class BatchParser:
                         if n + 1 >= cap:
                             seen.rotate()
                             cur, old = seen.cur, seen.old
-                ts = ev.ts
                 if ts > ahead:
-                    held.append((ev, rec.position, rec.data))
+                    held.append((item if item.__class__ is SecurityEvent else record_event(ts, item), recs[n_rec].position,
+                                 data))
                     if wm is not None and len(held) + after >= DECIDE_AFTER:
                         clock.wm, clock.after = wm, after
                         if moved:
                             clock.wall = at
-                        self._decide(clock, at, evs_out, dead, False)
+                        self._decide(clock, at, rows, tss, secs, dead, False)
                         held = clock.held
                         wm, after = clock.wm, 0
                         ahead = wm + max_future
@@ -279,27 +307,34 @@ class BatchParser:
                     wm = ts
                     ahead = wm + max_future
                     moved = True
-                evs_out.append(ev)
+                if item.__class__ is SecurityEvent:
+                    secs.append(item)
+                else:
+                    rows.append(item)
+                    tss.append(ts)
         clock.wm, clock.after = wm, after
         if moved:
             clock.wall = at
         if held and (wm is None and len(held) >= MIN_JUMP or len(held) + after >= DECIDE_AFTER):
-            self._decide(clock, at, evs_out, dead, False)
+            self._decide(clock, at, rows, tss, secs, dead, False)
         if dups:
             self._dup.inc(dups)
         if ignored:
             self._ignored.inc(ignored)
-        return self._group(evs_out, dead, batch.partition, at, batch.partitions)
+        return self._group(rows, tss, secs, dead, batch.partition, at, batch.partitions)
 
     def flush(self, clock: PartitionClock, at: float) -> List[Tagged]:
         """Judge what a quiet partition holds (timer, end of input)."""
-        evs: List[Any] = []
+        rows: List[Any] = []
+        tss: List[float] = []
+        secs: List[SecurityEvent] = []
         dead: List[DeadLetter] = []
         if clock.held:
-            self._decide(clock, at, evs, dead, True)
-        return self._group(evs, dead, clock.partition, at, clock.partitions)
+            self._decide(clock, at, rows, tss, secs, dead, True)
+        return self._group(rows, tss, secs, dead, clock.partition, at, clock.partitions)
 
-    def _decide(self, clock: PartitionClock, at: float, evs: List[Any], dead: List[DeadLetter], quiet: bool) -> None:
+    def _decide(self, clock: PartitionClock, at: float, rows: List[Any], tss: List[float],
+                secs: List[SecurityEvent], dead: List[DeadLetter], quiet: bool) -> None:
         """Let held events go on (the partition jumped) or make them dead letters ``future_timestamp``."""
         held = clock.held
         clock.held = []
@@ -324,7 +359,12 @@ class BatchParser:
             top = held[take - 1][0].ts
             clock.wm = top if wm is None or top > wm else wm
             clock.wall = at
-            evs.extend(h[0] for h in held[:take])
+            for ev, _pos, _raw in held[:take]:
+                if ev.__class__ is SecurityEvent:
+                    secs.append(ev)
+                else:
+                    rows.append(event_record(ev, self.limits))
+                    tss.append(ev.ts)
         ref = clock.wm
         for ev, pos, raw in rest:
             detail = f"timestamp: {_iso(ev.ts)} is more than {self.max_future:g} s ahead of its partition's event time"
@@ -332,38 +372,51 @@ class BatchParser:
                 detail += f" ({_iso(ref)})"
             dead.append(DeadLetter("future_timestamp", detail, pos, raw))
 
-    def _group(self, evs: List[Any], dead: List[DeadLetter], part: str, at: float, nparts: int) -> List[Tagged]:
-        by_key: Dict[str, List[LLMEvent]] = {}
+    def _group(self, rows: List[Any], tss: List[float], secs: List[SecurityEvent], dead: List[DeadLetter],
+               part: str, at: float, nparts: int) -> List[Tagged]:
+        # key -> (rows, event times), in arrival order
+        by_key: Dict[str, Tuple[List[Any], List[float]]] = {}
         by_source: Dict[str, List[SecurityEvent]] = {}
-        for ev in evs:
-            if ev.__class__ is LLMEvent:
-                k = ev.service + KEY_SEP + ev.model
-                g = by_key.get(k)
-                if g is None:
-                    by_key[k] = [ev]
-                else:
-                    g.append(ev)
+        if rows:
+            r0 = rows[0]
+            svc, mdl = r0.service, r0.model
+            for r in rows:
+                if r.service != svc or r.model != mdl:
+                    break
+            else:  # one key (a partition per key, a small batch): no per-record grouping
+                by_key[svc + KEY_SEP + mdl] = (rows, tss)
+            if not by_key:
+                for r, ts in zip(rows, tss):
+                    k = r.service + KEY_SEP + r.model
+                    g = by_key.get(k)
+                    if g is None:
+                        by_key[k] = ([r], [ts])
+                    else:
+                        g[0].append(r)
+                        g[1].append(ts)
+        for ev in secs:
+            g = by_source.get(ev.source)
+            if g is None:
+                by_source[ev.source] = [ev]
             else:
-                g = by_source.get(ev.source)
-                if g is None:
-                    by_source[ev.source] = [ev]
-                else:
-                    g.append(ev)
+                g.append(ev)
         caps = self.caps
         caps.sweep(at)
         folded = False
-        for k, g in by_key.items():
+        for k in by_key:
             if caps.key(k, at)[1] is not None:
                 folded = True
                 break
         if folded:
             # Rare: rebuild the groups with every key beyond a cap under its overflow key.
-            regrouped: Dict[str, List[LLMEvent]] = {}
+            regrouped: Dict[str, Tuple[List[Any], List[float]]] = {}
             for k, g in by_key.items():
                 k2, why = caps.key(k, at)
                 if why is not None:
-                    self._folded.labels(kind=why).inc(len(g))
-                regrouped.setdefault(k2, []).extend(g)
+                    self._folded.labels(kind=why).inc(len(g[0]))
+                into = regrouped.setdefault(k2, ([], []))
+                into[0].extend(g[0])
+                into[1].extend(g[1])
             by_key = regrouped
         if by_source:
             over: List[SecurityEvent] = []
@@ -373,17 +426,18 @@ class BatchParser:
             if over:
                 self._folded.labels(kind="source").inc(len(over))
                 by_source.setdefault(OVERFLOW, []).extend(over)
-        out: List[Tagged] = [(MODEL, k, (part, g, at, nparts)) for k, g in by_key.items()]
+        cols = {k: request_columns(*g) for k, g in by_key.items()}
+        out: List[Tagged] = [(MODEL, k, (part, g, at, nparts)) for k, g in cols.items()]
         if self.actors:
             # Token use is judged per service: one group per service (its models' groups joined).
-            by_service: Dict[str, List[LLMEvent]] = {}
-            for k, g in by_key.items():
+            by_service: Dict[str, Requests] = {}
+            for k, g in cols.items():
                 svc = k[:k.index(KEY_SEP)]
                 s = by_service.get(svc)
                 by_service[svc] = g if s is None else s + g
             out.extend((ACTOR, svc, (part, g, at, nparts)) for svc, g in by_service.items())
         out.extend((SECURITY, s, (part, g, at, nparts)) for s, g in by_source.items())
-        n_sec = sum(len(v) for v in by_source.values())
+        n_sec = len(secs)
         if n_sec:
             self._sec.inc(n_sec)
         if dead:
@@ -425,4 +479,4 @@ class ParseLogic(StatefulLogic[RawBatch, Tagged, PartitionClock]):
         return datetime.now(timezone.utc) + timedelta(seconds=self.hold)
 
     def snapshot(self) -> PartitionClock:
-        return copy.deepcopy(self.clock)
+        return frozen(self.clock)

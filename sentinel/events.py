@@ -7,7 +7,7 @@ spans) and never validated again inside the flow.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 # Where a record came from: (source name or topic, partition, offset or line).
 Position = Tuple[str, int, int]
@@ -108,6 +108,66 @@ class LLMEvent:
             setattr(self, k, v)
 
 
+# The columns of :class:`Requests`, in :class:`LLMEvent`'s order.
+REQUEST_FIELDS = LLMEvent.__slots__
+
+
+class Requests:
+    """One key's requests of one source batch, as columns in arrival order.
+
+    What the parse step hands to the window steps instead of a list of
+    :class:`LLMEvent`: one tuple per field (``ts``, ``service``, ..., the
+    fields of :data:`REQUEST_FIELDS`), so a window folds a batch with a few
+    list operations and a group pickles as a handful of tuples. ``len()`` is
+    the number of requests; iterating builds the :class:`LLMEvent` of each
+    (for the steps that want whole events: forecasts, budgets).
+    """
+
+    __slots__ = REQUEST_FIELDS
+
+    def __init__(self, columns) -> None:
+        (self.ts, self.service, self.model, self.provider, self.operation, self.latency_ms, self.ttft_ms,
+         self.input_tokens, self.output_tokens, self.cost_usd, self.is_error, self.error_type, self.user_id,
+         self.tenant_id, self.source_ip, self.event_id, self.region) = columns
+
+    @classmethod
+    def of_events(cls, events) -> "Requests":
+        """The columns of some :class:`LLMEvent` (or anything with their attributes)."""
+        if not events:
+            return cls(((),) * len(REQUEST_FIELDS))
+        return cls(tuple(tuple(getattr(ev, k) for ev in events) for k in REQUEST_FIELDS))
+
+    def columns(self) -> tuple:
+        return tuple(getattr(self, k) for k in REQUEST_FIELDS)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __iter__(self):
+        for row in zip(*self.columns()):
+            yield LLMEvent(*row)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Requests(tuple(c[i] for c in self.columns()))
+        return LLMEvent(*(c[i] for c in self.columns()))
+
+    def __add__(self, other: "Requests") -> "Requests":
+        return Requests(tuple(a + b for a, b in zip(self.columns(), other.columns())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Requests) and self.columns() == other.columns()
+
+    def __repr__(self) -> str:
+        return f"Requests({len(self)} requests)"
+
+    def __getstate__(self):
+        return self.columns()
+
+    def __setstate__(self, state) -> None:
+        self.__init__(state)
+
+
 class SecurityEvent:
     """A guardrail / security event (SPEC section 1, ``event_type`` ``security``)."""
 
@@ -178,10 +238,50 @@ class RawRecord:
         self.size = size or len(data)
 
 
+class RawRecords:
+    """A source batch's records as columns: the payloads, and where they were read.
+
+    Record ``i`` is ``values[i]``, read at ``(source, part, offsets[i])``;
+    ``sizes`` maps the index of a record cut to its head to its original
+    size. Indexing and iterating give :class:`RawRecord`, as a list of them
+    would; the parse step reads ``values`` directly.
+    """
+
+    __slots__ = ("source", "part", "values", "offsets", "encoding", "sizes")
+
+    def __init__(self, source: str, part: int, values: List[bytes], offsets: List[int], encoding: str = "json",
+                 sizes: Optional[Dict[int, int]] = None) -> None:
+        self.source = source
+        self.part = part
+        self.values = values
+        self.offsets = offsets
+        self.encoding = encoding
+        self.sizes = sizes
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> RawRecord:
+        sizes = self.sizes
+        return RawRecord(self.values[i], (self.source, self.part, self.offsets[i]), self.encoding,
+                         sizes.get(i, 0) if sizes else 0)
+
+    def __iter__(self):
+        for i in range(len(self.values)):
+            yield self[i]
+
+    def __getstate__(self):
+        return (self.source, self.part, self.values, self.offsets, self.encoding, self.sizes)
+
+    def __setstate__(self, s) -> None:
+        self.source, self.part, self.values, self.offsets, self.encoding, self.sizes = s
+
+
 class RawBatch:
     """What a source partition hands to the flow in one step.
 
-    ``partition`` names the source partition (for per-partition event-time
+    ``records`` is a list of :class:`RawRecord` or, from the sources, one
+    :class:`RawRecords`. ``partition`` names the source partition (for per-partition event-time
     progress) and ``partitions`` says how many the source has in all;
     ``ingested_at`` is the wall-clock time it was read (for the
     detection-latency metric only, never for detection).
@@ -189,7 +289,8 @@ class RawBatch:
 
     __slots__ = ("partition", "records", "ingested_at", "partitions")
 
-    def __init__(self, partition: str, records: List[RawRecord], ingested_at: float, partitions: int = 1) -> None:
+    def __init__(self, partition: str, records: "Union[List[RawRecord], RawRecords]", ingested_at: float,
+                 partitions: int = 1) -> None:
         self.partition = partition
         self.records = records
         self.ingested_at = ingested_at

@@ -10,13 +10,14 @@ contract names. Every rejection names the field and the reason.
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from datetime import datetime, timezone
-from typing import Annotated, Any, Dict, List, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import msgspec
 import orjson
 
-from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawRecord, SecurityEvent
+from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawRecord, Requests, SecurityEvent
 
 MAX_RECORD_BYTES = 1_000_000
 
@@ -215,8 +216,10 @@ def event_from_dict(obj: Any, limits: Limits = DEFAULT_LIMITS) -> Event:
 
 def _request_decoder(limits: Limits) -> "msgspec.json.Decoder":
     """A msgspec decoder that takes a request record only when every field :func:`event_from_dict`
-    checks is already right (types, ranges, lengths); anything else fails to decode, and the record
-    goes the long way, which names what is wrong. Unknown fields are skipped, as there."""
+    checks is already right (types, ranges, lengths, ``event_type`` and ``status``); anything else
+    fails to decode, and the record goes the long way, which names what is wrong. Unknown fields are
+    skipped, as there. Its fields are in :class:`LLMEvent`'s order (``timestamp`` as written where
+    ``ts`` is, ``status`` where ``is_error`` is; ``event_type`` last)."""
     n = limits.name_length
     name = Annotated[str, msgspec.Meta(min_length=1, max_length=n)]
     text = Optional[Annotated[str, msgspec.Meta(max_length=n)]]
@@ -232,15 +235,82 @@ def _request_decoder(limits: Limits) -> "msgspec.json.Decoder":
     count = Optional[Annotated[int, msgspec.Meta(ge=0, le=min(int(limits.tokens), 2 ** 63 - 1))]]
     fields = [
         ("timestamp", Union[str, float]), ("service", name), ("model", name),
-        ("event_type", str, "llm.request"), ("status", str, "ok"),
         ("provider", text, None), ("operation", text, None),
         ("latency_ms", num(limits.latency_ms), None), ("ttft_ms", num(limits.ttft_ms), None),
         ("input_tokens", count, None), ("output_tokens", count, None),
-        ("cost_usd", num(limits.cost_usd), None), ("error_type", Optional[str], None),
+        ("cost_usd", num(limits.cost_usd), None), ("status", Literal["ok", "error"], "ok"),
+        ("error_type", Optional[str], None),
         ("user_id", text, None), ("tenant_id", text, None), ("source_ip", text, None),
         ("event_id", text, None), ("region", text, None),
+        ("event_type", Literal["llm.request"], "llm.request"),
     ]
-    return msgspec.json.Decoder(msgspec.defstruct("Request", fields))
+    # Not tracked by the garbage collector: a record holds strings and numbers only, never a cycle.
+    return msgspec.json.Decoder(msgspec.defstruct("Request", fields, gc=False))
+
+
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
+_fromisoformat = datetime.fromisoformat
+
+
+def request_ts(w: Any, limits: Limits) -> Optional[float]:
+    """The event time of a record the request decoder took, or None when the long way must decide.
+
+    The decoded record itself stands for the request from then on (its
+    ``error_type`` cut to ``limits.name_length``); :func:`request_columns`
+    turns a key's records into :class:`sentinel.events.Requests`."""
+    service, model = w.service, w.model
+    if KEY_SEP in service or KEY_SEP in model:
+        return None
+    # parse_timestamp, for what the decoder lets through (a string, or a number as a float).
+    v = w.timestamp
+    if v.__class__ is str:
+        try:
+            dt = _fromisoformat(v)
+            if dt.tzinfo is None:
+                return None
+            ts = dt.timestamp()
+        except (ValueError, OverflowError):
+            return None
+    else:
+        ts = v
+    if not _MIN_TS <= ts <= _MAX_TS:  # NaN fails too
+        return None
+    error_type = w.error_type
+    if error_type is not None and len(error_type) > limits.name_length:
+        w.error_type = error_type[:limits.name_length]
+    return ts
+
+
+# Column getters of decoded records, in LLMEvent's order (ts and is_error made apart).
+_GETTERS = [(k, attrgetter(k)) for k in LLMEvent.__slots__]
+_STATUS = attrgetter("status")
+
+
+def request_columns(records: List[Any], ts: List[float]) -> Requests:
+    """The :class:`Requests` of decoded records (:func:`request_ts`) and their event times."""
+    cols = []
+    for k, get in _GETTERS:
+        if k == "ts":
+            cols.append(tuple(ts))
+        elif k == "is_error":
+            cols.append(tuple([s == "error" for s in map(_STATUS, records)]))
+        else:
+            cols.append(tuple(map(get, records)))
+    return Requests(cols)
+
+
+def event_record(ev: LLMEvent, limits: Limits) -> Any:
+    """An event made the long way as a decoded record (what :func:`request_columns` takes)."""
+    return limits.decoder.type(ev.ts, ev.service, ev.model, ev.provider, ev.operation, ev.latency_ms, ev.ttft_ms,
+                               ev.input_tokens, ev.output_tokens, ev.cost_usd, "error" if ev.is_error else "ok",
+                               ev.error_type, ev.user_id, ev.tenant_id, ev.source_ip, ev.event_id, ev.region)
+
+
+def record_event(ts: float, w: Any) -> LLMEvent:
+    """The :class:`LLMEvent` of a decoded record (:func:`request_ts`)."""
+    return LLMEvent(ts, w.service, w.model, w.provider, w.operation, w.latency_ms, w.ttft_ms, w.input_tokens,
+                    w.output_tokens, w.cost_usd, w.status == "error", w.error_type, w.user_id, w.tenant_id,
+                    w.source_ip, w.event_id, w.region)
 
 
 def _fast_request(data: bytes, limits: Limits) -> Optional[LLMEvent]:
@@ -250,24 +320,10 @@ def _fast_request(data: bytes, limits: Limits) -> Optional[LLMEvent]:
     the two on generated records); about four times faster."""
     try:
         w = limits.decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except DECODE_ERRORS:
         return None
-    status = w.status
-    if w.event_type != "llm.request" or (status != "ok" and status != "error"):
-        return None
-    service, model = w.service, w.model
-    if KEY_SEP in service or KEY_SEP in model:
-        return None
-    try:
-        ts = parse_timestamp(w.timestamp)
-    except BadRecord:
-        return None
-    error_type = w.error_type
-    if error_type is not None and len(error_type) > limits.name_length:
-        error_type = error_type[:limits.name_length]
-    return LLMEvent(ts, service, model, w.provider, w.operation, w.latency_ms, w.ttft_ms, w.input_tokens,
-                    w.output_tokens, w.cost_usd, status == "error", error_type, w.user_id, w.tenant_id,
-                    w.source_ip, w.event_id, w.region)
+    ts = request_ts(w, limits)
+    return None if ts is None else record_event(ts, w)
 
 
 def parse_json_record(data: bytes, max_bytes: int = MAX_RECORD_BYTES, size: int = 0,

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from sentinel.config import KafkaSource as KafkaSourceConfig
 from sentinel.tls import kafka_settings
 from sentinel import shutdown
-from sentinel.events import RawBatch, RawRecord
+from sentinel.events import RawBatch, RawRecords
 from sentinel.metrics import get_metrics
 
 log = logging.getLogger(__name__)
@@ -148,30 +148,38 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             return []
         self._idle_wait = 0.0
         self._awake = None
-        records: List[RawRecord] = []
-        topic, part, enc = self._topic, self._partition, self._encoding
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    continue
-                if err.fatal():
-                    raise RuntimeError(f"kafka source {self._name}: fatal error: {err}")
-                log.warning("kafka source %s: %s", self._name, err)
-                continue
-            value = m.value()
-            off = m.offset()
-            records.append(RawRecord(value if value is not None else b"", (topic, part, off), enc))
-            self._next = off + 1
+        topic, part = self._topic, self._partition
+        if any([m.error() is not None for m in msgs]):
+            msgs = self._without_errors(msgs)
+        values = [m.value() or b"" for m in msgs]
+        offsets = [m.offset() for m in msgs]
+        if offsets:
+            self._next = offsets[-1] + 1
         self._last_msg = now
-        self._consumed += len(records)
+        self._consumed += len(values)
         self._update_lag(now)
         if self._cfg.group_id and now >= self._commit_at and self._next is not None:
             self._commit_at = now + 5.0
             self._consumer.commit(offsets=[TopicPartition(topic, part, self._next)], asynchronous=True)
-        if not records:
+        if not values:
             return []
-        return [RawBatch(self._name, records, time.time(), self._partitions)]
+        return [RawBatch(self._name, RawRecords(topic, part, values, offsets, self._encoding), time.time(),
+                         self._partitions)]
+
+    def _without_errors(self, msgs: List[Any]) -> List[Any]:
+        """The messages of a fetch that are messages; errors are logged (a fatal one raises)."""
+        out = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                out.append(m)
+                continue
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            if err.fatal():
+                raise RuntimeError(f"kafka source {self._name}: fatal error: {err}")
+            log.warning("kafka source %s: %s", self._name, err)
+        return out
 
     def next_awake(self) -> Optional[datetime]:
         return self._awake
