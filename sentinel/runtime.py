@@ -269,7 +269,8 @@ def check_recovery_directory(path: str) -> Optional[str]:
 
 
 def check_brokers(cfg: FlowConfig) -> List[str]:
-    """Brokers that refuse the flow: a RabbitMQ login refused, Kafka brokers that do not answer."""
+    """Brokers that refuse the flow: a RabbitMQ or Kafka sink's login refused, Kafka brokers of the source or
+    control topic that do not answer or refuse the login (each check bounded by 10 s)."""
     errors: List[str] = []
     for i, s in enumerate(cfg.sinks):
         if s.kind == "rabbitmq":
@@ -280,18 +281,22 @@ def check_brokers(cfg: FlowConfig) -> List[str]:
                 errors.append(f"sinks[{i}].url: {why}")
     from sources.kafka import broker_problem
 
+    # Sinks and dead letters spool while their brokers are away: only a refused login stops the start.
     clients = []
     if cfg.source.kind == "kafka":
-        clients.append(("source", cfg.source.brokers, cfg.source.config))
+        clients.append(("source", cfg.source.brokers, cfg.source.config, False))
     c = cfg.control_settings()
     if c is not None:
-        clients.append(("control", c.brokers, c.config))
+        clients.append(("control", c.brokers, c.config, False))
+    clients += [(f"sinks[{i}]", s.brokers, s.config, True) for i, s in enumerate(cfg.sinks) if s.kind == "kafka"]
+    if cfg.dead_letters.kind == "kafka":
+        clients.append(("dead_letters", cfg.dead_letters.brokers, cfg.dead_letters.config, True))
     checked: List[tuple] = []
-    for where, brokers, config in clients:
+    for where, brokers, config, refused_only in clients:
         if (brokers, config) in checked:
             continue
         checked.append((brokers, config))
-        why = broker_problem(brokers, config)
+        why = broker_problem(brokers, config, refused_only=refused_only)
         if why:
             errors.append(f"{where}.brokers: {why}")
     return errors

@@ -55,28 +55,48 @@ _quiet.propagate = False
 _quiet.addHandler(logging.NullHandler())
 
 
-def broker_problem(brokers: str, extra: Dict[str, Any], timeout: float = 10.0) -> Optional[str]:
+def broker_problem(brokers: str, extra: Dict[str, Any], timeout: float = 10.0,
+                   refused_only: bool = False) -> Optional[str]:
     """Why the Kafka cluster at ``brokers`` cannot be used with these settings, in one line; None when it answers.
 
-    librdkafka's own log lines (one per failed connection attempt) are not
-    printed; the last error it reported is named instead.
+    A login the brokers refuse (SASL, ``_AUTHENTICATION``) is said so at once,
+    without waiting out ``timeout``. With ``refused_only`` brokers that do not
+    answer are no problem (a spooled sink waits for them; the first error that
+    is not a refusal ends the wait), while a refused login, a secret that
+    cannot be read and a bad setting still are. librdkafka's own log lines (one
+    per failed connection attempt) are not printed; the last error it reported
+    is named instead (librdkafka never puts a password in one).
     """
-    errors: List[str] = []
+    errors: List[Any] = []
     try:
         conf = consumer_config(brokers, None, extra)
     except ValueError as ex:  # a secret that cannot be read
         return str(ex)
     conf["logger"] = _quiet
-    conf["error_cb"] = lambda err: errors.append(str(err))
+    conf["error_cb"] = errors.append
     try:
         c = Consumer(conf)
     except Exception as ex:  # a bad setting (KafkaException / ValueError)
         return f"invalid Kafka settings: {ex}"
+    deadline = time.monotonic() + timeout
+    last: Any = None
     try:
-        c.list_topics(timeout=timeout)
-        return None
-    except Exception as ex:
-        why = errors[-1] if errors else str(ex)
+        while True:
+            try:
+                c.list_topics(timeout=max(0.05, min(1.0, deadline - time.monotonic())))
+                return None
+            except Exception as ex:
+                last = ex
+            c.poll(0)  # serves error_cb: list_topics does not
+            refused = [e for e in errors if isinstance(e, KafkaError) and e.code() == KafkaError._AUTHENTICATION]
+            if refused:
+                return (f"Kafka brokers {brokers} refused the login ({refused[-1].str()}): check "
+                        f"security.protocol, sasl.mechanisms, sasl.username and the password")
+            if time.monotonic() >= deadline or (refused_only and errors):
+                break  # the brokers were reached or not, and did not refuse the login
+        if refused_only:
+            return None
+        why = (errors[-1].str() if isinstance(errors[-1], KafkaError) else str(errors[-1])) if errors else str(last)
         return f"no answer from Kafka brokers {brokers} within {timeout:g}s ({why})"
     finally:
         c.close()
