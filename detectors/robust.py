@@ -259,8 +259,10 @@ class PooledLogMean(RobustBaseline):
         d = s / n - self._loc
         e = min(d * d, VC_CAP * self.scale ** 2) - var / n
         if clusters:
+            # (Clusters count a window's successful requests; a metric some of them lack, such as
+            # ttft, has fewer: h stays within [1 / n, 1].)
             c = sum(clusters.values())
-            h = (sum(v * v for v in clusters.values()) + n - c) / (n * n)
+            h = min(1.0, (sum(v * v for v in clusters.values()) + max(0, n - c)) / (n * n))
         else:
             h = 1.0 / n
         vc = self._vc
@@ -306,7 +308,7 @@ class PooledLogMean(RobustBaseline):
                     users[u] = old + c
                     m2 += (2 * old + c) * c
                     clustered += c
-            v_req = var / n + vb * (m2 + n - clustered) / (n * n)
+            v_req = var / n + vb * min(1.0, (m2 + max(0.0, n - clustered)) / (n * n))
             s += ws
             q += wn * wn
             d = ws / wn - loc

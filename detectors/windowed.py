@@ -40,16 +40,16 @@ def log_stats(xs, offset: float) -> Optional[LogStats]:
     return n, s, sum((y - m) * (y - m) for y in ys)
 
 
-def _users_in(f: "WindowFeatures") -> Optional[int]:
-    """The users of a window's successful requests (each request without a known user counts as
-    one), or None when it had none."""
+def _requests_per_user(f: "WindowFeatures") -> Optional[float]:
+    """A window's successful requests over their users (a request without a known user counts as
+    one user), or None when it had none."""
     ok = f.count - f.errors
     if ok <= 0:
         return None
     cl = f.clusters
     if not cl:
-        return ok
-    return len(cl) + max(0, ok - sum(cl.values()))
+        return 1.0
+    return ok / (len(cl) + max(0, ok - sum(cl.values())))
 
 
 class WindowFeatures:
@@ -446,7 +446,7 @@ class KeyDetectors:
             # Drift windows with no value (a quiet window) count as quiet for the drift episode.
             if not any(m in values for m in self._drift):
                 self._drift_quiet_step(f, out, warm)
-        self._learn_bursts(f.count, _users_in(f))
+        self._learn_bursts(f.count, _requests_per_user(f))
         if "error_rate" in self.types:
             self._error_rate(f, out, warm)
         if out:
@@ -454,16 +454,14 @@ class KeyDetectors:
         self._windows += 1
         return out
 
-    def _learn_bursts(self, count: int, users: Optional[int] = None) -> None:
+    def _learn_bursts(self, count: int, per_user: Optional[float] = None) -> None:
         """Learn the key's count level, its window-to-window variance (half the mean squared
         difference of consecutive counts: slow swings such as the day's do not count, bursts do)
         and its requests per user in a window (an agent's task is a dozen calls a window for
         several windows: its calls come together, in no window-to-window difference)."""
         b = self._bursts
         if b is None:
-            self._bursts = b = [float(count), 0.0, float(count), 1.0]
-            if users:
-                b[3] = count / users
+            self._bursts = [float(count), 0.0, float(count), per_user or 1.0]
             return
         if len(b) < 4:
             b.append(1.0)  # states from before requests were counted per user
@@ -472,15 +470,15 @@ class KeyDetectors:
         b[0] += a * (count - b[0])
         b[1] += a * (0.5 * d * d - b[1])
         b[2] = float(count)
-        if users:
-            b[3] += a * (count / users - b[3])
+        if per_user is not None:
+            b[3] += a * (per_user - b[3])
 
     def _burst_beyond_noise(self, count: float, expected: float) -> bool:
         """Whether ``count`` is beyond doubt above ``expected`` once requests are counted in the key's
         own bursts: with a dispersion ``phi`` (the larger of the window-to-window variance over the
         mean and the requests a user sends in a window; 1 for requests that come one by one, the
-        size of a burst for an agent that sends its calls in tasks), ``count / phi`` bursts against ``expected / phi`` (a Poisson tail under
-        ``BURST_P``). A canary that gets one agent task now and then is not a traffic spike."""
+        size of a burst for an agent that sends its calls in tasks), ``count / phi`` bursts
+        against ``expected / phi`` (a Poisson tail under ``BURST_P``). A canary that gets one agent task now and then is not a traffic spike."""
         b = self._bursts
         if b is None or b[0] <= 0.0:
             return True

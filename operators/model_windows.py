@@ -61,7 +61,7 @@ def cause_first(findings: List[Any]) -> List[Any]:
 DETECTOR_NAMES = {"drift": "cusum_drift", "multivariate": "half_space_trees", "error_rate": "binomial_rate"}
 # Distinct error types counted per window; the rest count under OTHER.
 MAX_ERROR_TYPES = 16
-# Users with more than one request kept per window for the pools' design effect (the largest).
+# Users with more than one request kept per window for the pools' user component (the largest).
 MAX_CLUSTERS = 256
 
 
