@@ -46,29 +46,13 @@ Pure Python, no dependency on the rest of the project.
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
+
+from simulator.io import to_epoch  # label and alert times; other benchmarks import it from here
 
 EARLY_S = 60.0
 TRAP_AFTER_S = 600.0
 _DAY_S = 86400.0
-
-
-def to_epoch(value: Union[str, int, float]) -> float:
-    """Epoch seconds from an RFC 3339 string (with offset) or a number."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        dt = datetime.fromisoformat(text)
-        if dt.tzinfo is None:
-            msg = f"timestamp {value!r} has no UTC offset"
-            raise ValueError(msg)
-        return dt.timestamp()
-    msg = f"not a timestamp: {value!r}"
-    raise TypeError(msg)
 
 
 def alert_body(alert: Dict[str, Any]) -> Dict[str, Any]:
