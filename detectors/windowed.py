@@ -345,7 +345,8 @@ class KeyDetectors:
         pattern: Dict[str, str] = {}  # metric -> "daily" / "weekly": where it was at this time before
         best: Dict[str, Tuple[float, str, tuple]] = {}
         values: Dict[str, Tuple[float, float, float, float, float]] = {}  # metric -> (value, adjusted, score, z, expected)
-        pooled: Dict[str, Tuple[int, float]] = {}  # metric -> (windows pooled, this window's own value)
+        # metric -> (windows pooled, this window's own value, the standard error of that value)
+        pooled: Dict[str, Tuple[int, float, float]] = {}
         for m in self._metrics:
             typ, attr, direction = METRICS[m]
             best.setdefault(typ, (-1.0, m, None))
@@ -362,7 +363,7 @@ class KeyDetectors:
                 # a key of five requests a minute is judged too, by what its count says.
                 base.push(stats, clusters=f.clusters)
                 z, mlog, k, noise = base.judge()
-                pooled[m] = (k, value)
+                pooled[m] = (k, value, base.window_se)
                 value = adj = math.exp(mlog) - base.offset
             elif m == "request_count" and self._hourly is not None and self._hourly.adopted:
                 # The key's hour has a schedule (batches at set minutes): that is what it expects.
@@ -409,8 +410,14 @@ class KeyDetectors:
                 # A lasting level shift that was alerted: it is the new normal.
                 base.relearn(adj)
             if m in self._drift:
-                # The drift CUSUM follows each window's own value (against the windows' scale).
-                self._drift_step(m, f, pooled[m][1] if m in pooled else value, base, out, warm, m in pattern)
+                # The drift CUSUM follows each window's own value, in units of the window's own noise
+                # where its requests say more than the windows' scale (one agent task's window moves
+                # further than a window of many users' requests: PooledLogMean.judge).
+                if m in pooled:
+                    _, own, se = pooled[m]
+                    self._drift_step(m, f, own, max(base.scale, se), base, out, warm, m in pattern)
+                else:
+                    self._drift_step(m, f, value, base.scale, base, out, warm, m in pattern)
             mems = self._memory.get(m) if self._memory is not None else None
             hp = self._hourly if m == "request_count" else None
             if hp is not None and base.n > 0:
@@ -601,7 +608,7 @@ class KeyDetectors:
         w[1] += 1
         w[0] += max(1.0 / 600.0, 1.0 / w[1]) * (d - w[0])
 
-    def _drift_step(self, m: str, f: WindowFeatures, value: float, base: RobustBaseline,
+    def _drift_step(self, m: str, f: WindowFeatures, value: float, noise: float, base: RobustBaseline,
                     out: List[Finding], warm: bool, recurring: bool = False) -> None:
         det = self._drift[m]
         dep = self._ep["drift"]
@@ -618,9 +625,7 @@ class KeyDetectors:
             self._drift_stepped[m] = True
             alarm = None
         else:
-            # In units of the window's own noise where its requests say more (one agent task's
-            # window moves further than a window of many users' requests: PooledLogMean.judge).
-            alarm = det.update(value, max(base.scale, getattr(base, "window_se", 0.0)))
+            alarm = det.update(value, noise)
             if det.idle:
                 self._drift_stepped[m] = False  # nothing accumulating: an old step no longer explains it
                 # Nor is an earlier small change still growing: the time a change is given to

@@ -65,6 +65,16 @@ MAX_ERROR_TYPES = 16
 MAX_CLUSTERS = 256
 
 
+def _count_error_type(types: Dict[Optional[str], int], name: Optional[str]) -> None:
+    """Count one failed request under its error type (under OTHER past MAX_ERROR_TYPES types)."""
+    if name in types:
+        types[name] += 1
+    elif len(types) < MAX_ERROR_TYPES:
+        types[name] = 1
+    else:
+        types[OTHER] = types.get(OTHER, 0) + 1
+
+
 class WindowAgg:
     """Running aggregate of one window of one key."""
 
@@ -94,13 +104,7 @@ class WindowAgg:
             types = self.err_types
             if types is None:
                 types = self.err_types = {}
-            name = ev.error_type
-            if name in types:
-                types[name] += 1
-            elif len(types) < MAX_ERROR_TYPES:
-                types[name] = 1
-            else:
-                types[OTHER] = types.get(OTHER, 0) + 1
+            _count_error_type(types, ev.error_type)
             return
         self.users.append(ev.user_id)
         if ev.latency_ms is not None:
@@ -137,12 +141,7 @@ class WindowAgg:
             if types is None:
                 types = self.err_types = {}
             for name in compress(_take(reqs.error_type, sel), is_error):
-                if name in types:
-                    types[name] += 1
-                elif len(types) < MAX_ERROR_TYPES:
-                    types[name] = 1
-                else:
-                    types[OTHER] = types.get(OTHER, 0) + 1
+                _count_error_type(types, name)
             ok = [not e for e in is_error]
             users = list(compress(users, ok))
             lat = list(compress(lat, ok))
