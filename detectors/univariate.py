@@ -19,9 +19,10 @@ profile per entry of ``bins`` (48 and 96 buckets a day: 30- and 15-minute
 resolution) and one drift mean per entry of ``drift_span`` (32 and 64 points).
 So no single resolution or span has to be chosen for a series: a residual or a
 drift counts in proportion to how many scales find it surprising, and one
-scale's chance extreme is halved. (On the NAB subset, picking one ``bins`` or
-``drift_span`` per category overfits; the average scores at least as well as
-the single-scale default on every category, see ``benchmarks/NAB_NOTES.md``.)
+scale's chance extreme counts about half. (On the NAB subset, picking one
+``bins`` or ``drift_span`` per category overfits; the average scores at least
+as well as the single scale 48 / 64 on every category of the standard profile,
+see ``benchmarks/NAB_NOTES.md``.)
 
 The surprise is the maximum of the three, and ``score = min(1, surprise / smax)``,
 so a threshold means the same tail probability on every series (0.5 is
