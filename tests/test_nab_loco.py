@@ -84,3 +84,30 @@ def test_grid_settings_and_names():
     assert s == [{"bins": 48, "window": 1000}, {"bins": 48, "window": 2000}]
     names = {nab_loco.run_name(kw) for kw in s}
     assert len(names) == 2 and not any("_" in n for n in names)
+
+
+def test_with_one_setting_loco_is_the_in_sample_score():
+    """Nothing to choose (``--grid '{}'``): every fold keeps the one detector, so LOCO is
+    its own score, whatever the per-category results."""
+    scorer = nab_loco.Scorer(nab_score, corpus())
+    only = outputs({"catA"})
+    for profile in nab_loco.PROFILES:
+        r = nab_loco.loco(scorer, [only], profile)
+        assert all(pk["setting"] == 0 for pk in r["picks"].values())
+        assert r["total"]["score"] == pytest.approx(r["full"][0]["score"])
+        assert 0.0 < r["total"]["score"] < 100.0
+
+
+def test_scale_lists_match_the_detector_defaults():
+    from detectors.univariate import UnivariateDetector
+
+    d = UnivariateDetector()
+    assert nab_loco.canonical([48, 96]) == nab_loco.canonical(d.bins)
+    assert nab_loco.canonical([32, 64]) == nab_loco.canonical(d.drift_span)
+    assert nab_loco.canonical(64) == nab_loco.canonical([64]) == nab_loco.canonical(64.0)
+    assert nab_loco.canonical([64, 256]) != nab_loco.canonical([32, 64])
+    assert nab_loco.setting_label({"bins": [48, 96], "drift_span": 64.0}) == "bins=48/96 drift_span=64"
+    # the default grid holds the default detector, so it is not scored twice
+    defaults = {k: nab_loco.canonical(getattr(d, k)) for k in nab_loco.DEFAULT_GRID}
+    assert sum({k: nab_loco.canonical(v) for k, v in kw.items()} == defaults
+               for kw in nab_loco.grid_settings(nab_loco.DEFAULT_GRID)) == 1

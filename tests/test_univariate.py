@@ -6,6 +6,8 @@ import math
 import pickle
 import random
 
+import pytest
+
 from detectors import make_univariate
 from detectors.univariate import UnivariateDetector
 
@@ -123,3 +125,50 @@ def test_flatline_then_change():
     scores = run(det, [(60.0 * i, 45.0) for i in range(1000)])
     assert max(scores) == 0.0
     assert det.update(60.0 * 1000, 45.5) > 0.9
+
+
+def daily(n: int, seed: int, step: float = 300.0):
+    rng = random.Random(seed)
+    return [(step * i, 50 + 30 * math.sin(2 * math.pi * i * step / 86400.0) + rng.gauss(0, 2))
+            for i in range(n)]
+
+
+def test_default_scales():
+    det = make_univariate()
+    assert det._bins == (48, 96) and det._spans == (32.0, 64.0)
+    single = make_univariate(bins=48, drift_span=64)
+    assert single._bins == (48,) and single._spans == (64.0,)
+    for bad in ({"bins": ()}, {"bins": 0}, {"drift_span": [64, -1]}):
+        with pytest.raises(ValueError):
+            make_univariate(**bad)
+
+
+def test_repeated_scale_is_the_single_scale():
+    """The season and drift surprises are means over their scales: a scale given twice
+    scores exactly as given once."""
+    pts = daily(288 * 4, seed=9)
+    pts[700] = (pts[700][0], pts[700][1] + 25.0)          # off the day's pattern
+    pts[900:960] = [(t, v + 8.0) for t, v in pts[900:960]]   # a shift the drift means see
+    once = run(make_univariate(bins=48, drift_span=64), pts)
+    twice = run(make_univariate(bins=(48, 48), drift_span=(64, 64)), pts)
+    assert once == twice
+    assert max(once[700:720]) > 0.4
+
+
+def test_season_surprise_is_the_mean_over_profiles():
+    """With the level and drift channels quiet, the score of a point off the day's pattern
+    is the mean of the profiles' own residual surprises (not their maximum)."""
+    pts = daily(288 * 6, seed=10)
+    det = make_univariate(rest=0, smax=20.0)              # no clipping at score 1
+    run(det, pts)
+    ts = 300.0 * 288 * 6 + 300.0 * 72                     # the daily peak, value ~80
+    x = 50.0                                               # the daily mean: normal as a level
+    floor = 1e-9 * (1.0 + abs(x))
+    per_profile = []
+    for k in range(2):
+        _, _, pred = det._season_slot(k, ts)
+        per_profile.append(det._residuals[k].surprise_upper(abs(x - pred), floor))
+    level = det._values.surprise_two_sided(x, floor)
+    assert level < 1.0 and min(per_profile) > 2.0
+    assert abs(per_profile[0] - per_profile[1]) > 0.5      # mean and maximum differ
+    assert det.update(ts, x) == pytest.approx(min(1.0, sum(per_profile) / 2 / det.smax))
