@@ -185,6 +185,16 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
             return out, self._idle()
         allowed = self.policies.allowed_models.get(service)
         rules = self._rules_of(service)
+        if allowed is None and not rules:
+            # No budget and no model list for the service (policies that are reloadable but say
+            # nothing of it): only its clock moves, read off the batch's time column.
+            stamps = getattr(events, "ts", None)
+            if stamps is None:
+                stamps = [ev.ts for ev in events]
+            if stamps:
+                st.last_ts = max(st.last_ts, max(stamps))
+            out.extend(self._quiet_violations(st.last_ts))
+            return out, self._idle()
         for ev in sorted(events, key=lambda e: e.ts):
             ts = ev.ts
             st.last_ts = max(st.last_ts, ts)
