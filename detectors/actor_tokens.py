@@ -201,6 +201,9 @@ class ServiceActors:
         self.known_after = 5.0
         self._span = horizon / window
         self._recent: Deque[Tuple[float, Dict[str, ActorWindow], int]] = deque()
+        # Per actor over the windows of _recent: [tokens, requests, busy windows] (kept as they
+        # come and go; not snapshotted, made again from _recent).
+        self._sums: Dict[str, List[int]] = {}
         self._population = DecayingQuantiles()
         self._habits = ActorHabits(habit_alpha, max_actors)
         self._service_rate: Optional[float] = None  # the service's requests per window (EW)
@@ -257,8 +260,17 @@ class ServiceActors:
         burst = self.burst_size()
         recent = self._recent
         recent.append((start, actors, n_requests))
+        sums = self._sums
+        _count_window(sums, actors)
         while recent[0][0] <= start - self.horizon:
-            recent.popleft()
+            for actor, aw in recent.popleft()[1].items():
+                c = sums[actor]
+                if c[2] == 1:
+                    del sums[actor]
+                else:
+                    c[0] -= aw[0]
+                    c[1] -= aw[1]
+                    c[2] -= 1
         svc_requests = sum(r[2] for r in recent)
         heavy = self.heavy_level()
         judged = heavy is not None and start - self._first >= self.history_windows * self.window
@@ -267,24 +279,12 @@ class ServiceActors:
         suspects = self._suspects
         span = self._span
         for actor, aw in actors.items():
-            total = 0
-            requests = 0
-            top = 0
-            busy = 0
-            for _, seen, _n in recent:
-                w = seen.get(actor)
-                if w is not None:
-                    t = w[0]
-                    total += t
-                    requests += w[1]
-                    busy += 1
-                    if t > top:
-                        top = t
+            total, requests, busy = sums[actor]
             habit = self._habits.habit(actor, now)
             abusive = False
             lift = 1.0
             if (judged and requests >= self.min_requests and total >= self.min_tokens and total >= heavy
-                    and top <= self.max_share * total):
+                    and self._top(actor) <= self.max_share * total):
                 if habit is None or habit[2] < self.known_after:
                     abusive = total >= self.heavy_ratio * heavy
                 else:
@@ -345,6 +345,15 @@ class ServiceActors:
                 del suspects[actor]
         return out
 
+    def _top(self, actor: str) -> int:
+        """The actor's most tokens in one window of the horizon."""
+        top = 0
+        for _, seen, _n in self._recent:
+            w = seen.get(actor)
+            if w is not None and w[0] > top:
+                top = w[0]
+        return top
+
     def _model(self, actor: str) -> str:
         """The model most of the actor's horizon tokens went to (majority vote over its windows)."""
         votes: Dict[str, float] = {}
@@ -367,12 +376,28 @@ class ServiceActors:
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_recent"] = list(self._recent)
+        d.pop("_sums", None)
         return d
 
     def __setstate__(self, s) -> None:
         self._bursts = [0.0] * BURST_CAP  # states from before bursts were measured
         self.__dict__.update(s)
         self._recent = deque(s["_recent"])
+        self._sums = {}
+        for _, seen, _n in self._recent:
+            _count_window(self._sums, seen)
+
+
+def _count_window(sums: Dict[str, List[int]], actors: Dict[str, ActorWindow]) -> None:
+    """Add a window's actors to the per-actor ``[tokens, requests, busy windows]`` of a horizon."""
+    for actor, aw in actors.items():
+        c = sums.get(actor)
+        if c is None:
+            sums[actor] = [aw[0], aw[1], 1]
+        else:
+            c[0] += aw[0]
+            c[1] += aw[1]
+            c[2] += 1
 
 
 def add_request(actors: Dict[str, ActorWindow], actor: str, tokens: int, model: str) -> None:
