@@ -29,6 +29,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from sentinel.config import FlowConfig, KafkaSink, QdrantSink, RabbitMQSink
+from sentinel.core.types import KeyGroup
 from sentinel.redeploy import refresh_actor_state, refresh_model_state
 
 def make_source(cfg: FlowConfig) -> Source:
@@ -219,8 +220,8 @@ def build_flow(
         return op.filter(f"only_{kind}", tagged, lambda t: t[0] == kind)
 
     def keyed(kind: str):
-        # (tag, key, group) -> (key, (key, partition, events, ingested_at, partitions))
-        return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], (t[1],) + t[2]))
+        # (tag, key, (partition, events, ingested_at, partitions)) -> (key, KeyGroup)
+        return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], KeyGroup(t[1], *t[2])))
 
     # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py).
     model_groups = keyed("m")

@@ -12,14 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict
-
+from sentinel.core.types import Alert
 from sentinel.metrics import get_metrics
 from sinks.qdrant import IncidentMemory
 
 log = logging.getLogger(__name__)
-
-Alert = Dict[str, Any]
 
 WARN_EVERY_S = 60.0
 
@@ -40,9 +37,7 @@ class SimilarIncidents:
         except Exception as exc:  # a down server, a locked path, a broken collection
             self._failed(exc)
             found = []
-        out = dict(alert)
-        out["similar_incidents"] = found
-        return out
+        return alert.copy(similar_incidents=found)
 
     def _failed(self, exc: Exception) -> None:
         self._errors.inc()

@@ -49,13 +49,14 @@ import os
 import re
 import threading
 import time
-from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from operators.silences import ControlRefused, Controls, SilenceRule
+from sentinel.core.times import parse_iso
+from sentinel.core.types import Alert
 from sentinel.metrics import get_metrics
 from sources.kafka import consumer_config
 
@@ -103,7 +104,7 @@ def _time(v: Any, name: str) -> float:
         t = float(v)
     elif isinstance(v, str) and len(v) <= 64:
         try:
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+            dt = parse_iso(v)
         except ValueError:
             raise ControlRefused("invalid", f"{name!r} is not an RFC 3339 time: {v[:64]!r}") from None
         if dt.tzinfo is None:
@@ -188,7 +189,11 @@ def apply_alert(msg: Dict[str, Any], controls: Controls) -> None:
     """An alert this flow (or an earlier run of it) published: feedback may name it."""
     data = msg.get("data") if isinstance(msg.get("data"), dict) else msg
     if data.get("alert_id") and data.get("fingerprint") and data.get("status", "firing") != "resolved":
-        controls.remember(data)
+        try:
+            alert = Alert.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            raise ControlRefused("invalid", "not a SPEC section 2 alert") from None
+        controls.remember(alert)
 
 
 def apply_feedback(msg: Dict[str, Any], controls: Controls) -> int:

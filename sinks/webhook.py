@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import httpx
 import orjson
 
-from sinks.base import INGESTED_AT, Alert
+from sinks.base import Alert
 from sinks.spooled import Progress, SpooledWriter
 
 SIGNATURE_HEADER = "X-Sentinel-Signature"
@@ -64,7 +64,7 @@ class HttpWriter(SpooledWriter):
 
 def encode_record(alert: Alert, payload: bytes) -> bytes:
     """Spool record: ``[ingested_at, alert_id]``, a newline, the payload."""
-    return orjson.dumps([alert.get(INGESTED_AT), alert.get("alert_id")]) + b"\n" + payload
+    return orjson.dumps([alert.ingested_at, alert.alert_id]) + b"\n" + payload
 
 
 def decode_record(record: bytes) -> Tuple[Optional[float], Optional[str], bytes]:

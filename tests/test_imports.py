@@ -73,12 +73,18 @@ def graph() -> Dict[str, Set[str]]:
     return {name: _imports(name, path, mods) for name, path in mods.items()}
 
 
+# The bottom layer (shared types and helpers) is a package of its own inside sentinel/.
+CORE = "sentinel.core"
+
+
 def _package(module: str) -> str:
+    if module == CORE or module.startswith(CORE + "."):
+        return CORE
     return module.split(".")[0]
 
 
 def package_graph(g: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
-    out: Dict[str, Set[str]] = {p: set() for p in PACKAGES}
+    out: Dict[str, Set[str]] = {p: set() for p in PACKAGES + (CORE,)}
     for a, targets in g.items():
         for b in targets:
             if _package(a) != _package(b):
@@ -169,8 +175,11 @@ def _imports_of(pkg: str, g: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
 
 def test_layers():
     g = graph()
-    outside = {m: ts for m, ts in _imports_of("detectors", g).items() if ts}
-    assert not outside, f"detectors/ imports nothing outside detectors/: {outside}"
+    outside = {m: ts for m, ts in _imports_of(CORE, g).items() if ts}
+    assert not outside, f"sentinel/core/ imports nothing outside sentinel/core/: {outside}"
+    outside = {m: {t for t in ts if _package(t) != CORE} for m, ts in _imports_of("detectors", g).items()}
+    outside = {m: ts for m, ts in outside.items() if ts}
+    assert not outside, f"detectors/ imports nothing outside detectors/ but sentinel/core/: {outside}"
     for pkg in ("simulator", "devtools"):
         outside = {m: ts for m, ts in _imports_of(pkg, g).items() if ts}
         assert not outside, f"{pkg}/ stands alone: {outside}"
