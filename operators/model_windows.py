@@ -21,7 +21,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from bytewax.operators import StatefulLogic
 
 from detectors.hints import OTHER
-from detectors.priors import ParentPriors
 from detectors.windowed import POOLED, KeyDetectors, WindowFeatures, log_stats
 from operators.alerts import make_alert
 from operators.windowing import KeyWindows, frozen
@@ -33,11 +32,6 @@ from sentinel.events import KEY_SEP, LLMEvent, Requests
 from sentinel.metrics import get_metrics
 
 Group = Tuple[str, str, Requests, float, int]
-
-# Noise levels of this process's keys, by service, provider and fleet: what a
-# new key borrows until it has its own history (not snapshotted: keys report
-# again within minutes of a restart).
-PRIORS = ParentPriors()
 
 # When one window opens several episodes on a key, the likely cause goes out first, so the
 # incident it starts is paged under it (a prompt change: tokens, then the latency it causes).
@@ -415,7 +409,7 @@ class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
         out: List[Alert] = []
         for start, agg in closed:
             f = agg.features(size) if agg is not None else WindowFeatures(start, start + size)
-            findings = det.update(f, PRIORS if self.cfg.detection.borrow_from_parents else None,
+            findings = det.update(f, crosskey.PRIORS if self.cfg.detection.borrow_from_parents else None,
                                   self._parents(), self.state.key)
             findings = cause_first(findings)
             for fd in findings:

@@ -48,7 +48,8 @@ from sentinel.core.times import iso as _iso
 from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, RawRecords, Requests, SecurityEvent
 from sentinel.metrics import get_metrics
 from sentinel.parse import (DECODE_ERRORS, DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, event_record,
-                            parse_json_record, parse_record, record_event, request_columns, request_ts)
+                            parse_json_record, record_event, request_columns, request_ts)
+from sentinel.records import parse_record
 
 MODEL, ACTOR, SECURITY, DEAD = "m", "a", "s", "d"
 

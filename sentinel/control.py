@@ -41,11 +41,9 @@ and ``sentinel_dead_letters_total{reason="bad_control"}``.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -55,6 +53,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from operators.silences import ControlRefused, Controls, SilenceRule
+from sentinel.core.signing import MIN_KEY_BYTES, SIGNATURE_HEADER, load_key, sign  # noqa: F401 (public here too)
 from sentinel.core.times import parse_iso
 from sentinel.core.types import Alert
 from sentinel.metrics import get_metrics
@@ -62,41 +61,9 @@ from sources.kafka import consumer_config
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "sentinel-signature"
 MATCHERS = ("service", "model", "type", "severity", "subject", "metric")
 MAX_SILENCE = 7 * 86400.0
-MIN_KEY_BYTES = 16
 _MAX_TEXT = 256
-
-
-def sign(key: bytes, value: bytes) -> str:
-    """The ``sentinel-signature`` header value of a control or feedback message: ``sha256=<hex>``."""
-    return "sha256=" + hmac.new(key, value, hashlib.sha256).hexdigest()
-
-
-def load_key(env: Optional[str], path: Optional[str]) -> Optional[bytes]:
-    """The signing key named by ``control.hmac_key_env`` / ``hmac_key_file`` (surrounding whitespace stripped).
-
-    Raises ``ValueError`` with a one-line message naming the setting.
-    """
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ValueError(f"control.hmac_key_env: environment variable {env} is not set")
-        key, where = value.encode().strip(), f"control.hmac_key_env: {env}"
-    elif path:
-        try:
-            with open(path, "rb") as f:
-                key = f.read().strip()
-        except OSError as ex:
-            raise ValueError(f"control.hmac_key_file: cannot read {path}: {ex.strerror or ex}") from None
-        where = f"control.hmac_key_file: {path}"
-    else:
-        return None
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"{where} holds a key of {len(key)} bytes; use at least {MIN_KEY_BYTES} "
-                         f"(e.g. 32 random bytes as hex)")
-    return key
 
 
 def _time(v: Any, name: str) -> float:

@@ -10,7 +10,7 @@ The point id is ``uuid5(alert_id)``: writing an alert twice (redelivery) is an
 idempotent upsert. The payload is the public alert (no ``_`` internals).
 :func:`find_similar` returns the nearest earlier incidents already indexed,
 the material for an alert's ``similar_incidents``; :class:`IncidentMemory`
-looks them up for the flow (operators/similar.py).
+looks them up for the flow (sinks/similar.py).
 
 Every writer and reader of one location in a process uses one client
 (:func:`shared_client`): an embedded ``":memory:"`` store exists only inside

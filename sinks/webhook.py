@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import httpx
 import orjson
 
+from sentinel.core.signing import sign
 from sinks.base import Alert
 from sinks.spooled import Progress, SpooledWriter
 
@@ -86,8 +87,6 @@ class WebhookWriter(HttpWriter):
         return encode_record(alert, payload)
 
     def _deliver(self, batch: List[Tuple[int, bytes]], progress: Progress) -> None:
-        from sentinel.control import sign
-
         for seq, record in batch:
             if self._past_drain_deadline():
                 return

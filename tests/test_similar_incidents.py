@@ -13,7 +13,7 @@ from qdrant_client import QdrantClient, models
 
 from flows import build_flow, make_alert_sinks, make_similar_incidents
 from operators.alerts import make_alert, resolved
-from operators.similar import SimilarIncidents
+from sinks.similar import SimilarIncidents
 from sentinel.config import ConfigError, QdrantSink, load_config_dict
 from sentinel.metrics import get_metrics
 from sinks.base import encode_alert
@@ -177,14 +177,14 @@ def test_failed_lookup_sends_the_alert_with_no_similar_incidents(caplog) -> None
         alert = _latency(T0, "svc-a")
         alert.similar_incidents = ["untouched"]
         before = _sink_errors()
-        with caplog.at_level(logging.WARNING, logger="operators.similar"):
+        with caplog.at_level(logging.WARNING, logger="sinks.similar"):
             out1 = step(alert)
             out2 = step(_latency(T0 + 60, "svc-b"))
         assert out1.similar_incidents == [] and out2.similar_incidents == []
         assert out1.copy(similar_incidents=[]) == alert.copy(similar_incidents=[])
         assert alert.similar_incidents == ["untouched"]  # the input is not changed
         assert _sink_errors() - before == 2
-        warnings = [r for r in caplog.records if r.name == "operators.similar"]
+        warnings = [r for r in caplog.records if r.name == "sinks.similar"]
         assert len(warnings) == 1, warnings  # rate limited
         assert collection in warnings[0].getMessage()
     finally:

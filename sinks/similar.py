@@ -1,7 +1,8 @@
 """An alert's ``similar_incidents``: the nearest earlier incidents in the Qdrant incident memory.
 
 An ``op.map`` step between the incidents step and the alert sinks (see
-flows/__init__.py). What counts as similar is :func:`sinks.qdrant.find_similar`.
+flows/__init__.py); it lives with the sinks because it reads what the qdrant
+sink wrote. What counts as similar is :func:`sinks.qdrant.find_similar`.
 A failed lookup never stops the flow nor holds back the alert: it goes out
 with ``similar_incidents: []``, the failure is counted in
 ``sentinel_sink_errors_total{sink="qdrant"}`` and logged at most once a minute.
