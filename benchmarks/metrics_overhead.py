@@ -37,7 +37,7 @@ from bytewax.testing import run_main  # noqa: E402
 from prometheus_client.metrics import Counter, Gauge, Histogram  # noqa: E402
 
 from flows import build_flow  # noqa: E402
-from sentinel import metrics  # noqa: E402
+from sentinel import health, metrics  # noqa: E402
 from sentinel.config import load_config_dict  # noqa: E402
 from devtools.tansu import free_port  # noqa: E402
 
@@ -136,7 +136,7 @@ def main() -> int:
         with open(events, "rb") as f:
             n = sum(1 for _ in f)
         port = free_port()
-        metrics.serve(port)
+        health.serve(port)
         replay(events, d)  # warm-up round: imports, caches
         wall = {"on": [], "scraped": [], "off": []}
         cpu = {"on": [], "scraped": [], "off": []}

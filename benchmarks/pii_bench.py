@@ -45,12 +45,12 @@ def alert(with_pii: bool) -> Dict[str, Any]:
                           else "The user's requests come from one region: eu-west-1."],
         now=1.7676e9 + 30,
     )
-    a["similar_incidents"] = [{"alert_id": "%032x" % i, "fingerprint": "%016x" % i, "type": "token_abuse",
-                               "service": "code-assist", "model": "gpt-4o", "score": 0.97,
-                               "event_time": "2026-01-04T10:00:00Z",
-                               "summary": "anon:0123456789abcdef used 500,000 tokens in 10 minutes."}
-                              for i in range(3)]
-    return a
+    a.similar_incidents = [{"alert_id": "%032x" % i, "fingerprint": "%016x" % i, "type": "token_abuse",
+                            "service": "code-assist", "model": "gpt-4o", "score": 0.97,
+                            "event_time": "2026-01-04T10:00:00Z",
+                            "summary": "anon:0123456789abcdef used 500,000 tokens in 10 minutes."}
+                           for i in range(3)]
+    return a.to_json()  # the masker works on the JSON object a sink writes
 
 
 DEAD_LETTER = {

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
-RANK = {s: i for i, s in enumerate(SEVERITIES)}
+from sentinel.core.types import SEVERITY_RANK as RANK
 
 # (observed, expected, score, z, severity)
 Obs = Tuple[float, float, float, float, str]

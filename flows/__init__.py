@@ -13,15 +13,14 @@
 
 Sources and sinks can be injected, so tests and benchmarks build the same
 flow as production. ``python -m bytewax.run flows.main`` runs the flow that
-``SENTINEL_FLOW`` names.
+``SENTINEL_FLOW`` names (:mod:`flows.main`, the application layer, like :mod:`sentinel.runtime`).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -29,6 +28,8 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from sentinel.config import FlowConfig, KafkaSink, QdrantSink, RabbitMQSink
+from sentinel.core.signing import load_key
+from sentinel.core.types import KeyGroup
 from sentinel.redeploy import refresh_actor_state, refresh_model_state
 
 def make_source(cfg: FlowConfig) -> Source:
@@ -145,8 +146,6 @@ def make_alert_sinks(cfg: FlowConfig) -> List[Sink]:
 
 def _webhook_key(s) -> Optional[bytes]:
     """A webhook sink's signing key (hmac_key_env / hmac_key_file); exits with one line when unusable."""
-    from sentinel.control import load_key
-
     try:
         return load_key(s.hmac_key_env, s.hmac_key_file)
     except ValueError as ex:
@@ -158,8 +157,6 @@ def _alert_sign_key(cfg: FlowConfig) -> Optional[bytes]:
     c = cfg.control_settings()
     if c is None:
         return None
-    from sentinel.control import load_key
-
     return load_key(c.hmac_key_env, c.hmac_key_file)
 
 
@@ -172,8 +169,8 @@ def make_similar_incidents(cfg: FlowConfig) -> Optional[Callable[[dict], dict]]:
     s = next((s for s in cfg.sinks if isinstance(s, QdrantSink)), None)
     if s is None or s.similar_limit == 0:
         return None
-    from operators.similar import SimilarIncidents
     from sinks.qdrant import IncidentMemory
+    from sinks.similar import SimilarIncidents
 
     check_transport(cfg)
     return SimilarIncidents(IncidentMemory(s.location, s.collection, s.similar_limit, s.similar_min_score))
@@ -219,8 +216,8 @@ def build_flow(
         return op.filter(f"only_{kind}", tagged, lambda t: t[0] == kind)
 
     def keyed(kind: str):
-        # (tag, key, group) -> (key, (key, partition, events, ingested_at, partitions))
-        return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], (t[1],) + t[2]))
+        # (tag, key, (partition, events, ingested_at, partitions)) -> (key, KeyGroup)
+        return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], KeyGroup(t[1], *t[2])))
 
     # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py).
     model_groups = keyed("m")
@@ -281,34 +278,3 @@ def build_flow(
     op.output("dead_letters_out", dead, dls)
     return flow
 
-
-def _arg(flags: Tuple[str, ...], env: str) -> Optional[str]:
-    """The value of a ``python -m bytewax.run`` option (``-r DIR``, ``--recovery-directory=DIR``), else ``env``."""
-    argv = sys.argv
-    for i, a in enumerate(argv):
-        if a in flags and i + 1 < len(argv):
-            return argv[i + 1]
-        for f in flags:
-            if f.startswith("--") and a.startswith(f + "="):
-                return a[len(f) + 1:]
-    return os.environ.get(env) or None
-
-
-def get_flow() -> Dataflow:
-    """The flow named by SENTINEL_FLOW (the embedded default when unset), metrics started."""
-    from sentinel import shutdown
-    from sentinel.config import ConfigError, config_from_env
-    from sentinel.runtime import prepare, startup_checks, watched_flow
-
-    try:
-        cfg = config_from_env()
-    except ConfigError as ex:
-        raise SystemExit(str(ex)) from None
-    recovery = _arg(("-r", "--recovery-directory"), "BYTEWAX_RECOVERY_DIRECTORY")
-    startup_checks(cfg, "SENTINEL_FLOW", recovery, cluster_args=False)
-    prepare(cfg, int(_arg(("-i", "--process-id"), "BYTEWAX_PROCESS_ID") or 0), recovery,
-            os.environ.get("SENTINEL_FLOW") or None)
-    shutdown.install()
-    if recovery:
-        shutdown.keep_windows_on_stop()
-    return watched_flow(cfg)

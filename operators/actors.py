@@ -20,11 +20,13 @@ from typing import Any, Dict, List, Optional, Tuple
 from bytewax.operators import StatefulLogic
 
 from detectors.actor_tokens import ActorFinding, ServiceActors, add_request, score_for_ratio, severity_for_ratio
-from operators.alerts import iso, make_alert, resolved
+from operators.alerts import make_alert, resolved
 from operators.model_windows import _take, _utc_in, fold_windows
 from operators.windowing import KeyWindows, frozen
 from sentinel import shutdown
 from sentinel.config import FlowConfig
+from sentinel.core.times import iso
+from sentinel.core.types import Alert
 from sentinel.events import LLMEvent, Requests
 from sentinel.metrics import get_metrics
 
@@ -67,7 +69,7 @@ class ServiceActorsState:
     windows: KeyWindows
     detector: ServiceActors
     last_ingest: float = 0.0
-    firing: Optional[Dict[str, Dict[str, Any]]] = None  # actor -> its open episode's alert
+    firing: Optional[Dict[str, Alert]] = None  # actor -> its open episode's alert (dicts in older snapshots)
 
 
 def make_detector(cfg: FlowConfig) -> ServiceActors:
@@ -79,7 +81,7 @@ def make_detector(cfg: FlowConfig) -> ServiceActors:
         history_windows=ta.history_windows, min_population=ta.min_population, max_actors=ta.max_actors)
 
 
-class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict[str, Any], ServiceActorsState]):
+class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Alert, ServiceActorsState]):
     def __init__(self, cfg: FlowConfig, state: Optional[ServiceActorsState]) -> None:
         self.cfg = cfg
         self.ta = cfg.detection.token_abuse
@@ -140,8 +142,8 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
     def snapshot(self) -> ServiceActorsState:
         return frozen(self.state)
 
-    def _close(self, closed) -> List[Dict[str, Any]]:
-        out: List[Dict[str, Any]] = []
+    def _close(self, closed) -> List[Alert]:
+        out: List[Alert] = []
         st = self.state
         for start, agg in closed:
             for f in st.detector.close_window(start, agg.actors if agg is not None else {}):
@@ -154,7 +156,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Dict
                         out.append(resolved(alert, f.window_end))
         return out
 
-    def _alert(self, f: ActorFinding) -> Dict[str, Any]:
+    def _alert(self, f: ActorFinding) -> Alert:
         service = self.state.service
         ratio = f.tokens / max(f.expected, 1.0)
         severity = severity_for_ratio(ratio)

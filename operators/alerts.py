@@ -1,13 +1,14 @@
-"""Where an alert is born: a detector finding becomes a SPEC section 2 alert."""
+"""Where an alert is born: a detector finding becomes a typed :class:`~sentinel.core.types.Alert`
+(the SPEC section 2 alert; the sinks write its JSON)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
-from sinks.base import INGESTED_AT
+from sentinel.core.times import iso
+from sentinel.core.types import Alert, Severity
 
 METRIC_UNITS = {
     "latency_p95_ms": "p95 latency",
@@ -25,10 +26,6 @@ METRIC_UNITS = {
     "latency_gmean_ms": "typical latency (geometric mean)",
     "ttft_gmean_ms": "typical time to first token (geometric mean)",
 }
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def fingerprint(type_: str, service: Optional[str], model: Optional[str], subject: Optional[str]) -> str:
@@ -60,7 +57,7 @@ def make_alert(
     observed: float,
     expected: float,
     score: float,
-    severity: str,
+    severity: str | Severity,
     detector: str,
     event_time: float,
     service: Optional[str],
@@ -72,7 +69,7 @@ def make_alert(
     now: Optional[float] = None,
     status: str = "firing",
     root_cause_hints: Optional[List[str]] = None,
-) -> Dict[str, Any]:
+) -> Alert:
     """A SPEC section 2 alert; ``root_cause_hints`` are short sentences, most telling first."""
     fp = fingerprint(type_, service, model, subject)
     if summary is None:
@@ -91,43 +88,38 @@ def make_alert(
             )
             if status == "escalated":
                 summary = f"Escalated to {severity}: " + summary
-    alert = {
-        "alert_id": alert_id(fp, event_time, status, severity),
-        "fingerprint": fp,
-        "type": type_,
-        "severity": severity,
-        "service": service,
-        "model": model,
-        "subject": subject,
-        "metric": metric,
-        "observed": round(float(observed), 6),
-        "expected": round(float(expected), 6),
-        "score": round(float(score), 4),
-        "detector": detector,
-        "event_time": iso(event_time),
-        "detected_at": iso(now if now is not None else time.time()),
-        "summary": summary,
-        "evidence": evidence or {},
-        "root_cause_hints": list(root_cause_hints or []),
-        "similar_incidents": [],
-        "status": status,
-    }
-    if ingested_at is not None:
-        alert[INGESTED_AT] = ingested_at
-    return alert
+    return Alert(
+        alert_id=alert_id(fp, event_time, status, severity),
+        fingerprint=fp,
+        type=type_,
+        severity=Severity(severity),
+        service=service,
+        model=model,
+        subject=subject,
+        metric=metric,
+        observed=round(float(observed), 6),
+        expected=round(float(expected), 6),
+        score=round(float(score), 4),
+        detector=detector,
+        event_time=iso(event_time),
+        detected_at=iso(now if now is not None else time.time()),
+        summary=summary,
+        evidence=evidence or {},
+        root_cause_hints=list(root_cause_hints or []),
+        similar_incidents=[],
+        status=status,
+        ingested_at=ingested_at,
+    )
 
 
-def resolved(firing: Dict[str, Any], at_event_time: float) -> Dict[str, Any]:
-    """The resolve message of an episode whose firing alert is ``firing``."""
-    a = dict(firing)
-    a["status"] = "resolved"
-    a["alert_id"] = alert_id(a["fingerprint"], _parse(a["event_time"]), "resolved", a["severity"])
-    a["evidence"] = dict(a.get("evidence") or {}, fired_event_time=iso(at_event_time))
-    a["summary"] = "Resolved: " + a["summary"]
-    a["detected_at"] = iso(time.time())
-    a.pop(INGESTED_AT, None)
-    return a
-
-
-def _parse(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+def resolved(firing: Alert, at_event_time: float) -> Alert:
+    """The resolve message of an episode whose firing alert is ``firing`` (a dict of an older snapshot too)."""
+    firing = Alert.of(firing)
+    return firing.copy(
+        status="resolved",
+        alert_id=alert_id(firing.fingerprint, firing.event_ts, "resolved", firing.severity),
+        evidence=dict(firing.evidence or {}, fired_event_time=iso(at_event_time)),
+        summary="Resolved: " + firing.summary,
+        detected_at=iso(time.time()),
+        ingested_at=None,
+    )

@@ -15,11 +15,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
-from operators.alerts import iso, make_alert, resolved
+from operators.alerts import make_alert, resolved
 from operators.model_windows import _utc_in
 from operators.windowing import frozen
 from sentinel import shutdown
 from sentinel.config import FlowConfig
+from sentinel.core.times import iso
+from sentinel.core.types import Alert
 from sentinel.events import SecurityEvent
 from sentinel.metrics import get_metrics
 
@@ -33,10 +35,10 @@ class AttackState:
     active_until: float = float("-inf")
     last_wall: float = 0.0
     last_ingest: float = 0.0
-    firing: Optional[Dict[str, Any]] = None  # the open episode's alert
+    firing: Optional[Alert] = None  # the open episode's alert (a dict in older snapshots)
 
 
-class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int], Dict[str, Any], AttackState]):
+class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int], Alert, AttackState]):
     def __init__(self, cfg: FlowConfig, state: Optional[AttackState]) -> None:
         self.cfg = cfg
         self.ac = cfg.detection.coordinated_attack
@@ -54,7 +56,7 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
         st.last_wall = time.monotonic()
         st.last_ingest = ingested_at
         win = self.ac.window
-        out: List[Dict[str, Any]] = []
+        out: List[Alert] = []
         times = st.times
         for ev in events:
             if st.firing is not None and ev.ts > st.active_until:
@@ -98,7 +100,7 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
             return [], StatefulLogic.RETAIN
         return self._resolve_open(), StatefulLogic.RETAIN
 
-    def _resolve_open(self) -> List[Dict[str, Any]]:
+    def _resolve_open(self) -> List[Alert]:
         st = self.state
         if st is None or st.firing is None:
             return []
@@ -114,7 +116,7 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
     def snapshot(self) -> AttackState:
         return frozen(self.state)
 
-    def _alert(self, first_ts: float, count: int, fired: float) -> Dict[str, Any]:
+    def _alert(self, first_ts: float, count: int, fired: float) -> Alert:
         st = self.state
         sev = "critical" if count > 3 * self.ac.threshold else "high"
         service, model = st.services.most_common(1)[0][0] if st.services else (None, None)

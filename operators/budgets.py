@@ -58,8 +58,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from bytewax.operators import StatefulLogic
 
-from operators.alerts import alert_id, fingerprint, iso, make_alert, resolved
+from operators.alerts import alert_id, fingerprint, make_alert, resolved
 from sentinel.config import BudgetRule, PoliciesConfig
+from sentinel.core.times import iso
+from sentinel.core.types import Alert
 from sentinel.metrics import get_metrics
 from sentinel.policy_reload import PolicyHolder
 
@@ -89,7 +91,7 @@ class _Meter:
     window_start: float = float("-inf")
     spent: float = 0.0
     level: int = -1                        # index in LEVELS of the last level paged in this window
-    firing: Optional[Dict[str, Any]] = None
+    firing: Optional[Alert] = None  # a dict in older snapshots
     buckets: Dict[int, float] = field(default_factory=dict)  # minute -> spent
     actor: Optional[str] = None            # the tenant or user, for a rule with per: tenant | user
     since: Optional[float] = None          # event time counting began, for a rule added while its window ran
@@ -103,7 +105,7 @@ class _Guardrail:
     requests: int = 0
     breaches: int = 0
     kinds: Dict[str, int] = field(default_factory=dict)
-    firing: Optional[Dict[str, Any]] = None
+    firing: Optional[Alert] = None  # a dict in older snapshots
     window: float = 0.0                    # its length (0: not recorded, a snapshot from before reloads)
 
 
@@ -112,7 +114,7 @@ class BudgetState:
     service: str
     meters: Dict[Tuple[str, str, Optional[str]], _Meter] = field(default_factory=dict)  # (rule, quantity, actor)
     guardrail: Dict[float, _Guardrail] = field(default_factory=dict)    # window start -> counts
-    violations: Dict[str, Tuple[float, int, Dict[str, Any]]] = field(default_factory=dict)  # model -> (last, n, alert)
+    violations: Dict[str, Tuple[float, int, Alert]] = field(default_factory=dict)  # model -> (last, n, alert)
     last_ts: float = float("-inf")
     last_ingest: float = 0.0
     policy_version: str = ""               # the policies version the state was last adopted under
@@ -148,7 +150,7 @@ def _earned(rule: BudgetRule, spent: float, budget: float) -> int:
     return 2 if spent >= budget else 1 if spent >= rule.warn * budget else -1
 
 
-class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetState]):
+class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Alert, BudgetState]):
     """Per service: budget meters and the allowed-model check."""
 
     def __init__(self, holder: PolicyHolder, state: Optional[BudgetState],
@@ -168,10 +170,10 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
 
     # -- the stream ------------------------------------------------------------
 
-    def on_item(self, value: Tuple[str, str, List[Any], float]) -> Tuple[List[Dict[str, Any]], bool]:
+    def on_item(self, value: Tuple[str, str, List[Any], float]) -> Tuple[List[Alert], bool]:
         service, tag, events, ingested_at = value
         self.version, self.policies = self.holder.current
-        out: List[Dict[str, Any]] = []
+        out: List[Alert] = []
         if self.state is None:
             self.state = BudgetState(service, policy_version=self.version,
                                      rule_set=tuple(k[0] for k in self._rules_of(service)))
@@ -227,7 +229,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         return (not st.meters and not st.violations and not st.guardrail and p.guardrail_rate is None
                 and st.service not in p.allowed_models and not self._rules_of(st.service))
 
-    def on_eof(self) -> Tuple[List[Dict[str, Any]], bool]:
+    def on_eof(self) -> Tuple[List[Alert], bool]:
         return [], False
 
     def snapshot(self) -> BudgetState:
@@ -249,10 +251,10 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
 
     # -- a new version of the policies ------------------------------------------------
 
-    def _adopt(self) -> List[Dict[str, Any]]:
+    def _adopt(self) -> List[Alert]:
         """Carry the state over to the policies in force (a reload, or a snapshot taken under others)."""
         st, p = self.state, self.policies
-        out: List[Dict[str, Any]] = []
+        out: List[Alert] = []
         at = st.last_ts
         rules = {k: rule for k, rule, _ in self._rules_of(st.service)}
         if not hasattr(st, "rules_added"):
@@ -297,7 +299,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
             if allowed is None or model in allowed:
                 del st.violations[model]
                 r = self._close(alert, max(at, last), "model_allowed")
-                r["evidence"]["calls"] = n
+                r.evidence["calls"] = n
                 out.append(r)
         g = p.guardrail_rate
         for start in sorted(st.guardrail):
@@ -310,15 +312,15 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         st.policy_version = self.version
         return out
 
-    def _close(self, firing: Dict[str, Any], at: float, reason: str) -> Dict[str, Any]:
+    def _close(self, firing: Alert, at: float, reason: str) -> Alert:
         """The resolve message of an episode a new version of the policies ends."""
         r = resolved(firing, at if at > float("-inf") else first_ts(firing, at))
-        r["evidence"]["resolved_by"] = reason
-        r["evidence"]["policy_version"] = self.version
+        r.evidence["resolved_by"] = reason
+        r.evidence["policy_version"] = self.version
         return r
 
-    def _spend(self, rule: BudgetRule, m: _Meter, ts: float, used: float) -> List[Dict[str, Any]]:
-        out: List[Dict[str, Any]] = []
+    def _spend(self, rule: BudgetRule, m: _Meter, ts: float, used: float) -> List[Alert]:
+        out: List[Alert] = []
         w = rule.window
         start = (ts // w) * w
         if start > m.window_start:
@@ -371,7 +373,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         return at if at < m.window_start + rule.window * (1 - FORECAST_MARGIN) else None
 
     def _budget_alert(self, rule: BudgetRule, m: _Meter, ts: float, level: str,
-                      exhausted_at: Optional[float]) -> Dict[str, Any]:
+                      exhausted_at: Optional[float]) -> Alert:
         service = self.state.service
         severity = SEVERITY[level]
         self._metrics.anomaly("policy_violation", severity, service, None)
@@ -410,20 +412,20 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
             None, subject=subject, evidence=evidence, summary=summary, ingested_at=self.state.last_ingest,
             now=self._now(), status=status)
         # One episode per budget: the metric (quantity and window) is part of its fingerprint.
-        alert["fingerprint"] = fingerprint("policy_violation", service, metric, subject)
-        alert["alert_id"] = alert_id(alert["fingerprint"], start, status, severity)
+        alert.fingerprint = fingerprint("policy_violation", service, metric, subject)
+        alert.alert_id = alert_id(alert.fingerprint, start, status, severity)
         if first is None:
             m.firing = alert
         return alert
 
     # -- guardrail breach rate ---------------------------------------------------
 
-    def _guardrail(self, events: List[Any], breaches: bool) -> List[Dict[str, Any]]:
+    def _guardrail(self, events: List[Any], breaches: bool) -> List[Alert]:
         """Count requests or breaches into their windows; the two streams arrive in batches of their own,
         so the last two windows stay open and a window closes (and resolves) when a second newer opens."""
         rule = self.policies.guardrail_rate
         windows = self.state.guardrail
-        out: List[Dict[str, Any]] = []
+        out: List[Alert] = []
         for ev in sorted(events, key=lambda e: e.ts):
             start = (ev.ts // rule.window) * rule.window
             g = windows.get(start)
@@ -445,7 +447,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
                 out.append(self._guardrail_alert(rule, g, ev.ts))
         return out
 
-    def _guardrail_alert(self, rule: Any, g: _Guardrail, ts: float) -> Dict[str, Any]:
+    def _guardrail_alert(self, rule: Any, g: _Guardrail, ts: float) -> Alert:
         service = self.state.service
         rate = g.breaches / max(g.requests, 1)
         severity = "high" if rate > 2 * rule.max_rate else "medium"
@@ -465,7 +467,7 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
 
     # -- allowed models --------------------------------------------------------
 
-    def _violation(self, model: str, ts: float, allowed: List[str]) -> List[Dict[str, Any]]:
+    def _violation(self, model: str, ts: float, allowed: List[str]) -> List[Alert]:
         st = self.state
         seen = st.violations.get(model)
         if seen is not None:
@@ -483,23 +485,23 @@ class BudgetLogic(StatefulLogic[Tuple[str, List[Any]], Dict[str, Any], BudgetSta
         st.violations[model] = (ts, 1, alert)
         return [alert]
 
-    def _quiet_violations(self, now_ts: float) -> List[Dict[str, Any]]:
+    def _quiet_violations(self, now_ts: float) -> List[Alert]:
         out = []
         quiet = self.policies.violation_quiet
         for model, (last, n, alert) in list(self.state.violations.items()):
             if now_ts - last >= quiet:
                 del self.state.violations[model]
                 r = resolved(alert, last + quiet)
-                r["evidence"]["calls"] = n
+                r.evidence["calls"] = n
                 out.append(r)
         return out
 
 
-def first_ts(first: Optional[Dict[str, Any]], ts: float) -> float:
-    """Event time of the episode's first page (every message of an episode keeps it)."""
+def first_ts(first: Optional[Alert], ts: float) -> float:
+    """Event time of the episode's first page (every message of an episode keeps it; a dict in older snapshots)."""
     if first is None:
         return ts
-    return datetime.fromisoformat(first["event_time"].replace("Z", "+00:00")).timestamp()
+    return Alert.of(first).event_ts
 
 
 def budget_step(groups: Any, policies: Union[PoliciesConfig, PolicyHolder], security_groups: Any = None) -> Any:

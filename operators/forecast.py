@@ -50,11 +50,13 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from bytewax.operators import StatefulLogic
 
 from detectors.robust import score_to_z
-from operators.alerts import alert_id, fingerprint, iso, make_alert, resolved
+from operators.alerts import alert_id, fingerprint, make_alert, resolved
 from operators.model_windows import _utc_in
 from operators.windowing import KeyWindows
 from sentinel import shutdown
 from sentinel.config import FlowConfig
+from sentinel.core.times import iso
+from sentinel.core.types import Alert
 from sentinel.events import KEY_SEP
 from sentinel.metrics import get_metrics
 
@@ -213,7 +215,7 @@ class _Series:
     """One value of one key: its windows (end, value or None), newest last, and its warning episode."""
 
     points: List[Tuple[float, Optional[float]]] = field(default_factory=list)
-    firing: Optional[Dict[str, Any]] = None
+    firing: Optional[Alert] = None  # a dict in older snapshots
     last_support: float = float("-inf")   # window end at which the trend was last seen
     quiet_until: float = float("-inf")    # no new warning before this event time
 
@@ -265,7 +267,7 @@ class KeyForecaster:
         return None, None
 
 
-class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, Any], ForecastState]):
+class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Alert, ForecastState]):
     """Per service/model key: windows -> trends -> info warnings (and their resolves)."""
 
     def __init__(self, cfg: FlowConfig, state: Optional[ForecastState], now: Any = time.time) -> None:
@@ -277,7 +279,7 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, A
         self.forecaster = KeyForecaster(f.horizon, f.windows, f.min_slope_z, d.warmup_windows, d.threshold)
         self._metrics = get_metrics()
 
-    def on_item(self, value: Tuple[str, str, list, float, int]) -> Tuple[Iterable[Dict[str, Any]], bool]:
+    def on_item(self, value: Tuple[str, str, list, float, int]) -> Tuple[Iterable[Alert], bool]:
         key, part, events, ingested_at, nparts = value[:5]
         st = self.state
         if st is None:
@@ -292,7 +294,7 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, A
         st.last_ingest = ingested_at
         return self._close(st.windows.close_ready(now), ingested_at), StatefulLogic.RETAIN
 
-    def on_notify(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
+    def on_notify(self) -> Tuple[Iterable[Alert], bool]:
         st = self.state
         now = time.monotonic()
         if now - st.windows.last_wall >= self.cfg.state.key_idle_evict:
@@ -300,7 +302,7 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, A
         st.windows.forget_idle_partitions(now, self.cfg.state.key_idle_evict)
         return self._close(st.windows.close_ready(now), None), StatefulLogic.RETAIN
 
-    def on_eof(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
+    def on_eof(self) -> Tuple[Iterable[Alert], bool]:
         if self.state is None or not shutdown.flush_on_eof():
             return [], StatefulLogic.RETAIN
         return self._close(self.state.windows.close_all(), None), StatefulLogic.RETAIN
@@ -315,8 +317,8 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, A
     def snapshot(self) -> ForecastState:
         return copy.deepcopy(self.state)
 
-    def _close(self, closed, ingested_at: Optional[float]) -> List[Dict[str, Any]]:
-        out: List[Dict[str, Any]] = []
+    def _close(self, closed, ingested_at: Optional[float]) -> List[Alert]:
+        out: List[Alert] = []
         size = self.cfg.windows.size
         min_requests = self.cfg.detection.min_requests
         st = self.state
@@ -330,7 +332,7 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, A
                 trend, resolve = self.forecaster.step(value, s, end, values.get(value))
                 if resolve is not None:
                     r = resolved(s.firing, end)
-                    r["evidence"]["outcome"] = resolve
+                    r.evidence["outcome"] = resolve
                     out.append(r)
                     s.firing = None
                     s.quiet_until = end + self.forecaster.horizon
@@ -340,7 +342,7 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, A
         return out
 
     def _warning(self, value: str, t: Trend, start: float, end: float,
-                 ingested_at: Optional[float]) -> Dict[str, Any]:
+                 ingested_at: Optional[float]) -> Alert:
         service, _, model = self.state.key.partition(KEY_SEP)
         type_, metric, _ = VALUES[value]
         crossing = end + t.minutes * 60.0
@@ -379,8 +381,8 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Dict[str, A
                            service, model, evidence=evidence, summary=summary, ingested_at=ingested_at,
                            now=self._now())
         # A warning is an episode of its own, apart from the regular alerts of the key and type.
-        alert["fingerprint"] = fingerprint(type_, service, model, f"forecast:{metric}")
-        alert["alert_id"] = alert_id(alert["fingerprint"], start)
+        alert.fingerprint = fingerprint(type_, service, model, f"forecast:{metric}")
+        alert.alert_id = alert_id(alert.fingerprint, start)
         self._metrics.anomaly(type_, "info", service, model)
         return alert
 

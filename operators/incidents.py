@@ -46,17 +46,15 @@ import copy
 import time
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from bytewax.operators import StatefulLogic
 
-from detectors.episode import RANK
-from operators.alerts import alert_id, iso
-from sinks.base import INGESTED_AT
+from operators.alerts import alert_id
 from sentinel.config import AlertingConfig
+from sentinel.core.times import iso
+from sentinel.core.types import Alert, Severity
 from sentinel.metrics import get_metrics
-
-Alert = Dict[str, Any]
 
 # Type families: alerts of different families are never one incident.
 FAMILIES = {"coordinated_attack": "security", "policy_violation": "security", "token_abuse": "abuse"}
@@ -67,14 +65,9 @@ MAX_OPEN_INCIDENTS = 64  # per group; beyond it the oldest open incident is forg
 MAX_MEMBERS = 500  # per incident; beyond it the oldest resolved member is forgotten
 
 
-def _ts(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
-
-
 def fired_at(alert: Alert) -> float:
     """Event time at which the alert could first be raised."""
-    ev = alert.get("evidence") or {}
-    return _ts(ev.get("fired_event_time") or alert["event_time"])
+    return alert.fired_ts
 
 
 def family(type_: Optional[str]) -> str:
@@ -86,28 +79,33 @@ def group_key(alert: Alert, group_by: Tuple[str, ...]) -> str:
     """The ``group_by`` fields, the type family and, for actor-scoped types, the subject."""
     parts = []
     for f in group_by:
-        v = alert.get(f)
+        v = getattr(alert, f)
         parts.append("" if v is None else str(v))
     if not any(parts):
         # An alert with none of the grouping fields (an attack on no service) is its own group.
-        return "fp:" + alert["fingerprint"]
-    typ = alert.get("type")
+        return "fp:" + alert.fingerprint
+    typ = alert.type
     # A forecast's warnings are incidents of their own: the regular page of the anomaly they foresee
     # is not held back as an escalation of an info warning.
-    parts.append("forecast" if alert.get("detector") == "trend_forecast" else family(typ))
+    parts.append("forecast" if alert.detector == "trend_forecast" else family(typ))
     if typ in ACTOR_SCOPED and "subject" not in group_by:
-        parts.append(alert.get("subject") or "")
+        parts.append(alert.subject or "")
     return "\x1f".join(parts)
 
 
-def _member(alert: Alert) -> Dict[str, Any]:
-    return {k: alert.get(k) for k in ("alert_id", "fingerprint", "type", "severity", "service", "model",
-                                        "subject", "metric", "observed", "expected", "score", "event_time")}
+MEMBER_FIELDS = ("alert_id", "fingerprint", "type", "severity", "service", "model", "subject", "metric",
+                 "observed", "expected", "score", "event_time")
+
+
+def _member(alert: Union[Alert, Mapping[str, Any]]) -> Dict[str, Any]:
+    """A member's summary (a JSON object of ``evidence.grouped``); from a whole alert of an older snapshot too."""
+    obj = alert.to_json() if isinstance(alert, Alert) else alert
+    return {k: obj.get(k) for k in MEMBER_FIELDS}
 
 
 def _weight(alert: Alert) -> Tuple[int, float]:
     """Headline order: the most severe, then the earliest."""
-    return RANK.get(alert["severity"], 0), -_ts(alert["event_time"])
+    return alert.severity.rank, -alert.event_ts
 
 
 def _plain(summary: str) -> str:
@@ -135,7 +133,7 @@ class Incident:
     primary: Alert
     members: Dict[str, Alert] = field(default_factory=dict)  # fingerprint -> member summary (_member)
     active: Dict[str, bool] = field(default_factory=dict)  # fingerprint -> still firing
-    severity: str = "info"  # the highest a member reached
+    severity: Severity = Severity.info  # the highest a member reached
     paged: bool = False
     hold_until_event: float = 0.0
     hold_until_wall: float = 0.0
@@ -161,8 +159,10 @@ class Incident:
         old_update = self.__dict__.pop("last_update_event", None)
         if not self.last_sent_event:
             self.last_sent_event = max(old_update or 0.0, self.last_page_event)
-        if self.headline is None:
-            self.headline = self.primary
+        # Alerts were dicts (SPEC section 2 objects with "_ingested_at").
+        self.primary = Alert.of(self.primary)
+        self.headline = self.primary if self.headline is None else Alert.of(self.headline)
+        self.severity = Severity(self.severity)
         # Members were whole alerts: keep their summaries only.
         self.members = {fp: _member(m) for fp, m in self.members.items()}
 
@@ -203,10 +203,11 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
 
     def on_item(self, alert: Alert) -> Tuple[List[Alert], bool]:
         out, discard = self._on_item(alert)
-        ingested = alert.get(INGESTED_AT)
+        ingested = alert.ingested_at
         if ingested is not None:
             for a in out:
-                a.setdefault(INGESTED_AT, ingested)
+                if a.ingested_at is None:
+                    a.ingested_at = ingested
         self._count_open()
         return out, discard
 
@@ -259,7 +260,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         """``sentinel_incidents_open{service}``: this group's open incidents, by their first alert's service."""
         now: Dict[str, int] = {}
         for inc in self.state.incidents:
-            svc = self._metrics.services(inc.primary.get("service"))
+            svc = self._metrics.services(inc.primary.service)
             now[svc] = now.get(svc, 0) + 1
         for svc in set(now) | set(self._open):
             d = now.get(svc, 0) - self._open.get(svc, 0)
@@ -279,8 +280,8 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         out: List[Alert] = []
         for inc in st.incidents:
             self._due(inc, out, clock, now)
-        status = alert.get("status", "firing")
-        fp = alert["fingerprint"]
+        status = alert.status
+        fp = alert.fingerprint
         if status == "resolved":
             inc = next((i for i in st.incidents if i.active.get(fp)), None)
             if inc is None:
@@ -294,7 +295,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
             return out, self._discard()
         inc = self._find(fp, t)
         if inc is None:
-            inc = Incident(primary=alert, headline=alert, severity=alert["severity"], first_event=t, last_event=t,
+            inc = Incident(primary=alert, headline=alert, severity=alert.severity, first_event=t, last_event=t,
                            hold_until_event=t + self.cfg.group_wait, hold_until_wall=now + self.cfg.group_wait)
             self._add_member(inc, alert)
             st.incidents.append(inc)
@@ -305,12 +306,12 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
             return out, StatefulLogic.RETAIN
         inc.last_event = max(inc.last_event, t)
         inc.first_event = min(inc.first_event, t)
-        new_type = alert["type"] not in {m["type"] for m in inc.members.values()}
+        new_type = alert.type not in {m["type"] for m in inc.members.values()}
         new_member = not inc.active.get(fp)
         self._add_member(inc, alert)
-        grew = RANK.get(alert["severity"], 0) > RANK.get(inc.severity, 0)
+        grew = alert.severity.rank > inc.severity.rank
         if grew:
-            inc.severity = alert["severity"]
+            inc.severity = alert.severity
         change = "escalated" if grew else "updated" if new_type and self.cfg.group_interval > 0 else ""
         if inc.paged and change:
             inc.held = "escalated" if "escalated" in (inc.held, change) else "updated"
@@ -336,7 +337,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         return best
 
     def _add_member(self, inc: Incident, alert: Alert) -> None:
-        fp = alert["fingerprint"]
+        fp = alert.fingerprint
         if fp not in inc.members and len(inc.members) >= MAX_MEMBERS:
             gone = next((f for f in inc.members if not inc.active.get(f)), None)
             if gone is not None:
@@ -345,7 +346,7 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         inc.members[fp] = _member(alert)
         inc.active[fp] = True
         h = inc.headline or inc.primary
-        same_episode = h["fingerprint"] == fp and h["event_time"] == alert["event_time"]
+        same_episode = h.fingerprint == fp and h.event_time == alert.event_time
         if _weight(alert) > _weight(h) or same_episode:
             inc.headline = alert
 
@@ -389,8 +390,8 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         """The incident still firing after repeat_interval pages again (naming every member: no change stays held)."""
         inc.repeats += 1
         a = self._incident_alert(inc, "firing")
-        a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "repeat", str(inc.repeats))
-        a["evidence"]["repeat"] = inc.repeats
+        a.alert_id = alert_id(a.fingerprint, a.event_ts, "repeat", str(inc.repeats))
+        a.evidence["repeat"] = inc.repeats
         inc.last_page_event = clock
         self._sent(inc, clock, now)
         out.append(a)
@@ -400,13 +401,12 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         if inc.held == "escalated":
             inc.escalations += 1
             a = self._incident_alert(inc, "escalated")
-            a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "escalated",
-                                     f"{inc.severity}|{inc.escalations}")
+            a.alert_id = alert_id(a.fingerprint, a.event_ts, "escalated", f"{inc.severity}|{inc.escalations}")
             inc.last_page_event = clock
         else:
             inc.updates += 1
             a = self._incident_alert(inc, "updated")
-            a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "updated", str(inc.updates))
+            a.alert_id = alert_id(a.fingerprint, a.event_ts, "updated", str(inc.updates))
         self._sent(inc, clock, now)
         out.append(a)
 
@@ -414,37 +414,33 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         if not inc.paged:
             self._page(inc, out, fired_at(last), self.clock())
         a = self._incident_alert(inc, "resolved")
-        a["alert_id"] = alert_id(a["fingerprint"], _ts(a["event_time"]), "resolved", inc.severity)
-        h = a
-        where = f"{h['service']}/{h['model']}" if h.get("model") else (h.get("service") or h.get("subject"))
-        a["summary"] = (f"Resolved: {where} is back to normal ({len(inc.members)} anomal"
-                        f"{'y' if len(inc.members) == 1 else 'ies'} in this incident).")
-        a["evidence"]["resolved_event_time"] = (last.get("evidence") or {}).get("fired_event_time")
-        if "resolved_by" in (last.get("evidence") or {}):  # a policy reload ended it (operators/budgets.py)
-            a["evidence"]["resolved_by"] = last["evidence"]["resolved_by"]
+        a.alert_id = alert_id(a.fingerprint, a.event_ts, "resolved", inc.severity)
+        where = f"{a.service}/{a.model}" if a.model else (a.service or a.subject)
+        a.summary = (f"Resolved: {where} is back to normal ({len(inc.members)} anomal"
+                     f"{'y' if len(inc.members) == 1 else 'ies'} in this incident).")
+        last_ev = last.evidence or {}
+        a.evidence["resolved_event_time"] = last_ev.get("fired_event_time")
+        if "resolved_by" in last_ev:  # a policy reload ended it (operators/budgets.py)
+            a.evidence["resolved_by"] = last_ev["resolved_by"]
         out.append(a)
 
     def _incident_alert(self, inc: Incident, status: str) -> Alert:
         """A message of the incident: its headline member's alert under the incident's identity."""
         h = inc.headline or inc.primary
-        a = dict(h)
+        p = inc.primary
         # The headline's ingest time is not this message's: the flow sets it from the
         # alert that triggered the message (see on_item).
-        a.pop(INGESTED_AT, None)
-        for k in ("alert_id", "fingerprint", "event_time"):
-            a[k] = inc.primary[k]
-        a["evidence"] = dict(a.get("evidence") or {})
-        a["status"] = status
-        a["severity"] = inc.severity
-        a["summary"] = _plain(a["summary"])
-        others = [m for fp, m in inc.members.items() if fp != h["fingerprint"]]
+        a = h.copy(alert_id=p.alert_id, fingerprint=p.fingerprint, event_time=p.event_time,
+                   evidence=dict(h.evidence or {}), status=status, severity=inc.severity,
+                   summary=_plain(h.summary), ingested_at=None)
+        others = [m for fp, m in inc.members.items() if fp != h.fingerprint]
         if others:
-            a["evidence"]["grouped"] = [dict(m) for m in others]
+            a.evidence["grouped"] = [dict(m) for m in others]
             if status in ("firing", "updated"):
-                a["summary"] += f" {len(others)} related anomal{'y' if len(others) == 1 else 'ies'} grouped."
+                a.summary += f" {len(others)} related anomal{'y' if len(others) == 1 else 'ies'} grouped."
         if status == "escalated":
-            a["summary"] = f"Escalated to {inc.severity}: " + a["summary"]
-        a["detected_at"] = iso(time.time())
+            a.summary = f"Escalated to {inc.severity}: " + a.summary
+        a.detected_at = iso(time.time())
         return a
 
     # -- lifecycle ----------------------------------------------------------

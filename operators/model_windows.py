@@ -21,21 +21,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from bytewax.operators import StatefulLogic
 
 from detectors.hints import OTHER
-from detectors.priors import ParentPriors
 from detectors.windowed import POOLED, KeyDetectors, WindowFeatures, log_stats
-from operators.alerts import iso, make_alert
+from operators.alerts import make_alert
 from operators.windowing import KeyWindows, frozen
 from sentinel import crosskey, shutdown
 from sentinel.config import FlowConfig
+from sentinel.core.times import iso
+from sentinel.core.types import Alert
 from sentinel.events import KEY_SEP, LLMEvent, Requests
 from sentinel.metrics import get_metrics
 
 Group = Tuple[str, str, Requests, float, int]
-
-# Noise levels of this process's keys, by service, provider and fleet: what a
-# new key borrows until it has its own history (not snapshotted: keys report
-# again within minutes of a restart).
-PRIORS = ParentPriors()
 
 # When one window opens several episodes on a key, the likely cause goes out first, so the
 # incident it starts is paged under it (a prompt change: tokens, then the latency it causes).
@@ -319,7 +315,7 @@ def _utc_in(seconds: float) -> datetime:
     return datetime.now(timezone.utc) + timedelta(seconds=seconds)
 
 
-class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
+class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
     """Per service/model key: windows -> features -> detectors -> alerts."""
 
     def __init__(self, cfg: FlowConfig, state: Optional[ModelKeyState]) -> None:
@@ -349,7 +345,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
                          drift_min_change=d.drift_min_change),
         )
 
-    def on_item(self, value: Group) -> Tuple[Iterable[Dict[str, Any]], bool]:
+    def on_item(self, value: Group) -> Tuple[Iterable[Alert], bool]:
         key, part, reqs, ingested_at, nparts = value
         st = self.state
         if st is None:
@@ -372,7 +368,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
             self._metrics.event_batch(max_ts, reqs.ts[0])
         return self._close(win.close_ready(now), ingested_at), StatefulLogic.RETAIN
 
-    def on_notify(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
+    def on_notify(self) -> Tuple[Iterable[Alert], bool]:
         st = self.state
         now = time.monotonic()
         idle = now - st.windows.last_wall
@@ -384,7 +380,7 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         st.windows.forget_idle_partitions(now, self.cfg.state.key_idle_evict)
         return self._close(st.windows.close_ready(now), None), StatefulLogic.RETAIN
 
-    def on_eof(self) -> Tuple[Iterable[Dict[str, Any]], bool]:
+    def on_eof(self) -> Tuple[Iterable[Alert], bool]:
         if self.state is None or not shutdown.flush_on_eof():
             return [], StatefulLogic.RETAIN
         return self._close(self.state.windows.close_all(), None), StatefulLogic.RETAIN
@@ -405,15 +401,15 @@ class ModelWindowLogic(StatefulLogic[Group, Dict[str, Any], ModelKeyState]):
         crosskey.maybe_save()
         return frozen(self.state)
 
-    def _close(self, closed, ingested_at: Optional[float]) -> List[Dict[str, Any]]:
+    def _close(self, closed, ingested_at: Optional[float]) -> List[Alert]:
         if not closed:
             return []
         size = self.cfg.windows.size
         det = self.state.detectors
-        out: List[Dict[str, Any]] = []
+        out: List[Alert] = []
         for start, agg in closed:
             f = agg.features(size) if agg is not None else WindowFeatures(start, start + size)
-            findings = det.update(f, PRIORS if self.cfg.detection.borrow_from_parents else None,
+            findings = det.update(f, crosskey.PRIORS if self.cfg.detection.borrow_from_parents else None,
                                   self._parents(), self.state.key)
             findings = cause_first(findings)
             for fd in findings:

@@ -44,10 +44,12 @@ from bytewax.operators import StatefulLogic
 
 from operators.windowing import frozen
 from sentinel import shutdown
+from sentinel.core.times import iso as _iso
 from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, RawRecords, Requests, SecurityEvent
 from sentinel.metrics import get_metrics
 from sentinel.parse import (DECODE_ERRORS, DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, event_record,
-                            parse_json_record, parse_record, record_event, request_columns, request_ts)
+                            parse_json_record, record_event, request_columns, request_ts)
+from sentinel.records import parse_record
 
 MODEL, ACTOR, SECURITY, DEAD = "m", "a", "s", "d"
 
@@ -61,10 +63,6 @@ DECIDE_AFTER = 32
 # ... or when the partition has been quiet for a while, or at end of input; a jump
 # then needs at least this many events ahead (one or two stray ones are dead letters).
 MIN_JUMP = 3
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class RecentIds:

@@ -23,25 +23,27 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from datetime import datetime
 from typing import Any, Dict, List, Optional, Tuple
 
+from sentinel.core.types import ALERT_FIELDS, Alert
 from sentinel.metrics import get_metrics
 
 log = logging.getLogger(__name__)
 
-Alert = Dict[str, Any]
-
 FEEDBACK_MARGIN = 1.5
 
 
-def _ts(s: str) -> float:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+def _field(alert: Alert, name: str) -> Any:
+    """A matcher's field of the alert (None for a name that is not one of its SPEC fields)."""
+    return getattr(alert, name) if name in _FIELDS else None
+
+
+_FIELDS = frozenset(ALERT_FIELDS)
 
 
 def deviation(alert: Alert) -> Tuple[int, float]:
     """(direction, size) of an alert's deviation: the ratio observed/expected folded to >= 1."""
-    obs, exp = alert.get("observed") or 0.0, alert.get("expected") or 0.0
+    obs, exp = alert.observed or 0.0, alert.expected or 0.0
     if obs > 0 and exp > 0:
         r = obs / exp
         return (1, r) if r >= 1 else (-1, 1.0 / r)
@@ -73,7 +75,7 @@ class SilenceRule:
 
     def others_hold(self, alert: Alert) -> bool:
         for k, op, v in self.others:
-            got = alert.get(k)
+            got = _field(alert, k)
             got = "" if got is None else str(got)
             if op == "!=":
                 if got == v:
@@ -86,7 +88,7 @@ class SilenceRule:
         if not self.in_time(t):
             return False
         for k, v in self.matchers.items():
-            if str(alert.get(k)) != v:
+            if str(_field(alert, k)) != v:
                 return False
         return self.others_hold(alert)
 
@@ -105,7 +107,7 @@ class FeedbackPattern:
 
 
 def pattern_key(alert: Alert) -> Tuple[str, str, str, str]:
-    return (str(alert.get("service")), str(alert.get("model")), str(alert.get("type")), str(alert.get("metric")))
+    return (str(alert.service), str(alert.model), str(alert.type), str(alert.metric))
 
 
 class ControlRefused(ValueError):
@@ -209,12 +211,12 @@ class Controls:
             return True
 
     def silenced_by(self, alert: Alert) -> Optional[SilenceRule]:
-        t = _ts(alert["event_time"])
+        t = alert.event_ts
         with self._lock:
             if t > self._latest:
                 self._latest = t
             for fields, by_values in self._index.items():
-                rules = by_values.get(tuple(str(alert.get(k)) for k in fields))
+                rules = by_values.get(tuple(str(_field(alert, k)) for k in fields))
                 if rules:
                     for rule in rules.values():
                         if rule.in_time(t) and (not rule.others or rule.others_hold(alert)):
@@ -229,12 +231,12 @@ class Controls:
     def remember(self, alert: Alert) -> None:
         """An alert was published: feedback may name it by alert_id or fingerprint."""
         with self._lock:
-            for k in (alert["alert_id"], alert["fingerprint"]):
+            for k in (alert.alert_id, alert.fingerprint):
                 self._seen[k] = alert
                 self._seen.move_to_end(k)
             while len(self._seen) > 100_000:
                 self._seen.popitem(last=False)
-            pend = self._pending.pop(alert["alert_id"], None) or self._pending.pop(alert["fingerprint"], None)
+            pend = self._pending.pop(alert.alert_id, None) or self._pending.pop(alert.fingerprint, None)
         if pend is not None:
             self.add_feedback(pend)
 
@@ -276,8 +278,8 @@ class Controls:
                 self._feedback.move_to_end(k)
                 while len(self._feedback) > self.max_patterns:
                     self._feedback.popitem(last=False)
-        log.info("feedback %s on %s (%s/%s %s %s) by %s: %s", label, ref, alert.get("service"), alert.get("model"),
-                 alert.get("type"), alert.get("metric"), pat.who or "?", pat.reason)
+        log.info("feedback %s on %s (%s/%s %s %s) by %s: %s", label, ref, alert.service, alert.model,
+                 alert.type, alert.metric, pat.who or "?", pat.reason)
         return True, 0
 
     def pending_feedback(self) -> int:
@@ -320,9 +322,9 @@ class AlertFilter:
         self._dropped: "OrderedDict[Tuple[str, str], str]" = OrderedDict()
 
     def __call__(self, alert: Alert) -> bool:
-        episode = (alert["fingerprint"], alert["event_time"])
+        episode = (alert.fingerprint, alert.event_time)
         reason = self._dropped.get(episode)
-        if reason is None and alert.get("status", "firing") == "firing":
+        if reason is None and alert.status == "firing":
             if self.controls.silenced_by(alert) is not None:
                 reason = "silenced"
             elif self.controls.dismissed_by(alert) is not None:
@@ -334,6 +336,6 @@ class AlertFilter:
         if reason is None:
             return True
         (self._silenced if reason == "silenced" else self._feedback).inc()
-        if alert.get("status") == "resolved":
+        if alert.status == "resolved":
             self._dropped.pop(episode, None)
         return False

@@ -27,6 +27,8 @@ from starlette.concurrency import run_in_threadpool
 
 from sentinel.auth import AuthError, Authenticator, Principal
 from sentinel.config import require_utc_offset
+from sentinel.core.times import iso, parse_iso
+from sentinel.core.types import SEVERITIES
 from sentinel.store import Store
 
 log = logging.getLogger("sentinel.api")
@@ -34,7 +36,6 @@ log = logging.getLogger("sentinel.api")
 PAGE = Path(__file__).with_name("static") / "index.html"
 
 MATCHER_NAMES = ("service", "model", "type", "severity", "subject", "metric")
-SEVERITIES = ("info", "low", "medium", "high", "critical")
 STATUSES = ("open", "firing", "updated", "escalated", "resolved")
 
 
@@ -167,7 +168,7 @@ def _time_param(v: Optional[str], name: str) -> Optional[float]:
     except ValueError:
         pass
     try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        dt = parse_iso(v)
     except ValueError:
         raise ApiError(400, f"{name}: not an RFC 3339 time or epoch seconds: {v[:64]!r}") from None
     if dt.tzinfo is None:
@@ -177,8 +178,6 @@ def _time_param(v: Optional[str], name: str) -> Optional[float]:
 
 def create_app(store: Store, auth: Authenticator, publisher: Optional[ControlPublisher] = None,
                max_silence: float = 7 * 86400.0, stream_poll: float = 0.5) -> FastAPI:
-    from operators.alerts import iso
-
     app = FastAPI(title="LLM-Sentinel API", version="1",
                   description="Incidents, silences and feedback of LLM-Sentinel. Bearer JWT; roles viewer, "
                               "operator, admin.")

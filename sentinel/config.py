@@ -16,6 +16,8 @@ from typing import Annotated, Any, Dict, List, Literal, NamedTuple, Optional, Tu
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sentinel.core.types import SEVERITIES
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
@@ -224,8 +226,9 @@ Source = Annotated[Union[FileSource, KafkaSource, SimulatorSource], Field(discri
 # Every alert sink but qdrant: "cloudevents" wraps each alert in a CloudEvents
 # 1.0 structured envelope (the alert is its `data`); "none" writes the bare alert.
 Envelope = Literal["cloudevents", "none"]
-SEVERITIES = ("info", "low", "medium", "high", "critical")
+# The names of sentinel.core.types.Severity, for pydantic (a Literal keeps the config reference's wording).
 Severity = Literal["info", "low", "medium", "high", "critical"]
+assert Severity.__args__ == SEVERITIES
 
 
 class JsonlSink(_Model):

@@ -41,61 +41,29 @@ and ``sentinel_dead_letters_total{reason="bad_control"}``.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import math
-import os
 import re
 import threading
 import time
-from datetime import datetime
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from operators.silences import ControlRefused, Controls, SilenceRule
+from sentinel.core.signing import MIN_KEY_BYTES, SIGNATURE_HEADER, load_key, sign  # noqa: F401 (public here too)
+from sentinel.core.times import parse_iso
+from sentinel.core.types import Alert
 from sentinel.metrics import get_metrics
 from sources.kafka import consumer_config
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "sentinel-signature"
 MATCHERS = ("service", "model", "type", "severity", "subject", "metric")
 MAX_SILENCE = 7 * 86400.0
-MIN_KEY_BYTES = 16
 _MAX_TEXT = 256
-
-
-def sign(key: bytes, value: bytes) -> str:
-    """The ``sentinel-signature`` header value of a control or feedback message: ``sha256=<hex>``."""
-    return "sha256=" + hmac.new(key, value, hashlib.sha256).hexdigest()
-
-
-def load_key(env: Optional[str], path: Optional[str]) -> Optional[bytes]:
-    """The signing key named by ``control.hmac_key_env`` / ``hmac_key_file`` (surrounding whitespace stripped).
-
-    Raises ``ValueError`` with a one-line message naming the setting.
-    """
-    if env:
-        value = os.environ.get(env)
-        if value is None:
-            raise ValueError(f"control.hmac_key_env: environment variable {env} is not set")
-        key, where = value.encode().strip(), f"control.hmac_key_env: {env}"
-    elif path:
-        try:
-            with open(path, "rb") as f:
-                key = f.read().strip()
-        except OSError as ex:
-            raise ValueError(f"control.hmac_key_file: cannot read {path}: {ex.strerror or ex}") from None
-        where = f"control.hmac_key_file: {path}"
-    else:
-        return None
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"{where} holds a key of {len(key)} bytes; use at least {MIN_KEY_BYTES} "
-                         f"(e.g. 32 random bytes as hex)")
-    return key
 
 
 def _time(v: Any, name: str) -> float:
@@ -103,7 +71,7 @@ def _time(v: Any, name: str) -> float:
         t = float(v)
     elif isinstance(v, str) and len(v) <= 64:
         try:
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+            dt = parse_iso(v)
         except ValueError:
             raise ControlRefused("invalid", f"{name!r} is not an RFC 3339 time: {v[:64]!r}") from None
         if dt.tzinfo is None:
@@ -188,7 +156,11 @@ def apply_alert(msg: Dict[str, Any], controls: Controls) -> None:
     """An alert this flow (or an earlier run of it) published: feedback may name it."""
     data = msg.get("data") if isinstance(msg.get("data"), dict) else msg
     if data.get("alert_id") and data.get("fingerprint") and data.get("status", "firing") != "resolved":
-        controls.remember(data)
+        try:
+            alert = Alert.from_json(data)
+        except (KeyError, TypeError, ValueError):
+            raise ControlRefused("invalid", "not a SPEC section 2 alert") from None
+        controls.remember(alert)
 
 
 def apply_feedback(msg: Dict[str, Any], controls: Controls) -> int:

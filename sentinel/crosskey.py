@@ -6,6 +6,8 @@ snapshots per-key state only, so without this file a restarted process would
 judge a new key only after its own warm-up. (Each service's heavy-user
 population, for ``token_abuse``, is in that service's keyed state.)
 
+The references themselves are :data:`PRIORS`, the process's one
+:class:`detectors.priors.ParentPriors` (the window step reads and feeds it).
 ``configure(path)`` loads the file if it exists; ``maybe_save()``, called from
 the per-key snapshots, rewrites it atomically at most every ``interval``
 seconds. The file is JSON (data, never code), written with mode 0600::
@@ -28,6 +30,8 @@ import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from detectors.priors import ParentPriors
+
 log = logging.getLogger("sentinel.crosskey")
 
 FORMAT = 3
@@ -37,6 +41,12 @@ _lock = threading.Lock()
 _path: Optional[str] = None
 _interval = 10.0
 _last = 0.0
+
+
+# Noise levels of this process's keys, by service, provider and fleet: what a
+# new key borrows until it has its own history (not in the per-key snapshots:
+# keys report again within minutes of a restart; this module keeps them in its file).
+PRIORS = ParentPriors()
 
 
 def configure(path: Optional[str], interval: float = 10.0) -> None:
@@ -50,12 +60,6 @@ def configure(path: Optional[str], interval: float = 10.0) -> None:
 
 def path() -> Optional[str]:
     return _path
-
-
-def _priors():
-    from operators import model_windows
-
-    return model_windows.PRIORS
 
 
 def _number(v: Any, what: str) -> float:
@@ -91,7 +95,7 @@ def _encode(state: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def load(p: str) -> bool:
-    priors_obj = _priors()
+    priors_obj = PRIORS
     try:
         with open(p, "rb") as f:
             state = _decode(json.loads(f.read()))
@@ -111,7 +115,7 @@ def save(p: Optional[str] = None) -> None:
     p = p or _path
     if not p:
         return
-    data = {"format": FORMAT, "kind": KIND, "saved_at": time.time(), "priors": _encode(_priors().__getstate__())}
+    data = {"format": FORMAT, "kind": KIND, "saved_at": time.time(), "priors": _encode(PRIORS.__getstate__())}
     tmp = f"{p}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         d = os.path.dirname(p)

@@ -25,6 +25,8 @@ from bytewax.outputs import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sentinel.metrics import get_metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -86,8 +88,6 @@ class Readiness:
 
 
 def _set_gauge(up: bool) -> None:
-    from sentinel.metrics import get_metrics
-
     get_metrics().ready.set(1 if up else 0)
 
 
@@ -138,6 +138,25 @@ def start_server(port: int, host: str, registry: CollectorRegistry,
     return srv
 
 
+_serve_lock = threading.Lock()
+_server_port: Optional[int] = None
+
+
+def serve(port: int, host: str = "127.0.0.1") -> Optional[int]:
+    """Start the metrics port once per process (/metrics, /healthz, /readyz); port 0 turns it off."""
+    global _server_port
+    if not port:
+        return None
+    m = get_metrics()
+    with _serve_lock:
+        if _server_port is not None:
+            return _server_port
+        start_server(port, host, m.registry)
+        _server_port = port
+    log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", host, port)
+    return port
+
+
 # -- watching the flow's source and sinks --------------------------------------------------
 
 
@@ -145,8 +164,6 @@ class _Reads:
     """Marks the source up after its first read, and stamps ``sentinel_last_event_timestamp_seconds``."""
 
     def __init__(self, readiness: Readiness, part: str) -> None:
-        from sentinel.metrics import get_metrics
-
         self._readiness = readiness
         self._part = part
         self._up = False

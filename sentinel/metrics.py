@@ -250,7 +250,6 @@ def build_labels() -> Dict[str, str]:
 
 _lock = threading.Lock()
 _metrics: Optional[Metrics] = None
-_server_port: Optional[int] = None
 
 
 def get_metrics() -> Metrics:
@@ -263,19 +262,3 @@ def get_metrics() -> Metrics:
             _metrics = Metrics(REGISTRY)
         return _metrics
 
-
-def serve(port: int, host: str = "127.0.0.1") -> Optional[int]:
-    """Start the metrics port once per process (/metrics, /healthz, /readyz); port 0 turns it off."""
-    global _server_port
-    if not port:
-        return None
-    m = get_metrics()
-    with _lock:
-        if _server_port is not None:
-            return _server_port
-        from sentinel.health import start_server
-
-        start_server(port, host, m.registry)
-        _server_port = port
-    log.info("metrics on http://%s:%d/metrics (health: /healthz, /readyz)", host, port)
-    return port

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 import msgspec
 import orjson
 
-from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawRecord, Requests, SecurityEvent
+from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, Requests, SecurityEvent
 
 MAX_RECORD_BYTES = 1_000_000
 
@@ -341,27 +341,6 @@ def parse_json_record(data: bytes, max_bytes: int = MAX_RECORD_BYTES, size: int 
             raise BadRecord("invalid_utf8", f"not valid UTF-8: {msg[:120]}") from None
         raise BadRecord("bad_json", f"not JSON: {msg[:120]}") from None
     return event_from_dict(obj, limits)
-
-
-def parse_record(
-    rec: RawRecord, max_bytes: int = MAX_RECORD_BYTES, limits: Limits = DEFAULT_LIMITS
-) -> Tuple[List[Event], List[DeadLetter], int]:
-    """Parse one raw record of any encoding into (events, dead letters, ignored)."""
-    enc = rec.encoding
-    if enc == "json":
-        try:
-            return [parse_json_record(rec.data, max_bytes, rec.size, limits)], [], 0
-        except BadRecord as ex:
-            return [], [DeadLetter(ex.reason, ex.detail, rec.position, rec.data)], 0
-    if len(rec.data) > max_bytes * 16:
-        return [], [DeadLetter("oversized", f"message is {len(rec.data)} bytes", rec.position, rec.data)], 0
-    from sentinel import otlp
-
-    if enc == "otlp_proto":
-        return otlp.parse_otlp_proto(rec.data, rec.position, limits)
-    if enc == "otlp_json":
-        return otlp.parse_otlp_json(rec.data, rec.position, limits)
-    return [], [DeadLetter("unknown_encoding", f"encoding {enc!r}", rec.position, rec.data)], 0
 
 
 # A dead letter keeps the original bytes up to this size; beyond it the first

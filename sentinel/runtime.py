@@ -7,8 +7,10 @@ import os
 import sys
 from typing import List, Optional
 
-from sentinel import crosskey, metrics, pii, policy_reload, redeploy
+from flows import build_flow, make_alert_sinks, make_dead_letter_sink, make_source
+from sentinel import crosskey, health, metrics, pii, policy_reload, redeploy
 from sentinel.config import FlowConfig
+from sentinel.health import READINESS, watch_sink, watch_source
 
 log = logging.getLogger("sentinel")
 
@@ -47,7 +49,7 @@ def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[s
     if port:
         offset = int(os.environ.get("SENTINEL_METRICS_PORT_OFFSET", process_id) or 0)
         try:
-            metrics.serve(port + offset, cfg.metrics.host)
+            health.serve(port + offset, cfg.metrics.host)
         except OSError as ex:
             raise SystemExit(f"metrics: cannot listen on {cfg.metrics.host}:{port + offset}: {ex.strerror or ex} "
                              f"(set metrics.port to another port, or 0 to turn the endpoint off)") from None
@@ -79,9 +81,6 @@ def record_settings(cfg: FlowConfig, recovery_directory: str) -> None:
 
 def watched_flow(cfg: FlowConfig):
     """The flow of ``cfg`` with its source and sinks reporting to /readyz (:mod:`sentinel.health`)."""
-    from flows import build_flow, make_alert_sinks, make_dead_letter_sink, make_source
-    from sentinel.health import READINESS, watch_sink, watch_source
-
     READINESS.reset()
     metrics.get_metrics().reset_clock()
     sinks = [watch_sink(s, f"sink alerts_out_{i}") for i, s in enumerate(make_alert_sinks(cfg))]

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import orjson
 from sqlalchemy import (Column, Double, Index, Integer, MetaData, String, Table, Text, create_engine, event, func,
@@ -41,10 +41,12 @@ from sqlalchemy import (Column, Double, Index, Integer, MetaData, String, Table,
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from sentinel.core.times import iso, to_epoch
+from sentinel.core.types import Alert
+
 GENESIS = "0" * 64
 _MIGRATE_LOCK = threading.Lock()
 MIGRATIONS = Path(__file__).with_name("migrations")
-SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
 class StoreError(Exception):
@@ -77,22 +79,25 @@ def store_url(url: str, password_env: Optional[str] = None) -> URL:
     return u
 
 
-def incident_id_of(alert: Dict[str, Any]) -> str:
-    """The incident an alert belongs to: its ``incident_id``, else a digest of fingerprint and event_time."""
-    given = alert.get("incident_id")
-    if isinstance(given, str) and given:
-        return given[:64]
-    key = "%s|%s" % (alert.get("fingerprint"), alert.get("event_time"))
+def incident_id_of(alert: Union[Alert, Mapping[str, Any]]) -> str:
+    """The incident an alert belongs to: its ``incident_id`` (a JSON object from elsewhere may carry one),
+    else a digest of fingerprint and event_time."""
+    if isinstance(alert, Alert):
+        fp, event_time = alert.fingerprint, alert.event_time
+    else:
+        given = alert.get("incident_id")
+        if isinstance(given, str) and given:
+            return given[:64]
+        fp, event_time = alert.get("fingerprint"), alert.get("event_time")
+    key = "%s|%s" % (fp, event_time)
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def _epoch(iso: Any) -> Optional[float]:
     if not isinstance(iso, str):
         return None
-    from datetime import datetime
-
     try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+        return to_epoch(iso)
     except ValueError:
         return None
 
@@ -443,8 +448,6 @@ class Store:
     @staticmethod
     def _incident_row(r: Dict[str, Any], full: bool = False) -> Dict[str, Any]:
         latest = orjson.loads(r.pop("latest") or "{}")
-        from operators.alerts import iso
-
         for k in ("event_time", "opened_at", "updated_at", "resolved_at", "feedback_at"):
             r[k] = iso(r[k]) if r.get(k) is not None else None
         if full:
@@ -509,8 +512,6 @@ class Store:
 
     @staticmethod
     def _silence_row(r: Dict[str, Any]) -> Dict[str, Any]:
-        from operators.alerts import iso
-
         now = time.time()
         out = dict(r)
         out["matchers"] = orjson.loads(r["matchers"])

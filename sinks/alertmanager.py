@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import orjson
 
-from sinks.base import Alert
+from sentinel.core.times import iso
+from sinks.base import Alert, alert_body
 from sinks.webhook import HttpWriter, decode_record, encode_record
 from sinks.spooled import Progress
 
@@ -35,18 +36,12 @@ ALERTNAME = "LLMSentinel"
 _REMEMBER = 10_000
 
 
-def _iso(t: float) -> str:
-    from operators.alerts import iso
-
-    return iso(t)
-
-
 def labels_of(alert: Alert) -> Dict[str, str]:
     from sentinel.store import incident_id_of
 
     labels = {"alertname": ALERTNAME, "incident_id": incident_id_of(alert)}
     for k in ("service", "model", "type", "severity", "subject"):
-        v = alert.get(k)
+        v = getattr(alert, k)
         if v is not None and v != "":
             labels[k] = str(v)
     return labels
@@ -58,18 +53,18 @@ def to_alertmanager(alert: Alert, firing_ttl: float, generator_url: Optional[str
     out: Dict[str, Any] = {
         "labels": labels_of(alert),
         "annotations": {
-            "summary": str(alert.get("summary") or ""),
-            "evidence": orjson.dumps(alert.get("evidence") or {}, option=orjson.OPT_SORT_KEYS).decode(),
-            "root_cause_hints": orjson.dumps(alert.get("root_cause_hints") or []).decode(),
-            "alert_id": str(alert.get("alert_id")),
+            "summary": str(alert.summary or ""),
+            "evidence": orjson.dumps(alert.evidence or {}, option=orjson.OPT_SORT_KEYS).decode(),
+            "root_cause_hints": orjson.dumps(alert.root_cause_hints or []).decode(),
+            "alert_id": str(alert.alert_id),
         },
     }
-    if alert.get("event_time"):
-        out["startsAt"] = alert["event_time"]
-    if alert.get("status") == "resolved":
-        out["endsAt"] = alert.get("detected_at") or _iso(now)
+    if alert.event_time:
+        out["startsAt"] = alert.event_time
+    if alert.status == "resolved":
+        out["endsAt"] = alert.detected_at or iso(now)
     else:
-        out["endsAt"] = _iso(now + firing_ttl)
+        out["endsAt"] = iso(now + firing_ttl)
     if generator_url:
         out["generatorURL"] = generator_url
     return out
@@ -97,18 +92,18 @@ class AlertmanagerWriter(HttpWriter):
         groups = []  # per spool record: (seq, ingested, alertmanager alerts, incident_id, labels, resolved)
         for seq, record in batch:
             ingested, _, payload = decode_record(record)
-            alert = orjson.loads(payload)
+            alert = Alert.from_json(alert_body(orjson.loads(payload)))
             am = to_alertmanager(alert, self.firing_ttl, self.generator_url, now)
             iid = am["labels"]["incident_id"]
             sent = [am]
             old = seen.get(iid, self._labels.get(iid))
             if old is not None and old != am["labels"]:
-                stale = {"labels": old, "annotations": am["annotations"], "endsAt": _iso(now)}
+                stale = {"labels": old, "annotations": am["annotations"], "endsAt": iso(now)}
                 if "startsAt" in am:
                     stale["startsAt"] = am["startsAt"]
                 sent.insert(0, stale)
             seen[iid] = am["labels"]
-            groups.append((seq, ingested, sent, iid, am["labels"], alert.get("status") == "resolved"))
+            groups.append((seq, ingested, sent, iid, am["labels"], alert.status == "resolved"))
         all_taken = self._post(self.endpoint, orjson.dumps([a for g in groups for a in g[2]]), {})
         for seq, ingested, sent, iid, labels, resolved in groups:
             # One bad alert refuses the whole request: then each is sent on its own.

@@ -9,6 +9,11 @@ durable append to an on-disk spool whose sender thread delivers it later
 (RabbitMQ, see :mod:`sinks.spool`). A batch is never dropped silently: it is
 retried, spooled, or turned into backpressure.
 
+Alerts arrive as :class:`sentinel.core.types.Alert` (a SPEC section 2 JSON
+object, e.g. read back from a file, is taken too); this is where they become
+JSON, once per sink: masked first when the flow masks personal data, and the
+writer gets the alerts as published (masked) with their payload bytes.
+
 Payloads: with ``envelope="cloudevents"`` (the default of every alert sink
 kind) each alert is wrapped in a CloudEvents 1.0 structured-mode envelope and
 the SPEC section 2 alert object is its ``data``::
@@ -25,20 +30,22 @@ either form back.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from sentinel.core.types import Alert
 from sentinel.metrics import get_metrics
 
-Alert = Dict[str, Any]
-
-INGESTED_AT = "_ingested_at"
+AlertLike = Union[Alert, Mapping[str, Any]]
 
 
-def public(alert: Alert) -> Alert:
-    """The alert as it leaves the flow: internal ``_`` fields removed."""
+def public(alert: AlertLike) -> Dict[str, Any]:
+    """The alert as it leaves the flow: its SPEC section 2 JSON object (of a JSON object: internal ``_``
+    fields removed)."""
+    if isinstance(alert, Alert):
+        return alert.to_json()
     return {k: v for k, v in alert.items() if not k.startswith("_")}
 
 
@@ -46,7 +53,7 @@ ENVELOPES = ("cloudevents", "none")
 CLOUDEVENTS_TYPE_PREFIX = "dev.llmsentinel.alert."
 
 
-def cloudevent(alert: Alert, source: str = "llm-sentinel/sentinel") -> Dict[str, Any]:
+def cloudevent(alert: AlertLike, source: str = "llm-sentinel/sentinel") -> Dict[str, Any]:
     """The alert in a CloudEvents 1.0 structured envelope (the alert is ``data``)."""
     body = public(alert)
     service, model, actor = body.get("service"), body.get("model"), body.get("subject")
@@ -70,7 +77,7 @@ def cloudevent(alert: Alert, source: str = "llm-sentinel/sentinel") -> Dict[str,
     return event
 
 
-def encode_alert(alert: Alert, envelope: str = "none", source: str = "llm-sentinel/sentinel") -> bytes:
+def encode_alert(alert: AlertLike, envelope: str = "none", source: str = "llm-sentinel/sentinel") -> bytes:
     """The bytes a sink publishes: the bare alert (``none``) or its CloudEvents envelope."""
     if envelope == "cloudevents":
         return orjson.dumps(cloudevent(alert, source))
@@ -100,6 +107,8 @@ class Writer:
     async_delivery = False
 
     def write(self, alerts: List[Alert], payloads: List[bytes]) -> None:  # pragma: no cover - interface
+        """Take ``alerts`` (as published; a writer also takes their SPEC JSON objects, see
+        :meth:`Alert.of <sentinel.core.types.Alert.of>`) with their encoded ``payloads``."""
         raise NotImplementedError
 
     def flush(self, timeout: Optional[float] = None) -> None:
@@ -123,8 +132,10 @@ class _AlertPartition(StatelessSinkPartition[Alert]):
         if not items:
             return
         envelope, source = self._envelope, self._source
+        items = [Alert.of(a) for a in items]
         if self._masker is not None:  # personal data and secrets never leave (sentinel/pii.py)
-            items = [self._masker.alert(a) for a in items]
+            items = [Alert.from_json(self._masker.alert(a.to_json())).copy(ingested_at=a.ingested_at)
+                     for a in items]
         payloads = [encode_alert(a, envelope, source) for a in items]
         self._writer.write(items, payloads)
         if self._writer.async_delivery:
@@ -132,7 +143,7 @@ class _AlertPartition(StatelessSinkPartition[Alert]):
         now = time.time()
         self._published.inc(len(items))
         for a in items:
-            ingested = a.get(INGESTED_AT)
+            ingested = a.ingested_at
             if ingested is not None:
                 self._latency.observe(max(0.0, now - ingested))
 

@@ -104,18 +104,18 @@ def stdout_is_text() -> bool:
 def text_line(alert: Alert) -> str:
     """One readable line: event time, severity, status, type, where, summary.
 
-    >>> text_line({"event_time": "2026-01-05T01:12:00Z", "severity": "high", "status": "firing",
-    ...            "type": "latency", "service": "chat", "model": "gpt-4o", "subject": None,
-    ...            "summary": "P95 latency of chat/gpt-4o is 4,000 ms, above its usual 800 ms."})
+    >>> text_line(Alert.from_json({"alert_id": "a1", "event_time": "2026-01-05T01:12:00Z", "severity": "high",
+    ...     "status": "firing", "type": "latency", "service": "chat", "model": "gpt-4o", "subject": None,
+    ...     "summary": "P95 latency of chat/gpt-4o is 4,000 ms, above its usual 800 ms."}))
     '2026-01-05T01:12:00Z HIGH     firing    latency      chat/gpt-4o  P95 latency of chat/gpt-4o is 4,000 ms, above its usual 800 ms.'
     """
-    where = alert.get("service") or "-"
-    if alert.get("model"):
-        where += "/" + str(alert["model"])
-    if alert.get("subject"):
-        where += " (" + str(alert["subject"]) + ")"
-    return (f"{alert.get('event_time', '')} {str(alert.get('severity', '')).upper():8} "
-            f"{alert.get('status', ''):9} {alert.get('type', ''):12} {where}  {alert.get('summary', '')}")
+    where = alert.service or "-"
+    if alert.model:
+        where += "/" + str(alert.model)
+    if alert.subject:
+        where += " (" + str(alert.subject) + ")"
+    return (f"{alert.event_time or ''} {str(alert.severity).upper():8} "
+            f"{alert.status or '':9} {alert.type or '':12} {where}  {alert.summary or ''}")
 
 
 class StdoutWriter(Writer):

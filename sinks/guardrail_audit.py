@@ -15,17 +15,13 @@ crash may append a record again (``event_id`` tells them apart).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any, List
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from sentinel.core.times import iso as _iso
 from sinks.files import SharedFile
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 def audit_record(ev: Any, now: float) -> dict:

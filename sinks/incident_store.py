@@ -15,13 +15,13 @@ from typing import List, Optional, Sequence, Tuple
 import orjson
 from sqlalchemy.exc import OperationalError, ProgrammingError, SQLAlchemyError
 
-from sinks.base import INGESTED_AT, Alert
+from sinks.base import Alert
 from sinks.spooled import Progress, SpooledWriter
 
 
 def encode_record(alert: Alert, payload: bytes) -> bytes:
     """Spool record: the ingest time (for the detection latency), a newline, the bare alert."""
-    return orjson.dumps(alert.get(INGESTED_AT)) + b"\n" + payload
+    return orjson.dumps(alert.ingested_at) + b"\n" + payload
 
 
 def decode_record(record: bytes) -> Tuple[Optional[float], dict]:

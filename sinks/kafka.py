@@ -35,8 +35,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from sentinel.core.signing import SIGNATURE_HEADER, sign
 from sentinel.metrics import get_metrics
-from sinks.base import INGESTED_AT, Alert
+from sinks.base import Alert
 from sinks.spool import DEFAULT_MAX_BYTES
 from sinks.spooled import Progress, SpooledWriter
 
@@ -271,13 +272,12 @@ def encode_record(alert: Alert, payload: bytes, sign_key: Optional[bytes] = None
     payload, as on control messages) lets the control listener tell the flow's
     own alerts from records planted on the topic.
     """
-    fp = alert.get("fingerprint")
-    headers = [[field, str(alert[field])] for field in ("severity", "type", "status") if alert.get(field) is not None]
+    fp = alert.fingerprint
+    headers = [[field, str(getattr(alert, field))] for field in ("severity", "type", "status")
+               if getattr(alert, field) is not None]
     if sign_key is not None:
-        from sentinel.control import SIGNATURE_HEADER, sign
-
         headers.append([SIGNATURE_HEADER, sign(sign_key, payload)])
-    meta = orjson.dumps({"k": None if fp is None else str(fp), "h": headers, "in": alert.get(INGESTED_AT)})
+    meta = orjson.dumps({"k": None if fp is None else str(fp), "h": headers, "in": alert.ingested_at})
     return _FRAME.pack(_MAGIC, RECORD_VERSION, len(meta)) + meta + payload
 
 

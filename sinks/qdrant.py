@@ -10,7 +10,7 @@ The point id is ``uuid5(alert_id)``: writing an alert twice (redelivery) is an
 idempotent upsert. The payload is the public alert (no ``_`` internals).
 :func:`find_similar` returns the nearest earlier incidents already indexed,
 the material for an alert's ``similar_incidents``; :class:`IncidentMemory`
-looks them up for the flow (operators/similar.py).
+looks them up for the flow (sinks/similar.py).
 
 Every writer and reader of one location in a process uses one client
 (:func:`shared_client`): an embedded ``":memory:"`` store exists only inside
@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Optional
 
 import orjson
 
+from sentinel.core.times import parse_iso
+from sentinel.core.types import Severity
 from sentinel.metrics import get_metrics
 from sinks.base import Alert, Writer, encode_alert
 
@@ -53,7 +55,6 @@ ALERT_TYPES = (
     "policy_violation",
     "multivariate",
 )
-SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 VECTOR_SIZE = 16
 
 # Fixed namespace so point ids are the same in every process and run.
@@ -106,20 +107,20 @@ def alert_vector(alert: Alert) -> List[float]:
     """
     vec = [0.0] * VECTOR_SIZE
     try:
-        vec[ALERT_TYPES.index(alert.get("type"))] = 1.0
+        vec[ALERT_TYPES.index(alert.type)] = 1.0
     except ValueError:
         pass
-    observed, expected = _num(alert.get("observed")), _num(alert.get("expected"))
+    observed, expected = _num(alert.observed), _num(alert.expected)
     if observed is not None and expected is not None:
         ratio = observed / max(abs(expected), 1e-9)
         magnitude = math.log1p(abs(ratio))
         vec[11] = math.copysign(min(magnitude, 10.0) / 10.0, ratio) if ratio else 0.0
         if observed != expected:
             vec[14] = 0.5 if observed > expected else -0.5
-    score = _num(alert.get("score"))
+    score = _num(alert.score)
     if score is not None:
         vec[12] = max(0.0, min(1.0, score))
-    vec[13] = SEVERITY_RANK.get(alert.get("severity"), 0) / 4.0
+    vec[13] = Severity.rank_of(alert.severity) / 4.0
     vec[15] = 0.1
     return vec
 
@@ -217,7 +218,7 @@ def _event_time(value: Any) -> Optional[datetime]:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
     except ValueError:
         return None
 
@@ -242,15 +243,15 @@ def find_similar(client: Any, collection: str, alert: Alert, limit: int = SIMILA
 
     must: List[Any] = []
     must_not: List[Any] = [models.FieldCondition(key="status", match=models.MatchValue(value="resolved"))]
-    if alert.get("alert_id") is not None:
-        must_not.append(models.HasIdCondition(has_id=[point_id(alert["alert_id"])]))
-    began = _event_time(alert.get("event_time"))
+    if alert.alert_id is not None:
+        must_not.append(models.HasIdCondition(has_id=[point_id(alert.alert_id)]))
+    began = _event_time(alert.event_time)
     if began is not None:
         # Every message of one incident carries its start: only earlier incidents,
         # earlier episodes of the same key and type included (recurrences).
         must.append(models.FieldCondition(key="event_time", range=models.DatetimeRange(lt=began)))
     else:
-        fp = alert.get("fingerprint")
+        fp = alert.fingerprint
         if isinstance(fp, str):  # no start to compare: at least not its own messages
             must_not.append(models.FieldCondition(key="fingerprint", match=models.MatchValue(value=fp)))
     result = client.query_points(
@@ -378,11 +379,11 @@ class QdrantWriter(Writer):
         models = self._models
         points = [
             models.PointStruct(
-                id=point_id(alert["alert_id"]),
+                id=point_id(alert.alert_id),
                 vector=alert_vector(alert),
                 payload=orjson.loads(encode_alert(alert)),
             )
-            for alert in alerts
+            for alert in map(Alert.of, alerts)
         ]
         backoff = _BACKOFF_START_S
         start = time.monotonic()

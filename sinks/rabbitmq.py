@@ -59,7 +59,6 @@ import os
 import ssl
 import struct
 import time
-from datetime import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -67,15 +66,14 @@ import orjson
 import pika
 import pika.exceptions as pex
 
-from sinks.base import INGESTED_AT, Alert
+from sentinel.core.times import to_epoch
+from sentinel.core.types import HIGH_SEVERITIES, LOW_SEVERITIES, SEVERITIES
+from sinks.base import Alert
 from sinks.spool import DEFAULT_MAX_BYTES
 from sinks.spooled import Progress, SpooledWriter
 
 log = logging.getLogger(__name__)
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
-HIGH_SEVERITIES = ("high", "critical")
-LOW_SEVERITIES = ("info", "low", "medium")
 
 # Channel close codes that mean "misconfigured", not "try again later".
 _FATAL_CHANNEL_CODES = {403, 406}  # ACCESS_REFUSED, PRECONDITION_FAILED
@@ -88,7 +86,7 @@ class RabbitMQDeliveryError(RuntimeError):
 
 
 def routing_key(alert: Alert) -> str:
-    return "alert.%s.%s" % (alert.get("severity") or "info", alert.get("type") or "unknown")
+    return "alert.%s.%s" % (alert.severity or "info", alert.type or "unknown")
 
 
 def default_bindings(high_queue: str = "incidents.high-priority",
@@ -101,10 +99,10 @@ def default_bindings(high_queue: str = "incidents.high-priority",
 
 
 def _timestamp(alert: Alert) -> int:
-    value = alert.get("detected_at")
+    value = alert.detected_at
     if isinstance(value, str):
         try:
-            return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+            return int(to_epoch(value))
         except ValueError:
             pass
     return int(time.time())
@@ -114,15 +112,15 @@ def encode_record(alert: Alert, payload: bytes) -> bytes:
     """What the spool keeps for one alert: everything the publish needs."""
     headers: Dict[str, str] = {}
     for field in ("severity", "type", "service", "status"):
-        value = alert.get(field)
+        value = getattr(alert, field)
         if value is not None:
             headers[field] = str(value)
     meta = orjson.dumps({
         "rk": routing_key(alert),
-        "id": str(alert["alert_id"]),
+        "id": str(alert.alert_id),
         "ts": _timestamp(alert),
         "h": headers,
-        "in": alert.get(INGESTED_AT),
+        "in": alert.ingested_at,
     })
     return _META.pack(len(meta)) + meta + payload
 

@@ -190,7 +190,7 @@ class SpooledWriter(Writer):
             return
         if self._closed:
             raise self.error_class("%s: write after close" % self.kind)
-        records = [self._record(a, p) for a, p in zip(alerts, payloads)]
+        records = [self._record(Alert.of(a), p) for a, p in zip(alerts, payloads)]
         self._spool.put(records)  # durable once this returns; blocks only when the spool is full
         self._spooled.inc(len(records))
         self._counted += len(records)

@@ -22,7 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import httpx
 import orjson
 
-from sinks.base import INGESTED_AT, Alert
+from sentinel.core.signing import sign
+from sinks.base import Alert
 from sinks.spooled import Progress, SpooledWriter
 
 SIGNATURE_HEADER = "X-Sentinel-Signature"
@@ -64,7 +65,7 @@ class HttpWriter(SpooledWriter):
 
 def encode_record(alert: Alert, payload: bytes) -> bytes:
     """Spool record: ``[ingested_at, alert_id]``, a newline, the payload."""
-    return orjson.dumps([alert.get(INGESTED_AT), alert.get("alert_id")]) + b"\n" + payload
+    return orjson.dumps([alert.ingested_at, alert.alert_id]) + b"\n" + payload
 
 
 def decode_record(record: bytes) -> Tuple[Optional[float], Optional[str], bytes]:
@@ -86,8 +87,6 @@ class WebhookWriter(HttpWriter):
         return encode_record(alert, payload)
 
     def _deliver(self, batch: List[Tuple[int, bytes]], progress: Progress) -> None:
-        from sentinel.control import sign
-
         for seq, record in batch:
             if self._past_drain_deadline():
                 return

@@ -70,4 +70,5 @@ def run_flow(items: List, config: Optional[dict] = None) -> Tuple[List[dict], Li
     flow = build_flow(cfg, source=TestingSource(items), alert_sinks=[TestingSink(alerts)],
                       dead_letter_sink=TestingSink(dead))
     run_main(flow)
-    return alerts, [d for group in dead for d in group]
+    # What a sink publishes: each alert's SPEC section 2 object.
+    return [a.to_json() for a in alerts], [d for group in dead for d in group]

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from sentinel.config import ConfigError, load_config_dict
+from sentinel.core.types import Alert
 from sentinel.store import incident_id_of
 from devtools.tansu import free_port
 from sinks.alertmanager import AlertmanagerWriter, to_alertmanager
@@ -149,9 +150,9 @@ def test_an_alert_alertmanager_refuses_is_skipped_not_blocking(am: str, tmp_path
 
 def test_payload_and_config() -> None:
     now = time.time()
-    a = to_alertmanager(alert(subject="u1"), 3600, "http://sentinel/api", now=now)
+    a = to_alertmanager(Alert.from_json(alert(subject="u1")), 3600, "http://sentinel/api", now=now)
     assert a["labels"]["subject"] == "u1" and a["generatorURL"] == "http://sentinel/api"
-    r = to_alertmanager(alert("resolved", detected_at="2026-01-05T11:00:00+00:00"), 3600)
+    r = to_alertmanager(Alert.from_json(alert("resolved", detected_at="2026-01-05T11:00:00+00:00")), 3600)
     assert r["endsAt"] == "2026-01-05T11:00:00+00:00"
     src = {"kind": "file", "path": "x"}
     with pytest.raises(ConfigError, match="http"):

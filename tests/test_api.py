@@ -21,6 +21,8 @@ from conftest import TANSU_CONSUMER_CONFIG
 from operators.silences import Controls
 from sentinel.api import ControlPublisher, create_app
 from sentinel.auth import Authenticator, make_token
+from sentinel.core.times import iso
+from sentinel.core.types import Alert
 from sentinel.config import ApiAuthConfig
 from sentinel.control import ControlHandler
 from sentinel.store import Store, incident_id_of, verify_audit
@@ -181,10 +183,9 @@ def test_silence_create_list_expire_reaches_the_control_topic_signed(client: Tes
     m = msgs[0]
     assert handler.handle(topics.control, m.value(), m.headers(), "t")
     now = time.time()
-    from operators.alerts import iso
 
     def a(**kw):
-        return alert(event_time=iso(now), **kw)
+        return Alert.from_json(alert(event_time=iso(now), **kw))
 
     assert controls.silenced_by(a(service="search-rag", severity="high")) is not None
     assert controls.silenced_by(a(service="search-rag", severity="critical")) is None  # !=
@@ -216,10 +217,10 @@ def test_feedback_is_stored_and_sent(client: TestClient, store: Store, topics) -
     msg = orjson.loads(m.value())
     assert msg["alert_id"] == a1["alert_id"] and msg["label"] == "false_positive" and msg["who"] == "tester-operator"
     controls = Controls()
-    controls.remember(a1)
+    controls.remember(Alert.from_json(a1))
     handler = ControlHandler(controls, feedback_topic=topics.feedback, key=KEY)
     assert handler.handle(topics.feedback, m.value(), m.headers(), "t")
-    assert controls.dismissed_by(a1) is not None
+    assert controls.dismissed_by(Alert.from_json(a1)) is not None
 
 
 def test_stream_sends_stored_alerts_filtered(client: TestClient, store: Store) -> None:

@@ -24,11 +24,12 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from flows import build_flow
-from operators.alerts import iso
 from operators.silences import Controls
 from sentinel.auth import make_token
 from sentinel.config import load_config
 from sentinel.control import ControlHandler
+from sentinel.core.times import iso
+from sentinel.core.types import Alert
 from simulator import DEFAULT_START, Simulator
 from sentinel.store import Store
 from devtools.tansu import free_port
@@ -128,8 +129,9 @@ def test_page_lists_the_flows_incident_and_silences_from_it(tmp_path: Path, tans
         assert ControlHandler(controls, control_topic=control, key=KEY.encode()).handle(
             control, msg.value(), msg.headers(), "page")
         now = iso(time.time())
-        assert controls.silenced_by(alert(service="support-bot", type="latency", event_time=now)).id == sid
-        assert controls.silenced_by(alert(service="support-bot", type="cost", event_time=now)) is None
+        assert controls.silenced_by(Alert.from_json(alert(service="support-bot", type="latency", event_time=now))).id \
+            == sid
+        assert controls.silenced_by(Alert.from_json(alert(service="support-bot", type="cost", event_time=now))) is None
     finally:
         api.terminate()
         try:

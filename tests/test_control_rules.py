@@ -12,11 +12,12 @@ import pytest
 
 from operators.silences import Controls, SilenceRule
 from sentinel.control import ControlHandler, apply_control
+from sentinel.core.types import Alert
 from sentinel.metrics import get_metrics
 
-ALERT = {"alert_id": "a-1", "fingerprint": "fp-1", "service": "search", "model": "m", "type": "latency",
-         "metric": "latency_p95_ms", "observed": 300.0, "expected": 100.0, "severity": "high",
-         "event_time": "2026-01-05T10:30:00Z", "status": "firing"}
+ALERT = Alert.from_json({"alert_id": "a-1", "fingerprint": "fp-1", "service": "search", "model": "m",
+                         "type": "latency", "metric": "latency_p95_ms", "observed": 300.0, "expected": 100.0,
+                         "severity": "high", "event_time": "2026-01-05T10:30:00Z", "status": "firing"})
 
 
 def silence(**kw):
@@ -90,14 +91,14 @@ def test_a_hundred_thousand_silences_do_not_slow_the_alert_check():
     for i in range(100_000):
         c.add_silence(SilenceRule(f"s-{i}", {"service": f"svc-{i}", "type": "latency"}, 0.0, 2e9))
     c.add_silence(SilenceRule("sev", {"severity": "critical"}, 0.0, 2e9))
-    alerts = [dict(ALERT, service=f"other-{i}") for i in range(500)]
+    alerts = [ALERT.copy(service=f"other-{i}") for i in range(500)]
     t0 = time.perf_counter()
     for a in alerts:
         assert c.silenced_by(a) is None
     per_check = (time.perf_counter() - t0) / len(alerts)
     assert per_check < 0.0005, per_check
-    assert c.silenced_by(dict(ALERT, service="svc-777")).id == "s-777"
-    assert c.silenced_by(dict(ALERT, severity="critical")).id == "sev"
+    assert c.silenced_by(ALERT.copy(service="svc-777")).id == "s-777"
+    assert c.silenced_by(ALERT.copy(severity="critical")).id == "sev"
 
 
 def test_feedback_takes_the_alerts_values_from_the_flows_own_record():
@@ -105,13 +106,13 @@ def test_feedback_takes_the_alerts_values_from_the_flows_own_record():
     forged = {"alert_id": "never-raised", "label": "false_positive", "service": "search", "model": "m",
               "type": "latency", "metric": "latency_p95_ms", "observed": 1e308, "expected": 1.0}
     assert not c.add_feedback(forged)
-    assert c.dismissed_by(dict(ALERT, observed=1e8)) is None  # a 1,000,000x rise still pages
+    assert c.dismissed_by(ALERT.copy(observed=1e8)) is None  # a 1,000,000x rise still pages
 
     c.remember(ALERT)
     # The message's own observed value is ignored: the pattern is the alert's (x3).
     assert c.add_feedback({"alert_id": "a-1", "label": "false_positive", "observed": 1e308, "expected": 1.0})
-    assert c.dismissed_by(dict(ALERT, observed=320.0)) is not None
-    assert c.dismissed_by(dict(ALERT, observed=1e8)) is None
+    assert c.dismissed_by(ALERT.copy(observed=320.0)) is not None
+    assert c.dismissed_by(ALERT.copy(observed=1e8)) is None
 
 
 def test_pending_feedback_is_capped():
@@ -204,13 +205,13 @@ def test_with_a_key_only_the_flows_signed_alerts_are_read_back_from_the_alert_to
     key = b"k" * 32
     c = Controls()
     h = ControlHandler(c, control_topic="ctl", feedback_topic="fb", alerts_topic="alerts", key=key)
-    planted = orjson.dumps(dict(ALERT, observed=1e308))
+    planted = orjson.dumps(ALERT.copy(observed=1e308).to_json())
     assert not h.handle("alerts", planted, None, "alerts[0]@0")
     fb = orjson.dumps({"alert_id": "a-1", "label": "false_positive"})
     h.handle("fb", fb, [("sentinel-signature", sign(key, fb))], "fb[0]@0")
-    assert c.dismissed_by(dict(ALERT, observed=1e8)) is None
+    assert c.dismissed_by(ALERT.copy(observed=1e8)) is None
 
-    payload = orjson.dumps(ALERT)
+    payload = orjson.dumps(ALERT.to_json())
     _, headers, _, body = decode_record(encode_record(ALERT, payload, key))
     assert h.handle("alerts", body, headers, "alerts[0]@1")
     assert c.dismissed_by(ALERT) is not None

@@ -6,13 +6,12 @@ import json
 import pytest
 
 from detectors.priors import ParentPriors
-from operators import model_windows
 from sentinel import crosskey
 
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch):
-    monkeypatch.setattr(model_windows, "PRIORS", ParentPriors())
+    monkeypatch.setattr(crosskey, "PRIORS", ParentPriors())
     yield
     crosskey.configure(None)
 
@@ -20,15 +19,15 @@ def fresh(monkeypatch):
 def test_saved_references_are_restored_on_the_next_start(tmp_path):
     path = str(tmp_path / "ck.json")
     crosskey.configure(path)
-    model_windows.PRIORS.observe("svc/a", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.2)
-    model_windows.PRIORS.observe("svc/b", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.4)
+    crosskey.PRIORS.observe("svc/a", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.2)
+    crosskey.PRIORS.observe("svc/b", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.4)
     crosskey.save()
 
     # A new process: empty references, then configure() loads the file.
-    model_windows.PRIORS = ParentPriors()
+    crosskey.PRIORS = ParentPriors()
     crosskey.configure(path)
-    assert round(model_windows.PRIORS.scale([("service", "svc")], "latency_p95_ms"), 2) == 0.3
-    model_windows.PRIORS.observe("svc/c", [("fleet",)], "ttft_p95_ms", 0.1)  # the lock came back too
+    assert round(crosskey.PRIORS.scale([("service", "svc")], "latency_p95_ms"), 2) == 0.3
+    crosskey.PRIORS.observe("svc/c", [("fleet",)], "ttft_p95_ms", 0.1)  # the lock came back too
 
 
 def test_saves_are_throttled_and_atomic(tmp_path):
@@ -36,12 +35,12 @@ def test_saves_are_throttled_and_atomic(tmp_path):
     crosskey.configure(str(path), interval=3600)
     crosskey.maybe_save()  # the first snapshot saves
     assert len(json.loads(path.read_bytes())["priors"]["scales"]) == 0
-    model_windows.PRIORS.observe("svc/a", [("fleet",)], "latency_p95_ms", 0.2)
+    crosskey.PRIORS.observe("svc/a", [("fleet",)], "latency_p95_ms", 0.2)
     crosskey.maybe_save()  # not due yet
     assert len(json.loads(path.read_bytes())["priors"]["scales"]) == 0
     crosskey.configure(str(path), interval=0)  # loads the file: the unsaved observation is gone
-    assert len(model_windows.PRIORS) == 0
-    model_windows.PRIORS.observe("svc/a", [("fleet",)], "latency_p95_ms", 0.2)
+    assert len(crosskey.PRIORS) == 0
+    crosskey.PRIORS.observe("svc/a", [("fleet",)], "latency_p95_ms", 0.2)
     crosskey.maybe_save()
     data = json.loads(path.read_bytes())
     assert data["format"] == crosskey.FORMAT and len(data["priors"]["scales"]) > 0
@@ -53,7 +52,7 @@ def test_a_torn_file_is_a_fresh_start_not_an_error(tmp_path, caplog):
     path.write_bytes(b"\x80\x05garbage")
     with caplog.at_level(logging.WARNING, logger="sentinel.crosskey"):
         crosskey.configure(str(path))
-    assert len(model_windows.PRIORS) == 0
+    assert len(crosskey.PRIORS) == 0
     assert "cannot read" in caplog.text
 
 

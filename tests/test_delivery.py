@@ -42,6 +42,7 @@ from conftest import _amqp_answers
 from conftest import drain_queue as drain
 from flows import make_alert_sinks
 from sentinel.config import ConfigError, load_config_dict
+from sentinel.core.types import Alert
 from sinks.base import AlertSink, alert_body, encode_alert
 from sinks.rabbitmq import RabbitMQWriter, encode_record
 from sinks.spool import Spool
@@ -513,7 +514,7 @@ def test_spool_of_a_former_worker_is_adopted(rabbitmq_url: str, fresh_rabbit, tm
     emitter = Emitter(fingerprints=3)
     old = [emitter.next() for _ in range(9)]
     with Spool(str(base / "worker-1")) as orphan:
-        orphan.put([encode_record(a, encode_alert(a)) for a in old])
+        orphan.put([encode_record(Alert.of(a), encode_alert(a)) for a in old])
     cfg = load_config_dict({
         "source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0},
         "sinks": [{"kind": "rabbitmq", "url": rabbitmq_url, "spool_dir": str(base), "envelope": "none", **names}],

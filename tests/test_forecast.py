@@ -134,7 +134,7 @@ def test_an_error_rate_warning_speaks_in_points_a_minute():
     logic = ForecastLogic(cfg, ForecastState(f"svc{KEY_SEP}m1", None), now=lambda: T0)
     y = lambda p: math.asin(math.sqrt(p))  # noqa: E731
     t = Trend(slope=0.01, slope_z=6.0, fitted=y(0.05), latest=y(0.05), location=y(0.01), level=y(0.2), minutes=12)
-    a = logic._warning("error_rate", t, T0, T0 + 60, None)
+    a = logic._warning("error_rate", t, T0, T0 + 60, None).to_json()
     assert (a["type"], a["metric"], a["severity"], a["detector"]) == ("error_rate", "error_rate", "info", DETECTOR)
     assert a["observed"] == pytest.approx(0.05) and a["expected"] == pytest.approx(0.01)
     assert a["evidence"]["level"] == pytest.approx(0.2) and a["evidence"]["slope_scale"] == "asin_sqrt"

@@ -56,10 +56,10 @@ def test_ids_unique_and_every_incident_resolves(window, seed, wall_step):
         out.extend(got)
     got, _ = logic.on_eof()
     out.extend(got)
-    ids = [a["alert_id"] for a in out]
-    assert len(ids) == len(set(ids)), [(a["status"], a["severity"], a["alert_id"][:6]) for a in out]
-    firing = {a["alert_id"] for a in out if a["status"] == "firing"}
-    assert len([a for a in out if a["status"] == "resolved"]) == len(firing)
+    ids = [a.alert_id for a in out]
+    assert len(ids) == len(set(ids)), [(a.status, a.severity, a.alert_id[:6]) for a in out]
+    firing = {a.alert_id for a in out if a.status == "firing"}
+    assert len([a for a in out if a.status == "resolved"]) == len(firing)
     assert logic.state.incidents == []
 
 
@@ -80,16 +80,16 @@ def test_members_that_join_with_the_page_are_announced_before_the_resolve():
     out = []
     for a in first:
         out += logic.on_item(a)[0]
-    assert [a["status"] for a in out] == ["firing"]
-    assert "grouped" not in out[0]["evidence"]
+    assert [a.status for a in out] == ["firing"]
+    assert "grouped" not in out[0].evidence
     wall[0] += 60
     out += logic.on_item(resolved(first[1], t + 420))[0]
-    assert [a["status"] for a in out] == ["firing", "updated"]
-    assert {m["type"] for m in out[1]["evidence"]["grouped"]} == {"tokens", "cost"}
+    assert [a.status for a in out] == ["firing", "updated"]
+    assert {m["type"] for m in out[1].evidence["grouped"]} == {"tokens", "cost"}
     for a in (first[0], first[2]):
         out += logic.on_item(resolved(a, t + 480))[0]
-    assert [a["status"] for a in out] == ["firing", "updated", "resolved"]
-    assert len({a["alert_id"] for a in out}) == 3
+    assert [a.status for a in out] == ["firing", "updated", "resolved"]
+    assert len({a.alert_id for a in out}) == 3
 
 
 def test_a_member_still_unannounced_at_end_of_input_is_announced():
@@ -99,4 +99,4 @@ def test_a_member_still_unannounced_at_end_of_input_is_announced():
         logic.on_item(make_alert(typ, "m", 10.0, 1.0, 0.95, "medium", "d", t, "svc", "m1",
                                  evidence={"fired_event_time": _iso(t + 120)}))
     out, _ = logic.on_eof()
-    assert [(a["status"], [m["type"] for m in a["evidence"]["grouped"]]) for a in out] == [("updated", ["tokens"])]
+    assert [(a.status, [m["type"] for m in a.evidence["grouped"]]) for a in out] == [("updated", ["tokens"])]

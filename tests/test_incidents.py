@@ -1,6 +1,7 @@
 """One incident, one page: grouping, silences and feedback on the whole flow."""
 
 from operators.silences import Controls, get_controls
+from sentinel.core.types import Alert, Severity
 from tests.helpers import T0, batches, run_flow, steady
 
 
@@ -84,11 +85,12 @@ def test_false_positive_feedback_mutes_that_pattern_but_not_a_bigger_one():
 def test_feedback_for_an_unknown_alert_waits_for_it():
     c = Controls()
     assert not c.add_feedback({"alert_id": "nope", "label": "false_positive"})
-    alert = {"alert_id": "nope", "fingerprint": "fp", "service": "s", "model": "m", "type": "latency",
-             "metric": "latency_p95_ms", "observed": 300.0, "expected": 100.0, "event_time": "2026-01-05T00:00:00Z"}
+    alert = Alert.from_json({"alert_id": "nope", "fingerprint": "fp", "service": "s", "model": "m", "type": "latency",
+                             "metric": "latency_p95_ms", "observed": 300.0, "expected": 100.0,
+                             "event_time": "2026-01-05T00:00:00Z"})
     c.remember(alert)
-    assert c.dismissed_by(dict(alert, observed=320.0)) is not None
-    assert c.dismissed_by(dict(alert, observed=900.0)) is None
+    assert c.dismissed_by(alert.copy(observed=320.0)) is not None
+    assert c.dismissed_by(alert.copy(observed=900.0)) is None
 
 
 # -- the incidents step on its own: one page per incident --------------------------------------------------
@@ -143,7 +145,7 @@ def feed(lg, *alerts):
 
 
 def statuses(out):
-    return [a["status"] for a in out]
+    return [a.status for a in out]
 
 
 def test_an_attack_during_an_open_incident_of_its_service_pages_as_an_attack():
@@ -161,10 +163,10 @@ def test_an_attack_during_an_open_incident_of_its_service_pages_as_an_attack():
     out = []
     op.output("out", op.map("unkey", got, lambda kv: kv[1]), TestingSink(out))
     run_main(flow)
-    pages = sorted((a["type"], a["subject"]) for a in out if a["status"] == "firing")
+    pages = sorted((a.type, a.subject) for a in out if a.status == "firing")
     assert pages == [("coordinated_attack", "ip:10.0.0.9"), ("latency", None),
                      ("token_abuse", "user:u1"), ("token_abuse", "user:u2")], statuses(out)
-    assert all("grouped" not in a["evidence"] for a in out)
+    assert all("grouped" not in a.evidence for a in out)
 
 
 def test_group_key_separates_families_and_actors():
@@ -192,7 +194,7 @@ def test_a_member_of_a_type_the_incident_has_folds_silently():
     # ... but it is named by the incident's later messages.
     out += feed(lg, alert("tokens", H + 1200))
     assert statuses(out) == ["firing", "updated"]
-    assert sorted((m["type"], m["model"]) for m in out[-1]["evidence"]["grouped"]) == [("latency", "m2"),
+    assert sorted((m["type"], m["model"]) for m in out[-1].evidence["grouped"]) == [("latency", "m2"),
                                                                                        ("tokens", "m1")]
 
 
@@ -215,9 +217,9 @@ def test_a_busy_incident_sends_at_most_one_update_per_group_interval():
     lg.clock.now += 60
     out += lg.on_notify()[0]
     assert statuses(out) == ["firing", "updated"]
-    types = {m["type"] for m in out[-1]["evidence"]["grouped"]}
+    types = {m["type"] for m in out[-1].evidence["grouped"]}
     assert {"ttft", "error_rate", "cost", "tokens", "latency"} <= types
-    assert out[-1]["type"] == "latency" and out[-1]["fingerprint"] == out[0]["fingerprint"]
+    assert out[-1].type == "latency" and out[-1].fingerprint == out[0].fingerprint
     # Nothing more to say: no further message, however much time passes.
     lg.clock.now += 600
     assert lg.on_notify()[0] == [] and feed(lg, alert("latency", H + 900, model="m99")) == []
@@ -242,16 +244,16 @@ def test_a_severity_rise_escalates_and_wins_over_a_held_update():
     out += feed(lg, alert("latency", H + 70, "medium", model="m2"))
     assert statuses(out) == ["firing", "escalated"]
     esc = out[-1]
-    assert esc["severity"] == "critical" and esc["type"] == "tokens"
-    assert esc["summary"].startswith("Escalated to critical: ")
-    assert esc["fingerprint"] == out[0]["fingerprint"] and esc["event_time"] == out[0]["event_time"]
+    assert esc.severity == "critical" and esc.type == "tokens"
+    assert esc.summary.startswith("Escalated to critical: ")
+    assert esc.fingerprint == out[0].fingerprint and esc.event_time == out[0].event_time
     # A rise once the interval has passed re-pages at once.
     lg2 = logic()
     out2 = feed(lg2, alert("latency", H, "medium"))
     lg2.clock.now += 61
     out2 += feed(lg2, alert("latency", H, "high", status="escalated", fired=H + 61))
-    assert statuses(out2) == ["firing", "escalated"] and out2[-1]["severity"] == "high"
-    assert out2[-1]["summary"].count("Escalated to") == 1
+    assert statuses(out2) == ["firing", "escalated"] and out2[-1].severity == "high"
+    assert out2[-1].summary.count("Escalated to") == 1
 
 
 def test_the_headline_is_the_most_severe_member_the_earliest_among_equals():
@@ -263,15 +265,15 @@ def test_the_headline_is_the_most_severe_member_the_earliest_among_equals():
     out += lg.on_notify()[0]
     assert statuses(out) == ["firing"]
     page = out[0]
-    assert (page["type"], page["severity"]) == ("ttft", "high")
-    assert page["alert_id"] == alert("ttft", H + 10, "high")["alert_id"]
-    assert {m["type"] for m in page["evidence"]["grouped"]} == {"latency", "cost", "tokens"}
+    assert (page.type, page.severity) == ("ttft", "high")
+    assert page.alert_id == alert("ttft", H + 10, "high").alert_id
+    assert {m["type"] for m in page.evidence["grouped"]} == {"latency", "cost", "tokens"}
     # Later messages keep the page's fingerprint and event time, with the current headline.
     lg.clock.now += 61
     out += feed(lg, alert("error_rate", H + 200, "critical"))
     assert statuses(out) == ["firing", "escalated"]
-    assert out[1]["type"] == "error_rate" and out[1]["metric"] == "error_rate"
-    assert (out[1]["fingerprint"], out[1]["event_time"]) == (page["fingerprint"], page["event_time"])
+    assert out[1].type == "error_rate" and out[1].metric == "error_rate"
+    assert (out[1].fingerprint, out[1].event_time) == (page.fingerprint, page.event_time)
 
 
 def test_one_resolve_when_every_member_has_resolved_and_held_changes_die_with_it():
@@ -282,7 +284,7 @@ def test_one_resolve_when_every_member_has_resolved_and_held_changes_die_with_it
     assert statuses(out) == ["firing"]  # the ttft is held, the incident still open
     out += feed(lg, resolved(c, H + 30))
     assert statuses(out) == ["firing", "resolved"]
-    assert len(out[-1]["evidence"]["grouped"]) == 2 and "3 anomalies" in out[-1]["summary"]
+    assert len(out[-1].evidence["grouped"]) == 2 and "3 anomalies" in out[-1].summary
     assert lg.state.incidents == [] and lg.on_eof()[0] == []
 
 
@@ -304,7 +306,7 @@ def test_alert_ids_are_the_same_in_a_replay():
             lg.clock.now += 61 * i
             out += feed(lg, x)
         out += feed(lg, *(resolved(x, H + 300) for x in seq))
-        return [(a["status"], a["alert_id"]) for a in out]
+        return [(a.status, a.alert_id) for a in out]
 
     first = run()
     assert [s for s, _ in first] == ["firing", "updated", "escalated", "resolved"]
@@ -313,20 +315,24 @@ def test_alert_ids_are_the_same_in_a_replay():
 
 def test_state_of_an_earlier_version_still_loads():
     page, member = alert("latency", H), alert("ttft", H + 5)
+    # Alerts were dicts then: the SPEC object and the ingest time under "_ingested_at".
+    old_page, old_member = (dict(a.to_json(), _ingested_at=12.5) for a in (page, member))
     inc = Incident.__new__(Incident)
-    inc.__setstate__({"primary": page, "members": {page["fingerprint"]: page, member["fingerprint"]: member},
-                      "active": {page["fingerprint"]: True, member["fingerprint"]: True}, "severity": "medium",
+    inc.__setstate__({"primary": old_page, "members": {page.fingerprint: old_page, member.fingerprint: old_member},
+                      "active": {page.fingerprint: True, member.fingerprint: True}, "severity": "medium",
                       "paged": True, "hold_until_event": H, "hold_until_wall": 0.0, "last_page_event": H + 0.0,
                       "repeats": 0, "escalations": 0, "first_event": H + 0.0, "last_event": H + 5.0, "updates": 0,
                       "last_update_event": H + 0.0, "pending_update": True})
     st = GroupState.__new__(GroupState)
     st.__setstate__({"incidents": [inc], "last_wall": 5.0})
     st = pickle.loads(pickle.dumps(st))
-    assert (inc.held, inc.last_sent_event, inc.headline) == ("updated", H, page)
+    assert (inc.held, inc.last_sent_event, inc.headline) == ("updated", H, page.copy(ingested_at=12.5))
+    assert isinstance(inc.primary, Alert) and inc.severity is Severity.medium
     lg = IncidentLogic(AlertingConfig(group_interval=60.0), st)
     out = lg.on_eof()[0]
-    assert statuses(out) == ["updated"] and {m["type"] for m in out[0]["evidence"]["grouped"]} == {"ttft"}
-    out = feed(lg, resolved(page, H + 100), resolved(member, H + 100))
+    assert statuses(out) == ["updated"] and {m["type"] for m in out[0].evidence["grouped"]} == {"ttft"}
+    # An episode's firing alert kept as a dict by an older snapshot still resolves.
+    out = feed(lg, resolved(old_page, H + 100), resolved(old_member, H + 100))
     assert statuses(out) == ["resolved"]
 
 

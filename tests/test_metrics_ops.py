@@ -85,7 +85,7 @@ def test_a_replay_lags_in_its_own_time_and_open_incidents_count_by_service():
     alerts = []
     run_main(build_flow(cfg, source=TestingSource(batches(events, size=300)), alert_sinks=[TestingSink(alerts)],
                         dead_letter_sink=TestingSink([])))
-    assert [a for a in alerts if a["type"] == "latency" and a["status"] == "firing"], alerts
+    assert [a for a in alerts if a.type == "latency" and a.status == "firing"], alerts
 
     n = _value("sentinel_event_lag_seconds_count") - lag_all
     assert n >= len(events) // 300
@@ -97,10 +97,10 @@ def test_a_replay_lags_in_its_own_time_and_open_incidents_count_by_service():
     assert _value("sentinel_incidents_open", {"service": "lagsvc"}) - open_before == 1
     # 75 windows: the key is past its 30 windows of warm-up.
     assert _value("sentinel_keys_warming", {"kind": "model"}) == warming_before
-    first = [a for a in alerts if a["type"] == "latency" and a["status"] == "firing"][0]
-    assert _value("sentinel_anomalies_total", {"type": "latency", "severity": first["severity"],
+    first = [a for a in alerts if a.type == "latency" and a.status == "firing"][0]
+    assert _value("sentinel_anomalies_total", {"type": "latency", "severity": first.severity,
                                                "service": "lagsvc",
-                                               "model": get_metrics().models(first["model"])}) >= 1
+                                               "model": get_metrics().models(first.model)}) >= 1
 
 
 def test_a_new_key_counts_as_warming_until_its_warm_up_is_over():

@@ -4,7 +4,8 @@ import orjson
 import pytest
 
 from sentinel.events import LLMEvent, RawRecord, SecurityEvent
-from sentinel.parse import BadRecord, dead_letter_to_dict, parse_json_record, parse_record, parse_timestamp
+from sentinel.parse import BadRecord, dead_letter_to_dict, parse_json_record, parse_timestamp
+from sentinel.records import parse_record
 
 GOOD = {
     "timestamp": "2026-01-05T10:00:00.250Z",

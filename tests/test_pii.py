@@ -19,6 +19,11 @@ from sinks.base import AlertSink, Writer
 KEY = b"0123456789abcdef-test-key"
 
 
+def alert_json(*args, **kw):
+    """An alert's SPEC section 2 object (what the masker sees at a sink)."""
+    return make_alert(*args, **kw).to_json()
+
+
 def luhn_complete(body: str) -> str:
     """``body`` plus the check digit that makes it pass Luhn."""
     for d in "0123456789":
@@ -82,7 +87,7 @@ numbers = st.floats(min_value=0, max_value=1e7, allow_nan=False)
 @st.composite
 def plain_alerts(draw):
     typ = draw(st.sampled_from(["latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift"]))
-    return make_alert(typ, "latency_p95_ms", draw(numbers), draw(numbers), draw(st.floats(0, 1)),
+    return alert_json(typ, "latency_p95_ms", draw(numbers), draw(numbers), draw(st.floats(0, 1)),
                       draw(st.sampled_from(["info", "low", "medium", "high", "critical"])), "robust_z",
                       draw(st.floats(1.7e9, 1.9e9)), draw(names), draw(names),
                       evidence={"windows": draw(st.integers(0, 1000)), "error_types": {draw(names): 0.5}},
@@ -172,7 +177,7 @@ def test_masked_alerts_never_carry_planted_pii(secret, before, after, alert, whe
 
 
 def test_pseudonyms_replace_the_actor_everywhere_and_are_keyed():
-    a = make_alert("token_abuse", "tokens_per_horizon", 90000, 8000, 0.99, "high", "actor_tokens", 1.8e9,
+    a = alert_json("token_abuse", "tokens_per_horizon", 90000, 8000, 0.99, "high", "actor_tokens", 1.8e9,
                    "code-assist", "gpt-4o", subject="user:u0050",
                    evidence={"top": [{"user_id": "user:u0050", "tokens": 90000}]},
                    summary="user:u0050 used 90,000 tokens in 10 minutes on code-assist.")
@@ -258,13 +263,14 @@ def test_alert_sink_masks_what_it_writes_and_encodes():
     out = []
     a = make_alert("coordinated_attack", "security_events", 40, 10, 0.99, "critical", "security_rate", 1.8e9,
                    "doc-summarizer", None, subject="mallory@evil.example",
-                   summary="40 security events from mallory@evil.example within 5 minutes.")
+                   summary="40 security events from mallory@evil.example within 5 minutes.", ingested_at=7.0)
     part = AlertSink(lambda i, n: _Collect(out), "cloudevents", masker=Masker(pseudonym_key=KEY)).build("s", 0, 1)
     part.write_batch([a])
     (alert, payload), = out
-    assert b"mallory" not in payload and "mallory" not in json.dumps(alert)
-    assert alert["subject"].startswith("anon:") and json.loads(payload)["subject"] == alert["subject"]
-    assert a["subject"] == "mallory@evil.example"  # the flow's own copy is not touched
+    assert b"mallory" not in payload and "mallory" not in json.dumps(alert.to_json())
+    assert alert.subject.startswith("anon:") and json.loads(payload)["subject"] == alert.subject
+    assert alert.ingested_at == 7.0  # the detection latency still starts at the ingest
+    assert a.subject == "mallory@evil.example"  # the flow's own copy is not touched
 
 
 def test_log_filter_masks_messages_and_tracebacks():
@@ -300,7 +306,7 @@ def test_setup_logging_installs_the_filter():
 
 def test_subjects_that_name_no_one_are_kept():
     for subject in ("budget:cost_usd/1d", "model:gpt-4o"):
-        a = make_alert("policy_violation", "budget_cost_usd_1d", 50, 40, 1.0, "high", "budget", 1.8e9, "svc", None,
+        a = alert_json("policy_violation", "budget_cost_usd_1d", 50, 40, 1.0, "high", "budget", 1.8e9, "svc", None,
                        subject=subject, summary="The daily cost budget of svc ($40.00) is spent.")
         assert Masker(pseudonym_key=KEY).alert(a) == a
 
@@ -309,7 +315,7 @@ def test_pseudonyms_are_never_taken_for_cards_or_phones():
     m = Masker(pseudonym_key=b"audit-test-key-0123456789")
     p = m.pseudonym("203.0.113.170")
     assert p == "anon:43826653424090a6"  # 14 digits in a row that pass the Luhn check
-    a = make_alert("coordinated_attack", "security_events", 40, 10, 0.99, "high", "security_rate", 1.8e9, "svc",
+    a = alert_json("coordinated_attack", "security_events", 40, 10, 0.99, "high", "security_rate", 1.8e9, "svc",
                    None, subject="203.0.113.170", summary="40 security events from 203.0.113.170 within 5 minutes.")
     out = m.alert(a)
     assert out["subject"] == p and out["summary"] == f"40 security events from {p} within 5 minutes."

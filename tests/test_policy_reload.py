@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
@@ -23,6 +23,8 @@ from prometheus_client import REGISTRY
 from flows import build_flow
 from sentinel import policy_reload
 from sentinel.config import PoliciesConfig, load_config
+from sentinel.core.times import to_epoch
+from sentinel.core.types import Alert
 from sentinel.events import RawBatch
 from tests.helpers import T0, batches, request
 
@@ -51,14 +53,14 @@ def write_flow(path: Path, policies: Optional[dict], **extra) -> None:
     os.replace(tmp, path)
 
 
-def at(a: Dict) -> float:
+def at(a: Alert) -> float:
     """When it fired, escalated or resolved (event time)."""
-    key = "resolved_event_time" if a["status"] == "resolved" else "fired_event_time"
-    return datetime.fromisoformat(a["evidence"][key].replace("Z", "+00:00")).timestamp()
+    key = "resolved_event_time" if a.status == "resolved" else "fired_event_time"
+    return to_epoch(a.evidence[key])
 
 
-def policy(alerts: List[Dict]) -> List[Dict]:
-    return [a for a in alerts if a["type"] == "policy_violation"]
+def policy(alerts: List[Alert]) -> List[Alert]:
+    return [a for a in alerts if a.type == "policy_violation"]
 
 
 def reloads(result: str) -> float:
@@ -90,7 +92,7 @@ def watched(tmp_path):
     policy_reload.stop()
 
 
-def run_phases(path: Path, phases, alerts: List[Dict], recovery: Optional[RecoveryConfig] = None) -> None:
+def run_phases(path: Path, phases, alerts: List[Alert], recovery: Optional[RecoveryConfig] = None) -> None:
     """Run the flow of ``path`` under its watcher. ``phases``: (events, marker, rewrite) each; after a phase's
     events, wait for the alert whose subject is ``marker`` (so the phase is processed), then apply
     ``rewrite`` (a callable that rewrites the file and says what to wait for)."""
@@ -101,7 +103,7 @@ def run_phases(path: Path, phases, alerts: List[Dict], recovery: Optional[Recove
         for events, marker, rewrite in phases:
             yield from batches(sorted(events, key=lambda e: e["timestamp"]), size=60)
             if marker is not None:
-                yield from _wait(lambda: any(a.get("subject") == marker for a in alerts), f"the alert {marker}")
+                yield from _wait(lambda: any(a.subject == marker for a in alerts), f"the alert {marker}")
             if rewrite is not None:
                 rewrite(watcher)
 
@@ -136,42 +138,42 @@ def test_a_rewritten_policies_block_is_taken_up_mid_run(watched, caplog):
     p1 = traffic(0, 105) + [call(k * 10 + 0.1, "m2") for k in range(11)] + [call(104.98, "m4")]
     p2 = traffic(105, 140) + [call(k * 10 + 0.1, "m2") for k in range(11, 14)] + [call(139.98, "m3")]
     p3 = traffic(140, 180) + [call(k * 10 + 0.1, "m2") for k in range(14, 18)]
-    alerts: List[Dict] = []
+    alerts: List[Alert] = []
     run_phases(watched, [(p1, "model:m4", to_v2), (p2, "model:m3", to_invalid), (p3, None, None)], alerts)
     pol = policy(alerts)
-    seen = [(a["subject"], a["severity"], a["status"], round((at(a) - T0) / 60, 2)) for a in pol]
+    seen = [(a.subject, a.severity, a.status, round((at(a) - T0) / 60, 2)) for a in pol]
 
     # A, the hourly rule of v1: hour 0 pages and resolves at its end; hour 1's episode is open at the
     # reload (1:44:58, the newest event time) and resolves then, as its rule is gone; hour 2 is quiet.
-    hourly = [s[1:] for s, a in zip(seen, pol) if a["metric"] == "budget_cost_usd_1h"]
+    hourly = [s[1:] for s, a in zip(seen, pol) if a.metric == "budget_cost_usd_1h"]
     assert hourly == [("medium", "firing", 25.52), ("high", "escalated", 31.85), ("high", "resolved", 60.0),
                       ("medium", "firing", 85.52), ("high", "escalated", 91.85), ("high", "resolved", 104.98)], hourly
-    removed = [a for a in pol if a["metric"] == "budget_cost_usd_1h"][-1]
-    assert removed["evidence"]["resolved_by"] == "rule_removed"
+    removed = [a for a in pol if a.metric == "budget_cost_usd_1h"][-1]
+    assert removed.evidence["resolved_by"] == "rule_removed"
 
     # K, kept: its spend went on; 80% under v1, spent under v2 at 1:46:31 ($10 = 640 calls since 0:00).
-    daily = [a for a in pol if a["metric"] == "budget_cost_usd_1d"]
-    assert [(a["severity"], a["status"]) for a in daily] == [("medium", "firing"), ("high", "escalated")]
+    daily = [a for a in pol if a.metric == "budget_cost_usd_1d"]
+    assert [(a.severity, a.status) for a in daily] == [("medium", "firing"), ("high", "escalated")]
     assert (at(daily[0]) - T0, at(daily[1]) - T0) == (85 * 60 + 11, 106 * 60 + 31)
-    assert daily[1]["evidence"]["spent"] == 10.0 and "counted_since" not in daily[1]["evidence"]
-    assert [a["evidence"]["policy_version"] for a in daily] == [v1, v2]
-    assert daily[0]["fingerprint"] == daily[1]["fingerprint"]
+    assert daily[1].evidence["spent"] == 10.0 and "counted_since" not in daily[1].evidence
+    assert [a.evidence["policy_version"] for a in daily] == [v1, v2]
+    assert daily[0].fingerprint == daily[1].fingerprint
 
     # N, new in v2: counted from the reload (1:45:01), so 80% at 2:32:51 and spent at 2:44:51, though the
     # day's calls before would have spent it at 1:00. The invalid rewrite at 2:20 changed nothing.
-    tokens = [a for a in pol if a["metric"] == "budget_tokens_1d"]
-    assert [(a["severity"], a["status"], at(a) - T0) for a in tokens] == [
+    tokens = [a for a in pol if a.metric == "budget_tokens_1d"]
+    assert [(a.severity, a.status, at(a) - T0) for a in tokens] == [
         ("medium", "firing", 152 * 60 + 51), ("high", "escalated", 164 * 60 + 51)]
-    assert tokens[1]["evidence"]["counted_since"] == "2026-01-05T01:45:01Z"
-    assert tokens[1]["evidence"]["spent"] == 252_000 and tokens[1]["evidence"]["policy_version"] == v2
+    assert tokens[1].evidence["counted_since"] == "2026-01-05T01:45:01Z"
+    assert tokens[1].evidence["spent"] == 252_000 and tokens[1].evidence["policy_version"] == v2
 
     # Allowed models at once: m2 (v1: not allowed) fired at once and resolved at the reload that allowed it;
     # m4 stays a violation; m3 (allowed by v1, not by v2) fires at its first call after the reload.
-    models = [(s[0], s[2], s[3]) for s, a in zip(seen, pol) if a["detector"] == "model_allowlist"]
+    models = [(s[0], s[2], s[3]) for s, a in zip(seen, pol) if a.detector == "model_allowlist"]
     assert models[:3] == [("model:m2", "firing", 0.1), ("model:m4", "firing", 104.98),
                           ("model:m2", "resolved", 104.98)], models
     assert ("model:m3", "firing", 139.98) in models
-    assert [a["evidence"].get("resolved_by") for a in pol if a["subject"] == "model:m2"] == [None, "model_allowed"]
+    assert [a.evidence.get("resolved_by") for a in pol if a.subject == "model:m2"] == [None, "model_allowed"]
     assert not [m for m in models if m[0] == "model:m2" and m[2] > 105]
 
     # One line each: the version taken up, the refusal naming the field.
@@ -203,11 +205,11 @@ def test_a_flow_started_without_policies_takes_them_up_and_lets_them_go(watched)
                  "kind": "jailbreak", "service": "svc"} for i in range(10)]
     p1 = traffic(0, 60) + [call(59.9, "m9")]
     p2 = traffic(60, 75) + breaches[:8]
-    alerts: List[Dict] = []
+    alerts: List[Alert] = []
     run_phases(watched, [(p1, None, rewrite(added)), (p2, "guardrails/1h", rewrite(raised)),
                          (traffic(75, 80), None, rewrite({"reload": 0.05})), (traffic(80, 85), None, None)], alerts)
     pol = policy(alerts)
-    got = [(a["subject"], a["severity"], a["status"], a["evidence"].get("resolved_by")) for a in pol]
+    got = [(a.subject, a.severity, a.status, a.evidence.get("resolved_by")) for a in pol]
     # Nothing in hour 0 (no policies, and m9 is no violation); the $1 hourly budget from 1:00 on.
     assert got[0][:3] == ("budget:cost_usd/1h", "medium", "firing") and at(pol[0]) - T0 >= 3600
     assert ("budget:cost_usd/1h", "high", "escalated", None) in got
@@ -228,15 +230,15 @@ def test_snapshots_are_restored_under_the_rules_in_force(tmp_path, watched):
     p1 = batches(traffic(0, 95), size=60)
     rest = batches(traffic(95, 180), size=60)
     crashed = p1 + [TestingSource.ABORT()] + rest  # the abort fires once
-    first: List[Dict] = []
+    first: List[Alert] = []
     cfg = load_config(watched)
     policy_reload.start(str(watched), cfg)
     run_main(build_flow(cfg, source=TestingSource(crashed),
                         alert_sinks=[TestingSink(first)], dead_letter_sink=TestingSink([])),
              epoch_interval=timedelta(0), recovery_config=rc)
-    assert [a["metric"] for a in policy(first) if a["status"] != "resolved"][-1] == "budget_cost_usd_1h"
+    assert [a.metric for a in policy(first) if a.status != "resolved"][-1] == "budget_cost_usd_1h"
     write_flow(watched, V2)
-    second: List[Dict] = []
+    second: List[Alert] = []
     cfg = load_config(watched)
     policy_reload.start(str(watched), cfg)
     run_main(build_flow(cfg, source=TestingSource(crashed),
@@ -244,14 +246,14 @@ def test_snapshots_are_restored_under_the_rules_in_force(tmp_path, watched):
              epoch_interval=timedelta(0), recovery_config=rc)
     pol = policy(second)
     v2 = policy_reload.version_of(PoliciesConfig.model_validate(V2))
-    hourly = [a for a in pol if a["metric"] == "budget_cost_usd_1h"]
-    assert [(a["status"], a["evidence"]["resolved_by"]) for a in hourly] == [("resolved", "rule_removed")]
-    daily = [a for a in pol if a["metric"] == "budget_cost_usd_1d"]
-    assert [(a["severity"], a["status"], at(a) - T0) for a in daily] == [("high", "escalated", 106 * 60 + 31)]
-    tokens = [a for a in pol if a["metric"] == "budget_tokens_1d" and a["status"] != "resolved"]
-    assert [a["severity"] for a in tokens] == ["medium", "high"]
-    assert all(a["evidence"]["policy_version"] == v2 for a in daily + tokens)
-    assert tokens[0]["evidence"]["counted_since"] == "2026-01-05T01:35:01Z"
+    hourly = [a for a in pol if a.metric == "budget_cost_usd_1h"]
+    assert [(a.status, a.evidence["resolved_by"]) for a in hourly] == [("resolved", "rule_removed")]
+    daily = [a for a in pol if a.metric == "budget_cost_usd_1d"]
+    assert [(a.severity, a.status, at(a) - T0) for a in daily] == [("high", "escalated", 106 * 60 + 31)]
+    tokens = [a for a in pol if a.metric == "budget_tokens_1d" and a.status != "resolved"]
+    assert [a.severity for a in tokens] == ["medium", "high"]
+    assert all(a.evidence["policy_version"] == v2 for a in daily + tokens)
+    assert tokens[0].evidence["counted_since"] == "2026-01-05T01:35:01Z"
 
 
 # -- the watcher on its own ----------------------------------------------------------------
@@ -355,10 +357,11 @@ def test_sentinel_run_takes_up_a_rewritten_flow_file(tmp_path, tansu, kafka_topi
     write_flow(flow, v1, **extra)
     versions = [policy_reload.version_of(PoliciesConfig.model_validate(p)) for p in (v1, v2)]
 
-    def alerts() -> List[Dict]:
+    def alerts() -> List[Alert]:
         if not alerts_path.exists():
             return []
-        return [alert_body(orjson.loads(line)) for line in alerts_path.read_text().splitlines() if line.strip()]
+        return [Alert.from_json(alert_body(orjson.loads(line)))
+                for line in alerts_path.read_text().splitlines() if line.strip()]
 
     def logged(text: str) -> bool:
         return text in log_path.read_text()
@@ -373,7 +376,7 @@ def test_sentinel_run_takes_up_a_rewritten_flow_file(tmp_path, tansu, kafka_topi
         proc = subprocess.Popen([sys.executable, "-m", "sentinel.cli", "run", "-c", str(flow), "-w", "2"], cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=err)
         try:
-            _block(lambda: any(a["subject"] == "model:m4" for a in alerts()), "phase 1's last alert", 90)
+            _block(lambda: any(a.subject == "model:m4" for a in alerts()), "phase 1's last alert", 90)
             assert metric(f'sentinel_policy_version_info{{version="{versions[0]}"}} 1.0')
             write_flow(flow, v2, **extra)
             _block(lambda: logged(f"policies: version {versions[1]} in force (was {versions[0]})"), "v2", 30)
@@ -390,7 +393,7 @@ def test_sentinel_run_takes_up_a_rewritten_flow_file(tmp_path, tansu, kafka_topi
                 proc.kill()
                 proc.wait()
     pol = policy(alerts())
-    got = [(a["metric"], a["status"], round((at(a) - T0) / 60, 2), a["evidence"].get("resolved_by")) for a in pol]
+    got = [(a.metric, a.status, round((at(a) - T0) / 60, 2), a.evidence.get("resolved_by")) for a in pol]
     # Under v1: the hourly budget pages each hour; under v2 it is gone (its open episode resolved), the daily
     # budget kept its spend (spent at 1:46:31), the token budget counted from the reload (spent at 2:44:51).
     assert [g for g in got if g[0] == "budget_cost_usd_1h"][-1] == ("budget_cost_usd_1h", "resolved", 104.98,
@@ -449,10 +452,11 @@ def test_each_process_of_a_cluster_takes_up_the_rewritten_file(tmp_path, tansu, 
     write_flow(flow, v1, **extra)
     new = policy_reload.version_of(PoliciesConfig.model_validate(v2))
 
-    def alerts() -> List[Dict]:
+    def alerts() -> List[Alert]:
         if not alerts_path.exists():
             return []
-        return [alert_body(orjson.loads(line)) for line in alerts_path.read_text().splitlines() if line.strip()]
+        return [Alert.from_json(alert_body(orjson.loads(line)))
+                for line in alerts_path.read_text().splitlines() if line.strip()]
 
     def for_all(start, end):
         evs = [dict(e, service=s) for e in traffic(start, end) for s in services]
@@ -469,8 +473,8 @@ def test_each_process_of_a_cluster_takes_up_the_rewritten_file(tmp_path, tansu, 
                                                "-i", str(i), "-a", addresses], cwd=ROOT,
                                               stdout=subprocess.DEVNULL, stderr=err))
         # Every service's hourly budget spent in hour 1 (at 1:31:51): phase 1 is through.
-        _block(lambda: {a["service"] for a in policy(alerts()) if a["metric"] == "budget_cost_usd_1h"
-                        and a["status"] == "escalated" and at(a) - T0 > 3600} == set(services), "phase 1", 120)
+        _block(lambda: {a.service for a in policy(alerts()) if a.metric == "budget_cost_usd_1h"
+                        and a.status == "escalated" and at(a) - T0 > 3600} == set(services), "phase 1", 120)
         kept = [paged(0), paged(1)]
         assert kept[0] and kept[1] and kept[0] | kept[1] == set(services), kept  # both processes keep some
         write_flow(flow, v2, **extra)
@@ -485,7 +489,7 @@ def test_each_process_of_a_cluster_takes_up_the_rewritten_file(tmp_path, tansu, 
                 p.wait()
     pol = policy(alerts())
     for s in services:
-        mine = [(a["metric"], a["status"], round((at(a) - T0) / 60, 2)) for a in pol if a["service"] == s]
+        mine = [(a.metric, a.status, round((at(a) - T0) / 60, 2)) for a in pol if a.service == s]
         assert [m for m in mine if m[0] == "budget_cost_usd_1h"][-1][1:] == ("resolved", 94.85), (s, mine)
         assert [m for m in mine if m[0] == "budget_cost_usd_1d"] == [
             ("budget_cost_usd_1d", "firing", 85.18), ("budget_cost_usd_1d", "escalated", 106.52)], (s, mine)
@@ -505,7 +509,7 @@ def test_a_snapshot_of_index_keyed_meters_is_carried_over():
     old = BudgetState("svc", meters={"1/cost_usd": daily, "0/cost_usd": hourly, "7/cost_usd": gone}, last_ts=T0 + 3700)
     logic = BudgetLogic(holder, old)
     out, _ = logic.on_item(("svc", "m", [LLMEvent(T0 + 3710, "svc", "m1", cost_usd=0.25)], 0.0))
-    assert [(a["metric"], a["severity"], a["evidence"]["spent"]) for a in out] == [
+    assert [(a.metric, a.severity, a.evidence["spent"]) for a in out] == [
         ("budget_cost_usd_1d", "high", 10.15)]
     assert sorted(logic.state.meters) == [("svc|service|1d|cost_usd", "cost_usd", None),
                                           ("svc|service|1h|cost_usd", "cost_usd", None)]

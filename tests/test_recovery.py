@@ -31,7 +31,7 @@ def test_abort_and_resume_gives_the_same_alerts(tmp_path):
     items = batches(steady(100, latency_fn=slow), size=300)
     whole = []
     run_main(flow_for(items, whole))
-    assert [a["status"] for a in whole if a["type"] == "latency"][:1] == ["firing"]
+    assert [a.status for a in whole if a.type == "latency"][:1] == ["firing"]
 
     init_db_dir(tmp_path, 1)
     rc = RecoveryConfig(str(tmp_path))
@@ -42,7 +42,7 @@ def test_abort_and_resume_gives_the_same_alerts(tmp_path):
     run_main(flow_for(crashed, first), epoch_interval=timedelta(0), recovery_config=rc)
     second = []
     run_main(flow_for(crashed, second), epoch_interval=timedelta(0), recovery_config=rc)
-    ids = lambda xs: {(a["alert_id"], a["status"]) for a in xs}  # noqa: E731
+    ids = lambda xs: {(a.alert_id, a.status) for a in xs}  # noqa: E731
     assert ids(first) | ids(second) == ids(whole)
     assert second, "the resumed run finished the episode"
     assert (tmp_path / "sentinel-cross-key-p0.pkl").exists()  # written at a snapshot

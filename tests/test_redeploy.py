@@ -69,11 +69,11 @@ def test_a_restart_with_changed_detection_metrics_takes_effect_on_restored_keys(
     shutil.copytree(first, second)
 
     same = _run(_cfg(), items, first)
-    assert {a["type"] for a in same if a["status"] == "firing"} & {"latency", "ttft"}, same
+    assert {a.type for a in same if a.status == "firing"} & {"latency", "ttft"}, same
 
     before = _warming()
     changed = _run(_cfg(NO_LATENCY), items, second)
-    assert not [a for a in changed if a["type"] in ("latency", "ttft")], changed
+    assert not [a for a in changed if a.type in ("latency", "ttft")], changed
     # The key was restored (warm), not started afresh (which would count as warming up).
     assert _warming() == before
 

@@ -17,7 +17,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from operators.parse import BatchParser, DEAD, MODEL
 from sentinel.events import KEY_SEP, LLMEvent, RawBatch, RawRecord, SecurityEvent
 from sentinel.otlp import parse_otlp_json, parse_otlp_proto
-from sentinel.parse import DEFAULT_LIMITS, BadRecord, _fast_request, event_from_dict, parse_record
+from sentinel.parse import DEFAULT_LIMITS, BadRecord, _fast_request, event_from_dict
+from sentinel.records import parse_record
 from tests.helpers import T0, request
 
 POS = ("fuzz", 0, 0)

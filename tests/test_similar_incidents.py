@@ -13,7 +13,7 @@ from qdrant_client import QdrantClient, models
 
 from flows import build_flow, make_alert_sinks, make_similar_incidents
 from operators.alerts import make_alert, resolved
-from operators.similar import SimilarIncidents
+from sinks.similar import SimilarIncidents
 from sentinel.config import ConfigError, QdrantSink, load_config_dict
 from sentinel.metrics import get_metrics
 from sinks.base import encode_alert
@@ -58,7 +58,7 @@ def test_second_latency_incident_lists_the_first_not_itself_nor_other_types() ->
         b_before = _latency(T0 - 86400, "svc-b")
         # The new incident on svc-b: its page and an update are already indexed.
         second = _latency(T0 + 3600, "svc-b", observed=3600.0)
-        second_update = dict(second, status="updated", alert_id="b-update-1")
+        second_update = second.copy(status="updated", alert_id="b-update-1")
         # An incident that began later than the one asked about.
         later = _latency(T0 + 7200, "svc-d")
         # A resolve with no other message of its incident indexed (a resolve is not an incident).
@@ -70,29 +70,29 @@ def test_second_latency_incident_lists_the_first_not_itself_nor_other_types() ->
         found = memory.similar(second_esc)
         # Each earlier incident once, as its closest message: svc-a's, and svc-b's own earlier episode
         # (a recurrence); not the new incident's page or update, nor the later one.
-        assert sorted(s["alert_id"] for s in found) == sorted([first_up["alert_id"], b_before["alert_id"]]), found
-        best = next(s for s in found if s["alert_id"] == first_up["alert_id"])
+        assert sorted(s["alert_id"] for s in found) == sorted([first_up.alert_id, b_before.alert_id]), found
+        best = next(s for s in found if s["alert_id"] == first_up.alert_id)
         assert best == {
-            "alert_id": first_up["alert_id"],
-            "fingerprint": first["fingerprint"],
+            "alert_id": first_up.alert_id,
+            "fingerprint": first.fingerprint,
             "type": "latency",
             "service": "svc-a",
             "model": "m1",
             "score": best["score"],
-            "event_time": first["event_time"],
-            "summary": first_up["summary"],
+            "event_time": first.event_time,
+            "summary": first_up.summary,
         }
         assert SIMILAR_MIN_SCORE <= best["score"] <= 1.0 and best["score"] == round(best["score"], 6)
 
         # The traffic drop is left out by its score alone: without a minimum it is listed, below 0.9.
         loose = writer.similar(second_esc, limit=10, min_score=0.0)
         by_id = {s["alert_id"]: s for s in loose}
-        assert set(by_id) == {first_up["alert_id"], b_before["alert_id"], drop["alert_id"]}, loose
-        assert by_id[drop["alert_id"]]["score"] < SIMILAR_MIN_SCORE
+        assert set(by_id) == {first_up.alert_id, b_before.alert_id, drop.alert_id}, loose
+        assert by_id[drop.alert_id]["score"] < SIMILAR_MIN_SCORE
         assert [s["score"] for s in loose] == sorted((s["score"] for s in loose), reverse=True)
 
         # Only incidents that began earlier: svc-a's lists svc-b's day-old episode, which lists nothing.
-        assert [s["alert_id"] for s in memory.similar(first)] == [b_before["alert_id"]]
+        assert [s["alert_id"] for s in memory.similar(first)] == [b_before.alert_id]
         assert memory.similar(b_before) == []
     finally:
         writer.close()
@@ -107,7 +107,7 @@ def test_limit_caps_distinct_incidents() -> None:
         new = _latency(T0 + 10 * 3600, "svc-new", observed=4050.0)
         found = IncidentMemory(":memory:", collection, limit=2).similar(new)
         assert len(found) == 2
-        assert {s["service"] for s in found} <= {p["service"] for p in past}
+        assert {s["service"] for s in found} <= {p.service for p in past}
         assert IncidentMemory(":memory:", collection, limit=0).similar(new) == []
     finally:
         writer.close()
@@ -175,17 +175,16 @@ def test_failed_lookup_sends_the_alert_with_no_similar_incidents(caplog) -> None
         holder.client.upsert(collection, points=[models.PointStruct(id=1, vector=[0.1] * 8, payload={})])
         step = SimilarIncidents(IncidentMemory(":memory:", collection))
         alert = _latency(T0, "svc-a")
-        alert["similar_incidents"] = ["untouched"]
+        alert.similar_incidents = ["untouched"]
         before = _sink_errors()
-        with caplog.at_level(logging.WARNING, logger="operators.similar"):
+        with caplog.at_level(logging.WARNING, logger="sinks.similar"):
             out1 = step(alert)
             out2 = step(_latency(T0 + 60, "svc-b"))
-        assert out1["similar_incidents"] == [] and out2["similar_incidents"] == []
-        assert {k: v for k, v in out1.items() if k != "similar_incidents"} == {
-            k: v for k, v in alert.items() if k != "similar_incidents"}
-        assert alert["similar_incidents"] == ["untouched"]  # the input is not changed
+        assert out1.similar_incidents == [] and out2.similar_incidents == []
+        assert out1.copy(similar_incidents=[]) == alert.copy(similar_incidents=[])
+        assert alert.similar_incidents == ["untouched"]  # the input is not changed
         assert _sink_errors() - before == 2
-        warnings = [r for r in caplog.records if r.name == "operators.similar"]
+        warnings = [r for r in caplog.records if r.name == "sinks.similar"]
         assert len(warnings) == 1, warnings  # rate limited
         assert collection in warnings[0].getMessage()
     finally:
@@ -195,7 +194,7 @@ def test_failed_lookup_sends_the_alert_with_no_similar_incidents(caplog) -> None
 def test_lookup_before_anything_is_indexed_is_not_an_error() -> None:
     before = _sink_errors()
     out = SimilarIncidents(IncidentMemory(":memory:", _collection()))(_latency(T0, "svc-a"))
-    assert out["similar_incidents"] == []
+    assert out.similar_incidents == []
     assert _sink_errors() == before
 
 
@@ -227,22 +226,22 @@ def test_flow_fills_similar_incidents_of_a_repeated_incident() -> None:
     collection = _collection()
     alerts = _run([{"kind": "qdrant", "location": ":memory:", "collection": collection}], batches(_two_incidents()),
                   with_cfg_sinks=True)
-    a = [x for x in alerts if x["service"] == "svc-a" and x["type"] == "latency"]
-    b = [x for x in alerts if x["service"] == "svc-b" and x["type"] == "latency"]
+    a = [x for x in alerts if x.service == "svc-a" and x.type == "latency"]
+    b = [x for x in alerts if x.service == "svc-b" and x.type == "latency"]
     assert a and b, alerts
-    assert all(x["similar_incidents"] == [] for x in a), a  # nothing like it before
-    first_fp = a[0]["fingerprint"]
+    assert all(x.similar_incidents == [] for x in a), a  # nothing like it before
+    first_fp = a[0].fingerprint
     for x in b:
-        if x["status"] == "resolved":
+        if x.status == "resolved":
             continue
-        listed = x["similar_incidents"]
+        listed = x.similar_incidents
         assert listed and {s["fingerprint"] for s in listed} == {first_fp}, x
         assert len(listed) == 1  # the first incident once, not each of its messages
-        assert listed[0]["alert_id"] in {y["alert_id"] for y in a if y["status"] != "resolved"}
+        assert listed[0]["alert_id"] in {y.alert_id for y in a if y.status != "resolved"}
         assert listed[0]["service"] == "svc-a" and listed[0]["score"] >= SIMILAR_MIN_SCORE
-        assert listed[0]["event_time"] < x["event_time"]
+        assert listed[0]["event_time"] < x.event_time
     # Every alert left the flow, enriched or not.
-    assert all("similar_incidents" in x for x in alerts)
+    assert all("similar_incidents" in x.to_json() for x in alerts)
 
 
 def test_flow_on_two_workers_shares_one_memory() -> None:
@@ -273,11 +272,11 @@ def test_flow_on_two_workers_shares_one_memory() -> None:
     flow = build_flow(cfg, source=TestingSource(items), alert_sinks=[TestingSink(out)] + make_alert_sinks(cfg),
                       dead_letter_sink=TestingSink([]))
     cluster_main(flow, [], 0, worker_count_per_proc=2)
-    pages = {a["service"]: a for a in out if a["type"] == "latency" and a["status"] == "firing"}
+    pages = {a.service: a for a in out if a.type == "latency" and a.status == "firing"}
     assert sorted(pages) == services, out
     for i, svc in enumerate(services):
-        listed = {s["service"] for s in pages[svc]["similar_incidents"]}
-        assert listed == set(services[:i]), (svc, pages[svc]["similar_incidents"])
+        listed = {s["service"] for s in pages[svc].similar_incidents}
+        assert listed == set(services[:i]), (svc, pages[svc].similar_incidents)
 
 
 def test_flow_with_injected_sinks_reads_the_configured_memory(tmp_path) -> None:
@@ -292,10 +291,10 @@ def test_flow_with_injected_sinks_reads_the_configured_memory(tmp_path) -> None:
 
     alerts = _run([{"kind": "qdrant", "location": path, "collection": "incidents"}],
                   batches(steady(90, latency_fn=slow)), with_cfg_sinks=False)
-    firing = [x for x in alerts if x["type"] == "latency" and x["status"] != "resolved"]
+    firing = [x for x in alerts if x.type == "latency" and x.status != "resolved"]
     assert firing
     for x in firing:
-        assert [s["alert_id"] for s in x["similar_incidents"]] == [earlier["alert_id"]], x
+        assert [s["alert_id"] for s in x.similar_incidents] == [earlier.alert_id], x
 
 
 def test_no_qdrant_sink_or_limit_zero_means_no_lookup() -> None:

@@ -23,6 +23,7 @@ from conftest import drain_queue as drain
 from sinks.base import encode_alert
 from sinks.kafka import KafkaBytesProducer, KafkaDeliveryError, KafkaWriter
 from sinks.qdrant import QdrantWriter, alert_vector, point_id
+from sentinel.core.types import Alert
 from sinks.rabbitmq import RabbitMQDeliveryError, RabbitMQWriter
 
 
@@ -48,6 +49,7 @@ def make_alert(**overrides: Any) -> Dict[str, Any]:
         "evidence": {"window_s": 60, "samples": 412},
         "root_cause_hints": ["provider region us-east-1 degraded"],
         "similar_incidents": [],
+        "status": "firing",
         "_ingested_at": time.time(),
     }
     alert.update(overrides)
@@ -379,7 +381,7 @@ def test_qdrant_similar_returns_closest_other_alert() -> None:
         writer.write(alerts[:1], [encode_alert(alerts[0])])  # redelivery: idempotent upsert
         assert writer._client.count("test_incidents").count == 3
 
-        similar = writer.similar(alerts[0], limit=3, min_score=0.0)
+        similar = writer.similar(Alert.of(alerts[0]), limit=3, min_score=0.0)
         assert [s["alert_id"] for s in similar] == ["a-latency-2", "a-cost-1"]  # never itself
         best = similar[0]
         assert best == {
@@ -393,13 +395,13 @@ def test_qdrant_similar_returns_closest_other_alert() -> None:
             "summary": alerts[1]["summary"],
         }
         assert 0.95 < best["score"] <= 1.0 and similar[1]["score"] < best["score"]
-        assert [s["alert_id"] for s in writer.similar(alerts[0], limit=1)] == ["a-latency-2"]
+        assert [s["alert_id"] for s in writer.similar(Alert.of(alerts[0]), limit=1)] == ["a-latency-2"]
         # The default minimum score keeps the same type only.
-        assert [s["alert_id"] for s in writer.similar(alerts[0])] == ["a-latency-2"]
+        assert [s["alert_id"] for s in writer.similar(Alert.of(alerts[0]))] == ["a-latency-2"]
 
         # A new, not yet indexed alert finds its neighbours too.
         fresh = make_alert(alert_id="a-cost-2", type="cost", observed=10.0, expected=2.5, score=0.75)
-        assert writer.similar(fresh, limit=1)[0]["alert_id"] == "a-cost-1"
+        assert writer.similar(Alert.of(fresh), limit=1)[0]["alert_id"] == "a-cost-1"
 
         # Payload is the public alert: no internals.
         point = writer._client.retrieve("test_incidents", [point_id("a-cost-1")], with_payload=True)[0]
@@ -417,17 +419,17 @@ def test_qdrant_path_location_persists(tmp_path) -> None:
     reopened = QdrantWriter(location=str(tmp_path / "qdrant"))
     try:
         assert reopened._client.count("sentinel_incidents").count == 3
-        assert reopened.similar(alerts[0], limit=1)[0]["alert_id"] == "a-latency-2"
+        assert reopened.similar(Alert.of(alerts[0]), limit=1)[0]["alert_id"] == "a-latency-2"
     finally:
         reopened.close()
 
 
 def test_alert_vector_is_deterministic_and_typed() -> None:
     a = make_alert(type="token_abuse", severity="critical", score=1.0)
-    v1, v2 = alert_vector(a), alert_vector(dict(a))
+    v1, v2 = alert_vector(Alert.of(a)), alert_vector(Alert.of(dict(a)))
     assert v1 == v2 and len(v1) == 16
     assert v1[7] == 1.0 and sum(v1[:11]) == 1.0
     assert v1[13] == 1.0
-    odd = alert_vector({"type": "unknown", "observed": None, "expected": 0})
+    odd = alert_vector(Alert.from_json({"alert_id": "x", "type": "unknown", "observed": None, "expected": 0}))
     assert any(odd)  # never the zero vector (cosine needs a norm)
     assert point_id("x") == point_id("x") != point_id("y")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from detectors.priors import ParentPriors
-from operators import model_windows
 from sentinel import crosskey
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch):
-    monkeypatch.setattr(model_windows, "PRIORS", ParentPriors())
+    monkeypatch.setattr(crosskey, "PRIORS", ParentPriors())
     old = os.umask(0o022)  # the usual default: without care, files come out world-readable
     yield
     os.umask(old)
@@ -44,7 +43,7 @@ def test_a_planted_pickle_runs_nothing_and_is_a_fresh_start(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="sentinel.crosskey"):
         crosskey.configure(str(path))
     assert not marker.exists()
-    assert len(model_windows.PRIORS) == 0
+    assert len(crosskey.PRIORS) == 0
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0].getMessage() and warnings[0].exc_info is None
 
@@ -63,7 +62,7 @@ def test_an_old_or_foreign_file_is_one_log_line_and_a_fresh_start(tmp_path, capl
     path.write_bytes(content)
     with caplog.at_level(logging.INFO, logger="sentinel.crosskey"):
         assert crosskey.load(str(path)) is False
-    assert len(model_windows.PRIORS) == 0
+    assert len(crosskey.PRIORS) == 0
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].exc_info is None
 
@@ -71,17 +70,17 @@ def test_an_old_or_foreign_file_is_one_log_line_and_a_fresh_start(tmp_path, capl
 def test_the_cross_key_file_is_json_and_private(tmp_path):
     path = tmp_path / "ck.json"
     crosskey.configure(str(path))
-    model_windows.PRIORS.observe("svc/a", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.2)
-    model_windows.PRIORS.observe("svc/b", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.4)
+    crosskey.PRIORS.observe("svc/a", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.2)
+    crosskey.PRIORS.observe("svc/b", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.4)
     crosskey.save()
     data = json.loads(path.read_text())
     assert data["format"] == crosskey.FORMAT
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
-    model_windows.PRIORS = ParentPriors()
+    crosskey.PRIORS = ParentPriors()
     crosskey.configure(str(path))
-    assert round(model_windows.PRIORS.scale([("service", "svc")], "latency_p95_ms"), 2) == 0.3
-    model_windows.PRIORS.observe("svc/c", [("fleet",)], "ttft_p95_ms", 0.1)
+    assert round(crosskey.PRIORS.scale([("service", "svc")], "latency_p95_ms"), 2) == 0.3
+    crosskey.PRIORS.observe("svc/c", [("fleet",)], "ttft_p95_ms", 0.1)
 
 
 def test_the_default_cross_key_file_in_the_recovery_directory_is_json(tmp_path):

@@ -232,7 +232,7 @@ def test_rabbitmq_sink_delivers_over_mutual_tls_from_the_flow_definition(pki, am
     part.close()
 
     got = drain_queue(rabbitmq_url, names["high_queue"])
-    assert [props.message_id for _, props, _ in got] == [a["alert_id"] for a in alerts]
+    assert [props.message_id for _, props, _ in got] == [a.alert_id for a in alerts]
     assert json.loads(got[0][2])["service"] == "svc-tls"
     assert amqps_proxy.peers and set(amqps_proxy.peers) == {"sentinel-client"}, amqps_proxy.refused
     logs = "\n".join(r.getMessage() for r in caplog.records)
@@ -442,7 +442,7 @@ def test_kafka_sink_and_source_over_mutual_tls(pki, kafka_mtls, tmp_path, monkey
                 got.append(json.loads(m.value()))
     finally:
         c.close()
-    assert [a["alert_id"] for a in got] == [a["alert_id"] for a in alerts]
+    assert [a["alert_id"] for a in got] == [a.alert_id for a in alerts]
     assert proxy.peers and set(proxy.peers) == {"sentinel-client"}
     # A client without a certificate is refused by the listener.
     n = len(proxy.refused)

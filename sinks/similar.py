@@ -1,7 +1,8 @@
 """An alert's ``similar_incidents``: the nearest earlier incidents in the Qdrant incident memory.
 
 An ``op.map`` step between the incidents step and the alert sinks (see
-flows/__init__.py). What counts as similar is :func:`sinks.qdrant.find_similar`.
+flows/__init__.py); it lives with the sinks because it reads what the qdrant
+sink wrote. What counts as similar is :func:`sinks.qdrant.find_similar`.
 A failed lookup never stops the flow nor holds back the alert: it goes out
 with ``similar_incidents: []``, the failure is counted in
 ``sentinel_sink_errors_total{sink="qdrant"}`` and logged at most once a minute.
@@ -12,14 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict
-
+from sentinel.core.types import Alert
 from sentinel.metrics import get_metrics
 from sinks.qdrant import IncidentMemory
 
 log = logging.getLogger(__name__)
-
-Alert = Dict[str, Any]
 
 WARN_EVERY_S = 60.0
 
@@ -40,9 +38,7 @@ class SimilarIncidents:
         except Exception as exc:  # a down server, a locked path, a broken collection
             self._failed(exc)
             found = []
-        out = dict(alert)
-        out["similar_incidents"] = found
-        return out
+        return alert.copy(similar_incidents=found)
 
     def _failed(self, exc: Exception) -> None:
         self._errors.inc()
