@@ -57,7 +57,9 @@ class WindowFeatures:
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
         "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log", "clusters",
+        "rest",
     )
+    _PICKLED = __slots__[:-1]  # ``rest`` is the window's own and is never kept
 
     def __init__(self, start: float, end: float, count: int = 0, errors: int = 0,
                  lat_p50: Optional[float] = None, lat_p95: Optional[float] = None,
@@ -69,7 +71,8 @@ class WindowFeatures:
                  cost_log: Optional[LogStats] = None, lat_gmean: Optional[float] = None,
                  ttft_gmean: Optional[float] = None, lat_log: Optional[LogStats] = None,
                  ttft_log: Optional[LogStats] = None,
-                 clusters: Optional[Dict[str, int]] = None) -> None:
+                 clusters: Optional[Dict[str, int]] = None,
+                 rest: Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]] = None) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -97,21 +100,25 @@ class WindowFeatures:
         # {user: requests} of the users with more than one request: one user's requests may move
         # together (PooledLogMean.push); None: every request stood alone, or not measured.
         self.clusters = clusters
+        # (requests, latency p50, latency p95, ttft p95) of the window without its busiest user,
+        # when that user sent enough of it to make its tail alone; None: no one user could.
+        self.rest = rest
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
 
     def __getstate__(self):
-        return tuple(getattr(self, k) for k in self.__slots__)
+        return tuple(getattr(self, k) for k in self._PICKLED)
 
     def __setstate__(self, state) -> None:
+        self.rest = None
         self.error_types = None  # states from before error types were counted
         self.in_log = self.out_log = self.cost_log = None  # and before log statistics
         self.lat_gmean = self.ttft_gmean = self.lat_log = self.ttft_log = None
         self.clusters = None  # and before requests were grouped by user
-        if len(state) == len(self.__slots__) + 1:
+        if len(state) == len(self._PICKLED) + 1:
             state = state[:-2] + state[-1:]  # with the by-user ANOVA a version kept before the clusters
-        for k, v in zip(self.__slots__, state):
+        for k, v in zip(self._PICKLED, state):
             setattr(self, k, v)
 
 
@@ -192,6 +199,8 @@ POOLED: Dict[str, Tuple[str, float]] = {
     "latency_gmean_ms": ("lat_log", 1.0),
     "ttft_gmean_ms": ("ttft_log", 1.0),
 }
+# Quantile metrics -> their place in WindowFeatures.rest (the window without its busiest user).
+REST_OF = {"latency_p50_ms": 1, "latency_p95_ms": 2, "ttft_p95_ms": 3}
 # Metrics also watched for slow drift (type ``drift``).
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
@@ -379,6 +388,13 @@ class KeyDetectors:
             if cold:
                 z_eff *= 0.75
             score = z_to_score(z_eff)
+            if score >= self.threshold and m in REST_OF and f.rest is not None:
+                # A quantile that one user's requests could make alone must hold without them.
+                own = f.rest[REST_OF[m]]
+                if f.rest[0] < self.min_requests:
+                    score = 0.0
+                elif own is not None:
+                    score = min(score, z_to_score(max(base.z(own), 0.0) * (0.75 if cold else 1.0)))
             if (m == "request_count" and self._hourly is None and self.seasonality and base.n >= base.warmup
                     and (score >= self.threshold or base.scale > self.hourly_scale)):
                 # Counts that would alert, or that vary far beyond a Poisson count's noise (scale
