@@ -201,6 +201,8 @@ POOLED: Dict[str, Tuple[str, float]] = {
 }
 # Quantile metrics -> their place in WindowFeatures.rest (the window without its busiest user).
 REST_OF = {"latency_p50_ms": 1, "latency_p95_ms": 2, "ttft_p95_ms": 3}
+# Metrics that follow the tokens: where one alerts, a smaller token rise is its cause (_confirm_cause).
+EFFECTS = ("cost_per_request_usd", "latency_gmean_ms", "latency_p50_ms", "latency_p95_ms")
 # Metrics also watched for slow drift (type ``drift``).
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
@@ -233,7 +235,7 @@ class KeyDetectors:
                  warmup_windows: int = 30, min_requests: int = 8, threshold: float = 0.9,
                  persistence: int = 2, quiet_windows: int = 5, relearn_after: int = 30,
                  seasonality: bool = True, cold_windows: int = 60,
-                 drift_min_change: float = 0.25) -> None:
+                 drift_min_change: float = 0.25, cause_z: float = 3.0) -> None:
         self.types = tuple(types)
         self.warmup_windows = warmup_windows
         self.min_requests = min_requests
@@ -250,6 +252,9 @@ class KeyDetectors:
         # A drift builds up over at least this many windows and changes the level by at least this much.
         self.drift_min_windows = 15
         self.drift_min_change = drift_min_change
+        # A token rise this many standard errors up is the cause of an alerting cost or latency (_confirm_cause).
+        self.cause_z = cause_z
+        self._cause_only = False  # the tokens' current run is of windows confirmed by an effect only
         self._drift_metric = DRIFT_METRICS[0]
         self._drift_obs = None  # the last alarm of the metric that opened the drift episode
         self._drift_held: Dict[str, int] = {}
@@ -411,12 +416,19 @@ class KeyDetectors:
             values[m] = (value, adj, score, z, exp)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
+        confirmed = (self.cause_z > 0 and best.get("tokens", (1.0,))[0] < self.threshold
+                     and any(values[m][2] >= self.threshold for m in EFFECTS if m in values)
+                     and self._confirm_cause(values, best))
         for typ, (score, m, obs) in best.items():
             # Borrowed noise levels speed up the per-request metrics; a key's traffic level and
             # rhythm are its own (ten windows may all be one scheduled batch): traffic waits for
             # the key's own warm-up.
             ready = warm if typ != "traffic" else self._windows >= self.warmup_windows
             self._step(typ, m, f, obs if obs is not None and score >= self.threshold else None, out, ready)
+        if "tokens" in self._ep:
+            ep = self._ep["tokens"]
+            # Whether the tokens' run so far is of windows confirmed by their effect alone.
+            self._cause_only = ep.run > 0 and not ep.active and confirmed and (ep.run == 1 or self._cause_only)
         if self._mv is not None:
             self._multivariate(f, values, best, out, warm)
         for m, (value, adj, score, _z, _exp) in values.items():
@@ -476,6 +488,26 @@ class KeyDetectors:
             self._attach_hints(out, values)
         self._windows += 1
         return out
+
+    def _confirm_cause(self, values, best) -> bool:
+        """A window whose cost or latency alerts, and whose input or output tokens per request rose
+        ``cause_z`` standard errors too, has its token rise for a cause: the tokens count as
+        anomalous in it. Cost and decoding time follow the tokens, and the window's cost or latency
+        mean may stand out before its token mean does (a cost per request mixes input and output
+        tokens; latency grows with the answer's length): the page then names the effect and the
+        cause only joins the incident windows later. Only the tokens episode hears of it: the
+        baseline learns the window as its own score says, and windows confirmed so, until the
+        episode fires, do not stop a slow drift's count (a ramp in the answers' length lifts the
+        latency of single windows on its way)."""
+        for m in ("output_tokens_mean", "input_tokens_mean"):
+            v = values.get(m)
+            if v is None or v[3] < self.cause_z:
+                continue
+            value, _, _, z, exp = v
+            if best["tokens"][0] < self.threshold or z > best["tokens"][2][3]:
+                score = self.threshold
+                best["tokens"] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
+        return best["tokens"][0] >= self.threshold
 
     def _learn_bursts(self, count: int, per_user: Optional[float] = None) -> None:
         """Learn the key's count level, its window-to-window variance (half the mean squared
@@ -634,7 +666,8 @@ class KeyDetectors:
         now = base.current()
         now = value if now is None else now
         self._learn_wander(m, now, det)
-        if recurring or any(self._ep[t].run > 0 or self._ep[t].active for t in SUDDEN_TYPES if t in self._ep):
+        if recurring or any(self._ep[t].active or (self._ep[t].run > 0 and not (t == "tokens" and self._cause_only))
+                            for t in SUDDEN_TYPES if t in self._ep):
             # A sudden change is the spike detector's; do not count it twice as drift
             # (a spike in tokens moves the cost per request too). Nor is a daily pattern a drift.
             det.rebase()
@@ -857,6 +890,8 @@ class KeyDetectors:
 
     def __setstate__(self, s) -> None:
         self.__dict__.update(s)
+        self.__dict__.setdefault("cause_z", 3.0)  # snapshots from before causes were confirmed by effects
+        self.__dict__.setdefault("_cause_only", False)
         self.__dict__.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
         self.__dict__.setdefault("_err_cusum", 0.0)
         self.__dict__.setdefault("_err_learned", 1000)  # snapshots from before the usual rate's memory in requests
