@@ -258,27 +258,56 @@ def request_ts(w: Any, limits: Limits) -> Optional[float]:
     The decoded record itself stands for the request from then on (its
     ``error_type`` cut to ``limits.name_length``); :func:`request_columns`
     turns a key's records into :class:`sentinel.events.Requests`."""
-    service, model = w.service, w.model
-    if KEY_SEP in service or KEY_SEP in model:
-        return None
-    # parse_timestamp, for what the decoder lets through (a string, or a number as a float).
-    v = w.timestamp
-    if v.__class__ is str:
+    return request_times([w], limits)[0]
+
+
+def decode_each(values: List[bytes], limits: Limits) -> List[Any]:
+    """Each record decoded by the request decoder, None where it fails (the long way decides there)."""
+    decode = limits.decoder.decode
+    out: List[Any] = []
+    append = out.append
+    for data in values:
         try:
-            dt = _fromisoformat(v)
-            if dt.tzinfo is None:
-                return None
-            ts = dt.timestamp()
-        except (ValueError, OverflowError):
-            return None
-    else:
-        ts = v
-    if not _MIN_TS <= ts <= _MAX_TS:  # NaN fails too
-        return None
-    error_type = w.error_type
-    if error_type is not None and len(error_type) > limits.name_length:
-        w.error_type = error_type[:limits.name_length]
-    return ts
+            append(decode(data))
+        except DECODE_ERRORS:
+            append(None)
+    return out
+
+
+def request_times(records: List[Any], limits: Limits) -> List[Optional[float]]:
+    """:func:`request_ts` of each decoded record (None for None), in one loop."""
+    out: List[Optional[float]] = []
+    append = out.append
+    n = limits.name_length
+    for w in records:
+        if w is None:
+            append(None)
+            continue
+        if KEY_SEP in w.service or KEY_SEP in w.model:
+            append(None)
+            continue
+        # parse_timestamp, for what the decoder lets through (a string, or a number as a float).
+        v = w.timestamp
+        if v.__class__ is str:
+            try:
+                dt = _fromisoformat(v)
+                if dt.tzinfo is None:
+                    append(None)
+                    continue
+                ts = dt.timestamp()
+            except (ValueError, OverflowError):
+                append(None)
+                continue
+        else:
+            ts = v
+        if not _MIN_TS <= ts <= _MAX_TS:  # NaN fails too
+            append(None)
+            continue
+        error_type = w.error_type
+        if error_type is not None and len(error_type) > n:
+            w.error_type = error_type[:n]
+        append(ts)
+    return out
 
 
 # Column getters of decoded records, in LLMEvent's order (ts and is_error made apart).
