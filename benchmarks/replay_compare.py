@@ -141,7 +141,8 @@ def main() -> int:
     events = write_events(args)
     with open(events, "rb") as f:
         n_events = sum(1 for _ in f)
-    trees = [f"/tmp/wt-{c}" for c in (args.old, args.new) if c]
+    # Named by this process too: two comparisons against one commit at once each have their own.
+    trees = [f"/tmp/wt-{c}-{os.getpid()}" for c in (args.old, args.new) if c]
     for c, wt in zip([c for c in (args.old, args.new) if c], trees):
         if not os.path.isdir(wt):
             subprocess.run(["git", "worktree", "add", "--detach", wt, c], cwd=ROOT, check=True,
