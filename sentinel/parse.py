@@ -10,14 +10,14 @@ contract names. Every rejection names the field and the reason.
 from __future__ import annotations
 
 import math
-from operator import attrgetter
 from datetime import datetime, timezone
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import msgspec
 import orjson
+from msgspec.structs import astuple
 
-from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, Requests, SecurityEvent
+from sentinel.events import KEY_SEP, REQUEST_FIELDS, DeadLetter, LLMEvent, Requests, SecurityEvent
 
 MAX_RECORD_BYTES = 1_000_000
 
@@ -244,6 +244,9 @@ def _request_decoder(limits: Limits) -> "msgspec.json.Decoder":
         ("event_id", text, None), ("region", text, None),
         ("event_type", Literal["llm.request"], "llm.request"),
     ]
+    # request_columns takes a record's fields as LLMEvent's, by position.
+    if [{"timestamp": "ts", "status": "is_error"}.get(f[0], f[0]) for f in fields[:-1]] != list(REQUEST_FIELDS):
+        raise RuntimeError("the request decoder's fields are not in LLMEvent's order")
     # Not tracked by the garbage collector: a record holds strings and numbers only, never a cycle.
     return msgspec.json.Decoder(msgspec.defstruct("Request", fields, gc=False))
 
@@ -310,21 +313,20 @@ def request_times(records: List[Any], limits: Limits) -> List[Optional[float]]:
     return out
 
 
-# Column getters of decoded records, in LLMEvent's order (ts and is_error made apart).
-_GETTERS = [(k, attrgetter(k)) for k in LLMEvent.__slots__]
-_STATUS = attrgetter("status")
+# The request decoder's fields, in LLMEvent's order: the record's ``timestamp`` where ``ts`` is, its
+# ``status`` where ``is_error`` is, and ``event_type`` after the last (see _request_decoder).
+_STATUS_AT = REQUEST_FIELDS.index("is_error")
 
 
 def request_columns(records: List[Any], ts: List[float]) -> Requests:
-    """The :class:`Requests` of decoded records (:func:`request_ts`) and their event times."""
-    cols = []
-    for k, get in _GETTERS:
-        if k == "ts":
-            cols.append(tuple(ts))
-        elif k == "is_error":
-            cols.append(tuple([s == "error" for s in map(_STATUS, records)]))
-        else:
-            cols.append(tuple(map(get, records)))
+    """The :class:`Requests` of decoded records (:func:`request_ts`) and their event times: each record
+    a tuple of its fields, the tuples turned into columns at once."""
+    if not records:
+        return Requests(((),) * len(REQUEST_FIELDS))
+    cols = list(zip(*map(astuple, records)))
+    del cols[len(REQUEST_FIELDS):]  # event_type
+    cols[0] = tuple(ts)
+    cols[_STATUS_AT] = tuple([s == "error" for s in cols[_STATUS_AT]])
     return Requests(cols)
 
 
