@@ -8,7 +8,9 @@ checkout and in a ``git worktree`` of ``--old``, alternating A B A B ... for
 interpreter; the old side runs with its worktree as working directory and
 ``PYTHONPATH`` (checked before the runs: ``operators.actors`` must come from
 the worktree). Printed per run: wall seconds, events/s, user and system CPU
-seconds, peak RSS, alerts written.
+seconds, peak RSS, alerts written; at the end, whether every run wrote the
+same alerts (compared line by line without the wall-clock fields ``time``
+and ``detected_at``).
 
     python benchmarks/replay_compare.py --family saas-chat --seed 1 --hours 24 --old 821ef73
     python benchmarks/replay_compare.py --simulate --hours 6 --seed 7 --old 821ef73
@@ -20,6 +22,7 @@ checkout's working tree. The worktrees are removed at the end (``--keep-worktree
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -75,6 +78,37 @@ def check_side(root: str) -> str:
     return out
 
 
+# Fields that carry the wall-clock time of detection: they differ between any two runs.
+WALL_CLOCK_FIELDS = ("time", "detected_at")
+
+
+def read_alerts(path: str) -> List[str]:
+    """The alerts written to ``path``, one canonical JSON line each, without the wall-clock fields."""
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, "rb") as f:
+        for line in f:
+            a = json.loads(line)
+            for k in WALL_CLOCK_FIELDS:
+                a.pop(k, None)
+                if isinstance(a.get("data"), dict):
+                    a["data"].pop(k, None)
+            out.append(json.dumps(a, sort_keys=True))
+    return out
+
+
+def compare_alerts(alerts: Dict[str, List[str]]) -> str:
+    """One line: whether every run wrote the same alerts, else where the first one differs."""
+    (ref_name, ref), *rest = alerts.items()
+    for name, got in rest:
+        if got != ref:
+            at = next((i for i, (x, y) in enumerate(zip(ref, got)) if x != y), min(len(ref), len(got)))
+            return (f"alerts differ: {name} wrote {len(got)}, {ref_name} {len(ref)}; first difference at "
+                    f"alert {at + 1}")
+    return f"alerts identical: {len(ref)} alerts in each of {len(alerts)} runs (without {', '.join(WALL_CLOCK_FIELDS)})"
+
+
 def run_once(root: str, paths: Dict[str, str], n_events: int) -> Dict[str, float]:
     for p in (paths["alerts"], paths["dlq"]):
         if os.path.exists(p):
@@ -86,12 +120,9 @@ def run_once(root: str, paths: Dict[str, str], n_events: int) -> Dict[str, float
     wall = time.monotonic() - t0
     with open(tfile) as f:
         user, sys_s, rss_kb = f.read().split()[-3:]
-    alerts = 0
-    if os.path.exists(paths["alerts"]):
-        with open(paths["alerts"], "rb") as f:
-            alerts = sum(1 for _ in f)
+    written = read_alerts(paths["alerts"])
     return {"wall": wall, "eps": n_events / wall, "user": float(user), "sys": float(sys_s),
-            "rss_mb": int(rss_kb) / 1024.0, "alerts": alerts}
+            "rss_mb": int(rss_kb) / 1024.0, "alerts": len(written), "written": written}
 
 
 def main() -> int:
@@ -110,7 +141,8 @@ def main() -> int:
     events = write_events(args)
     with open(events, "rb") as f:
         n_events = sum(1 for _ in f)
-    trees = [f"/tmp/wt-{c}" for c in (args.old, args.new) if c]
+    # Named by this process too: two comparisons against one commit at once each have their own.
+    trees = [f"/tmp/wt-{c}-{os.getpid()}" for c in (args.old, args.new) if c]
     for c, wt in zip([c for c in (args.old, args.new) if c], trees):
         if not os.path.isdir(wt):
             subprocess.run(["git", "worktree", "add", "--detach", wt, c], cwd=ROOT, check=True,
@@ -147,6 +179,9 @@ def main() -> int:
             alerts = " / ".join(str(x["alerts"]) for x in rs)
             med = statistics.median(x["eps"] for x in rs)
             print(f"| {label} | {eps} (median {med:,.0f}) | {cpu} | {rss} | {alerts} |")
+        print()
+        print(compare_alerts({f"{name} round {r + 1}": x["written"] for name in sides
+                              for r, x in enumerate(runs[name])}))
     finally:
         if not args.keep_worktree:
             for wt in trees:

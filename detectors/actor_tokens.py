@@ -97,8 +97,13 @@ class ActorHabits:
         keep = math.exp((now - e[0]) * self._log_keep)
         return e[1] / e[3], e[2] / e[3], e[3] * keep
 
-    def learn(self, actor: str, now: int, tokens: float, requests: float) -> None:
-        """Count one busy window of ``actor`` with its horizon's totals (its entry moves to the young end)."""
+    def learn(self, actor: str, now: int, tokens: float, requests: float,
+              known_after: Optional[float] = None) -> None:
+        """Count one busy window of ``actor`` with its horizon's totals (its entry moves to the young end).
+
+        With ``known_after``: a window that is no abuse, winsorised at twice the habit once the
+        actor has been busy that many (decayed) windows, as :meth:`ServiceActors.close_window`
+        learns it (the same as :meth:`habit` first, then ``learn`` of the capped totals)."""
         t = self._table
         e = t.pop(actor, None)
         if e is None:
@@ -107,6 +112,9 @@ class ActorHabits:
             e = [now, 0.0, 0.0, 0.0]
         else:
             keep = math.exp((now - e[0]) * self._log_keep)
+            if known_after is not None and e[3] * keep >= known_after:
+                tokens = min(tokens, 2.0 * (e[1] / e[3]))
+                requests = min(requests, 2.0 * (e[2] / e[3]))
             e[1] *= keep
             e[2] *= keep
             e[3] *= keep
@@ -278,9 +286,18 @@ class ServiceActors:
         end = start + self.window
         suspects = self._suspects
         span = self._span
-        for actor, aw in actors.items():
+        habits = self._habits
+        min_requests, min_tokens, known_after = self.min_requests, self.min_tokens, self.known_after
+        totals = []
+        for actor in actors:
             total, requests, busy = sums[actor]
-            habit = self._habits.habit(actor, now)
+            totals.append(total)
+            if actor not in suspects and not (judged and requests >= min_requests and total >= min_tokens
+                                              and total >= heavy):
+                # Neither under suspicion nor a candidate (most actors): learned, winsorised once known.
+                habits.learn(actor, now, total, requests, known_after)
+                continue
+            habit = habits.habit(actor, now)
             abusive = False
             lift = 1.0
             if (judged and requests >= self.min_requests and total >= self.min_tokens and total >= heavy
@@ -296,7 +313,6 @@ class ServiceActors:
                     abusive = (total >= self.ratio * habit[0] * lift
                                and poisson_sf(int(requests / burst), self.ratio * habit[1] * lift / burst)
                                < self.p_value)
-            self._population.update(total)
             s = suspects.get(actor)
             if abusive:
                 if s is None:
@@ -316,10 +332,7 @@ class ServiceActors:
             else:
                 # Learned only when not abusive, and winsorised at twice the habit: the climb of
                 # an abuse that is not yet beyond doubt does not become the habit.
-                if habit is None or habit[2] < self.known_after:
-                    self._habits.learn(actor, now, total, requests)
-                else:
-                    self._habits.learn(actor, now, min(total, 2.0 * habit[0]), min(requests, 2.0 * habit[1]))
+                habits.learn(actor, now, total, requests, known_after)
                 if s is not None:
                     s.run = 0
                     if s.active:
@@ -329,6 +342,7 @@ class ServiceActors:
                             del suspects[actor]
                     else:
                         del suspects[actor]
+        self._population.update_many(totals)  # after the judging: this window's heavy level is as before it
         a = self.habit_alpha
         self._service_rate = float(n_requests) if usual is None else usual + a * (n_requests - usual)
 

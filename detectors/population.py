@@ -40,16 +40,30 @@ class DecayingQuantiles:
         return self._n
 
     def update(self, x: float) -> None:
-        if not x > 0:
-            return
-        i = int(math.log2(x) * self.per_octave)
-        i = 0 if i < 0 else min(i, len(self._counts) - 1)
-        self._counts[i] += 1.0
-        self._total += 1.0
-        self._n += 1
-        if self._n % self.decay_every == 0:
-            self._counts = [c * self.decay for c in self._counts]
-            self._total *= self.decay
+        self.update_many((x,))
+
+    def update_many(self, xs) -> None:
+        """:meth:`update` of each value of ``xs`` in turn (the counts decay at the same values)."""
+        counts = self._counts
+        last = len(counts) - 1
+        per_octave = self.per_octave
+        every = self.decay_every
+        total = self._total
+        n = self._n
+        log2 = math.log2
+        for x in xs:
+            if not x > 0:
+                continue
+            i = int(log2(x) * per_octave)
+            counts[0 if i < 0 else i if i < last else last] += 1.0
+            total += 1.0
+            n += 1
+            if n % every == 0:
+                counts = [c * self.decay for c in counts]
+                total *= self.decay
+        self._counts = counts
+        self._total = total
+        self._n = n
 
     def quantile(self, q: float) -> Optional[float]:
         if self._total <= 0:

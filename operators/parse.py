@@ -47,8 +47,9 @@ from sentinel import shutdown
 from sentinel.core.times import iso as _iso
 from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, RawRecords, Requests, SecurityEvent
 from sentinel.metrics import get_metrics
-from sentinel.parse import (DECODE_ERRORS, DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, event_record,
-                            parse_json_record, record_event, request_columns, request_ts)
+from sentinel.parse import (DECODE_ERRORS, DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, decode_each,
+                            event_record, parse_json_record, record_event, request_columns, request_times,
+                            request_ts)
 from sentinel.records import parse_record
 
 MODEL, ACTOR, SECURITY, DEAD = "m", "a", "s", "d"
@@ -218,6 +219,10 @@ class BatchParser:
         at = batch.ingested_at
         clock.partition = batch.partition
         clock.partitions = batch.partitions
+        if self.seen is None and not clock.held and clock.wm is not None and batch.records.__class__ is RawRecords:
+            out = self._in_time(batch, clock, at)
+            if out is not None:
+                return out
         # A request travels as its decoded record (sentinel.parse.request_ts) and its event time, a
         # security event as itself.
         rows: List[Any] = []
@@ -319,6 +324,49 @@ class BatchParser:
             self._dup.inc(dups)
         if ignored:
             self._ignored.inc(ignored)
+        return self._group(rows, tss, secs, dead, batch.partition, at, batch.partitions)
+
+    def _in_time(self, batch: RawBatch, clock: PartitionClock, at: float) -> Optional[List[Tagged]]:
+        """:meth:`parse` of a batch of JSON records none of which is held (every event time within
+        ``max_future`` of the partition's, no event held before, no ids to check): decoded and timed a
+        column at a time, without the per-event clock of the general loop. None when that does not
+        hold (then the general loop decides)."""
+        recs = batch.records
+        values = recs.values
+        if recs.encoding != "json" or not values or max(map(len, values)) > self.max_record_bytes:
+            return None
+        limits = self.limits
+        rows = decode_each(values, limits)
+        tss = request_times(rows, limits)
+        secs: List[SecurityEvent] = []
+        dead: List[DeadLetter] = []
+        missing = None in tss
+        top = max([t for t in tss if t is not None], default=None) if missing else max(tss)
+        if missing:
+            # The long way for what the decoder did not take: events, or dead letters naming what is wrong.
+            for i in [i for i, t in enumerate(tss) if t is None]:
+                rows[i] = None
+                rec = recs[i]
+                try:
+                    ev = parse_json_record(values[i], self.max_record_bytes, rec.size, limits)
+                except BadRecord as ex:
+                    dead.append(DeadLetter(ex.reason, ex.detail, rec.position, values[i]))
+                    continue
+                if top is None or ev.ts > top:
+                    top = ev.ts
+                if ev.__class__ is SecurityEvent:
+                    secs.append(ev)
+                else:
+                    rows[i] = event_record(ev, limits)
+                    tss[i] = ev.ts
+            tss = [t for w, t in zip(rows, tss) if w is not None]
+            rows = [w for w in rows if w is not None]
+        wm = clock.wm
+        if top is not None and top > wm:
+            if top > wm + self.max_future + max(0.0, at - clock.wall):
+                return None  # one is ahead: the general loop holds it
+            clock.wm = top
+            clock.wall = at
         return self._group(rows, tss, secs, dead, batch.partition, at, batch.partitions)
 
     def flush(self, clock: PartitionClock, at: float) -> List[Tagged]:

@@ -10,14 +10,14 @@ contract names. Every rejection names the field and the reason.
 from __future__ import annotations
 
 import math
-from operator import attrgetter
 from datetime import datetime, timezone
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import msgspec
 import orjson
+from msgspec.structs import astuple
 
-from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, Requests, SecurityEvent
+from sentinel.events import KEY_SEP, REQUEST_FIELDS, DeadLetter, LLMEvent, Requests, SecurityEvent
 
 MAX_RECORD_BYTES = 1_000_000
 
@@ -244,6 +244,9 @@ def _request_decoder(limits: Limits) -> "msgspec.json.Decoder":
         ("event_id", text, None), ("region", text, None),
         ("event_type", Literal["llm.request"], "llm.request"),
     ]
+    # request_columns takes a record's fields as LLMEvent's, by position.
+    if [{"timestamp": "ts", "status": "is_error"}.get(f[0], f[0]) for f in fields[:-1]] != list(REQUEST_FIELDS):
+        raise RuntimeError("the request decoder's fields are not in LLMEvent's order")
     # Not tracked by the garbage collector: a record holds strings and numbers only, never a cycle.
     return msgspec.json.Decoder(msgspec.defstruct("Request", fields, gc=False))
 
@@ -258,44 +261,72 @@ def request_ts(w: Any, limits: Limits) -> Optional[float]:
     The decoded record itself stands for the request from then on (its
     ``error_type`` cut to ``limits.name_length``); :func:`request_columns`
     turns a key's records into :class:`sentinel.events.Requests`."""
-    service, model = w.service, w.model
-    if KEY_SEP in service or KEY_SEP in model:
-        return None
-    # parse_timestamp, for what the decoder lets through (a string, or a number as a float).
-    v = w.timestamp
-    if v.__class__ is str:
+    return request_times([w], limits)[0]
+
+
+def decode_each(values: List[bytes], limits: Limits) -> List[Any]:
+    """Each record decoded by the request decoder, None where it fails (the long way decides there)."""
+    decode = limits.decoder.decode
+    out: List[Any] = []
+    append = out.append
+    for data in values:
         try:
-            dt = _fromisoformat(v)
-            if dt.tzinfo is None:
-                return None
-            ts = dt.timestamp()
-        except (ValueError, OverflowError):
-            return None
-    else:
-        ts = v
-    if not _MIN_TS <= ts <= _MAX_TS:  # NaN fails too
-        return None
-    error_type = w.error_type
-    if error_type is not None and len(error_type) > limits.name_length:
-        w.error_type = error_type[:limits.name_length]
-    return ts
+            append(decode(data))
+        except DECODE_ERRORS:
+            append(None)
+    return out
 
 
-# Column getters of decoded records, in LLMEvent's order (ts and is_error made apart).
-_GETTERS = [(k, attrgetter(k)) for k in LLMEvent.__slots__]
-_STATUS = attrgetter("status")
+def request_times(records: List[Any], limits: Limits) -> List[Optional[float]]:
+    """:func:`request_ts` of each decoded record (None for None), in one loop."""
+    out: List[Optional[float]] = []
+    append = out.append
+    n = limits.name_length
+    for w in records:
+        if w is None:
+            append(None)
+            continue
+        if KEY_SEP in w.service or KEY_SEP in w.model:
+            append(None)
+            continue
+        # parse_timestamp, for what the decoder lets through (a string, or a number as a float).
+        v = w.timestamp
+        if v.__class__ is str:
+            try:
+                dt = _fromisoformat(v)
+                if dt.tzinfo is None:
+                    append(None)
+                    continue
+                ts = dt.timestamp()
+            except (ValueError, OverflowError):
+                append(None)
+                continue
+        else:
+            ts = v
+        if not _MIN_TS <= ts <= _MAX_TS:  # NaN fails too
+            append(None)
+            continue
+        error_type = w.error_type
+        if error_type is not None and len(error_type) > n:
+            w.error_type = error_type[:n]
+        append(ts)
+    return out
+
+
+# The request decoder's fields, in LLMEvent's order: the record's ``timestamp`` where ``ts`` is, its
+# ``status`` where ``is_error`` is, and ``event_type`` after the last (see _request_decoder).
+_STATUS_AT = REQUEST_FIELDS.index("is_error")
 
 
 def request_columns(records: List[Any], ts: List[float]) -> Requests:
-    """The :class:`Requests` of decoded records (:func:`request_ts`) and their event times."""
-    cols = []
-    for k, get in _GETTERS:
-        if k == "ts":
-            cols.append(tuple(ts))
-        elif k == "is_error":
-            cols.append(tuple([s == "error" for s in map(_STATUS, records)]))
-        else:
-            cols.append(tuple(map(get, records)))
+    """The :class:`Requests` of decoded records (:func:`request_ts`) and their event times: each record
+    a tuple of its fields, the tuples turned into columns at once."""
+    if not records:
+        return Requests(((),) * len(REQUEST_FIELDS))
+    cols = list(zip(*map(astuple, records)))
+    del cols[len(REQUEST_FIELDS):]  # event_type
+    cols[0] = tuple(ts)
+    cols[_STATUS_AT] = tuple([s == "error" for s in cols[_STATUS_AT]])
     return Requests(cols)
 
 

@@ -1,11 +1,13 @@
 """Token abuse: an actor judged against its own service's heavy users and its own habit."""
 
+import math
 import random
 import tracemalloc
 
 import orjson
 
 from detectors.actor_tokens import ActorHabits, ServiceActors, add_request
+from detectors.population import DecayingQuantiles
 from tests.helpers import T0, batches, request, run_flow
 
 
@@ -254,3 +256,51 @@ def test_horizon_sums_survive_a_snapshot_and_match_the_windows():
         assert straight._sums == sums, i
     assert a == b
     assert ("firing", "abuser") in [(s, x) for s, x, _, _ in a]
+
+
+def test_a_capped_learn_is_the_habit_then_the_learn_of_the_capped_totals():
+    """ActorHabits.learn with known_after (what close_window does for most actors) against what it
+    replaced: habit() first, then learn() of the totals winsorised at twice the habit once known."""
+    rnd = random.Random(5)
+    fused, apart = ActorHabits(alpha=0.05, capacity=30), ActorHabits(alpha=0.05, capacity=30)
+    now = 0
+    for _ in range(5000):
+        now += rnd.choice([0, 1, 1, 2, 7])
+        actor = f"user:{rnd.randint(1, 40)}"
+        tokens = rnd.choice([rnd.randint(1, 3000), rnd.randint(20000, 90000)])
+        requests = rnd.randint(1, 30)
+        habit = apart.habit(actor, now)
+        if habit is None or habit[2] < 3.0:
+            apart.learn(actor, now, tokens, requests)
+        else:
+            apart.learn(actor, now, min(tokens, 2.0 * habit[0]), min(requests, 2.0 * habit[1]))
+        fused.learn(actor, now, tokens, requests, 3.0)
+        assert fused.habit(actor, now) == apart.habit(actor, now)
+    assert fused.__getstate__() == apart.__getstate__()
+    assert list(fused._table) == list(apart._table)  # the same order: the same actor is forgotten first
+
+
+def _update_one(q, x):
+    """DecayingQuantiles.update as it was, one value at a time."""
+    if not x > 0:
+        return
+    i = int(math.log2(x) * q.per_octave)
+    i = 0 if i < 0 else min(i, len(q._counts) - 1)
+    q._counts[i] += 1.0
+    q._total += 1.0
+    q._n += 1
+    if q._n % q.decay_every == 0:
+        q._counts = [c * q.decay for c in q._counts]
+        q._total *= q.decay
+
+
+def test_population_update_many_is_update_of_each():
+    rnd = random.Random(3)
+    xs = [rnd.choice([0, -1.0, rnd.uniform(0.1, 1e6), 1e300, 1e-9]) for _ in range(5000)]
+    one, many = DecayingQuantiles(decay_every=700), DecayingQuantiles(decay_every=700)
+    for x in xs:
+        _update_one(one, x)
+    for i in range(0, len(xs), 37):
+        many.update_many(xs[i:i + 37])
+    assert one.__getstate__() == many.__getstate__()
+    assert one.quantile(0.9) == many.quantile(0.9)

@@ -90,11 +90,75 @@ def test_the_batch_path_gives_the_alerts_of_the_event_at_a_time_path(replay_line
     # The reference: every record the long way (orjson and explicit checks, an LLMEvent each), every
     # request folded into its window on its own.
     monkeypatch.setattr(parse_mod, "request_ts", lambda w, limits: None)
+    monkeypatch.setattr(parse_mod.BatchParser, "_in_time", lambda self, batch, clock, at: None)
     monkeypatch.setattr(WindowAgg, "fold", _per_event_fold)
     monkeypatch.setattr(actors_mod, "_fold_actors", _per_event_actors)
     ref_alerts, ref_dead = run_flow(_batches(replay_lines))
     assert ref_dead == []
     assert _what(batch_alerts) == _what(ref_alerts)
+
+
+def _mixed_batches(seed: int, n_batches: int = 12, size: int = 300):
+    """JSON batches of one partition in time order: requests the decoder takes, requests only the long way
+    takes, security events, bad records and, now and then, one far ahead of the rest."""
+    import random
+
+    rnd = random.Random(seed)
+    t = 1_780_000_000.0
+    out = []
+    for b in range(n_batches):
+        values = []
+        for _ in range(size):
+            t += rnd.random()
+            r = rnd.random()
+            rec = {"timestamp": t, "service": rnd.choice(["a", "b", "c"]), "model": rnd.choice(["m1", "m2"]),
+                   "latency_ms": rnd.uniform(10, 900), "input_tokens": rnd.randint(1, 900),
+                   "user_id": f"u{rnd.randint(1, 40)}", "event_id": f"e{len(out)}-{len(values)}"}
+            if r < 0.05:
+                rec = {"timestamp": t, "event_type": "security", "source": "waf", "kind": "prompt_injection"}
+            elif r < 0.08:
+                rec["input_tokens"] = 12.0  # an integer written as a float: the long way takes it
+            elif r < 0.10:
+                rec["timestamp"] = "2026-05-01T10:00:00"  # no offset: a dead letter
+            elif r < 0.12:
+                rec["latency_ms"] = -1  # out of range
+            elif r < 0.13:
+                rec["status"] = "error"
+                rec["error_type"] = "x" * 400  # cut to the name length
+            elif r < 0.14 and b % 3 == 2:
+                rec["timestamp"] = t + 7200.0  # far ahead: held, then a dead letter
+            values.append(orjson.dumps(rec) if r < 0.995 else b"{not json")
+        out.append(RawBatch("p", RawRecords("t", 0, values, list(range(len(values)))), 100.0 + b, 1))
+    return out
+
+
+def _tagged(items):
+    """Tagged groups with their dead letters as plain tuples (DeadLetter has no equality)."""
+    return [(tag, key, [(d.reason, d.detail, d.position, d.raw) for d in val] if tag == parse_mod.DEAD else val)
+            for tag, key, val in items]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_batches_in_time_parse_as_the_event_at_a_time_loop_parses_them(seed, monkeypatch):
+    in_time = parse_mod.BatchParser._in_time
+    taken = []
+
+    def counted(self, batch, clock, at):
+        out = in_time(self, batch, clock, at)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(parse_mod.BatchParser, "_in_time", counted)
+    fast = parse_mod.BatchParser()
+    got = [_tagged(fast(b)) for b in _mixed_batches(seed)]
+    monkeypatch.setattr(parse_mod.BatchParser, "_in_time", lambda self, batch, clock, at: None)
+    slow = parse_mod.BatchParser()
+    want = [_tagged(slow(b)) for b in _mixed_batches(seed)]
+    assert got == want
+    # Most batches went the way in time; the first, and those with an event far ahead, the general loop.
+    assert 6 <= sum(taken) < len(taken)
+    assert any(tag == parse_mod.DEAD for batch in got for tag, _, _ in batch)
+    assert fast.clocks["p"].wm == slow.clocks["p"].wm and fast.clocks["p"].wall == slow.clocks["p"].wall
 
 
 def test_batch_size_does_not_change_the_alerts(replay_lines, batch_run):
