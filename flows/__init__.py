@@ -30,7 +30,7 @@ from bytewax.outputs import Sink
 from sentinel.config import FlowConfig, KafkaSink, QdrantSink, RabbitMQSink
 from sentinel.core.signing import load_key
 from sentinel.core.types import KeyGroup
-from sentinel.redeploy import refresh_actor_state, refresh_model_state
+from sentinel.redeploy import refresh_actor_state, refresh_attack_state, refresh_model_state
 
 def make_source(cfg: FlowConfig) -> Source:
     src = cfg.source
@@ -239,7 +239,7 @@ def build_flow(
                   GuardrailAuditSink(cfg.policies.guardrail_audit, make_masker(cfg)))
     if det.coordinated_attack.enabled:
         streams.append(op.stateful("attack_counter", security_groups,
-                                   guarded("attack_counter", lambda st: AttackLogic(cfg, st))))
+                                   guarded("attack_counter", lambda st: AttackLogic(cfg, refresh_attack_state(cfg, st)))))
     if det.forecast.enabled:  # info warnings of trends heading for a key's alert level (operators/forecast.py)
         from operators.forecast import forecast_step
 
