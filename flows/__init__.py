@@ -27,10 +27,12 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from operators.silences import AlertFilter, Controls, load_silences
 from sentinel.config import FlowConfig, KafkaSink, QdrantSink, RabbitMQSink
 from sentinel.core.signing import load_key
 from sentinel.core.types import KeyGroup
-from sentinel.redeploy import refresh_actor_state, refresh_model_state
+from sentinel.crosskey import CrossKey
+from sentinel.redeploy import refresh_actor_state, refresh_attack_state, refresh_model_state
 
 def make_source(cfg: FlowConfig) -> Source:
     src = cfg.source
@@ -187,18 +189,24 @@ def build_flow(
     source: Optional[Source] = None,
     alert_sinks: Optional[List[Sink]] = None,
     dead_letter_sink: Optional[Sink] = None,
+    controls: Optional[Controls] = None,
+    crosskey: Optional[CrossKey] = None,
 ) -> Dataflow:
+    """The flow of ``cfg``. What its steps share across keys is the flow's own: the silences and
+    feedback (``controls``) and the cross-key references (``crosskey``), made here unless given (the
+    runtime gives the ones its control listener and cross-key file feed)."""
     from operators.actors import ActorLogic
     from operators.attacks import AttackLogic
     from operators.incidents import IncidentLogic, group_key
     from operators.guard import guarded, is_failure, outcome_dead_letters
     from operators.model_windows import ModelWindowLogic
     from operators.parse import BatchParser, KeyCaps, ParseLogic
-    from operators.silences import AlertFilter, get_controls, load_silences
 
     from sentinel import pii
 
     pii.configure_logs(make_masker(cfg))
+    controls = controls if controls is not None else Controls()
+    crosskey = crosskey if crosskey is not None else CrossKey()
     flow = Dataflow(cfg.name)
     raw = op.input("input", flow, source if source is not None else make_source(cfg))
     det = cfg.detection
@@ -222,7 +230,8 @@ def build_flow(
     # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py).
     model_groups = keyed("m")
     streams = [op.stateful("model_windows", model_groups,
-                           guarded("model_windows", lambda st: ModelWindowLogic(cfg, refresh_model_state(cfg, st)),
+                           guarded("model_windows",
+                                   lambda st: ModelWindowLogic(cfg, refresh_model_state(cfg, st), crosskey),
                                    outcome_dead_letters))]
     if det.token_abuse.enabled:
         streams.append(op.stateful("actor_windows", keyed("a"),
@@ -239,7 +248,8 @@ def build_flow(
                   GuardrailAuditSink(cfg.policies.guardrail_audit, make_masker(cfg)))
     if det.coordinated_attack.enabled:
         streams.append(op.stateful("attack_counter", security_groups,
-                                   guarded("attack_counter", lambda st: AttackLogic(cfg, st))))
+                                   guarded("attack_counter",
+                                           lambda st: AttackLogic(cfg, refresh_attack_state(cfg, st)))))
     if det.forecast.enabled:  # info warnings of trends heading for a key's alert level (operators/forecast.py)
         from operators.forecast import forecast_step
 
@@ -254,7 +264,6 @@ def build_flow(
     alerts = failed.falses
 
     # Silences and feedback, then one incident per group of related anomalies.
-    controls = get_controls()
     load_silences(cfg.alerting.silences, controls)
     alerts = op.filter("alert_filter", alerts, AlertFilter(controls))
     group_by = tuple(cfg.alerting.group_by)

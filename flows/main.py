@@ -37,12 +37,12 @@ def get_flow() -> Dataflow:
         raise SystemExit(str(ex)) from None
     recovery = _arg(("-r", "--recovery-directory"), "BYTEWAX_RECOVERY_DIRECTORY")
     startup_checks(cfg, "SENTINEL_FLOW", recovery, cluster_args=False)
-    prepare(cfg, int(_arg(("-i", "--process-id"), "BYTEWAX_PROCESS_ID") or 0), recovery,
-            os.environ.get("SENTINEL_FLOW") or None)
+    shared = prepare(cfg, int(_arg(("-i", "--process-id"), "BYTEWAX_PROCESS_ID") or 0), recovery,
+                     os.environ.get("SENTINEL_FLOW") or None)
     shutdown.install()
     if recovery:
         shutdown.keep_windows_on_stop()
-    return watched_flow(cfg)
+    return watched_flow(cfg, shared)
 
 
 flow = get_flow()

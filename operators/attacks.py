@@ -1,20 +1,24 @@
-"""Per-source security events (``coordinated_attack``).
+"""Per-source security events (``coordinated_attack``): where each source's events are counted.
 
-More than ``threshold`` security events from one source within ``window``
-seconds of event time is an attack; one alert per episode, which ends when
-the source has been quiet for a whole window.
+Input per security source: ``(source, partition, [SecurityEvent], ingested_at, partitions)``.
+Each source's keyed state hands its events, batch by batch, to
+:class:`detectors.attacks.SourceAttacks` (more than ``threshold`` events
+within ``window`` seconds of event time is an attack; one alert per episode,
+which ends when the source has been quiet for a whole window) and turns its
+findings into alerts. A source idle for ``min(state.key_idle_evict, 2 *
+window)`` of wall time is forgotten (its open episode resolved).
 """
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
+from detectors.attacks import AttackFinding, SourceAttacks
 from operators.alerts import make_alert, resolved
 from operators.model_windows import _utc_in
 from operators.windowing import frozen
@@ -26,16 +30,34 @@ from sentinel.events import SecurityEvent
 from sentinel.metrics import get_metrics
 
 
+def make_detector(cfg: FlowConfig) -> SourceAttacks:
+    ac = cfg.detection.coordinated_attack
+    return SourceAttacks(window=ac.window, threshold=ac.threshold)
+
+
 @dataclass
 class AttackState:
     source: str
-    times: List[float] = field(default_factory=list)
-    kinds: Counter = field(default_factory=Counter)
-    services: Counter = field(default_factory=Counter)
-    active_until: float = float("-inf")
+    detector: SourceAttacks
     last_wall: float = 0.0
     last_ingest: float = 0.0
     firing: Optional[Alert] = None  # the open episode's alert (a dict in older snapshots)
+
+    def __setstate__(self, s) -> None:
+        if "detector" not in s:
+            # A snapshot from before the detector was its own: the counts it kept are the detector's
+            # learned state (the tuning values are the flow's, set when the state is restored).
+            firing = s.get("firing")
+            det = SourceAttacks()
+            opened: Optional[Tuple[float, int, str, float]] = None
+            if firing is not None:
+                a = Alert.of(firing)
+                opened = (a.event_ts, int(a.observed), str(a.severity), a.score)
+            det.restore(s.get("times", []), s.get("kinds", Counter()), s.get("services", Counter()),
+                        s.get("active_until", float("-inf")), opened)
+            s = {"source": s["source"], "detector": det, "last_wall": s.get("last_wall", 0.0),
+                 "last_ingest": s.get("last_ingest", 0.0), "firing": firing}
+        self.__dict__.update(s)
 
 
 class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int], Alert, AttackState]):
@@ -50,42 +72,12 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
 
     def on_item(self, value):
         source, _part, events, ingested_at, _nparts = value
-        if self.state is None:
-            self.state = AttackState(source)
         st = self.state
+        if st is None:
+            st = self.state = AttackState(source, make_detector(self.cfg))
         st.last_wall = time.monotonic()
         st.last_ingest = ingested_at
-        win = self.ac.window
-        out: List[Alert] = []
-        times = st.times
-        for ev in events:
-            if st.firing is not None and ev.ts > st.active_until:
-                out.append(resolved(st.firing, st.active_until))
-                st.firing = None
-            bisect.insort(times, ev.ts)
-            st.kinds[ev.kind] += 1
-            if ev.service:
-                st.services[(ev.service, ev.model)] += 1
-            lo = bisect.bisect_left(times, ev.ts - win)
-            hi = bisect.bisect_right(times, ev.ts + win)
-            # The densest window containing this event, in either direction.
-            first = lo
-            count = 0
-            for i in range(lo, hi):
-                j = bisect.bisect_right(times, times[i] + win, i, hi)
-                if j - i > count:
-                    count, first = j - i, i
-            if count > self.ac.threshold and times[first] > st.active_until:
-                st.active_until = times[first + count - 1] + win
-                st.firing = self._alert(times[first], count, ev.ts)
-                out.append(st.firing)
-            elif count > self.ac.threshold:
-                st.active_until = max(st.active_until, ev.ts + win)
-        # Keep two windows of history behind the newest event.
-        cut = bisect.bisect_left(times, times[-1] - 2 * win) if times else 0
-        if cut:
-            del times[:cut]
-        return out, StatefulLogic.RETAIN
+        return self._route(st.detector.update(events)), StatefulLogic.RETAIN
 
     def on_notify(self):
         st = self.state
@@ -102,11 +94,10 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
 
     def _resolve_open(self) -> List[Alert]:
         st = self.state
-        if st is None or st.firing is None:
+        if st is None:
             return []
-        out = [resolved(st.firing, st.active_until)]
-        st.firing = None
-        return out
+        f = st.detector.close()
+        return self._route([f] if f is not None else [])
 
     def notify_at(self):
         if self.state is None:
@@ -116,19 +107,27 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
     def snapshot(self) -> AttackState:
         return frozen(self.state)
 
-    def _alert(self, first_ts: float, count: int, fired: float) -> Alert:
+    def _route(self, findings: List[AttackFinding]) -> List[Alert]:
         st = self.state
-        sev = "critical" if count > 3 * self.ac.threshold else "high"
-        service, model = st.services.most_common(1)[0][0] if st.services else (None, None)
-        kinds = dict(st.kinds.most_common(5))
-        self._metrics.anomaly("coordinated_attack", sev, service, model)
+        out: List[Alert] = []
+        for f in findings:
+            if f.status == "firing":
+                st.firing = self._alert(f)
+                out.append(st.firing)
+            elif st.firing is not None:
+                out.append(resolved(st.firing, f.end))
+                st.firing = None
+        return out
+
+    def _alert(self, f: AttackFinding) -> Alert:
+        source = self.state.source
+        self._metrics.anomaly("coordinated_attack", f.severity, f.service, f.model)
         return make_alert(
-            "coordinated_attack", "security_events", count, self.ac.threshold,
-            min(1.0, 0.9 + 0.1 * min(1.0, count / (4.0 * self.ac.threshold))), sev, "security_rate",
-            first_ts, service, model, subject=st.source,
-            evidence={"events_in_window": count, "window_seconds": self.ac.window, "kinds": kinds,
-                      "fired_event_time": iso(fired)},
-            summary=f"{count} security events from {st.source} within {self.ac.window / 60:.0f} minutes "
-                    f"({', '.join(kinds)}).",
-            ingested_at=st.last_ingest,
+            "coordinated_attack", "security_events", f.count, f.threshold, f.score, f.severity, "security_rate",
+            f.first, f.service, f.model, subject=source,
+            evidence={"events_in_window": f.count, "window_seconds": f.window, "kinds": f.kinds,
+                      "fired_event_time": iso(f.fired)},
+            summary=f"{f.count} security events from {source} within {f.window / 60:.0f} minutes "
+                    f"({', '.join(f.kinds)}).",
+            ingested_at=self.state.last_ingest,
         )

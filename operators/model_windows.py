@@ -24,10 +24,11 @@ from detectors.hints import OTHER
 from detectors.windowed import POOLED, KeyDetectors, WindowFeatures, log_stats
 from operators.alerts import make_alert
 from operators.windowing import KeyWindows, frozen
-from sentinel import crosskey, shutdown
+from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.core.times import iso
 from sentinel.core.types import Alert
+from sentinel.crosskey import CrossKey
 from sentinel.events import KEY_SEP, LLMEvent, Requests
 from sentinel.metrics import get_metrics
 
@@ -340,9 +341,12 @@ def _utc_in(seconds: float) -> datetime:
 class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
     """Per service/model key: windows -> features -> detectors -> alerts."""
 
-    def __init__(self, cfg: FlowConfig, state: Optional[ModelKeyState]) -> None:
+    def __init__(self, cfg: FlowConfig, state: Optional[ModelKeyState], crosskey: CrossKey) -> None:
         self.cfg = cfg
         self.state = state
+        # The flow's cross-key references: the parents' noise levels a key borrows, and feeds.
+        self._crosskey = crosskey
+        self._priors = crosskey.priors if cfg.detection.borrow_from_parents else None
         if state is not None:
             self.service, _, self.model = state.key.partition(KEY_SEP)
         m = get_metrics()
@@ -420,7 +424,7 @@ class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
         return (("service", self.service),) + ((("provider", p),) if p else ()) + (("fleet",),)
 
     def snapshot(self) -> ModelKeyState:
-        crosskey.maybe_save()
+        self._crosskey.maybe_save()
         return frozen(self.state)
 
     def _close(self, closed, ingested_at: Optional[float]) -> List[Alert]:
@@ -431,8 +435,7 @@ class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
         out: List[Alert] = []
         for start, agg in closed:
             f = agg.features(size) if agg is not None else WindowFeatures(start, start + size)
-            findings = det.update(f, crosskey.PRIORS if self.cfg.detection.borrow_from_parents else None,
-                                  self._parents(), self.state.key)
+            findings = det.update(f, self._priors, self._parents(), self.state.key)
             findings = cause_first(findings)
             for fd in findings:
                 ev = dict(fd.evidence)

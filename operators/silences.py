@@ -119,7 +119,10 @@ class ControlRefused(ValueError):
 
 
 class Controls:
-    """Silences and feedback known to this process (flow definition + control topics).
+    """Silences and feedback known to one flow (its definition + the control topics).
+
+    The flow builder makes one per flow, or takes the one the runtime made for the
+    process (which the control listener feeds).
 
     Silences are indexed by the fields they match on, so checking an alert
     costs a lookup per distinct set of matcher fields, not a pass over every
@@ -297,13 +300,6 @@ class Controls:
         return None
 
 
-_controls = Controls()
-
-
-def get_controls() -> Controls:
-    return _controls
-
-
 def load_silences(silences, controls: Controls) -> None:
     for i, s in enumerate(silences):
         controls.add_silence(SilenceRule(
@@ -314,8 +310,8 @@ def load_silences(silences, controls: Controls) -> None:
 class AlertFilter:
     """``op.filter`` callable: drop silenced and dismissed alerts (and the rest of their episodes)."""
 
-    def __init__(self, controls: Optional[Controls] = None) -> None:
-        self.controls = controls if controls is not None else get_controls()
+    def __init__(self, controls: Controls) -> None:
+        self.controls = controls
         m = get_metrics()
         self._silenced = m.alerts_suppressed.labels(reason="silenced")
         self._feedback = m.alerts_suppressed.labels(reason="feedback")

@@ -114,12 +114,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     startup_checks(cfg, args.config or "the default flow", args.recovery_directory, args.process_id, args.addresses)
     set_stdout_format(None if args.format == "auto" else args.format)
-    prepare(cfg, args.process_id or 0, args.recovery_directory, args.config)
+    shared = prepare(cfg, args.process_id or 0, args.recovery_directory, args.config)
     shutdown.install()
     if args.config is None:
         log.info("no flow definition given: running the embedded default (simulated telemetry, "
                  "24 simulated hours at 60x, alerts on stdout); Ctrl-C stops it")
-    flow = watched_flow(cfg)
+    flow = watched_flow(cfg, shared)
     kwargs = {"workers_per_process": args.workers}
     if args.process_id is None:
         shutdown.mark_started()  # no other process to wait for

@@ -1,16 +1,19 @@
-"""Cross-key references of one process, kept between runs.
+"""Cross-key references of one flow, kept between runs.
 
 One reference is learned from many keys at once and shared by the workers
-of a process: the parents' noise levels (what a new key borrows). Bytewax
+of a process's flow: the parents' noise levels (what a new key borrows). Bytewax
 snapshots per-key state only, so without this file a restarted process would
 judge a new key only after its own warm-up. (Each service's heavy-user
 population, for ``token_abuse``, is in that service's keyed state.)
 
-The references themselves are :data:`PRIORS`, the process's one
-:class:`detectors.priors.ParentPriors` (the window step reads and feeds it).
-``configure(path)`` loads the file if it exists; ``maybe_save()``, called from
-the per-key snapshots, rewrites it atomically at most every ``interval``
-seconds. The file is JSON (data, never code), written with mode 0600::
+A :class:`CrossKey` holds one flow's references, a
+:class:`detectors.priors.ParentPriors` (``priors``: the window step reads and
+feeds it), and the file they are kept in. The flow builder makes one per
+flow (or takes the one the runtime made for the process), and hands it to
+the window step: two flows built in one process share nothing. Made with a
+path, it loads the file if it exists; ``maybe_save()``, called from the
+per-key snapshots, rewrites it atomically at most every ``interval`` seconds.
+The file is JSON (data, never code), written with mode 0600::
 
     {"format": 3, "kind": "sentinel-cross-key", "saved_at": 1767571200.0,
      "priors": {"alpha": 0.2, "min_keys": 2, "max_keys": 64,
@@ -36,30 +39,6 @@ log = logging.getLogger("sentinel.crosskey")
 
 FORMAT = 3
 KIND = "sentinel-cross-key"
-
-_lock = threading.Lock()
-_path: Optional[str] = None
-_interval = 10.0
-_last = 0.0
-
-
-# Noise levels of this process's keys, by service, provider and fleet: what a
-# new key borrows until it has its own history (not in the per-key snapshots:
-# keys report again within minutes of a restart; this module keeps them in its file).
-PRIORS = ParentPriors()
-
-
-def configure(path: Optional[str], interval: float = 10.0) -> None:
-    """Keep this process's cross-key references in ``path`` (None: not kept); load them now."""
-    global _path, _interval, _last
-    with _lock:
-        _path, _interval, _last = path, interval, -interval  # the first snapshot saves
-    if path:
-        load(path)
-
-
-def path() -> Optional[str]:
-    return _path
 
 
 def _number(v: Any, what: str) -> float:
@@ -94,55 +73,73 @@ def _encode(state: Dict[str, Any]) -> Dict[str, Any]:
             "scales": [[list(parent), metric, by_key] for (parent, metric), by_key in state["_scales"].items()]}
 
 
-def load(p: str) -> bool:
-    priors_obj = PRIORS
-    try:
-        with open(p, "rb") as f:
-            state = _decode(json.loads(f.read()))
-    except FileNotFoundError:
-        log.info("cross-key references: %s does not exist yet; learning them from the traffic", p)
-        return False
-    except Exception as ex:  # a torn, older or foreign file: start fresh, say so in one line
-        log.warning("cross-key references: cannot read %s (%s: %s); learning them from the traffic", p,
-                    type(ex).__name__, str(ex).splitlines()[0][:200] if str(ex) else "")
-        return False
-    priors_obj.__setstate__(state)
-    log.info("cross-key references restored from %s: noise levels of %d parent/metric pairs", p, len(priors_obj))
-    return True
+class CrossKey:
+    """One flow's cross-key references (``priors``) and the file they are kept in (``path``; None: not kept).
 
+    Made with a path, the file is loaded now (a missing or unusable file is a fresh start).
+    """
 
-def save(p: Optional[str] = None) -> None:
-    p = p or _path
-    if not p:
-        return
-    data = {"format": FORMAT, "kind": KIND, "saved_at": time.time(), "priors": _encode(PRIORS.__getstate__())}
-    tmp = f"{p}.tmp-{os.getpid()}-{threading.get_ident()}"
-    try:
-        d = os.path.dirname(p)
-        if d:
-            os.makedirs(d, mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(data, separators=(",", ":")).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except (OSError, TypeError, ValueError) as ex:
-        log.warning("cross-key references: cannot write %s: %s", p, ex)
+    def __init__(self, path: Optional[str] = None, interval: float = 10.0,
+                 priors: Optional[ParentPriors] = None) -> None:
+        # Noise levels of the flow's keys, by service, provider and fleet: what a new key borrows until it
+        # has its own history (not in the per-key snapshots: keys report again within minutes of a restart).
+        self.priors = priors if priors is not None else ParentPriors()
+        self.path = path
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last = -interval  # the first snapshot saves
+        if path:
+            self.load(path)
+
+    def load(self, p: str) -> bool:
+        """Take the references in file ``p`` (False, with one log line, when it cannot be used)."""
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+            with open(p, "rb") as f:
+                state = _decode(json.loads(f.read()))
+        except FileNotFoundError:
+            log.info("cross-key references: %s does not exist yet; learning them from the traffic", p)
+            return False
+        except Exception as ex:  # a torn, older or foreign file: start fresh, say so in one line
+            log.warning("cross-key references: cannot read %s (%s: %s); learning them from the traffic", p,
+                        type(ex).__name__, str(ex).splitlines()[0][:200] if str(ex) else "")
+            return False
+        self.priors.__setstate__(state)
+        log.info("cross-key references restored from %s: noise levels of %d parent/metric pairs", p,
+                 len(self.priors))
+        return True
 
-
-def maybe_save() -> None:
-    """Save if configured and the last save is ``interval`` seconds old (called at snapshots)."""
-    global _last
-    if not _path:
-        return
-    now = time.monotonic()
-    with _lock:
-        if now - _last < _interval:
+    def save(self, p: Optional[str] = None) -> None:
+        """Write the references to ``p`` (else the flow's path; nothing when neither is set)."""
+        p = p or self.path
+        if not p:
             return
-        _last = now
-    save()
+        data = {"format": FORMAT, "kind": KIND, "saved_at": time.time(),
+                "priors": _encode(self.priors.__getstate__())}
+        tmp = f"{p}.tmp-{os.getpid()}-{threading.get_ident()}"
+        try:
+            d = os.path.dirname(p)
+            if d:
+                os.makedirs(d, mode=0o700, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(data, separators=(",", ":")).encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        except (OSError, TypeError, ValueError) as ex:
+            log.warning("cross-key references: cannot write %s: %s", p, ex)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def maybe_save(self) -> None:
+        """Save if there is a path and the last save is ``interval`` seconds old (called at snapshots)."""
+        if not self.path:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.interval:
+                return
+            self._last = now
+        self.save()

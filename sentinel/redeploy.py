@@ -196,3 +196,12 @@ def refresh_actor_state(cfg: FlowConfig, state):
     win = state.windows
     win.lateness, win.idle_partition, win.max_open = w.allowed_lateness, w.idle_partition, w.max_open_windows
     return state
+
+
+def refresh_attack_state(cfg: FlowConfig, state):
+    """A restored security source's state under the current window and threshold."""
+    if state is None:
+        return state
+    ac = cfg.detection.coordinated_attack
+    state.detector.window, state.detector.threshold = ac.window, ac.threshold
+    return state

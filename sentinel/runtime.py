@@ -6,11 +6,13 @@ import gc
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 from flows import build_flow, make_alert_sinks, make_dead_letter_sink, make_source
-from sentinel import crosskey, health, metrics, pii, policy_reload, redeploy
+from operators.silences import Controls
+from sentinel import health, metrics, pii, policy_reload, redeploy
 from sentinel.config import FlowConfig
+from sentinel.crosskey import CrossKey
 from sentinel.health import READINESS, watch_sink, watch_source
 
 log = logging.getLogger("sentinel")
@@ -49,10 +51,20 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
+class Shared(NamedTuple):
+    """What the process's flow shares across its keys, made by :func:`prepare` and given to the flow by
+    :func:`watched_flow`: the silences and feedback the control listener feeds, and the cross-key
+    references kept in the process's file."""
+
+    controls: Controls
+    crosskey: CrossKey
+
+
 def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[str] = None,
-            flow_path: Optional[str] = None) -> None:
-    """Logging, the metrics endpoint, the cross-key references and the watcher of the flow definition
-    ``flow_path`` (a changed ``policies:`` block is taken up, sentinel/policy_reload.py), once per process.
+            flow_path: Optional[str] = None) -> Shared:
+    """Logging, the metrics endpoint, the control listener, the cross-key references and the watcher of the
+    flow definition ``flow_path`` (a changed ``policies:`` block is taken up, sentinel/policy_reload.py), once
+    per process; the silences and references for :func:`watched_flow`.
 
     Processes of one cluster on one host each need a port: process N serves
     on ``metrics.port + N`` (``sentinel run -i N``), unless
@@ -70,16 +82,19 @@ def prepare(cfg: FlowConfig, process_id: int = 0, recovery_directory: Optional[s
         except OSError as ex:
             raise SystemExit(f"metrics: cannot listen on {cfg.metrics.host}:{port + offset}: {ex.strerror or ex} "
                              f"(set metrics.port to another port, or 0 to turn the endpoint off)") from None
-    start_control(cfg)
+    # The control listener is one per process: a second start in the process shares its silences.
+    controls = _listener.controls if _listener is not None else Controls()
+    start_control(cfg, controls)
     ck = cfg.state.cross_key_file
     if ck is None and recovery_directory:
         ck = os.path.join(recovery_directory, "sentinel-cross-key-p{process}.json")
-    crosskey.configure(ck.replace("{process}", str(process_id)) if ck else None)
+    crosskey = CrossKey(ck.replace("{process}", str(process_id)) if ck else None)
     if recovery_directory:
         record_settings(cfg, recovery_directory)
     policy_reload.start(flow_path, cfg)
     log.info("flow %r: source %s, sinks %s, dead letters %s, windows %.0fs", cfg.name, cfg.source.kind,
              ",".join(s.kind for s in cfg.sinks) or "none", cfg.dead_letters.kind, cfg.windows.size)
+    return Shared(controls, crosskey)
 
 
 def record_settings(cfg: FlowConfig, recovery_directory: str) -> None:
@@ -96,32 +111,32 @@ def record_settings(cfg: FlowConfig, recovery_directory: str) -> None:
                          f"{ex.strerror or ex}") from None
 
 
-def watched_flow(cfg: FlowConfig):
-    """The flow of ``cfg`` with its source and sinks reporting to /readyz (:mod:`sentinel.health`)."""
+def watched_flow(cfg: FlowConfig, shared: Shared):
+    """The flow of ``cfg`` with its source and sinks reporting to /readyz (:mod:`sentinel.health`), sharing
+    ``shared`` (from :func:`prepare`)."""
     READINESS.reset()
     metrics.get_metrics().reset_clock()
     sinks = [watch_sink(s, f"sink alerts_out_{i}") for i, s in enumerate(make_alert_sinks(cfg))]
     return build_flow(cfg, source=watch_source(make_source(cfg)), alert_sinks=sinks,
-                      dead_letter_sink=watch_sink(make_dead_letter_sink(cfg), "sink dead_letters_out"))
+                      dead_letter_sink=watch_sink(make_dead_letter_sink(cfg), "sink dead_letters_out"),
+                      controls=shared.controls, crosskey=shared.crosskey)
 
 
 _listener = None
 
 
-def start_control(cfg: FlowConfig) -> None:
-    """Read silences and feedback from Kafka (catch up first, then follow), once per process."""
+def start_control(cfg: FlowConfig, controls: Controls) -> None:
+    """Read silences and feedback from Kafka into ``controls`` (catch up first, then follow), once per process."""
     global _listener
     c = cfg.control_settings()
     if c is None or _listener is not None:
         return
-    from operators.silences import get_controls
     from sentinel.control import ControlListener, load_key
 
     try:
         key = load_key(c.hmac_key_env, c.hmac_key_file)
     except ValueError as ex:
         raise SystemExit(str(ex)) from None
-    controls = get_controls()
     controls.configure(max_silences=c.max_silences, max_pending_feedback=c.max_pending_feedback)
     alerts_topic = next((s.topic for s in cfg.sinks if s.kind == "kafka" and s.brokers == c.brokers), None)
     _listener = ControlListener(c.brokers, c.topic, c.feedback_topic, controls, extra=c.config,

@@ -62,13 +62,15 @@ def batches(events: Iterable, partition: str = "p0", size: int = 500, partitions
     return out
 
 
-def run_flow(items: List, config: Optional[dict] = None) -> Tuple[List[dict], List]:
+def run_flow(items: List, config: Optional[dict] = None, controls=None) -> Tuple[List[dict], List]:
+    """The alerts (SPEC JSON objects) and dead letters of a flow of ``config`` over ``items``; ``controls``:
+    silences and feedback shared with other runs (the flow's own when None)."""
     cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0},
                             **(config or {})})
     alerts: List[dict] = []
     dead: List = []
     flow = build_flow(cfg, source=TestingSource(items), alert_sinks=[TestingSink(alerts)],
-                      dead_letter_sink=TestingSink(dead))
+                      dead_letter_sink=TestingSink(dead), controls=controls)
     run_main(flow)
     # What a sink publishes: each alert's SPEC section 2 object.
     return [a.to_json() for a in alerts], [d for group in dead for d in group]

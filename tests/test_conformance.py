@@ -5,10 +5,12 @@ import copy
 import math
 import pickle
 import random
+from collections import namedtuple
 
 import pytest
 
 from detectors import make_univariate
+from detectors.attacks import SourceAttacks
 from detectors.drift import DriftDetector
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.population import DecayingQuantiles
@@ -30,6 +32,15 @@ def series(n=600, seed=0):
     return out
 
 
+Security = namedtuple("Security", "ts kind service model")
+
+
+def security(ts, v):
+    """A minute of a source's security events, about one per 40 of the value (a spike is an attack)."""
+    n = int(v // 40)
+    return [Security(ts + 60.0 * k / n, "jailbreak" if k % 3 else "pii", "svc", "m") for k in range(n)]
+
+
 def features(i, ts, v):
     return WindowFeatures(ts, ts + 60, int(v), 1, v * 5, v * 10, v * 2, v * 8, v * 2, v * 1e-5, v * 1e-3, int(v * 10))
 
@@ -45,6 +56,8 @@ DETECTORS = {
     "population": (DecayingQuantiles, lambda d, i, ts, v: (d.update(v), d.quantile(0.9))[1]),
     "multivariate": (lambda: MultivariateDetector(warmup=50, seed=7),
                      lambda d, i, ts, v: d.score_learn({"a": squash(math.log(v) - 4.6), "b": squash(math.sin(i))})),
+    "attacks": (lambda: SourceAttacks(window=300.0, threshold=20),
+                lambda d, i, ts, v: [(f.status, f.count, f.first, f.end, f.severity) for f in d.update(security(ts, v))]),
     "key_detectors": (KeyDetectors,
                       lambda d, i, ts, v: [(f.type, f.status, round(f.score, 9)) for f in d.update(features(i, ts, v))]),
 }

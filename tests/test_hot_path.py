@@ -248,13 +248,14 @@ def test_requests_pickle_and_iterate_as_events():
 def test_a_snapshot_is_the_state_as_it_was(replay_lines):
     from sentinel.config import load_config_dict
     from operators.model_windows import ModelWindowLogic
+    from sentinel.crosskey import CrossKey
 
     cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0}})
     parser = parse_mod.BatchParser()
     first, second = [b for b in _batches(replay_lines[:4000], parts=1)]
     key, group = next((k, g) for tag, k, g in parser(first) if tag == "m")
     later = next(g for tag, k, g in parser(second) if tag == "m" and k == key)
-    logic = ModelWindowLogic(cfg, None)
+    logic = ModelWindowLogic(cfg, None, CrossKey())
     logic.on_item((key,) + group)
     snap = pickle.dumps(logic.snapshot())
     before = pickle.dumps(pickle.loads(snap))

@@ -1,6 +1,6 @@
 """One incident, one page: grouping, silences and feedback on the whole flow."""
 
-from operators.silences import Controls, get_controls
+from operators.silences import Controls
 from sentinel.core.types import Alert, Severity
 from tests.helpers import T0, batches, run_flow, steady
 
@@ -57,29 +57,26 @@ def test_silence_in_the_flow_definition_drops_the_whole_episode():
          "end": "2026-01-05T02:00:00Z", "comment": "planned load test"}]}})
     assert [a for a in alerts if a["type"] == "latency"] == []
     assert silenced._value.get() > before
-    get_controls().expire_silence("flow-0")
 
 
 def test_silence_outside_its_window_does_not_apply():
     alerts, _ = run_flow(batches(incident_traffic()), {"alerting": {"silences": [
         {"matchers": {"service": "svc"}, "start": "2026-01-06T00:00:00Z", "end": "2026-01-06T02:00:00Z"}]}})
     assert [a for a in alerts if a["status"] == "firing"]
-    get_controls().expire_silence("flow-0")
 
 
 def test_false_positive_feedback_mutes_that_pattern_but_not_a_bigger_one():
-    controls = get_controls()
-    first, _ = run_flow(batches(incident_traffic(lat=3.0)))
+    controls = Controls()  # the runs share their silences and feedback, as a process's flow and its listener do
+    first, _ = run_flow(batches(incident_traffic(lat=3.0)), controls=controls)
     page = [a for a in first if a["status"] == "firing"][0]
     assert controls.add_feedback({"alert_id": page["alert_id"], "label": "false_positive",
                                   "reason": "batch job", "who": "ops"})
     # The same pattern again (another day, same size): no page.
-    again, _ = run_flow(batches(incident_traffic(lat=3.0, seed=2)))
+    again, _ = run_flow(batches(incident_traffic(lat=3.0, seed=2)), controls=controls)
     assert [a for a in again if a["status"] == "firing" and a["type"] == "latency"] == []
     # A real incident on that key, far bigger: pages.
-    real, _ = run_flow(batches(incident_traffic(lat=12.0, seed=3)))
+    real, _ = run_flow(batches(incident_traffic(lat=12.0, seed=3)), controls=controls)
     assert [a for a in real if a["status"] == "firing" and a["type"] == "latency"]
-    controls._feedback.clear()
 
 
 def test_feedback_for_an_unknown_alert_waits_for_it():

@@ -13,15 +13,15 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows import build_flow
-from sentinel import crosskey
+from sentinel.crosskey import CrossKey
 from sentinel.config import load_config_dict
 from tests.helpers import T0, batches, steady
 
 
-def flow_for(items, alerts):
+def flow_for(items, alerts, crosskey=None):
     cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0}})
     return build_flow(cfg, source=TestingSource(items), alert_sinks=[TestingSink(alerts)],
-                      dead_letter_sink=TestingSink([]))
+                      dead_letter_sink=TestingSink([]), crosskey=crosskey)
 
 
 def test_abort_and_resume_gives_the_same_alerts(tmp_path):
@@ -35,15 +35,14 @@ def test_abort_and_resume_gives_the_same_alerts(tmp_path):
 
     init_db_dir(tmp_path, 1)
     rc = RecoveryConfig(str(tmp_path))
-    crosskey.configure(str(tmp_path / "sentinel-cross-key-p0.pkl"))
     cut = len(items) * 2 // 3  # after the incident started, before it resolved
     crashed = items[:cut] + [TestingSource.ABORT()] + items[cut:]  # the abort fires once
     first = []
-    run_main(flow_for(crashed, first), epoch_interval=timedelta(0), recovery_config=rc)
+    ck = str(tmp_path / "sentinel-cross-key-p0.pkl")  # each run a process of its own, with its file
+    run_main(flow_for(crashed, first, CrossKey(ck)), epoch_interval=timedelta(0), recovery_config=rc)
     second = []
-    run_main(flow_for(crashed, second), epoch_interval=timedelta(0), recovery_config=rc)
+    run_main(flow_for(crashed, second, CrossKey(ck)), epoch_interval=timedelta(0), recovery_config=rc)
     ids = lambda xs: {(a.alert_id, a.status) for a in xs}  # noqa: E731
     assert ids(first) | ids(second) == ids(whole)
     assert second, "the resumed run finished the episode"
     assert (tmp_path / "sentinel-cross-key-p0.pkl").exists()  # written at a snapshot
-    crosskey.configure(None)

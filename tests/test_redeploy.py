@@ -20,8 +20,9 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows import build_flow
-from sentinel import crosskey, redeploy
+from sentinel import redeploy
 from sentinel.config import load_config_dict
+from sentinel.crosskey import CrossKey
 from sentinel.metrics import get_metrics
 from tests.helpers import T0, batches, steady
 
@@ -38,13 +39,9 @@ def _cfg(metrics=None):
 
 def _run(cfg, items, store: Path):
     alerts = []
-    crosskey.configure(str(store / "sentinel-cross-key-p0.json"))
-    try:
-        run_main(build_flow(cfg, source=TestingSource(items), alert_sinks=[TestingSink(alerts)],
-                            dead_letter_sink=TestingSink([])),
-                 epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(store)))
-    finally:
-        crosskey.configure(None)
+    run_main(build_flow(cfg, source=TestingSource(items), alert_sinks=[TestingSink(alerts)],
+                        dead_letter_sink=TestingSink([]), crosskey=CrossKey(str(store / "sentinel-cross-key-p0.json"))),
+             epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(store)))
     return alerts
 
 

@@ -13,19 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from detectors.priors import ParentPriors
 from sentinel import crosskey
+from sentinel.crosskey import CrossKey
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def fresh(monkeypatch):
-    monkeypatch.setattr(crosskey, "PRIORS", ParentPriors())
+def fresh():
     old = os.umask(0o022)  # the usual default: without care, files come out world-readable
     yield
     os.umask(old)
-    crosskey.configure(None)
 
 
 class _Planted:
@@ -41,9 +39,9 @@ def test_a_planted_pickle_runs_nothing_and_is_a_fresh_start(tmp_path, caplog):
     path = tmp_path / "ck.json"
     path.write_bytes(pickle.dumps({"format": 2, "priors": _Planted(str(marker))}))
     with caplog.at_level(logging.INFO, logger="sentinel.crosskey"):
-        crosskey.configure(str(path))
+        ck = CrossKey(str(path))
     assert not marker.exists()
-    assert len(crosskey.PRIORS) == 0
+    assert len(ck.priors) == 0
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0].getMessage() and warnings[0].exc_info is None
 
@@ -60,27 +58,27 @@ def test_a_planted_pickle_runs_nothing_and_is_a_fresh_start(tmp_path, caplog):
 def test_an_old_or_foreign_file_is_one_log_line_and_a_fresh_start(tmp_path, caplog, content):
     path = tmp_path / "ck.json"
     path.write_bytes(content)
+    ck = CrossKey()
     with caplog.at_level(logging.INFO, logger="sentinel.crosskey"):
-        assert crosskey.load(str(path)) is False
-    assert len(crosskey.PRIORS) == 0
+        assert ck.load(str(path)) is False
+    assert len(ck.priors) == 0
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and warnings[0].exc_info is None
 
 
 def test_the_cross_key_file_is_json_and_private(tmp_path):
     path = tmp_path / "ck.json"
-    crosskey.configure(str(path))
-    crosskey.PRIORS.observe("svc/a", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.2)
-    crosskey.PRIORS.observe("svc/b", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.4)
-    crosskey.save()
+    ck = CrossKey(str(path))
+    ck.priors.observe("svc/a", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.2)
+    ck.priors.observe("svc/b", [("service", "svc"), ("fleet",)], "latency_p95_ms", 0.4)
+    ck.save()
     data = json.loads(path.read_text())
     assert data["format"] == crosskey.FORMAT
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
-    crosskey.PRIORS = ParentPriors()
-    crosskey.configure(str(path))
-    assert round(crosskey.PRIORS.scale([("service", "svc")], "latency_p95_ms"), 2) == 0.3
-    crosskey.PRIORS.observe("svc/c", [("fleet",)], "ttft_p95_ms", 0.1)
+    ck = CrossKey(str(path))
+    assert round(ck.priors.scale([("service", "svc")], "latency_p95_ms"), 2) == 0.3
+    ck.priors.observe("svc/c", [("fleet",)], "ttft_p95_ms", 0.1)
 
 
 def test_the_default_cross_key_file_in_the_recovery_directory_is_json(tmp_path):
@@ -88,8 +86,7 @@ def test_the_default_cross_key_file_in_the_recovery_directory_is_json(tmp_path):
     from sentinel.runtime import prepare
 
     cfg = load_config_dict({"source": {"kind": "file", "path": "unused"}, "metrics": {"port": 0}})
-    prepare(cfg, 2, str(tmp_path))
-    assert crosskey.path() == str(tmp_path / "sentinel-cross-key-p2.json")
+    assert prepare(cfg, 2, str(tmp_path)).crosskey.path == str(tmp_path / "sentinel-cross-key-p2.json")
 
 
 def _init_recovery(path: Path) -> None:
