@@ -201,8 +201,15 @@ POOLED: Dict[str, Tuple[str, float]] = {
 }
 # Quantile metrics -> their place in WindowFeatures.rest (the window without its busiest user).
 REST_OF = {"latency_p50_ms": 1, "latency_p95_ms": 2, "ttft_p95_ms": 3}
-# Metrics that follow the tokens: where one alerts, a smaller token rise is its cause (_confirm_cause).
-EFFECTS = ("cost_per_request_usd", "latency_gmean_ms", "latency_p50_ms", "latency_p95_ms")
+# Metrics that follow the tokens, and the token metrics that move them: where one alerts, a
+# smaller rise of those is its cause (_confirm_cause). A request's cost is its input and output
+# tokens at their prices; its time after the first token is decoding, the output tokens'.
+EFFECTS: Dict[str, Tuple[str, ...]] = {
+    "cost_per_request_usd": ("output_tokens_mean", "input_tokens_mean"),
+    "latency_gmean_ms": ("output_tokens_mean",),
+    "latency_p50_ms": ("output_tokens_mean",),
+    "latency_p95_ms": ("output_tokens_mean",),
+}
 # Metrics also watched for slow drift (type ``drift``).
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
@@ -416,9 +423,10 @@ class KeyDetectors:
             values[m] = (value, adj, score, z, exp)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
-        confirmed = (self.cause_z > 0 and best.get("tokens", (1.0,))[0] < self.threshold
-                     and any(values[m][2] >= self.threshold for m in EFFECTS if m in values)
-                     and self._confirm_cause(values, best))
+        confirmed = False
+        if self.cause_z > 0 and best.get("tokens", (1.0,))[0] < self.threshold:
+            causes = {c for m, cs in EFFECTS.items() if m in values and values[m][2] >= self.threshold for c in cs}
+            confirmed = bool(causes) and self._confirm_cause(values, best, causes)
         for typ, (score, m, obs) in best.items():
             # Borrowed noise levels speed up the per-request metrics; a key's traffic level and
             # rhythm are its own (ten windows may all be one scheduled batch): traffic waits for
@@ -489,9 +497,10 @@ class KeyDetectors:
         self._windows += 1
         return out
 
-    def _confirm_cause(self, values, best) -> bool:
-        """A window whose cost or latency alerts, and whose input or output tokens per request rose
-        ``cause_z`` standard errors too, has its token rise for a cause: the tokens count as
+    def _confirm_cause(self, values, best, causes) -> bool:
+        """A window whose cost alerts, and whose input or output tokens per request rose ``cause_z``
+        standard errors too, or whose latency alerts and whose output tokens rose so (``causes``:
+        EFFECTS), has its token rise for a cause: the tokens count as
         anomalous in it. Cost and decoding time follow the tokens, and the window's cost or latency
         mean may stand out before its token mean does (a cost per request mixes input and output
         tokens; latency grows with the answer's length): the page then names the effect and the
@@ -501,7 +510,7 @@ class KeyDetectors:
         latency of single windows on its way)."""
         for m in ("output_tokens_mean", "input_tokens_mean"):
             v = values.get(m)
-            if v is None or v[3] < self.cause_z:
+            if v is None or m not in causes or v[3] < self.cause_z:
                 continue
             value, _, _, z, exp = v
             if best["tokens"][0] < self.threshold or z > best["tokens"][2][3]:
