@@ -61,3 +61,19 @@ def key_windows(seed: int = 5, n: int = 1440) -> List[WindowFeatures]:
             {u: c for u, c in users.items() if c > 1} or None))
     return out
 
+
+def flat_state(det) -> dict:
+    """``det``'s state in the layout before the per-type detectors (every part's learned state in
+    KeyDetectors' own attributes), as such a snapshot held it: for tests of older snapshots."""
+    s = det.__getstate__()
+    tr, pooled, quant, er, dw = (s.pop(k) for k in ("_traffic", "_pooled", "_quantiles", "_errors", "_drifts"))
+    parts = (tr, pooled, quant)
+    s["_base"] = {m: p._base[m] for m in s["_metrics"] for p in parts if m in p._base}
+    s["_memory"] = None if tr._memory is None else {
+        m: v for p in parts for m, v in p._memory.items()}
+    s["_season"], s["_hourly"], s["_bursts"] = tr._season, tr._hourly, tr._bursts
+    s["_err_pending"], s["_err_sums"], s["_err_learned"] = er._pending, er._sums, er._learned
+    s["_err_pool_rate"], s["_err_cusum"], s["_err_types"] = er._pool_rate, er._cusum, er._types
+    s["_drift"], s["_drift_held"], s["_drift_wander"], s["_drift_stepped"] = (
+        dw._detectors, dw._held, dw._wander, dw._stepped)
+    return s
