@@ -11,16 +11,17 @@ does, and an ongoing anomaly is reported once, not every window.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from detectors.drift import DriftDetector
 from detectors.episode import Episode
-from detectors.hints import HINTS, OTHER, hints_for
+from detectors.hints import HINTS, hints_for
+from detectors.key_metrics import (
+    DRIFT_METRICS, METRICS, POOLED, DriftWatch, ErrorRateDetector, MetricDetector, PooledDetector,
+    QuantileDetector, TrafficDetector, new_base,
+)
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
-from detectors.robust import PooledLogMean, RobustBaseline, poisson_sf, score_to_z, z_to_score
-from detectors.seasonal import HourProfile, PeriodMemory, SeasonalProfile
-
+from detectors.robust import PooledLogMean, RobustBaseline
 
 LogStats = Tuple[int, float, float]
 
@@ -174,33 +175,6 @@ def _ratio(value: float, expected: float) -> float:
     return 1.0
 
 
-# metric name -> (alert type, feature attribute, direction: +1 high side, 0 both sides)
-METRICS: Dict[str, Tuple[str, str, int]] = {
-    "latency_p95_ms": ("latency", "lat_p95", +1),
-    # The median moves with the whole distribution and is far steadier than a
-    # p95 of thirty requests: it catches a slow model on a quiet key.
-    "latency_p50_ms": ("latency", "lat_p50", +1),
-    # The geometric mean of the requests' latencies, pooled over windows where a key has few
-    # requests (PooledLogMean): a slow model on a sparse key or a canary is judged too.
-    "latency_gmean_ms": ("latency", "lat_gmean", +1),
-    "ttft_p95_ms": ("ttft", "ttft_p95", +1),
-    "ttft_gmean_ms": ("ttft", "ttft_gmean", +1),
-    "output_tokens_mean": ("tokens", "out_tokens", +1),
-    "input_tokens_mean": ("tokens", "in_tokens", +1),
-    "cost_per_request_usd": ("cost", "cost", +1),
-    "request_count": ("traffic", "count", 0),
-}
-# Per-request metrics judged on the mean of their logs, pooled over windows (PooledLogMean):
-# metric -> (feature with its log statistics, offset added before the log).
-POOLED: Dict[str, Tuple[str, float]] = {
-    "output_tokens_mean": ("out_log", 1.0),
-    "input_tokens_mean": ("in_log", 1.0),
-    "cost_per_request_usd": ("cost_log", 1e-6),
-    "latency_gmean_ms": ("lat_log", 1.0),
-    "ttft_gmean_ms": ("ttft_log", 1.0),
-}
-# Quantile metrics -> their place in WindowFeatures.rest (the window without its busiest user).
-REST_OF = {"latency_p50_ms": 1, "latency_p95_ms": 2, "ttft_p95_ms": 3}
 # Metrics that follow the tokens, and the token metrics that move them: where one alerts, a
 # smaller rise of those is its cause (_confirm_cause). A request's cost is its input and output
 # tokens at their prices; its time after the first token is decoding, the output tokens'.
@@ -210,32 +184,27 @@ EFFECTS: Dict[str, Tuple[str, ...]] = {
     "latency_p50_ms": ("output_tokens_mean",),
     "latency_p95_ms": ("output_tokens_mean",),
 }
-# Metrics also watched for slow drift (type ``drift``).
-DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
 SUDDEN_TYPES = ("tokens", "cost")
-# Windows by which the usual error rate lags (see KeyDetectors._error_rate).
-ERR_GUARD = 10
-# Learning rate of the count's burst statistics, and the Poisson tail a rise in traffic must pass
-# once counted in bursts (KeyDetectors._burst_beyond_noise).
-BURST_ALPHA = 0.02
-BURST_P = 1e-3
-# Requests per window at which a window is learned into the usual error rate at full weight.
-ERR_MEMORY = 30.0
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
 
 
 class KeyDetectors:
     """All window-level detectors of one service/model key.
 
-    Layers: a robust baseline per metric (spikes and steps, with persistence; tokens and
-    cost per request on the mean of their logs, pooled over windows on a sparse key),
-    a time-of-day profile for traffic (and a minute-of-hour one for scheduled batches), the same time on the days (and, for
-    traffic, weeks) before for patterns that recur (:meth:`_recurring`), a
-    CUSUM drift detector on tokens and cost, and a binomial test for the
-    error rate. During the key's first
-    ``cold_windows`` windows after warm-up a window must deviate a third further
-    to count: a new model's young baseline does not page on its own noise.
+    Composed of the per-type detectors of :mod:`detectors.key_metrics`: traffic
+    (a time-of-day profile, a minute-of-hour one for scheduled batches, the key's
+    own bursts), per-request metrics pooled over windows on a sparse key (tokens
+    and cost per request, latency and ttft geometric means, on the mean of their
+    logs), latency and ttft quantiles, the error rate (binomial test and CUSUM)
+    and a CUSUM drift detector on tokens and cost; each metric is compared with
+    the same time on the days (and, for traffic, weeks) before for patterns that
+    recur. KeyDetectors keeps what combines types: one episode per alert type
+    (with persistence), a token rise confirmed by its effects
+    (:meth:`_confirm_cause`), drift rebased while a sudden tokens or cost episode
+    runs, and the root-cause hints. During the key's first ``cold_windows``
+    windows after warm-up a window must deviate a third further to count: a new
+    model's young baseline does not page on its own noise.
     """
 
     def __init__(self, types: Tuple[str, ...] = ALL_TYPES,
@@ -261,69 +230,52 @@ class KeyDetectors:
         self.drift_min_change = drift_min_change
         # A token rise this many standard errors up is the cause of an alerting cost or latency (_confirm_cause).
         self.cause_z = cause_z
+        # Calibrated Half-Space Trees score (rank among recent windows) that counts as anomalous.
+        self.mv_threshold = 0.998
+        self.daily_tolerance = 3.0  # in noise levels (see PeriodMemory)
+        self.hourly_scale = 0.7  # see TrafficDetector
+        self.err_shift = 3.0  # see ErrorRateDetector
+        self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
+        self._make_parts()
         self._cause_only = False  # the tokens' current run is of windows confirmed by an effect only
         self._drift_metric = DRIFT_METRICS[0]
         self._drift_obs = None  # the last alarm of the metric that opened the drift episode
-        self._drift_held: Dict[str, int] = {}
-        # Per drift metric, the key's own wander: [mean |log fast level - log slow reference|, windows].
-        self._drift_wander: Dict[str, list] = {}
-        # Metrics whose drift detector was rebased for an alerted step since it last accepted a level.
-        self._drift_stepped: Dict[str, bool] = {}
-        # Calibrated Half-Space Trees score (rank among recent windows) that counts as anomalous.
-        self.mv_threshold = 0.998
         self._metric_of: Dict[str, str] = {}
-        self._metrics = [m for m, (t, _, _) in METRICS.items() if t in self.types]
-        # Traffic keeps the plain scale (no dev_guard): with the guard, the scale of request
-        # counts came out narrow enough for a dip of 30 to 15 requests to page.
-        self._base: Dict[str, RobustBaseline] = {m: self._new_base(m) for m in self._metrics}
-        self._season = SeasonalProfile() if seasonality and "request_count" in self._metrics else None
-        # Each metric's values at each time of day on the days before (see _recurring),
-        # and for traffic at each hour of the week on the weeks before: metric ->
-        # (daily, weekly or None). A metric gets its memory the first time a window of it would
-        # alert; most never do, and a calm key carries none.
-        self._memory: Optional[Dict[str, Tuple[PeriodMemory, Optional[PeriodMemory]]]] = {} if seasonality else None
-        self.daily_tolerance = 3.0  # in noise levels (see PeriodMemory)
-        # Traffic's minute-of-hour profile (scheduled batches several times an hour): made the
-        # first time a traffic window would alert or the counts' scale passes hourly_scale,
-        # judged by only while adopted (HourProfile); a calm key carries none.
-        self._hourly: Optional[HourProfile] = None
-        # [count level, window-to-window variance, last count, requests per user] (_burst_beyond_noise).
-        self._bursts: Optional[List[float]] = None
-        self.hourly_scale = 0.7
-        self._drift: Dict[str, DriftDetector] = {}
-        if "drift" in self.types:
-            self._drift = {m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0)
-                           for m in DRIFT_METRICS}
+        self._mv = MultivariateDetector() if "multivariate" in self.types else None
         # One episode per alert type: the strongest of its metrics speaks for it,
         # so a slow model (p50 and p95 both up) is one latency anomaly, not two.
-        self._mv = MultivariateDetector() if "multivariate" in self.types else None
-        names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"} | ({"drift"} if self._drift else set())
+        names = sorted({METRICS[m][0] for m in self._metrics} | {"error_rate"}
+                       | ({"drift"} if self._drifts.metrics else set())
                        | ({"multivariate"} if self._mv is not None else set()))
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
-        # (errors, requests, flag), last ERR_GUARD windows; flag: False, True (anomalous), 2 or 3 (an
-        # anomalous or a normal window of an episode that has resolved: spent for the pooled test)
-        self._err_pending: List[Tuple[int, int, Any]] = []
-        self._err_sums: Optional[Tuple[float, float]] = None  # decayed (errors, requests) behind the usual rate
-        self._err_learned = 0  # windows learned into _err_sums
-        self._err_pool_rate = 0.0  # the error rate of the pool that spoke last (see _err_pooled_z)
-        # Bernoulli CUSUM of the error rate against `err_shift` times its usual
-        # level: a few errors too many in each of several windows of a quiet
-        # key add up, where no single window is significant on its own.
-        self.err_shift = 3.0
-        self._err_cusum = 0.0
-        # Error types of the error-rate episode's anomalous windows (for its hints).
-        self._err_types: Dict[Optional[str], int] = {}
         # Root-cause hints of each open episode, by type: what its resolve repeats.
         self._hints: Dict[str, List[str]] = {}
         self._windows = 0
 
-    def _new_base(self, m: str) -> RobustBaseline:
-        if m in POOLED:
-            return PooledLogMean(alpha=0.05, min_scale=0.05, warmup=self.warmup_windows // 2,
-                                 offset=POOLED[m][1])
-        return RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
-                              warmup=self.warmup_windows // 2, offset=1.0,
-                              dev_guard=math.inf if m == "request_count" else 2.0)
+    def _make_parts(self) -> None:
+        """The per-type detectors, from this set's tuning values (nothing learned)."""
+        ms = self._metrics
+        common = (self.warmup_windows, self.min_requests, self.threshold, self.seasonality, self.daily_tolerance)
+        self._traffic = TrafficDetector(tuple(m for m in ms if m == "request_count"), *common, self.hourly_scale)
+        self._pooled = PooledDetector(tuple(m for m in ms if m in POOLED), *common)
+        self._quantiles = QuantileDetector(tuple(m for m in ms if m != "request_count" and m not in POOLED), *common)
+        self._errors = ErrorRateDetector(self.min_requests, self.threshold, self.err_shift)
+        self._drifts = DriftWatch(DRIFT_METRICS if "drift" in self.types else (), self.drift_min_windows,
+                                  self.drift_min_change, self.drift_quiet)
+
+    def _part(self, m: str) -> MetricDetector:
+        """The detector that judges metric ``m``."""
+        if m == "request_count":
+            return self._traffic
+        return self._pooled if m in POOLED else self._quantiles
+
+    def _base_of(self, m: str) -> RobustBaseline:
+        return self._part(m)._base[m]
+
+    @property
+    def _base(self) -> Dict[str, RobustBaseline]:
+        """Every judged metric's baseline (a view)."""
+        return {m: self._base_of(m) for m in self._metrics}
 
     @property
     def windows_seen(self) -> int:
@@ -343,83 +295,38 @@ class KeyDetectors:
             if not warm:
                 borrowed = {m: priors.scale(parents, m) for m in self._metrics}
                 for m, s in borrowed.items():
-                    self._base[m].borrow_scale(s)
+                    self._base_of(m).borrow_scale(s)
                 warm = (self._windows >= self.borrowed_warmup
                         and all(borrowed.get(m) is not None for m in ("latency_p95_ms", "request_count")
                                 if m in borrowed))
             elif self._windows % 30 == 0:
                 for m in self._metrics:
                     if not self._ep[METRICS[m][0]].active:
-                        priors.observe(key, parents, m, self._base[m].scale)
+                        priors.observe(key, parents, m, self._base_of(m).scale)
         cold = self._windows < self.warmup_windows + self.cold_windows
         busy = f.count >= self.min_requests
+        mid = (f.start + f.end) / 2.0
         # A window with a small share of its usual traffic has no reliable
         # quantiles (a p95 of eight requests is their maximum): only traffic
         # and errors are judged on it.
-        if busy and "request_count" in self._base:
-            usual = self._base["request_count"].expected()
-            if self._hourly is not None and self._hourly.adopted:
-                usual = math.exp(self._hourly.expect((f.start + f.end) / 2.0)[0]) - 1.0
+        if busy and "request_count" in self._traffic._base:
+            usual = self._traffic.usual(mid)
             if usual is not None and self._windows >= self.warmup_windows and f.count < 0.3 * usual:
                 busy = False
-        mid = (f.start + f.end) / 2.0
         pattern: Dict[str, str] = {}  # metric -> "daily" / "weekly": where it was at this time before
         best: Dict[str, Tuple[float, str, tuple]] = {}
         values: Dict[str, Tuple[float, float, float, float, float]] = {}  # metric -> (value, adjusted, score, z, expected)
         # metric -> (windows pooled, this window's own value, the standard error of that value)
         pooled: Dict[str, Tuple[int, float, float]] = {}
         for m in self._metrics:
-            typ, attr, direction = METRICS[m]
+            typ = METRICS[m][0]
             best.setdefault(typ, (-1.0, m, None))
-            value = getattr(f, attr)
-            stats = getattr(f, POOLED[m][0]) if m in POOLED else None
-            if value is None or (stats is None and not busy and m != "request_count"):
+            r = self._part(m).score(m, f, mid, busy, cold, pattern)
+            if r is None:
                 continue
-            base = self._base[m]
-            value = float(value)
-            season = 0.0
-            noise = None
-            if stats is not None:
-                # Judged on the mean of its logs, over as many windows as it takes (PooledLogMean):
-                # a key of five requests a minute is judged too, by what its count says.
-                base.push(stats, clusters=f.clusters)
-                z, mlog, k, noise = base.judge()
-                pooled[m] = (k, value, base.window_se)
-                value = adj = math.exp(mlog) - base.offset
-            elif m == "request_count" and self._hourly is not None and self._hourly.adopted:
-                # The key's hour has a schedule (batches at set minutes): that is what it expects.
-                z, lp, noise = self._hourly.judge(mid, math.log(value + 1.0))
-                adj = value
-                hourly_exp = math.exp(lp) - 1.0
-            else:
-                # Traffic is compared with its level plus the offset usual for this time of day.
-                season = self._season.offset(mid) if (self._season is not None and m == "request_count") else 0.0
-                adj = value if season == 0.0 else (value + base.offset) * math.exp(-season) - base.offset
-                z = base.z(adj)
-            z_eff = 0.0 if (direction > 0 and z < 0) else abs(z)
-            if cold:
-                z_eff *= 0.75
-            score = z_to_score(z_eff)
-            if score >= self.threshold and m in REST_OF and f.rest is not None:
-                # A quantile that one user's requests could make alone must hold without them.
-                own = f.rest[REST_OF[m]]
-                if f.rest[0] < self.min_requests:
-                    score = 0.0
-                elif own is not None:
-                    score = min(score, z_to_score(max(base.z(own), 0.0) * (0.75 if cold else 1.0)))
-            if (m == "request_count" and self._hourly is None and self.seasonality and base.n >= base.warmup
-                    and (score >= self.threshold or base.scale > self.hourly_scale)):
-                # Counts that would alert, or that vary far beyond a Poisson count's noise (scale
-                # 0.7 is a factor of two between windows; a key of one request a minute has 0.5).
-                self._hourly = HourProfile()
-            if self._memory is not None and (score >= self.threshold or (abs(z) >= 2.0 and m in self._memory)):
-                score = self._recurring(m, mid, value, z, base, score, pattern, noise)
-            exp = base.expected()
-            exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
-            if noise is not None and m == "request_count":
-                exp = hourly_exp
-            if m == "request_count" and z > 0 and score >= self.threshold and not self._burst_beyond_noise(value, exp):
-                score = 0.0  # more requests than usual, but no more than the key's own bursts give
+            value, adj, score, z, exp, pool = r
+            if pool is not None:
+                pooled[m] = pool
             values[m] = (value, adj, score, z, exp)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
@@ -439,13 +346,15 @@ class KeyDetectors:
             self._cause_only = ep.run > 0 and not ep.active and confirmed and (ep.run == 1 or self._cause_only)
         if self._mv is not None:
             self._multivariate(f, values, best, out, warm)
+        drifts = self._drifts
         for m, (value, adj, score, _z, _exp) in values.items():
-            base = self._base[m]
+            part = self._part(m)
+            base = part._base[m]
             ep = self._ep[METRICS[m][0]]
             if ep.active and ep.run >= self.relearn_after and score >= self.threshold:
                 # A lasting level shift that was alerted: it is the new normal.
                 base.relearn(adj)
-            if m in self._drift:
+            if drifts.watches(m):
                 # The drift CUSUM follows each window's own value, in units of the window's own noise
                 # where its requests say more than the windows' scale (one agent task's window moves
                 # further than a window of many users' requests: PooledLogMean.judge).
@@ -454,42 +363,16 @@ class KeyDetectors:
                     self._drift_step(m, f, own, max(base.scale, se), base, out, warm, m in pattern)
                 else:
                     self._drift_step(m, f, value, base.scale, base, out, warm, m in pattern)
-            mems = self._memory.get(m) if self._memory is not None else None
-            hp = self._hourly if m == "request_count" else None
-            if hp is not None and base.n > 0:
-                plain = base._loc + (self._season.offset(mid) if self._season is not None else 0.0)
-                hp.learn(mid, math.log(value + 1.0), plain, level=not (hp.adopted and score >= self.threshold))
-            season_learns = (self._season is not None and m == "request_count" and score < self.threshold
-                             and base.n > 0 and pattern.get(m) != "weekly")
-            if mems is not None or season_learns:
-                lv = math.log(value + base.offset)
-                if mems is not None:
-                    mems[0].learn(mid, lv)
-                    if mems[1] is not None:
-                        mems[1].learn(mid, lv)
-                if season_learns:
-                    self._season.learn(mid, lv - base._loc)
-            if pattern.get(m) == "daily":
-                # The day's pattern is not the level's or the scale's (for traffic, it is the
-                # profile's): a peak would otherwise widen the scale for hours, and a metric's
-                # nightly batch mix would be learned into its daytime level and back every day.
-                if m in pooled:
-                    base.mark(1, 2)
-                continue
-            if m in pooled:
-                if score >= self.threshold:
-                    base.mark(pooled[m][0], 1)  # the pool that was anomalous is learned slowly
-                continue  # learned when it leaves the pool
-            base.learn_one(adj)
+            part.learn(m, mid, value, adj, score, pattern.get(m), pooled.get(m))
         for typ, (_, _, _) in best.items():
             ep = self._ep[typ]
             if ep.active and ep.run >= self.relearn_after:
                 ep.run = 0
-        if self._drift:
+        if drifts.metrics:
             # Drift windows with no value (a quiet window) count as quiet for the drift episode.
-            if not any(m in values for m in self._drift):
+            if not any(m in values for m in drifts.metrics):
                 self._drift_quiet_step(f, out, warm)
-        self._learn_bursts(f.count, _requests_per_user(f))
+        self._traffic.learn_bursts(f.count, _requests_per_user(f))
         if "error_rate" in self.types:
             self._error_rate(f, out, warm)
         if out:
@@ -518,74 +401,6 @@ class KeyDetectors:
                 best["tokens"] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
         return best["tokens"][0] >= self.threshold
 
-    def _learn_bursts(self, count: int, per_user: Optional[float] = None) -> None:
-        """Learn the key's count level, its window-to-window variance (half the mean squared
-        difference of consecutive counts: slow swings such as the day's do not count, bursts do)
-        and its requests per user in a window (an agent's task is a dozen calls a window for
-        several windows: its calls come together, in no window-to-window difference)."""
-        b = self._bursts
-        if b is None:
-            self._bursts = [float(count), 0.0, float(count), per_user or 1.0]
-            return
-        if len(b) < 4:
-            b.append(1.0)  # states from before requests were counted per user
-        a = BURST_ALPHA
-        d = count - b[2]
-        b[0] += a * (count - b[0])
-        b[1] += a * (0.5 * d * d - b[1])
-        b[2] = float(count)
-        if per_user is not None:
-            b[3] += a * (per_user - b[3])
-
-    def _burst_beyond_noise(self, count: float, expected: float) -> bool:
-        """Whether ``count`` is beyond doubt above ``expected`` once requests are counted in the key's
-        own bursts: with a dispersion ``phi`` (the larger of the window-to-window variance over the
-        mean and the requests a user sends in a window; 1 for requests that come one by one, the
-        size of a burst for an agent that sends its calls in tasks), ``count / phi`` bursts
-        against ``expected / phi`` (a Poisson tail under ``BURST_P``). A canary that gets one agent task now and then is not a traffic spike."""
-        b = self._bursts
-        if b is None or b[0] <= 0.0:
-            return True
-        phi = max(1.0, b[1] / b[0], b[3] if len(b) > 3 else 1.0)
-        # Against the larger of the baseline's expectation and the plain mean count (a log-scale
-        # level of a mostly idle key is near zero; its mean is what its bursts add up to).
-        return poisson_sf(int(count / phi), max(expected, b[0], 1e-3) / phi) < BURST_P
-
-    def _recurring(self, m: str, ts: float, value: float, z: float, base: RobustBaseline, score: float,
-                   pattern: Dict[str, str], noise: Optional[float] = None) -> float:
-        """The window's score, or 0 where its value is where it was at this time before.
-
-        A value that is off its level (|z| >= 2) but within ``daily_tolerance`` noise levels of
-        where it was at the same time (5 minutes either way, 10 for metrics other than traffic)
-        on two of the three days before, and less than half as far from it as from its
-        expectation, is the day's pattern: a lunch peak, a nightly batch with other prompts, a
-        morning login wave. It does not count as anomalous, and it is not learned into the level
-        (``pattern[m] = "daily"``). For traffic, a window that would alert but is where it was
-        at the same hour of the week (an hour either way) on two of the three weeks before is the
-        week's pattern (a quiet weekend): it does not count either, but the level follows it as
-        any lasting change (``"weekly"``).
-        """
-        mems = self._memory.get(m)
-        if mems is None:
-            # The first window of this metric that would alert: from now on its values are kept.
-            count = m == "request_count"
-            self._memory[m] = (PeriodMemory(86400.0, 300.0 if count else 600.0, poisson=count),
-                               PeriodMemory(7 * 86400.0, 3600.0) if count else None)
-            return score
-        lv = math.log(value + base.offset)
-        # Where it was before must explain the value much better than the expectation does (a
-        # window just off its level is as near the level's usual value then as the level itself;
-        # not learning it would narrow the scale).
-        scale = base.scale if noise is None else noise  # noise: the standard error z was measured in
-        closer = 0.5 * abs(z) * scale
-        if mems[0].seen_before(ts, lv, self.daily_tolerance, scale, closer):
-            pattern[m] = "daily"
-            return 0.0
-        if (mems[1] is not None and score >= self.threshold
-                and mems[1].seen_before(ts, lv, self.daily_tolerance, scale, closer)):
-            pattern[m] = "weekly"
-            return 0.0
-        return score
 
     def _attach_hints(self, out: List[Finding], values) -> None:
         """Root-cause hints on the findings of this window (rare: only when something fires)."""
@@ -598,7 +413,7 @@ class KeyDetectors:
                 continue
             if levels is None:
                 levels = {m: (v[0], v[4], v[3]) for m, v in values.items()}
-            hints = hints_for(fd.type, fd.metric, levels, self._err_types)
+            hints = hints_for(fd.type, fd.metric, levels, self._errors.error_types)
             if hints or fd.status == "firing":
                 self._hints[fd.type] = hints  # an escalation the window does not explain keeps the earlier
             fd.hints = list(self._hints.get(fd.type, []))
@@ -621,6 +436,7 @@ class KeyDetectors:
         else:
             self._step("multivariate", "feature_vector", f, None, out, warm)
 
+
     def _drift_quiet_step(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:
         dep = self._ep["drift"]
         # The resolved message speaks of the metric that opened the episode, with its own values
@@ -633,97 +449,28 @@ class KeyDetectors:
             # A drift stays (that is what makes it one): its level is the new normal of every
             # drift metric. An alarm is accepted while the ramp still climbs, so what came
             # after it would otherwise add up, hours later, to a second drift of the same change.
-            for mm, det in self._drift.items():
-                level = self._base[mm].current()
+            for mm in self._drifts.metrics:
+                level = self._base_of(mm).current()
                 if level is not None:
-                    det.accept(level)
-
-    # A lasting change must stand out of the key's own wander: this many of its standard deviations
-    # (a mean absolute deviation is 0.8 of one).
-    DRIFT_WANDER_SDS = 3.0
-
-    def _drift_bar(self, m: str) -> float:
-        """The least lasting change that is a drift on this key: ``drift_min_change``, or more where
-        the key's fast level wanders further than that from its slow level in ordinary hours (a
-        real trace's mix that comes and goes within the hour)."""
-        w = self._drift_wander.get(m)
-        if w is None or w[1] < 120:
-            return self.drift_min_change
-        return max(self.drift_min_change, math.exp(self.DRIFT_WANDER_SDS * w[0] / 0.8) - 1.0)
-
-    def _learn_wander(self, m: str, now: float, det: DriftDetector) -> None:
-        """How far the key's fast level (what a drift's change is measured with) usually is from the
-        drift detector's slow reference: a mean absolute log distance over about ten hours, learned
-        while no drift is open (a ramp adds little before it pages: an hour of it moves the mean by
-        about a tenth of its size), as a plain average over the first windows."""
-        d = det.distance(now)
-        if d is None or self._ep["drift"].active:
-            return
-        w = self._drift_wander.get(m)
-        if w is None:
-            w = self._drift_wander[m] = [0.0, 0]
-        w[1] += 1
-        w[0] += max(1.0 / 600.0, 1.0 / w[1]) * (d - w[0])
+                    self._drifts.accept(mm, level)
 
     def _drift_step(self, m: str, f: WindowFeatures, value: float, noise: float, base: RobustBaseline,
                     out: List[Finding], warm: bool, recurring: bool = False) -> None:
-        det = self._drift[m]
         dep = self._ep["drift"]
         # Where a change is accepted, the new reference is the key's fast level, not this
-        # window's value: the window that completes an alarm is an outlier in the alarm's
-        # direction, and a reference set from it starts the next false drift from there.
+        # window's value (see DriftWatch.update).
         now = base.current()
         now = value if now is None else now
-        self._learn_wander(m, now, det)
-        if recurring or any(self._ep[t].active or (self._ep[t].run > 0 and not (t == "tokens" and self._cause_only))
-                            for t in SUDDEN_TYPES if t in self._ep):
-            # A sudden change is the spike detector's; do not count it twice as drift
-            # (a spike in tokens moves the cost per request too). Nor is a daily pattern a drift.
-            det.rebase()
-            self._drift_stepped[m] = True
-            alarm = None
-        else:
-            alarm = det.update(value, noise)
-            if det.idle:
-                self._drift_stepped[m] = False  # nothing accumulating: an old step no longer explains it
-                # Nor is an earlier small change still growing: the time a change is given to
-                # reach drift_min_change counts from its own start (counted across unrelated
-                # changes, it ran out halfway up a real drift, which was then taken as the level).
-                self._drift_held[m] = 0
-        if alarm is not None and alarm[0] < 0:
-            det.accept(now)  # usage and cost falling is not an incident: the reference moves down
-            self._drift_stepped[m] = False
-            alarm = None
-        if alarm is not None:
-            direction, length, mean_log, ref = alarm
-            change = now / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
-            if length < self.drift_min_windows:
-                if self._drift_stepped.get(m):
-                    # Accumulated fast right after a step the spike detector alerted: the
-                    # new level is that step's, not a drift.
-                    det.accept(now)
-                    self._drift_stepped[m] = False
-                # Otherwise a fast climb (or a burst from one actor): it must last
-                # drift_min_windows to be a drift; a burst that ends falls back below
-                # drift_min_change against the key's fast level and is accepted later.
-                alarm = None
-            elif change < self._drift_bar(m):
-                # Real but still small: let it grow, for a while.
-                held = self._drift_held.get(m, 0) + 1
-                self._drift_held[m] = held
-                if held >= self.drift_quiet:
-                    det.accept(now)
-                    self._drift_held[m] = 0
-                    self._drift_stepped[m] = False
-                alarm = None
-            else:
-                det.accept(now)
-                self._drift_held[m] = 0
-                self._drift_stepped[m] = False
+        # A sudden change is the spike detector's; do not count it twice as drift
+        # (a spike in tokens moves the cost per request too). Nor is a daily pattern a drift.
+        sudden = recurring or any(self._ep[t].active or (self._ep[t].run > 0 and not (t == "tokens" and self._cause_only))
+                                  for t in SUDDEN_TYPES if t in self._ep)
+        alarm = self._drifts.update(m, value, now, noise, sudden, dep.active)
         if alarm is None:
             if m == self._drift_metric or not dep.active:
                 self._drift_quiet_step(f, out, warm)
             return
+        length, mean_log, ref, change = alarm
         # Where the change began (the CUSUM's estimate) goes in the evidence; the alert's event
         # time is the window that made it a drift: a ramp starts too gently for its start to be
         # placed within minutes, and a drift is one from the window it reached drift_min_change.
@@ -741,128 +488,14 @@ class KeyDetectors:
             out.append(fd)
 
     def _error_rate(self, f: WindowFeatures, out: List[Finding], warm: bool) -> None:
-        n, k = f.count, f.errors
-        sums = self._err_sums
-        usual = sums[0] / sums[1] if sums is not None else None  # the usual rate (see below)
-        if n == 0 or (n < self.min_requests and usual is None):
-            if self._step("error_rate", "error_rate", f, None, out, warm) == "resolved":
-                self._err_cusum = 0.0  # an episode that ends in a quiet window ends its evidence too
-                self._spend_pending()
-            if self._err_types and not self._ep["error_rate"].active:
-                self._err_types = {}
+        er = self._errors
+        judged = er.score(f, warm)
+        if judged is None:
+            er.quiet(self._step("error_rate", "error_rate", f, None, out, warm), self._ep["error_rate"].active)
             return
-        rate = k / n
-        p = usual if usual is not None else rate
-        p_eff = min(max(p, 0.005), 0.5)
-        busy = n >= self.min_requests
-        z = (k - n * p_eff) / math.sqrt(n * p_eff * (1 - p_eff)) if busy else 0.0
-        if not (k >= 3 and rate >= 2 * p_eff):
-            z = min(z, 0.0)
-        # A window where the usual rate expects less than one error is judged together with
-        # the windows before it as well (see _err_pooled_z): an error storm on a key of a few
-        # requests a minute pages.
-        z_pool = self._err_pooled_z(k, n, p_eff) if usual is not None and n * p_eff < 1.0 else 0.0
-        # The CUSUM's log-likelihood ratio S speaks as z = sqrt(2 S), so that a
-        # score means the same tail probability as the one-window test.
-        z_acc = 0.0
-        if warm and usual is not None and busy:
-            p1 = min(self.err_shift * p_eff, 0.9)
-            llr = k * math.log(p1 / p_eff) + (n - k) * math.log((1.0 - p1) / (1.0 - p_eff))
-            # Capped: it falls back within a few windows once the errors stop.
-            cap = 0.75 * score_to_z(self.threshold) ** 2
-            self._err_cusum = min(max(0.0, self._err_cusum + llr), cap)
-            if k >= 1:
-                z_acc = math.sqrt(2.0 * self._err_cusum)
-        z_eff = max(z, z_acc, z_pool)
-        if z_pool > max(z, z_acc):
-            rate = self._err_pool_rate  # the pool's rate speaks
-        score = z_to_score(z_eff)
-        ratio = (rate + 1e-9) / p_eff
-        sev = "critical" if rate >= 0.5 else "high" if rate >= 0.2 else "medium" if rate >= 0.05 else "low"
-        obs = (rate, p, score, z_eff, sev if ratio >= 2 else "low")
-        anomalous = score >= self.threshold
-        if anomalous and f.error_types:
-            self._count_error_types(f.error_types)
+        obs, anomalous = judged
         t = self._step("error_rate", "error_rate", f, obs if anomalous else None, out, warm)
-        if t == "resolved":
-            self._err_cusum = 0.0
-        if self._err_types and not anomalous and not self._ep["error_rate"].active:
-            self._err_types = {}
-        # The usual rate learns each window ERR_GUARD windows late: errors that add
-        # up over several windows are judged against the rate from before they
-        # began, while a usual rate that is off still corrects itself. Windows of
-        # an episode (and the guard windows before it fired) are learned slowly.
-        # It is a ratio of decayed sums (errors / requests), so a window of few
-        # requests (a traffic drop) weighs little.
-        pending = self._err_pending
-        if t == "firing":
-            pending[:] = [(pk, pn, True) for pk, pn, _ in pending]
-        elif t == "resolved":
-            self._spend_pending()
-        pending.append((k, n, anomalous))
-        if len(pending) > ERR_GUARD:
-            pk, pn, was_anomalous = pending.pop(0)
-            learned = self._err_learned
-            self._err_learned = learned + 1
-            # The usual rate's memory is at least ERR_MEMORY requests: a key of five requests a
-            # minute learns a window at a sixth of the weight of one of thirty (its first
-            # windows at the busy weight), so one error does not make its usual rate 1%.
-            a = 0.05 * min(1.0, pn / ERR_MEMORY)
-            if a < 0.05:
-                a = max(a, min(0.05, 1.0 / (learned + 1)))
-            if was_anomalous in (1, 2):  # anomalous, or anomalous and spent
-                a *= 0.1
-            # Decayed sums from zero: the first window weighs what any later one does (taken
-            # whole, its few errors were the usual rate for the next twenty windows).
-            ek, en = self._err_sums if self._err_sums is not None else (0.0, 0.0)
-            self._err_sums = (ek + a * (pk - ek), en + a * (pn - en))
-
-    def _spend_pending(self) -> None:
-        """An error-rate episode resolved: its windows are spent, the pooled test starts after them
-        (their errors paged once; pooled with the quiet windows after the episode, they paged again)."""
-        self._err_pending[:] = [(pk, pn, 2 if a in (1, 2) else 3) for pk, pn, a in self._err_pending]
-
-    def _err_pooled_z(self, k: int, n: int, p: float) -> float:
-        """The largest z of the error count of the pools ending with this window: it and the
-        windows before it (the last ERR_GUARD with requests, whose rate is not learned yet; not
-        those of an episode that has resolved). A pool's z is the root of
-        twice its binomial log-likelihood ratio (upper side; right for counts of a few), its window with the
-        most errors counted as far as the next one only (one window's burst of failures does not
-        make the pools after it anomalous, as a lone window does not page), and it needs three
-        such errors at twice the usual rate. Sets ``_err_pool_rate`` to the speaking pool's rate."""
-        best, K, N = 0.0, k, n
-        e1, e2 = k, -1  # the two largest error counts of the pool's windows
-        self._err_pool_rate = k / n
-        pending = self._err_pending
-        for j in range(len(pending) - 1, -1, -1):
-            pk, pn, flag = pending[j]
-            if flag in (2, 3):
-                break
-            K += pk
-            N += pn
-            if pk > e1:
-                e1, e2 = pk, e1
-            elif pk > e2:
-                e2 = pk
-            kk = K - (e1 - e2)
-            if kk < 3 or kk < 2.0 * p * N:
-                continue
-            llr = kk * math.log(kk / (N * p)) + ((N - kk) * math.log((N - kk) / (N * (1.0 - p))) if N > kk else 0.0)
-            zz = math.sqrt(max(2.0 * llr, 0.0))
-            if zz > best:
-                best = zz
-                self._err_pool_rate = K / N
-        return best
-
-    def _count_error_types(self, types: Dict[Optional[str], int]) -> None:
-        acc = self._err_types
-        for name, c in types.items():
-            if name in acc:
-                acc[name] += c
-            elif len(acc) < 32:
-                acc[name] = c
-            else:
-                acc[OTHER] = acc.get(OTHER, 0) + c
+        er.learn(f, anomalous, t, self._ep["error_rate"].active)
 
     def _step(self, typ: str, metric: str, f: WindowFeatures, obs, out: List[Finding], warm: bool) -> Optional[str]:
         ep = self._ep[typ]
@@ -894,40 +527,65 @@ class KeyDetectors:
                        ep.severity if status != "firing" else severity, evidence,
                        "up" if z >= 0 else "down", status)
 
+
     def __getstate__(self):
         return self.__dict__.copy()
 
     def __setstate__(self, s) -> None:
         self.__dict__.update(s)
-        self.__dict__.setdefault("cause_z", 3.0)  # snapshots from before causes were confirmed by effects
-        self.__dict__.setdefault("_cause_only", False)
-        self.__dict__.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
-        self.__dict__.setdefault("_err_cusum", 0.0)
-        self.__dict__.setdefault("_err_learned", 1000)  # snapshots from before the usual rate's memory in requests
-        self.__dict__.setdefault("_err_pool_rate", 0.0)
-        self.__dict__.setdefault("_drift_stepped", {})
-        self.__dict__.setdefault("_drift_wander", {})  # snapshots from before the drift's wander bar
-        self.__dict__.setdefault("_err_types", {})  # snapshots from before root-cause hints
-        pending = self.__dict__.setdefault("_err_pending", [])  # snapshots from before the error-rate guard
+        if "_traffic" not in s:
+            self._from_flat()
+
+    def _from_flat(self) -> None:
+        """A state of the layout before the per-type detectors (every part's learned state in this
+        object's own attributes), with the backfills of the states before it, split into the parts."""
+        d = self.__dict__
+        d.setdefault("cause_z", 3.0)  # snapshots from before causes were confirmed by effects
+        d.setdefault("_cause_only", False)
+        d.setdefault("err_shift", 3.0)  # snapshots from before the error-rate CUSUM
+        d.setdefault("_err_cusum", 0.0)
+        d.setdefault("_err_learned", 1000)  # snapshots from before the usual rate's memory in requests
+        d.setdefault("_err_pool_rate", 0.0)
+        d.setdefault("_drift_stepped", {})
+        d.setdefault("_drift_wander", {})  # snapshots from before the drift's wander bar
+        d.setdefault("_err_types", {})  # snapshots from before root-cause hints
+        pending = d.setdefault("_err_pending", [])  # snapshots from before the error-rate guard
         if pending and len(pending[0]) != 3:
-            self._err_pending = []  # (rate, anomalous) pairs of an earlier format: relearned within ERR_GUARD windows
-        rate = self.__dict__.pop("_err_rate", None)  # kept before the usual rate was derived from _err_sums
-        if "_err_sums" not in self.__dict__:
-            self._err_sums = None if rate is None else (rate * 100.0, 100.0)
-        self.__dict__.setdefault("_hints", {})
-        self.__dict__.setdefault("_drift_obs", None)  # snapshots from before it was kept
-        self.__dict__.setdefault("_hourly", None)  # snapshots from before the minute-of-hour profile
-        self.__dict__.setdefault("_bursts", None)  # and before traffic was counted in bursts
-        self.__dict__.setdefault("hourly_scale", 0.7)
+            d["_err_pending"] = []  # (rate, anomalous) pairs of an earlier format: relearned within ERR_GUARD windows
+        rate = d.pop("_err_rate", None)  # kept before the usual rate was derived from _err_sums
+        if "_err_sums" not in d:
+            d["_err_sums"] = None if rate is None else (rate * 100.0, 100.0)
+        d.setdefault("_hints", {})
+        d.setdefault("_drift_obs", None)  # snapshots from before it was kept
+        d.setdefault("_hourly", None)  # snapshots from before the minute-of-hour profile
+        d.setdefault("_bursts", None)  # and before traffic was counted in bursts
+        d.setdefault("hourly_scale", 0.7)
+        bases = d.pop("_base")
         for m in POOLED:
-            if m not in self._base and METRICS[m][0] in self.types:
+            if m not in bases and METRICS[m][0] in self.types:
                 # Snapshots from before latency and ttft were judged on their geometric means too.
                 self._metrics.append(m)
-                self._base[m] = self._new_base(m)
-            if m in self._base and not isinstance(self._base[m], PooledLogMean):
+                bases[m] = new_base(m, self.warmup_windows)
+            if m in bases and not isinstance(bases[m], PooledLogMean):
                 # Snapshots from before the geometric means: the baseline of trimmed means (another
                 # quantity) is started afresh and learns again within its warm-up.
-                self._base[m] = self._new_base(m)
-        if "_memory" not in self.__dict__:  # snapshots from before the memories of days and weeks before
-            self._memory = {} if self.__dict__.get("seasonality", True) else None
-            self.daily_tolerance = 3.0
+                bases[m] = new_base(m, self.warmup_windows)
+        if "_memory" not in d:  # snapshots from before the memories of days and weeks before
+            d["_memory"] = {} if d.get("seasonality", True) else None
+            d["daily_tolerance"] = 3.0
+        memory = d.pop("_memory")
+        season = d.pop("_season")
+        drift = d.pop("_drift")
+        self._make_parts()
+        for part in (self._traffic, self._pooled, self._quantiles):
+            part._base = {m: bases[m] for m in part.metrics}
+            part._memory = None if memory is None else {m: v for m, v in memory.items() if m in part._base}
+        tr = self._traffic
+        tr._season, tr._hourly, tr._bursts = season, d.pop("_hourly"), d.pop("_bursts")
+        er = self._errors
+        er._pending, er._sums, er._learned = d.pop("_err_pending"), d.pop("_err_sums"), d.pop("_err_learned")
+        er._pool_rate, er._cusum, er._types = d.pop("_err_pool_rate"), d.pop("_err_cusum"), d.pop("_err_types")
+        dw = self._drifts
+        dw.metrics = tuple(drift)
+        dw._detectors, dw._held = drift, d.pop("_drift_held")
+        dw._wander, dw._stepped = d.pop("_drift_wander"), d.pop("_drift_stepped")

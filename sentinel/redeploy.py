@@ -148,21 +148,32 @@ def adopt(fresh, old):
     """``fresh`` (detectors built from the current settings) with the learned state of ``old``.
 
     Settings (public attributes) are ``fresh``'s. Learned state (underscored
-    attributes) is ``old``'s, except what belongs to a metric or alert type
-    ``fresh`` does not judge (dropped) or one ``old`` did not (``fresh``'s new
-    one), and the parts a switched-off feature does not have (None in
-    ``fresh``).
+    attributes, and those of its per-type detectors) is ``old``'s, except what
+    belongs to a metric or alert type ``fresh`` does not judge (dropped) or one
+    ``old`` did not (``fresh``'s new one), and the parts a switched-off feature
+    does not have (None in ``fresh``).
     """
     from detectors.windowed import ALL_TYPES, DRIFT_METRICS, METRICS
 
     every = set(METRICS) | set(DRIFT_METRICS) | {t for t, _, _ in METRICS.values()} | set(ALL_TYPES) | {
         "multivariate", "error_rate"}
-    new, prev = vars(fresh), vars(old)
-    kept = set(new.get("_metrics", ())) | set(new.get("_ep", {})) | set(new.get("_drift", {}))
+    kept = set(fresh._metrics) | set(fresh._ep) | set(fresh._drifts.metrics)
+    _adopt_vars(vars(fresh), vars(old), every, kept)
+    return fresh
+
+
+# KeyDetectors' per-type detectors: adopted attribute by attribute, as KeyDetectors itself.
+_PARTS = ("_traffic", "_pooled", "_quantiles", "_errors", "_drifts")
+
+
+def _adopt_vars(new: Dict[str, Any], prev: Dict[str, Any], every, kept) -> None:
     for name, value in list(new.items()):
         if not name.startswith("_") or name == "_metrics" or name not in prev:
             continue
         was = prev[name]
+        if name in _PARTS:
+            _adopt_vars(vars(value), vars(was), every, kept)
+            continue
         if name in ("_season", "_mv", "_memory") and value is None:
             continue  # the feature is off now
         if isinstance(value, dict) and isinstance(was, dict):
@@ -174,7 +185,6 @@ def adopt(fresh, old):
             continue  # the feature is on now: fresh's starts learning
         else:
             new[name] = was
-    return fresh
 
 
 def refresh_actor_state(cfg: FlowConfig, state):

@@ -12,7 +12,7 @@ counted in users (``PooledLogMean``), speaks for such windows.
 import math
 import random
 
-from detectors import windowed
+from detectors import key_metrics
 from detectors.windowed import KeyDetectors
 from operators.model_windows import WindowAgg
 from sentinel.events import LLMEvent
@@ -74,7 +74,7 @@ def test_one_slow_task_on_an_agent_key_does_not_page(monkeypatch):
     # Six calm days of an agent key: no quantile pages; without the rule, 4 (p95 latency and
     # ttft of a window of one or two slow tasks, and a p50).
     assert quantile_pages(range(6)) == []
-    monkeypatch.setattr(windowed, "REST_OF", {})
+    monkeypatch.setattr(key_metrics, "REST_OF", {})
     assert len(quantile_pages(range(6))) >= 3
 
 

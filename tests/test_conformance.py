@@ -12,11 +12,12 @@ import pytest
 from detectors import make_univariate
 from detectors.attacks import SourceAttacks
 from detectors.drift import DriftDetector
+from detectors.key_metrics import DriftWatch, ErrorRateDetector, PooledDetector, QuantileDetector, TrafficDetector
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.population import DecayingQuantiles
 from detectors.robust import RobustBaseline
 from detectors.seasonal import PeriodMemory, SeasonalProfile
-from detectors.windowed import KeyDetectors, WindowFeatures
+from detectors.windowed import KeyDetectors, WindowFeatures, log_stats
 
 T0 = 1767571200.0
 
@@ -45,6 +46,39 @@ def features(i, ts, v):
     return WindowFeatures(ts, ts + 60, int(v), 1, v * 5, v * 10, v * 2, v * 8, v * 2, v * 1e-5, v * 1e-3, int(v * 10))
 
 
+def pooled_features(i, ts, v):
+    f = features(i, ts, v)
+    f.out_log = log_stats([v * 2 * math.exp(0.2 * (k % 5 - 2)) for k in range(int(v // 10))], 1.0)
+    return f
+
+
+def metric_step(m, make_features=features):
+    """A step of a per-type metric detector of KeyDetectors: score metric ``m`` of a window, then learn it."""
+    def step(d, i, ts, v):
+        f = make_features(i, ts, v)
+        mid, pattern = ts + 30.0, {}
+        r = d.score(m, f, mid, True, i < 100, pattern)
+        if r is None:
+            return None
+        value, adj, score, z, exp, pool = r
+        d.learn(m, mid, value, adj, score, pattern.get(m), pool)
+        if isinstance(d, TrafficDetector):
+            d.learn_bursts(f.count)
+        return round(score, 9), round(exp, 6), pool
+    return step
+
+
+def error_step(d, i, ts, v):
+    f = features(i, ts, v)
+    f.errors = int(v // 20) if 300 <= i < 303 else i % 2
+    judged = d.score(f, i >= 30)
+    if judged is None:
+        return None
+    obs, anomalous = judged
+    d.learn(f, anomalous, None, False)
+    return obs, anomalous
+
+
 # name -> (factory, step(detector, i, ts, value) -> output)
 DETECTORS = {
     "univariate": (make_univariate, lambda d, i, ts, v: d.update(ts, v)),
@@ -58,6 +92,11 @@ DETECTORS = {
                      lambda d, i, ts, v: d.score_learn({"a": squash(math.log(v) - 4.6), "b": squash(math.sin(i))})),
     "attacks": (lambda: SourceAttacks(window=300.0, threshold=20),
                 lambda d, i, ts, v: [(f.status, f.count, f.first, f.end, f.severity) for f in d.update(security(ts, v))]),
+    "key_traffic": (TrafficDetector, metric_step("request_count")),
+    "key_pooled": (lambda: PooledDetector(("output_tokens_mean",)), metric_step("output_tokens_mean", pooled_features)),
+    "key_quantiles": (lambda: QuantileDetector(("latency_p95_ms",)), metric_step("latency_p95_ms")),
+    "key_error_rate": (ErrorRateDetector, error_step),
+    "key_drift": (DriftWatch, lambda d, i, ts, v: d.update("input_tokens_mean", v, v, 0.1, False, False)),
     "key_detectors": (KeyDetectors,
                       lambda d, i, ts, v: [(f.type, f.status, round(f.score, 9)) for f in d.update(features(i, ts, v))]),
 }
@@ -81,6 +120,19 @@ def test_pickles_mid_stream(name):
     clone = pickle.loads(pickle.dumps(d))
     rest = list(enumerate(xs))[250:]
     assert [step(d, i, ts, v) for i, (ts, v) in rest] == [step(clone, i, ts, v) for i, (ts, v) in rest]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in DETECTORS if hasattr(DETECTORS[n][0](), "clone")))
+def test_clone_has_the_tuning_and_nothing_learned(name):
+    make, step = DETECTORS[name]
+    d = make()
+    xs = list(enumerate(series()))
+    for i, (ts, v) in xs[:250]:
+        step(d, i, ts, v)
+    clone, fresh = d.clone(), make()
+    assert {k: v for k, v in vars(clone).items() if not k.startswith("_")} == {
+        k: v for k, v in vars(d).items() if not k.startswith("_")}
+    assert [step(clone, i, ts, v) for i, (ts, v) in xs] == [step(fresh, i, ts, v) for i, (ts, v) in xs]
 
 
 def test_inputs_are_not_mutated():

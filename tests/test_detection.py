@@ -243,7 +243,7 @@ def test_the_time_a_small_change_has_to_grow_counts_from_its_own_start():
         fs = []
         for i in range(700):
             if i == 300:
-                det._drift_held = {m: 110 for m in det._drift}
+                det._drifts._held = {m: 110 for m in det._drifts.metrics}
             level = 1 + 0.45 * min(1.0, max(0, i - 400) / 90)
             fs.extend(det.update(window(i, out_tok=200 * level * math.exp(rng.gauss(0, 0.05)))))
         drift = firing(fs, "drift")
@@ -421,7 +421,7 @@ def test_error_rate_rise_is_judged_against_the_rate_from_before_it(monkeypatch):
     # errors a window. The usual rate lags ERR_GUARD windows, so the rise adds
     # up against the rate from before it began instead of being learned as it
     # goes (which, without the lag, hides about two thirds of these).
-    import detectors.windowed as windowed
+    import detectors.key_metrics as key_metrics
 
     def found_and_false():
         found = false = 0
@@ -434,6 +434,6 @@ def test_error_rate_rise_is_judged_against_the_rate_from_before_it(monkeypatch):
 
     found, false = found_and_false()
     assert found >= 12 and false == 0, (found, false)
-    monkeypatch.setattr(windowed, "ERR_GUARD", 0)
+    monkeypatch.setattr(key_metrics, "ERR_GUARD", 0)
     without, _ = found_and_false()
     assert without <= found - 4, (without, found)

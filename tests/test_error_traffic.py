@@ -5,6 +5,7 @@ import random
 
 from detectors.windowed import KeyDetectors, WindowFeatures
 from tests.helpers import poisson
+from tests.key_windows import flat_state
 
 T0 = 1767571200.0
 
@@ -57,7 +58,7 @@ def test_one_error_does_not_become_the_usual_rate_of_a_sparse_key():
     det.update(WindowFeatures(T0 + 300 * 60, T0 + 301 * 60, 5, 1))
     for i in range(301, 320):
         det.update(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), 5, 0))
-    ek, en = det._err_sums
+    ek, en = det._errors._sums
     assert ek / en < 0.005  # one error in 5 requests, learned at full weight, made it 1%
 
 
@@ -91,7 +92,7 @@ def test_an_error_storm_in_a_batch_service_pages():
 def test_snapshot_from_before_the_pooled_error_test_loads_and_runs():
     det = KeyDetectors(types=("error_rate",))
     error_firings(sparse_windows(1, 100, 6.0, lambda i: 0.002), det)
-    state = det.__getstate__()
+    state = flat_state(det)
     del state["_err_learned"], state["_err_pool_rate"]
     old = KeyDetectors.__new__(KeyDetectors)
     old.__setstate__(pickle.loads(pickle.dumps(state)))

@@ -8,6 +8,7 @@ from detectors.hints import (cost_hints, error_hints, hints_for, latency_hints, 
 from detectors.windowed import KeyDetectors, WindowFeatures
 from operators.model_windows import MAX_ERROR_TYPES, WindowAgg
 from sentinel.events import LLMEvent
+from tests.key_windows import flat_state
 
 T0 = 1767571200.0
 
@@ -208,13 +209,13 @@ def test_a_later_episode_counts_only_its_own_error_types():
     assert [f.status for f in fs] == ["firing", "resolved", "firing", "resolved"], fs
     assert "are rate_limit" in fs[1].hints[0]
     assert fs[2].hints == ["100% of the errors (60 of 60) are timeout: the provider is slow to answer (timeouts)"]
-    assert det._err_types == {} and det._hints == {}
+    assert det._errors.error_types == {} and det._hints == {}
 
 
 def test_state_from_before_hints_still_loads():
     det = KeyDetectors()
     _findings(det, [window(i) for i in range(60)])
-    s = det.__getstate__()
+    s = flat_state(det)
     del s["_hints"], s["_err_types"]
     old = KeyDetectors.__new__(KeyDetectors)
     old.__setstate__(s)

@@ -16,6 +16,7 @@ from detectors.windowed import KeyDetectors
 from operators.model_windows import WindowAgg, cause_first
 from sentinel.events import LLMEvent
 from tests.helpers import poisson
+from tests.key_windows import flat_state
 
 T0 = 1767571200.0  # a Monday, 00:00 UTC
 
@@ -123,7 +124,7 @@ def test_pooled_state_pickles_mid_stream_and_old_state_loads():
     b = [(f.type, f.status, f.score) for w in ws[127:] for f in clone.update(w)]
     assert a == b and a
     # A snapshot from before: its tokens and cost baselines (of trimmed means) start afresh.
-    s = det.__getstate__()
+    s = flat_state(det)
     s["_base"] = dict(s["_base"], output_tokens_mean=RobustBaseline(log=True))
     old = KeyDetectors.__new__(KeyDetectors)
     old.__setstate__(s)

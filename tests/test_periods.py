@@ -15,6 +15,7 @@ from detectors.seasonal import HourProfile
 from detectors.windowed import KeyDetectors, WindowFeatures
 from operators.model_windows import WindowAgg
 from sentinel.events import LLMEvent
+from tests.key_windows import flat_state
 
 T0 = 1767571200.0
 
@@ -93,15 +94,15 @@ def test_a_calm_key_carries_no_hour_profile_and_old_state_loads():
     for i in range(300):
         det.update(WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), 100 + (i % 7), 1, 500.0, 1000.0, 300.0,
                                   800.0, 200.0, 0.002, 0.2, 100000))
-    assert det._hourly is None
-    s = det.__getstate__()
+    assert det._traffic._hourly is None
+    s = flat_state(det)
     del s["_hourly"]
     old = KeyDetectors.__new__(KeyDetectors)
     old.__setstate__(s)
-    assert old._hourly is None
+    assert old._traffic._hourly is None
     ws = batch_windows(1, 4)
     det = KeyDetectors()
     fired(ws[:150], det)
-    assert isinstance(det._hourly, HourProfile)
+    assert isinstance(det._traffic._hourly, HourProfile)
     clone = pickle.loads(pickle.dumps(det))
     assert fired(ws[150:], det) == fired(ws[150:], clone)

@@ -1,0 +1,640 @@
+"""The per-type detectors of one service/model key, composed by :class:`detectors.windowed.KeyDetectors`.
+
+Each judges one kind of metric of a key's closed windows against what it has
+learned, score first, then learn:
+
+* :class:`TrafficDetector`: the request count, with its time-of-day profile,
+  its minute-of-hour profile (scheduled batches) and the key's own bursts;
+* :class:`PooledDetector`: per-request metrics judged on the mean of their
+  logs, pooled over windows (tokens and cost per request, latency and ttft
+  geometric means);
+* :class:`QuantileDetector`: latency and ttft quantiles, which must hold
+  without the window's busiest user;
+* :class:`ErrorRateDetector`: the error rate (binomial test, CUSUM, pooled
+  test over the last windows);
+* :class:`DriftWatch`: slow drift of tokens and cost per request (CUSUM).
+
+What combines types (the episodes and their findings, a token rise confirmed
+by its effects, drift rebased on a sudden episode, the order of likely
+causes) is ``KeyDetectors``'s. As every detector in ``detectors/``: the
+tuning values are constructor arguments and public attributes, the learned
+state is in the underscored ones, and :meth:`clone` is a new detector with
+the same tuning and nothing learned.
+
+Examples
+--------
+>>> d = QuantileDetector(("latency_p95_ms",), warmup_windows=4)
+>>> class W:  # a window's features: only what the detector reads
+...     lat_p95 = 100.0
+...     rest = None
+>>> d.score("latency_p95_ms", W(), 0.0, True, False, {}) is not None
+True
+>>> d.clone().metrics
+('latency_p95_ms',)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+from detectors.drift import DriftDetector
+from detectors.hints import OTHER
+from detectors.robust import PooledLogMean, RobustBaseline, poisson_sf, score_to_z, z_to_score
+from detectors.seasonal import HourProfile, PeriodMemory, SeasonalProfile
+
+
+# metric name -> (alert type, feature attribute, direction: +1 high side, 0 both sides)
+METRICS: Dict[str, Tuple[str, str, int]] = {
+    "latency_p95_ms": ("latency", "lat_p95", +1),
+    # The median moves with the whole distribution and is far steadier than a
+    # p95 of thirty requests: it catches a slow model on a quiet key.
+    "latency_p50_ms": ("latency", "lat_p50", +1),
+    # The geometric mean of the requests' latencies, pooled over windows where a key has few
+    # requests (PooledLogMean): a slow model on a sparse key or a canary is judged too.
+    "latency_gmean_ms": ("latency", "lat_gmean", +1),
+    "ttft_p95_ms": ("ttft", "ttft_p95", +1),
+    "ttft_gmean_ms": ("ttft", "ttft_gmean", +1),
+    "output_tokens_mean": ("tokens", "out_tokens", +1),
+    "input_tokens_mean": ("tokens", "in_tokens", +1),
+    "cost_per_request_usd": ("cost", "cost", +1),
+    "request_count": ("traffic", "count", 0),
+}
+# Per-request metrics judged on the mean of their logs, pooled over windows (PooledLogMean):
+# metric -> (feature with its log statistics, offset added before the log).
+POOLED: Dict[str, Tuple[str, float]] = {
+    "output_tokens_mean": ("out_log", 1.0),
+    "input_tokens_mean": ("in_log", 1.0),
+    "cost_per_request_usd": ("cost_log", 1e-6),
+    "latency_gmean_ms": ("lat_log", 1.0),
+    "ttft_gmean_ms": ("ttft_log", 1.0),
+}
+# Quantile metrics -> their place in WindowFeatures.rest (the window without its busiest user).
+REST_OF = {"latency_p50_ms": 1, "latency_p95_ms": 2, "ttft_p95_ms": 3}
+# Metrics also watched for slow drift (type ``drift``).
+DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
+# Windows by which the usual error rate lags (see ErrorRateDetector.learn).
+ERR_GUARD = 10
+# Learning rate of the count's burst statistics, and the Poisson tail a rise in traffic must pass
+# once counted in bursts (TrafficDetector.beyond_bursts).
+BURST_ALPHA = 0.02
+BURST_P = 1e-3
+# Requests per window at which a window is learned into the usual error rate at full weight.
+ERR_MEMORY = 30.0
+
+# What a metric detector's score gives for one metric of a window:
+# (value, adjusted value, score, z, expected, (windows pooled, own value, its standard error) or None)
+Scored = Tuple[float, float, float, float, float, Optional[Tuple[int, float, float]]]
+
+
+def new_base(m: str, warmup_windows: int) -> RobustBaseline:
+    """A fresh baseline of metric ``m``. Traffic keeps the plain scale (no dev_guard): with the
+    guard, the scale of request counts came out narrow enough for a dip of 30 to 15 requests to page."""
+    if m in POOLED:
+        return PooledLogMean(alpha=0.05, min_scale=0.05, warmup=warmup_windows // 2, offset=POOLED[m][1])
+    return RobustBaseline(alpha=0.05, log=True, min_scale=0.05 if m != "request_count" else 0.1,
+                          warmup=warmup_windows // 2, offset=1.0,
+                          dev_guard=math.inf if m == "request_count" else 2.0)
+
+
+class MetricDetector:
+    """What the metric detectors share: a robust baseline per metric and, with ``seasonality``,
+    the metric's values at each time of day on the days before (:meth:`_recurring`). A metric
+    gets its memory the first time a window of it would alert; most never do."""
+
+    def __init__(self, metrics: Tuple[str, ...] = (), warmup_windows: int = 30, min_requests: int = 8,
+                 threshold: float = 0.9, seasonality: bool = True, daily_tolerance: float = 3.0) -> None:
+        self.metrics = tuple(metrics)
+        self.warmup_windows = warmup_windows
+        self.min_requests = min_requests
+        self.threshold = threshold
+        self.seasonality = seasonality
+        self.daily_tolerance = daily_tolerance  # in noise levels (see PeriodMemory)
+        self._base: Dict[str, RobustBaseline] = {m: new_base(m, warmup_windows) for m in self.metrics}
+        # metric -> (daily, weekly or None) memory; None: seasonality is off.
+        self._memory: Optional[Dict[str, Tuple[PeriodMemory, Optional[PeriodMemory]]]] = {} if seasonality else None
+
+    def clone(self) -> "MetricDetector":
+        """A new detector with the same tuning values and nothing learned."""
+        return type(self)(self.metrics, self.warmup_windows, self.min_requests, self.threshold,
+                          self.seasonality, self.daily_tolerance)
+
+    def base(self, m: str) -> RobustBaseline:
+        """Metric ``m``'s baseline."""
+        return self._base[m]
+
+    def _finish(self, m: str, value: float, adj: float, z: float, z_eff: float, cold: bool, season: float,
+                mid: float, pattern: Dict[str, str], noise: Optional[float], f) -> Tuple[float, float]:
+        """The score of a judged value (the cold discount, the metric's own rules, the day's
+        pattern) and its expectation."""
+        base = self._base[m]
+        if cold:
+            z_eff *= 0.75
+        score = self._own_rules(m, z, z_to_score(z_eff), base, cold, f)
+        if self._memory is not None and (score >= self.threshold or (abs(z) >= 2.0 and m in self._memory)):
+            score = self._recurring(m, mid, value, z, base, score, pattern, noise)
+        exp = base.expected()
+        exp = value if exp is None else (exp + base.offset) * math.exp(season) - base.offset
+        return score, exp
+
+    def _own_rules(self, m: str, z: float, score: float, base: RobustBaseline, cold: bool, f) -> float:
+        return score
+
+    def _recurring(self, m: str, ts: float, value: float, z: float, base: RobustBaseline, score: float,
+                   pattern: Dict[str, str], noise: Optional[float] = None) -> float:
+        """The window's score, or 0 where its value is where it was at this time before.
+
+        A value that is off its level (|z| >= 2) but within ``daily_tolerance`` noise levels of
+        where it was at the same time (5 minutes either way, 10 for metrics other than traffic)
+        on two of the three days before, and less than half as far from it as from its
+        expectation, is the day's pattern: a lunch peak, a nightly batch with other prompts, a
+        morning login wave. It does not count as anomalous, and it is not learned into the level
+        (``pattern[m] = "daily"``). For traffic, a window that would alert but is where it was
+        at the same hour of the week (an hour either way) on two of the three weeks before is the
+        week's pattern (a quiet weekend): it does not count either, but the level follows it as
+        any lasting change (``"weekly"``).
+        """
+        mems = self._memory.get(m)
+        if mems is None:
+            # The first window of this metric that would alert: from now on its values are kept.
+            count = m == "request_count"
+            self._memory[m] = (PeriodMemory(86400.0, 300.0 if count else 600.0, poisson=count),
+                               PeriodMemory(7 * 86400.0, 3600.0) if count else None)
+            return score
+        lv = math.log(value + base.offset)
+        # Where it was before must explain the value much better than the expectation does (a
+        # window just off its level is as near the level's usual value then as the level itself;
+        # not learning it would narrow the scale).
+        scale = base.scale if noise is None else noise  # noise: the standard error z was measured in
+        closer = 0.5 * abs(z) * scale
+        if mems[0].seen_before(ts, lv, self.daily_tolerance, scale, closer):
+            pattern[m] = "daily"
+            return 0.0
+        if (mems[1] is not None and score >= self.threshold
+                and mems[1].seen_before(ts, lv, self.daily_tolerance, scale, closer)):
+            pattern[m] = "weekly"
+            return 0.0
+        return score
+
+    def learn(self, m: str, mid: float, value: float, adj: float, score: float, kind: Optional[str],
+              pooled: Optional[Tuple[int, float, float]]) -> None:
+        """Learn metric ``m``'s window (after it was scored): ``kind`` is where the window's value
+        was at this time before ("daily", "weekly" or None), ``pooled`` the score's pool."""
+        base = self._base[m]
+        mems = self._memory.get(m) if self._memory is not None else None
+        if mems is not None:
+            lv = math.log(value + base.offset)
+            mems[0].learn(mid, lv)
+            if mems[1] is not None:
+                mems[1].learn(mid, lv)
+        if kind == "daily":
+            # The day's pattern is not the level's or the scale's (for traffic, it is the
+            # profile's): a peak would otherwise widen the scale for hours, and a metric's
+            # nightly batch mix would be learned into its daytime level and back every day.
+            if pooled is not None:
+                base.mark(1, 2)
+            return
+        if pooled is not None:
+            if score >= self.threshold:
+                base.mark(pooled[0], 1)  # the pool that was anomalous is learned slowly
+            return  # learned when it leaves the pool
+        base.learn_one(adj)
+
+
+class PooledDetector(MetricDetector):
+    """Per-request metrics (POOLED) on the mean of their logs, over as many windows as it takes
+    (PooledLogMean): a key of five requests a minute is judged too, by what its count says. A
+    window without log statistics (a hand-made one) is judged on its value alone, when busy."""
+
+    def score(self, m: str, f, mid: float, busy: bool, cold: bool, pattern: Dict[str, str]) -> Optional[Scored]:
+        """Score metric ``m`` of window ``f`` (None: not judged in this window)."""
+        value = getattr(f, METRICS[m][1])
+        stats = getattr(f, POOLED[m][0])
+        if value is None or (stats is None and not busy):
+            return None
+        base = self._base[m]
+        value = float(value)
+        noise = None
+        pooled = None
+        if stats is not None:
+            base.push(stats, clusters=f.clusters)
+            z, mlog, k, noise = base.judge()
+            pooled = (k, value, base.window_se)
+            value = adj = math.exp(mlog) - base.offset
+        else:
+            adj = value
+            z = base.z(adj)
+        z_eff = 0.0 if z < 0 else abs(z)
+        score, exp = self._finish(m, value, adj, z, z_eff, cold, 0.0, mid, pattern, noise, f)
+        return value, adj, score, z, exp, pooled
+
+
+class QuantileDetector(MetricDetector):
+    """Latency and ttft quantiles of busy windows. A quantile that one user's requests could make
+    alone must hold without them (``WindowFeatures.rest``)."""
+
+    def score(self, m: str, f, mid: float, busy: bool, cold: bool, pattern: Dict[str, str]) -> Optional[Scored]:
+        """Score metric ``m`` of window ``f`` (None: not judged in this window)."""
+        value = getattr(f, METRICS[m][1])
+        if value is None or not busy:
+            return None
+        value = float(value)
+        adj = value
+        z = self._base[m].z(adj)
+        z_eff = 0.0 if z < 0 else abs(z)
+        score, exp = self._finish(m, value, adj, z, z_eff, cold, 0.0, mid, pattern, None, f)
+        return value, adj, score, z, exp, None
+
+    def _own_rules(self, m: str, z: float, score: float, base: RobustBaseline, cold: bool, f) -> float:
+        if score >= self.threshold and m in REST_OF and f.rest is not None:
+            own = f.rest[REST_OF[m]]
+            if f.rest[0] < self.min_requests:
+                return 0.0
+            if own is not None:
+                return min(score, z_to_score(max(base.z(own), 0.0) * (0.75 if cold else 1.0)))
+        return score
+
+
+class TrafficDetector(MetricDetector):
+    """The request count: compared with its level plus the offset usual for this time of day
+    (SeasonalProfile), or, once the key's hour shows a schedule, with its minute-of-hour profile
+    (HourProfile, made the first time a window would alert or the counts' scale passes
+    ``hourly_scale``); a rise must also pass the key's own bursts (:meth:`beyond_bursts`)."""
+
+    def __init__(self, metrics: Tuple[str, ...] = ("request_count",), warmup_windows: int = 30,
+                 min_requests: int = 8, threshold: float = 0.9, seasonality: bool = True,
+                 daily_tolerance: float = 3.0, hourly_scale: float = 0.7) -> None:
+        super().__init__(metrics, warmup_windows, min_requests, threshold, seasonality, daily_tolerance)
+        self.hourly_scale = hourly_scale
+        self._season = SeasonalProfile() if seasonality and "request_count" in self.metrics else None
+        self._hourly: Optional[HourProfile] = None
+        # [count level, window-to-window variance, last count, requests per user] (beyond_bursts).
+        self._bursts: Optional[List[float]] = None
+
+    def clone(self) -> "TrafficDetector":
+        return TrafficDetector(self.metrics, self.warmup_windows, self.min_requests, self.threshold,
+                               self.seasonality, self.daily_tolerance, self.hourly_scale)
+
+    def usual(self, mid: float) -> Optional[float]:
+        """The count expected of the window at ``mid`` (None before any was learned)."""
+        usual = self._base["request_count"].expected()
+        if self._hourly is not None and self._hourly.adopted:
+            usual = math.exp(self._hourly.expect(mid)[0]) - 1.0
+        return usual
+
+    def score(self, m: str, f, mid: float, busy: bool, cold: bool, pattern: Dict[str, str]) -> Optional[Scored]:
+        """Score the window's request count (every window is judged)."""
+        value = f.count
+        if value is None:
+            return None
+        base = self._base[m]
+        value = float(value)
+        season = 0.0
+        noise = None
+        if self._hourly is not None and self._hourly.adopted:
+            # The key's hour has a schedule (batches at set minutes): that is what it expects.
+            z, lp, noise = self._hourly.judge(mid, math.log(value + 1.0))
+            adj = value
+            hourly_exp = math.exp(lp) - 1.0
+        else:
+            season = self._season.offset(mid) if self._season is not None else 0.0
+            adj = value if season == 0.0 else (value + base.offset) * math.exp(-season) - base.offset
+            z = base.z(adj)
+        score, exp = self._finish(m, value, adj, z, abs(z), cold, season, mid, pattern, noise, f)
+        if noise is not None:
+            exp = hourly_exp
+        if z > 0 and score >= self.threshold and not self.beyond_bursts(value, exp):
+            score = 0.0  # more requests than usual, but no more than the key's own bursts give
+        return value, adj, score, z, exp, None
+
+    def _own_rules(self, m: str, z: float, score: float, base: RobustBaseline, cold: bool, f) -> float:
+        if (self._hourly is None and self.seasonality and base.n >= base.warmup
+                and (score >= self.threshold or base.scale > self.hourly_scale)):
+            # Counts that would alert, or that vary far beyond a Poisson count's noise (scale
+            # 0.7 is a factor of two between windows; a key of one request a minute has 0.5).
+            self._hourly = HourProfile()
+        return score
+
+    def learn(self, m: str, mid: float, value: float, adj: float, score: float, kind: Optional[str],
+              pooled: Optional[Tuple[int, float, float]]) -> None:
+        base = self._base[m]
+        hp = self._hourly
+        if hp is not None and base.n > 0:
+            plain = base._loc + (self._season.offset(mid) if self._season is not None else 0.0)
+            hp.learn(mid, math.log(value + 1.0), plain, level=not (hp.adopted and score >= self.threshold))
+        if self._season is not None and score < self.threshold and base.n > 0 and kind != "weekly":
+            self._season.learn(mid, math.log(value + base.offset) - base._loc)
+        super().learn(m, mid, value, adj, score, kind, pooled)
+
+    def learn_bursts(self, count: int, per_user: Optional[float] = None) -> None:
+        """Learn the key's count level, its window-to-window variance (half the mean squared
+        difference of consecutive counts: slow swings such as the day's do not count, bursts do)
+        and its requests per user in a window (an agent's task is a dozen calls a window for
+        several windows: its calls come together, in no window-to-window difference)."""
+        b = self._bursts
+        if b is None:
+            self._bursts = [float(count), 0.0, float(count), per_user or 1.0]
+            return
+        if len(b) < 4:
+            b.append(1.0)  # states from before requests were counted per user
+        a = BURST_ALPHA
+        d = count - b[2]
+        b[0] += a * (count - b[0])
+        b[1] += a * (0.5 * d * d - b[1])
+        b[2] = float(count)
+        if per_user is not None:
+            b[3] += a * (per_user - b[3])
+
+    def beyond_bursts(self, count: float, expected: float) -> bool:
+        """Whether ``count`` is beyond doubt above ``expected`` once requests are counted in the key's
+        own bursts: with a dispersion ``phi`` (the larger of the window-to-window variance over the
+        mean and the requests a user sends in a window; 1 for requests that come one by one, the
+        size of a burst for an agent that sends its calls in tasks), ``count / phi`` bursts
+        against ``expected / phi`` (a Poisson tail under ``BURST_P``). A canary that gets one agent
+        task now and then is not a traffic spike."""
+        b = self._bursts
+        if b is None or b[0] <= 0.0:
+            return True
+        phi = max(1.0, b[1] / b[0], b[3] if len(b) > 3 else 1.0)
+        # Against the larger of the baseline's expectation and the plain mean count (a log-scale
+        # level of a mostly idle key is near zero; its mean is what its bursts add up to).
+        return poisson_sf(int(count / phi), max(expected, b[0], 1e-3) / phi) < BURST_P
+
+
+class ErrorRateDetector:
+    """The error rate of a key's windows: a binomial test of each window against the usual rate,
+    a Bernoulli CUSUM against ``shift`` times it (a few errors too many in each of several windows
+    of a quiet key add up, where no single window is significant on its own), and a pooled test of
+    the window with the ones before it where the usual rate expects less than one error.
+
+    The usual rate learns each window ERR_GUARD windows late: errors that add up over several
+    windows are judged against the rate from before they began, while a usual rate that is off
+    still corrects itself. Windows of an episode (and the guard windows before it fired) are
+    learned slowly. It is a ratio of decayed sums (errors / requests), so a window of few requests
+    (a traffic drop) weighs little."""
+
+    def __init__(self, min_requests: int = 8, threshold: float = 0.9, shift: float = 3.0) -> None:
+        self.min_requests = min_requests
+        self.threshold = threshold
+        self.shift = shift
+        # (errors, requests, flag), last ERR_GUARD windows; flag: False, True (anomalous), 2 or 3 (an
+        # anomalous or a normal window of an episode that has resolved: spent for the pooled test)
+        self._pending: List[Tuple[int, int, Any]] = []
+        self._sums: Optional[Tuple[float, float]] = None  # decayed (errors, requests) behind the usual rate
+        self._learned = 0  # windows learned into _sums
+        self._pool_rate = 0.0  # the error rate of the pool that spoke last (see _pooled_z)
+        self._cusum = 0.0
+        # Error types of the error-rate episode's anomalous windows (for its hints).
+        self._types: Dict[Optional[str], int] = {}
+
+    def clone(self) -> "ErrorRateDetector":
+        """A new detector with the same tuning values and nothing learned."""
+        return ErrorRateDetector(self.min_requests, self.threshold, self.shift)
+
+    @property
+    def error_types(self) -> Dict[Optional[str], int]:
+        return self._types
+
+    def score(self, f, warm: bool) -> Optional[Tuple[Tuple[float, float, float, float, str], bool]]:
+        """The window's observation (rate, usual rate, score, z, severity) and whether it is
+        anomalous; None where the window is not judged (no requests, or too few before a usual
+        rate is known)."""
+        n, k = f.count, f.errors
+        sums = self._sums
+        usual = sums[0] / sums[1] if sums is not None else None
+        if n == 0 or (n < self.min_requests and usual is None):
+            return None
+        rate = k / n
+        p = usual if usual is not None else rate
+        p_eff = min(max(p, 0.005), 0.5)
+        busy = n >= self.min_requests
+        z = (k - n * p_eff) / math.sqrt(n * p_eff * (1 - p_eff)) if busy else 0.0
+        if not (k >= 3 and rate >= 2 * p_eff):
+            z = min(z, 0.0)
+        # A window where the usual rate expects less than one error is judged together with
+        # the windows before it as well (see _pooled_z): an error storm on a key of a few
+        # requests a minute pages.
+        z_pool = self._pooled_z(k, n, p_eff) if usual is not None and n * p_eff < 1.0 else 0.0
+        # The CUSUM's log-likelihood ratio S speaks as z = sqrt(2 S), so that a
+        # score means the same tail probability as the one-window test.
+        z_acc = 0.0
+        if warm and usual is not None and busy:
+            p1 = min(self.shift * p_eff, 0.9)
+            llr = k * math.log(p1 / p_eff) + (n - k) * math.log((1.0 - p1) / (1.0 - p_eff))
+            # Capped: it falls back within a few windows once the errors stop.
+            cap = 0.75 * score_to_z(self.threshold) ** 2
+            self._cusum = min(max(0.0, self._cusum + llr), cap)
+            if k >= 1:
+                z_acc = math.sqrt(2.0 * self._cusum)
+        z_eff = max(z, z_acc, z_pool)
+        if z_pool > max(z, z_acc):
+            rate = self._pool_rate  # the pool's rate speaks
+        score = z_to_score(z_eff)
+        ratio = (rate + 1e-9) / p_eff
+        sev = "critical" if rate >= 0.5 else "high" if rate >= 0.2 else "medium" if rate >= 0.05 else "low"
+        obs = (rate, p, score, z_eff, sev if ratio >= 2 else "low")
+        anomalous = score >= self.threshold
+        if anomalous and f.error_types:
+            self._count_types(f.error_types)
+        return obs, anomalous
+
+    def quiet(self, transition: Optional[str], active: bool) -> None:
+        """After a window that was not judged, and its episode's ``transition``."""
+        if transition == "resolved":
+            self._cusum = 0.0  # an episode that ends in a quiet window ends its evidence too
+            self._spend_pending()
+        if self._types and not active:
+            self._types = {}
+
+    def learn(self, f, anomalous: bool, transition: Optional[str], active: bool) -> None:
+        """Learn a judged window, after its episode made ``transition`` (``active``: the episode is open)."""
+        k, n = f.errors, f.count
+        if transition == "resolved":
+            self._cusum = 0.0
+        if self._types and not anomalous and not active:
+            self._types = {}
+        pending = self._pending
+        if transition == "firing":
+            pending[:] = [(pk, pn, True) for pk, pn, _ in pending]
+        elif transition == "resolved":
+            self._spend_pending()
+        pending.append((k, n, anomalous))
+        if len(pending) > ERR_GUARD:
+            pk, pn, was_anomalous = pending.pop(0)
+            learned = self._learned
+            self._learned = learned + 1
+            # The usual rate's memory is at least ERR_MEMORY requests: a key of five requests a
+            # minute learns a window at a sixth of the weight of one of thirty (its first
+            # windows at the busy weight), so one error does not make its usual rate 1%.
+            a = 0.05 * min(1.0, pn / ERR_MEMORY)
+            if a < 0.05:
+                a = max(a, min(0.05, 1.0 / (learned + 1)))
+            if was_anomalous in (1, 2):  # anomalous, or anomalous and spent
+                a *= 0.1
+            # Decayed sums from zero: the first window weighs what any later one does (taken
+            # whole, its few errors were the usual rate for the next twenty windows).
+            ek, en = self._sums if self._sums is not None else (0.0, 0.0)
+            self._sums = (ek + a * (pk - ek), en + a * (pn - en))
+
+    def _spend_pending(self) -> None:
+        """An error-rate episode resolved: its windows are spent, the pooled test starts after them
+        (their errors paged once; pooled with the quiet windows after the episode, they paged again)."""
+        self._pending[:] = [(pk, pn, 2 if a in (1, 2) else 3) for pk, pn, a in self._pending]
+
+    def _pooled_z(self, k: int, n: int, p: float) -> float:
+        """The largest z of the error count of the pools ending with this window: it and the
+        windows before it (the last ERR_GUARD with requests, whose rate is not learned yet; not
+        those of an episode that has resolved). A pool's z is the root of
+        twice its binomial log-likelihood ratio (upper side; right for counts of a few), its window with the
+        most errors counted as far as the next one only (one window's burst of failures does not
+        make the pools after it anomalous, as a lone window does not page), and it needs three
+        such errors at twice the usual rate. Sets ``_pool_rate`` to the speaking pool's rate."""
+        best, K, N = 0.0, k, n
+        e1, e2 = k, -1  # the two largest error counts of the pool's windows
+        self._pool_rate = k / n
+        pending = self._pending
+        for j in range(len(pending) - 1, -1, -1):
+            pk, pn, flag = pending[j]
+            if flag in (2, 3):
+                break
+            K += pk
+            N += pn
+            if pk > e1:
+                e1, e2 = pk, e1
+            elif pk > e2:
+                e2 = pk
+            kk = K - (e1 - e2)
+            if kk < 3 or kk < 2.0 * p * N:
+                continue
+            llr = kk * math.log(kk / (N * p)) + ((N - kk) * math.log((N - kk) / (N * (1.0 - p))) if N > kk else 0.0)
+            zz = math.sqrt(max(2.0 * llr, 0.0))
+            if zz > best:
+                best = zz
+                self._pool_rate = K / N
+        return best
+
+    def _count_types(self, types: Dict[Optional[str], int]) -> None:
+        acc = self._types
+        for name, c in types.items():
+            if name in acc:
+                acc[name] += c
+            elif len(acc) < 32:
+                acc[name] = c
+            else:
+                acc[OTHER] = acc.get(OTHER, 0) + c
+
+
+class DriftWatch:
+    """Slow drift of the drift metrics: a CUSUM per metric (DriftDetector) against a slow
+    reference. A change is a drift once it has built up over at least ``min_windows`` windows and
+    moved the level by at least ``min_change`` (or by more, where the key's fast level wanders
+    further than that in ordinary hours: :meth:`bar`); a change still too small is given
+    ``max_hold`` windows to grow. Falling usage and cost is no incident: the reference moves down."""
+
+    # A lasting change must stand out of the key's own wander: this many of its standard deviations
+    # (a mean absolute deviation is 0.8 of one).
+    WANDER_SDS = 3.0
+
+    def __init__(self, metrics: Tuple[str, ...] = DRIFT_METRICS, min_windows: int = 15,
+                 min_change: float = 0.25, max_hold: int = 120) -> None:
+        self.metrics = tuple(metrics)
+        self.min_windows = min_windows
+        self.min_change = min_change
+        self.max_hold = max_hold
+        self._detectors: Dict[str, DriftDetector] = {
+            m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0) for m in self.metrics}
+        self._held: Dict[str, int] = {}
+        # Per metric, the key's own wander: [mean |log fast level - log slow reference|, windows].
+        self._wander: Dict[str, list] = {}
+        # Metrics whose detector was rebased for an alerted step since it last accepted a level.
+        self._stepped: Dict[str, bool] = {}
+
+    def clone(self) -> "DriftWatch":
+        """A new detector with the same tuning values and nothing learned."""
+        return DriftWatch(self.metrics, self.min_windows, self.min_change, self.max_hold)
+
+    def watches(self, m: str) -> bool:
+        return m in self._detectors
+
+    def accept(self, m: str, level: float) -> None:
+        """Metric ``m``'s level is the new normal."""
+        self._detectors[m].accept(level)
+
+    def update(self, m: str, value: float, now: float, noise: float, sudden: bool,
+               open_episode: bool) -> Optional[Tuple[int, float, float, float]]:
+        """Follow one window's ``value`` of metric ``m`` (``now``: the key's fast level, ``noise``:
+        the window's noise) and return its drift as (windows accumulated, mean log change,
+        reference, change), or None. ``sudden``: a sudden change explains the window (the spike
+        detector's, or a daily pattern): the detector is rebased, nothing counted twice.
+        ``open_episode``: a drift episode is open (the wander is not learned)."""
+        det = self._detectors[m]
+        # Where a change is accepted, the new reference is the key's fast level, not this
+        # window's value: the window that completes an alarm is an outlier in the alarm's
+        # direction, and a reference set from it starts the next false drift from there.
+        self._learn_wander(m, now, det, open_episode)
+        if sudden:
+            det.rebase()
+            self._stepped[m] = True
+            alarm = None
+        else:
+            alarm = det.update(value, noise)
+            if det.idle:
+                self._stepped[m] = False  # nothing accumulating: an old step no longer explains it
+                # Nor is an earlier small change still growing: the time a change is given to
+                # reach min_change counts from its own start (counted across unrelated
+                # changes, it ran out halfway up a real drift, which was then taken as the level).
+                self._held[m] = 0
+        if alarm is not None and alarm[0] < 0:
+            det.accept(now)  # usage and cost falling is not an incident: the reference moves down
+            self._stepped[m] = False
+            alarm = None
+        if alarm is None:
+            return None
+        direction, length, mean_log, ref = alarm
+        change = now / ref - 1.0 if ref > 0 else math.exp(mean_log) - 1.0
+        if length < self.min_windows:
+            if self._stepped.get(m):
+                # Accumulated fast right after a step the spike detector alerted: the
+                # new level is that step's, not a drift.
+                det.accept(now)
+                self._stepped[m] = False
+            # Otherwise a fast climb (or a burst from one actor): it must last
+            # min_windows to be a drift; a burst that ends falls back below
+            # min_change against the key's fast level and is accepted later.
+            return None
+        if change < self.bar(m):
+            # Real but still small: let it grow, for a while.
+            held = self._held.get(m, 0) + 1
+            self._held[m] = held
+            if held >= self.max_hold:
+                det.accept(now)
+                self._held[m] = 0
+                self._stepped[m] = False
+            return None
+        det.accept(now)
+        self._held[m] = 0
+        self._stepped[m] = False
+        return length, mean_log, ref, change
+
+    def bar(self, m: str) -> float:
+        """The least lasting change that is a drift on this key: ``min_change``, or more where
+        the key's fast level wanders further than that from its slow level in ordinary hours (a
+        real trace's mix that comes and goes within the hour)."""
+        w = self._wander.get(m)
+        if w is None or w[1] < 120:
+            return self.min_change
+        return max(self.min_change, math.exp(self.WANDER_SDS * w[0] / 0.8) - 1.0)
+
+    def _learn_wander(self, m: str, now: float, det: DriftDetector, open_episode: bool) -> None:
+        """How far the key's fast level (what a drift's change is measured with) usually is from the
+        drift detector's slow reference: a mean absolute log distance over about ten hours, learned
+        while no drift is open (a ramp adds little before it pages: an hour of it moves the mean by
+        about a tenth of its size), as a plain average over the first windows."""
+        d = det.distance(now)
+        if d is None or open_episode:
+            return
+        w = self._wander.get(m)
+        if w is None:
+            w = self._wander[m] = [0.0, 0]
+        w[1] += 1
+        w[0] += max(1.0 / 600.0, 1.0 / w[1]) * (d - w[0])

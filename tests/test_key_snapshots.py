@@ -1,0 +1,62 @@
+"""KeyDetectors states pickled mid-run on tests/key_windows.py's day by the code of commit 2037dc9,
+of the layout before the per-type detectors (tests/data/key_detectors_flat.pickle, with the findings
+of that code's uninterrupted run), load into the per-type detectors and continue with the findings
+of an uninterrupted run, which are those that code found.
+
+The fixture: ``KeyDetectors()`` of that commit run over ``key_windows()``, pickled (protocol 4)
+before windows 315 (an output-token spike open), 510 (an error storm open) and 1000 (an input-token
+drift building up), and every finding of the run recorded as :func:`_row` records it."""
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from detectors.key_metrics import DriftWatch, ErrorRateDetector, PooledDetector, QuantileDetector, TrafficDetector
+from detectors.windowed import KeyDetectors
+from tests.key_windows import key_windows
+
+FIXTURE = Path(__file__).parent / "data" / "key_detectors_flat.pickle"
+
+
+def _row(i, fd):
+    return (i, fd.status, fd.type, fd.metric, fd.observed, fd.expected, fd.score, fd.severity, fd.event_time,
+            fd.evidence, fd.hints)
+
+
+def _run(det, ws, start=0):
+    return [_row(i, fd) for i, f in enumerate(ws[start:], start) for fd in det.update(f)]
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    with FIXTURE.open("rb") as fh:
+        return pickle.load(fh)
+
+
+@pytest.fixture(scope="module")
+def windows():
+    return key_windows()
+
+
+def test_uninterrupted_run_finds_what_the_earlier_layout_found(fixture, windows):
+    found = _run(KeyDetectors(), windows)
+    assert found == fixture["findings"]
+    assert {r[2] for r in found} >= {"latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift"}
+
+
+@pytest.mark.parametrize("at", [315, 510, 1000])
+def test_flat_snapshot_restores_into_the_parts_and_continues_identically(fixture, windows, at):
+    raw = fixture["states"][at]
+    assert b"_err_sums" in raw and b"_traffic" not in raw  # the earlier layout
+    det = pickle.loads(raw)
+    assert isinstance(det._traffic, TrafficDetector) and isinstance(det._pooled, PooledDetector)
+    assert isinstance(det._quantiles, QuantileDetector) and isinstance(det._errors, ErrorRateDetector)
+    assert isinstance(det._drifts, DriftWatch)
+    assert not {"_err_sums", "_drift", "_season", "_hourly", "_bursts", "_memory"} & set(vars(det))
+    expected = [r for r in fixture["findings"] if r[0] >= at]
+    assert expected  # something happens after the snapshot
+    assert _run(det, windows, at) == expected
+    again = pickle.loads(pickle.dumps(pickle.loads(raw)))  # restored, snapshotted in the new layout, restored
+    assert b"_traffic" in pickle.dumps(again)
+    assert _run(again, windows, at) == expected
