@@ -172,7 +172,10 @@ def _adopt_vars(new: Dict[str, Any], prev: Dict[str, Any], every, kept) -> None:
             continue
         was = prev[name]
         if name in _PARTS:
-            _adopt_vars(vars(value), vars(was), every, kept)
+            # The drift part's state is by drift metric, whose names the tokens and cost judge too:
+            # it keeps only the metrics the new drift watch has.
+            part_kept = set(value.metrics) if name == "_drifts" else kept
+            _adopt_vars(vars(value), vars(was), every, part_kept)
             continue
         if name in ("_season", "_mv", "_memory") and value is None:
             continue  # the feature is off now

@@ -144,3 +144,22 @@ def test_a_changed_window_size_is_refused_with_one_line_and_exit_2(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "redeploy: detection.metrics" in r.stderr, r.stderr
     assert redeploy.load(str(rec))["applied"]["detection.metrics"] == ["latency"]
+
+
+def test_a_redeploy_that_turns_drift_off_keeps_judging_the_tokens():
+    # Drift watches metrics that tokens and cost judge too (output_tokens_mean, ...): its learned
+    # CUSUMs must go with it, not stay behind under a judged metric's name.
+    from detectors.windowed import KeyDetectors
+    from sentinel.redeploy import adopt
+    from tests.key_windows import key_windows
+
+    ws = key_windows(seed=5, n=700)
+    old = KeyDetectors()
+    for w in ws[:600]:
+        old.update(w)
+    assert old._drifts.metrics
+    fresh = adopt(KeyDetectors(("tokens", "cost", "error_rate", "traffic")), old)
+    assert not fresh._drifts.metrics and not fresh._drifts._detectors
+    found = [f for w in ws[600:] for f in fresh.update(w)]
+    assert all(f.type != "drift" for f in found)
+    assert fresh._base["output_tokens_mean"] is old._base["output_tokens_mean"]
