@@ -20,6 +20,7 @@ while the run goes on and exits 0.
 from __future__ import annotations
 
 import base64
+import http.client
 import os
 import re
 import shutil
@@ -360,8 +361,8 @@ def scrape(port: int) -> Optional[Dict[Tuple[str, str], float]]:
     try:
         with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=1) as r:
             text = r.read().decode()
-    except OSError:
-        return None
+    except (OSError, http.client.HTTPException):
+        return None  # not up yet, or exiting mid-response (IncompleteRead)
     return {(m.group(1), m.group(3)): float(m.group(4)) for m in _SAMPLE.finditer(text)}
 
 
