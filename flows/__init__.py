@@ -19,6 +19,7 @@ flow as production. ``python -m bytewax.run flows.main`` runs the flow that
 from __future__ import annotations
 
 import sys
+import time
 
 from typing import Any, Callable, Dict, List, Optional, Union
 
@@ -191,10 +192,12 @@ def build_flow(
     dead_letter_sink: Optional[Sink] = None,
     controls: Optional[Controls] = None,
     crosskey: Optional[CrossKey] = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Dataflow:
     """The flow of ``cfg``. What its steps share across keys is the flow's own: the silences and
     feedback (``controls``) and the cross-key references (``crosskey``), made here unless given (the
-    runtime gives the ones its control listener and cross-key file feed)."""
+    runtime gives the ones its control listener and cross-key file feed). ``clock`` is the one wall
+    clock (monotonic seconds) of the stateful steps: idle eviction, quiet windows, wall-time limits."""
     from operators.actors import ActorLogic
     from operators.attacks import AttackLogic
     from operators.incidents import IncidentLogic, group_key
@@ -231,11 +234,13 @@ def build_flow(
     model_groups = keyed("m")
     streams = [op.stateful("model_windows", model_groups,
                            guarded("model_windows",
-                                   lambda st: ModelWindowLogic(cfg, refresh_model_state(cfg, st), crosskey),
-                                   outcome_dead_letters))]
+                                   lambda st: ModelWindowLogic(cfg, refresh_model_state(cfg, st), crosskey, clock),
+                                   outcome_dead_letters, clock))]
     if det.token_abuse.enabled:
         streams.append(op.stateful("actor_windows", keyed("a"),
-                                   guarded("actor_windows", lambda st: ActorLogic(cfg, refresh_actor_state(cfg, st)))))
+                                   guarded("actor_windows",
+                                           lambda st: ActorLogic(cfg, refresh_actor_state(cfg, st), clock),
+                                           clock=clock)))
     from sentinel.policy_reload import holder_for
 
     policies = holder_for(cfg)  # hot: a watcher of the flow definition may replace them (sentinel/policy_reload.py)
@@ -249,15 +254,16 @@ def build_flow(
     if det.coordinated_attack.enabled:
         streams.append(op.stateful("attack_counter", security_groups,
                                    guarded("attack_counter",
-                                           lambda st: AttackLogic(cfg, refresh_attack_state(cfg, st)))))
+                                           lambda st: AttackLogic(cfg, refresh_attack_state(cfg, st), clock),
+                                           clock=clock)))
     if det.forecast.enabled:  # info warnings of trends heading for a key's alert level (operators/forecast.py)
         from operators.forecast import forecast_step
 
-        streams.append(forecast_step(model_groups, cfg))
+        streams.append(forecast_step(model_groups, cfg, clock))
     if cfg.policies.enabled or policies.hot:  # budgets and allowed models per service (operators/budgets.py)
         from operators.budgets import budget_step
 
-        streams.append(budget_step(model_groups, policies, security_groups))
+        streams.append(budget_step(model_groups, policies, security_groups, clock))
     alerts = op.merge("alerts", *streams)
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
     failed = op.branch("step_failures", alerts, is_failure)
@@ -268,7 +274,8 @@ def build_flow(
     alerts = op.filter("alert_filter", alerts, AlertFilter(controls))
     group_by = tuple(cfg.alerting.group_by)
     grouped = op.key_on("group_key", alerts, lambda a: group_key(a, group_by))
-    alerts = op.stateful("incidents", grouped, guarded("incidents", lambda st: IncidentLogic(cfg.alerting, st)))
+    alerts = op.stateful("incidents", grouped,
+                         guarded("incidents", lambda st: IncidentLogic(cfg.alerting, st, clock), clock=clock))
     alerts = op.map("unkey_incidents", alerts, lambda kv: kv[1])
     incident_failed = op.branch("incident_failures", alerts, is_failure)
     alerts = incident_failed.falses

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
@@ -82,8 +82,11 @@ def make_detector(cfg: FlowConfig) -> ServiceActors:
 
 
 class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Alert, ServiceActorsState]):
-    def __init__(self, cfg: FlowConfig, state: Optional[ServiceActorsState]) -> None:
+    def __init__(self, cfg: FlowConfig, state: Optional[ServiceActorsState],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
+        # The wall clock (monotonic seconds) of quiet windows and idle eviction; tests pass a fake one.
+        self.clock = clock
         self.ta = cfg.detection.token_abuse
         if state is not None and not isinstance(state, ServiceActorsState):
             # A snapshot from when actors were keys of their own: its key gets no more items.
@@ -106,7 +109,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Aler
                 make_detector(self.cfg), firing={})
         if reqs.__class__ is not Requests:  # a list of events (tests, older callers)
             reqs = Requests.of_events(reqs)
-        now = time.monotonic()
+        now = self.clock()
         win = st.windows
         # LLMEvent.actor of each request: its user, else its tenant; requests of neither are not counted.
         actors = [("user:" + u) if u else ("tenant:" + t) if t else None
@@ -120,7 +123,7 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Aler
         st = self.state
         if st is None:
             return [], StatefulLogic.DISCARD
-        now = time.monotonic()
+        now = self.clock()
         if now - st.windows.last_wall >= self.cfg.state.key_idle_evict:
             out = self._close(st.windows.close_all())
             self._keys.dec()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
@@ -61,8 +61,10 @@ class AttackState:
 
 
 class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int], Alert, AttackState]):
-    def __init__(self, cfg: FlowConfig, state: Optional[AttackState]) -> None:
+    def __init__(self, cfg: FlowConfig, state: Optional[AttackState],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
+        self.clock = clock  # the wall clock (monotonic seconds) of idle eviction; tests pass a fake one
         self.ac = cfg.detection.coordinated_attack
         self.state = state
         m = get_metrics()
@@ -75,14 +77,14 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
         st = self.state
         if st is None:
             st = self.state = AttackState(source, make_detector(self.cfg))
-        st.last_wall = time.monotonic()
+        st.last_wall = self.clock()
         st.last_ingest = ingested_at
         return self._route(st.detector.update(events)), StatefulLogic.RETAIN
 
     def on_notify(self):
         st = self.state
-        if st is not None and time.monotonic() - st.last_wall >= min(self.cfg.state.key_idle_evict,
-                                                                     2 * self.ac.window):
+        if st is not None and self.clock() - st.last_wall >= min(self.cfg.state.key_idle_evict,
+                                                                 2 * self.ac.window):
             self._keys.dec()
             return self._resolve_open(), StatefulLogic.DISCARD
         return [], StatefulLogic.RETAIN

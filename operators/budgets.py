@@ -54,7 +54,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from bytewax.operators import StatefulLogic
 
@@ -504,10 +504,12 @@ def first_ts(first: Optional[Alert], ts: float) -> float:
     return Alert.of(first).event_ts
 
 
-def budget_step(groups: Any, policies: Union[PoliciesConfig, PolicyHolder], security_groups: Any = None) -> Any:
+def budget_step(groups: Any, policies: Union[PoliciesConfig, PolicyHolder], security_groups: Any = None,
+                clock: Callable[[], float] = time.monotonic) -> Any:
     """The ``budgets`` step on the parse step's service/model groups (and, for the guardrail rate, its
     security groups): a stream of (service, alert). ``policies`` is a holder when they may be reloaded
-    (the security groups are then taken in whether or not a guardrail rate is set yet)."""
+    (the security groups are then taken in whether or not a guardrail rate is set yet). ``clock`` is the
+    wall clock (monotonic seconds) of the step's guard."""
     import bytewax.operators as op
 
     from operators.guard import guarded
@@ -531,4 +533,4 @@ def budget_step(groups: Any, policies: Union[PoliciesConfig, PolicyHolder], secu
 
         keyed = op.merge("budget_inputs", keyed, op.flat_map("budget_security_key", security_groups,
                                                              breaches_by_service))
-    return op.stateful("budgets", keyed, guarded("budgets", lambda st: BudgetLogic(holder, st)))
+    return op.stateful("budgets", keyed, guarded("budgets", lambda st: BudgetLogic(holder, st), clock=clock))

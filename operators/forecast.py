@@ -45,7 +45,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from bytewax.operators import StatefulLogic
 
@@ -270,10 +270,13 @@ class KeyForecaster:
 class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Alert, ForecastState]):
     """Per service/model key: windows -> trends -> info warnings (and their resolves)."""
 
-    def __init__(self, cfg: FlowConfig, state: Optional[ForecastState], now: Any = time.time) -> None:
+    def __init__(self, cfg: FlowConfig, state: Optional[ForecastState], now: Any = time.time,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.state = state
-        self._now = now
+        self._now = now  # the alerts' timestamps (epoch seconds)
+        # The wall clock (monotonic seconds) of idle partitions, quiet windows and key eviction; tests pass a fake one.
+        self.clock = clock
         d = cfg.detection
         f = d.forecast
         self.forecaster = KeyForecaster(f.horizon, f.windows, f.min_slope_z, d.warmup_windows, d.threshold)
@@ -286,7 +289,7 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Alert, Fore
             w = self.cfg.windows
             st = self.state = ForecastState(key, KeyWindows(w.size, w.allowed_lateness, w.idle_partition,
                                                             w.max_open_windows, ForecastAgg))
-        now = time.monotonic()
+        now = self.clock()
         for ev in events:
             agg = st.windows.agg_for(part, ev.ts, now, nparts)
             if agg is not None:
@@ -296,7 +299,7 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Alert, Fore
 
     def on_notify(self) -> Tuple[Iterable[Alert], bool]:
         st = self.state
-        now = time.monotonic()
+        now = self.clock()
         if now - st.windows.last_wall >= self.cfg.state.key_idle_evict:
             return self._close(st.windows.close_all(), None), StatefulLogic.DISCARD
         st.windows.forget_idle_partitions(now, self.cfg.state.key_idle_evict)
@@ -387,10 +390,12 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Alert, Fore
         return alert
 
 
-def forecast_step(groups: Any, cfg: FlowConfig) -> Any:
-    """The ``forecast`` step on the parse step's service/model groups: a stream of (key, alert)."""
+def forecast_step(groups: Any, cfg: FlowConfig, clock: Callable[[], float] = time.monotonic) -> Any:
+    """The ``forecast`` step on the parse step's service/model groups: a stream of (key, alert);
+    ``clock`` is its wall clock (monotonic seconds)."""
     import bytewax.operators as op
 
     from operators.guard import guarded
 
-    return op.stateful("forecast", groups, guarded("forecast", lambda st: ForecastLogic(cfg, st)))
+    return op.stateful("forecast", groups,
+                       guarded("forecast", lambda st: ForecastLogic(cfg, st, clock=clock), clock=clock))

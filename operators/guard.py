@@ -58,15 +58,17 @@ def _raw(value: Any) -> bytes:
 
 
 class _Guarded(StatefulLogic):
-    def __init__(self, step: str, inner: StatefulLogic, on_failure: Optional[Callable[[Any], None]]) -> None:
+    def __init__(self, step: str, inner: StatefulLogic, on_failure: Optional[Callable[[Any], None]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.step = step
         self.inner = inner
         self.on_failure = on_failure
+        self.clock = clock  # the wall clock (monotonic seconds) of the once-a-minute error log
         self.key: Optional[str] = None
 
     def _failed(self, where: str, ex: BaseException) -> None:
         get_metrics().step_errors.labels(step=self.step).inc()
-        now = time.monotonic()
+        now = self.clock()
         if now - _last_log.get(self.step, -1e18) >= 60.0:
             _last_log[self.step] = now
             log.error("%s: %s raised %s: %s (key %r); dead-lettered, the flow goes on",
@@ -111,7 +113,8 @@ class _Guarded(StatefulLogic):
 
 
 def guarded(step: str, builder: Callable[[Any], StatefulLogic],
-            on_failure: Optional[Callable[[Any], None]] = None) -> Callable[[Any], StatefulLogic]:
+            on_failure: Optional[Callable[[Any], None]] = None,
+            clock: Callable[[], float] = time.monotonic) -> Callable[[Any], StatefulLogic]:
     """``builder`` with its logic's failures dead-lettered (``on_failure(value)`` is called with the lost item)."""
 
     def build(resume: Any) -> StatefulLogic:
@@ -125,7 +128,7 @@ def guarded(step: str, builder: Callable[[Any], StatefulLogic],
             log.error("%s: cannot resume a key from its snapshot (%s: %s); it starts afresh",
                       step, type(ex).__name__, ex)
             inner = builder(None)
-        return _Guarded(step, inner, on_failure)
+        return _Guarded(step, inner, on_failure, clock)
 
     return build
 

@@ -180,11 +180,12 @@ class GroupState:
 
 
 class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
-    def __init__(self, cfg: AlertingConfig, state: Optional[GroupState]) -> None:
+    def __init__(self, cfg: AlertingConfig, state: Optional[GroupState],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.state = state if state is not None else GroupState()
-        # The wall clock of the group_interval and group_wait limits; tests replace it.
-        self.clock: Callable[[], float] = time.monotonic
+        # The wall clock (monotonic seconds) of the group_interval and group_wait limits; tests pass a fake one.
+        self.clock = clock
         m = get_metrics()
         self._grouped = m.alerts_suppressed.labels(reason="grouped")
         self._metrics = m

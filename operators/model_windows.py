@@ -341,9 +341,13 @@ def _utc_in(seconds: float) -> datetime:
 class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
     """Per service/model key: windows -> features -> detectors -> alerts."""
 
-    def __init__(self, cfg: FlowConfig, state: Optional[ModelKeyState], crosskey: CrossKey) -> None:
+    def __init__(self, cfg: FlowConfig, state: Optional[ModelKeyState], crosskey: CrossKey,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.state = state
+        # The wall clock (monotonic seconds) of idle partitions, quiet windows and key eviction; never
+        # of detection, which runs on event time. Tests pass a fake one.
+        self.clock = clock
         # The flow's cross-key references: the parents' noise levels a key borrows, and feeds.
         self._crosskey = crosskey
         self._priors = crosskey.priors if cfg.detection.borrow_from_parents else None
@@ -379,7 +383,7 @@ class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
             self._track_warmup()
         if reqs.__class__ is not Requests:  # a list of events (tests, older callers)
             reqs = Requests.of_events(reqs)
-        now = time.monotonic()
+        now = self.clock()
         win = st.windows
         n = len(reqs)
         late, max_ts = fold_windows(win, part, reqs.ts, now, nparts, reqs, WindowAgg.fold)
@@ -396,7 +400,7 @@ class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
 
     def on_notify(self) -> Tuple[Iterable[Alert], bool]:
         st = self.state
-        now = time.monotonic()
+        now = self.clock()
         idle = now - st.windows.last_wall
         if idle >= self.cfg.state.key_idle_evict:
             out = self._close(st.windows.close_all(), None)
