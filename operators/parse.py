@@ -13,7 +13,9 @@ Three guards keep one sender from blinding the flow:
   the held ones are dead letters ``future_timestamp``; when most of them are
   ahead too (a partition that was quiet for a while, a replay across a gap),
   the partition jumps and the held events go on. A partition's first events
-  are judged by their median, so a bogus first timestamp cannot set the clock.
+  are judged by their median, so a bogus first timestamp cannot set the clock;
+  held events past a gap after the new time stay held and are judged by what
+  follows, as any event ahead is.
 * **Bounded keys** (:class:`KeyCaps`, per process): at most
   ``limits.max_services`` services, ``limits.max_models_per_service`` models
   per service and ``limits.max_keys`` service/model keys in all, and
@@ -411,6 +413,13 @@ class BatchParser:
                 else:
                     rows.append(event_record(ev, self.limits))
                     tss.append(ev.ts)
+            if rest:
+                # Beyond a gap after the new time: ahead of it as any event is, and judged as one by
+                # what follows (a partition's first batch may hold the start of its next stretch).
+                clock.held = rest
+                if quiet:
+                    self._decide(clock, at, rows, tss, secs, dead, True)
+                return
         ref = clock.wm
         for ev, pos, raw in rest:
             detail = f"timestamp: {_iso(ev.ts)} is more than {self.max_future:g} s ahead of its partition's event time"

@@ -268,3 +268,16 @@ def test_a_flood_of_services_keeps_at_most_the_capped_keys():
     _, dead = run_flow(batches(evs), {"limits": {"max_services": 100, "max_keys": 100}})
     assert dead == []
     assert keys._value.get() - before <= 101
+
+
+def test_a_first_batch_that_ends_past_a_gap_loses_nothing():
+    """A partition's first batch holds its first stretch and the start of the next, 35 minutes
+    later (an unkeyed producer's partitioner fills one partition in stretches): the first
+    decision takes the stretch, and the events past the gap are judged by what follows, not
+    dead-lettered with it."""
+    evs = steady(6) + steady(30, seed=2, start=T0 + 41 * 60)
+    late = _late()
+    before = outcome_counts()
+    _, dead = run_flow(batches(evs, size=400))
+    assert dead == [] and _late() == late
+    assert delta(before)["ok"] == len(evs)
