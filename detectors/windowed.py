@@ -401,7 +401,6 @@ class KeyDetectors:
                 best["tokens"] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
         return best["tokens"][0] >= self.threshold
 
-
     def _attach_hints(self, out: List[Finding], values) -> None:
         """Root-cause hints on the findings of this window (rare: only when something fires)."""
         levels = None
