@@ -97,6 +97,18 @@ def new_base(m: str, warmup_windows: int) -> RobustBaseline:
                           dev_guard=math.inf if m == "request_count" else 2.0)
 
 
+# The memories of days and weeks before (MetricDetector._recurring) of a key's span sums, in requests per window.
+SPAN_MEMORY = "request_count_span"
+
+
+def span_base(span_windows: int) -> RobustBaseline:
+    """The baseline of a key's span sums (TrafficDetector._span_score). Consecutive sums share all
+    but one window, so its scale needs several spans' worth of them: it judges after four spans.
+    Unlike a window's count (:func:`new_base`), a sum far off moves the scale slowly (``dev_guard``):
+    the fifteen sums of one surge would otherwise widen it as fifteen surges."""
+    return RobustBaseline(log=True, min_scale=0.1, warmup=4 * span_windows, offset=1.0)
+
+
 class MetricDetector:
     """What the metric detectors share: a robust baseline per metric and, with ``seasonality``,
     the metric's values at each time of day on the days before (:meth:`_recurring`). A metric
@@ -157,7 +169,7 @@ class MetricDetector:
         mems = self._memory.get(m)
         if mems is None:
             # The first window of this metric that would alert: from now on its values are kept.
-            count = m == "request_count"
+            count = m in ("request_count", SPAN_MEMORY)
             self._memory[m] = (PeriodMemory(86400.0, 300.0 if count else 600.0, poisson=count),
                                PeriodMemory(7 * 86400.0, 3600.0) if count else None)
             return score
@@ -261,19 +273,38 @@ class TrafficDetector(MetricDetector):
     (HourProfile, made the first time a window would alert or the counts' scale passes
     ``hourly_scale``); a rise must also pass the key's own bursts (:meth:`beyond_bursts`)."""
 
+    # States from before the span was judged start it afresh (see _span_score).
+    span_windows = 15
+    _recent: Optional[List[int]] = None
+    _span_base: Optional[RobustBaseline] = None
+    _span_sum: Optional[int] = None
+    _own: Optional[float] = None
+    _sums: Optional[List[int]] = None
+    _span_bursts: Optional[List[float]] = None
+
     def __init__(self, metrics: Tuple[str, ...] = ("request_count",), warmup_windows: int = 30,
                  min_requests: int = 8, threshold: float = 0.9, seasonality: bool = True,
-                 daily_tolerance: float = 3.0, hourly_scale: float = 0.7) -> None:
+                 daily_tolerance: float = 3.0, hourly_scale: float = 0.7, span_windows: int = 15) -> None:
         super().__init__(metrics, warmup_windows, min_requests, threshold, seasonality, daily_tolerance)
         self.hourly_scale = hourly_scale
+        self.span_windows = span_windows
         self._season = SeasonalProfile() if seasonality and "request_count" in self.metrics else None
         self._hourly: Optional[HourProfile] = None
         # [count level, window-to-window variance, last count, requests per user] (beyond_bursts).
         self._bursts: Optional[List[float]] = None
+        # The counts of the last span_windows - 1 windows, and the baseline of span sums (_span_score).
+        self._recent = []
+        self._span_base = span_base(span_windows)
+        self._span_sum = None  # the sum of the span that ends at the window being judged
+        # The sums of the last span_windows spans, and [their level, half the mean squared difference
+        # of sums a span apart]: how many requests a burst holds when bursts last for minutes.
+        self._sums: Optional[List[int]] = []
+        self._span_bursts: Optional[List[float]] = None
+        self._own: Optional[float] = None  # the count of the window being judged
 
     def clone(self) -> "TrafficDetector":
         return TrafficDetector(self.metrics, self.warmup_windows, self.min_requests, self.threshold,
-                               self.seasonality, self.daily_tolerance, self.hourly_scale)
+                               self.seasonality, self.daily_tolerance, self.hourly_scale, self.span_windows)
 
     def usual(self, mid: float) -> Optional[float]:
         """The count expected of the window at ``mid`` (None before any was learned)."""
@@ -305,7 +336,62 @@ class TrafficDetector(MetricDetector):
             exp = hourly_exp
         if z > 0 and score >= self.threshold and not self.beyond_bursts(value, exp):
             score = 0.0  # more requests than usual, but no more than the key's own bursts give
+        self._own = value
+        span = self._span_score(int(value), cold, score < self.threshold and m not in pattern and noise is None,
+                                mid, pattern)
+        if span is not None:
+            # The span speaks: its requests per window against their usual (learn takes the window's own).
+            score, z, value, exp = span
         return value, adj, score, z, exp, None
+
+    def _span_score(self, count: int, cold: bool, judge: bool, mid: float,
+                    pattern: Dict[str, str]) -> Optional[Tuple[float, float, float, float]]:
+        """The score, z, requests per window and their usual of the sum of the last ``span_windows``
+        windows' counts (this one's included) against the baseline of such sums, when it alerts
+        (else None).
+
+        A key whose requests come in tasks (an agent's calls, a developer's session of
+        completions) has per-window counts that swing by a factor of ten, and a window's count
+        says little: a surge to four times the usual for a quarter of an hour, or a fall to a
+        fifth, hides in it. The sum over a quarter of an hour swings far less and shows it. The
+        sum must also be beyond doubt once counted in the key's bursts (:meth:`beyond_bursts`),
+        and the key must usually have ``min_requests`` a window (on a key of one request a
+        minute, a quarter hour of two requests says more about its level's lag in the evening
+        than about an outage).
+        Keys with a schedule (the minute-of-hour profile) are judged by it instead, and a window
+        already judged (``judge`` False) only has its span kept for learning. A span where the
+        key's spans were at this time on the days or weeks before (a quiet weekend) is the
+        pattern, as for a window (:meth:`_recurring`, with a memory of the spans)."""
+        if self._recent is None:
+            self._recent, self._span_base = [], span_base(self.span_windows)
+            self._sums = []
+        self._span_sum = None
+        if self.span_windows < 2 or len(self._recent) < self.span_windows - 1:
+            return None
+        total = count + sum(self._recent)
+        self._span_sum = total
+        if not judge:
+            return None
+        base = self._span_base
+        z = base.z(total)
+        score = z_to_score(abs(z) * (0.75 if cold else 1.0))
+        if score < self.threshold:
+            return None
+        usual = base.expected()
+        span = self.span_windows
+        if usual is None or usual < span * self.min_requests:
+            return None  # a key of a few requests a window: the span's level is too uncertain to page on
+        sb = self._span_bursts
+        phi = max(self._phi(), sb[1] / sb[0] if sb is not None and sb[0] > 0.0 else 1.0)
+        if z > 0 and not self.beyond_bursts(total, usual, span, phi):
+            return None
+        if z < 0 and not self.below_bursts(total, usual, span, phi):
+            return None
+        if self._memory is not None:
+            score = self._recurring(SPAN_MEMORY, mid, total / span, z, base, score, pattern)
+            if score < self.threshold:
+                return None
+        return score, z, total / span, usual / span
 
     def _own_rules(self, m: str, z: float, score: float, base: RobustBaseline, cold: bool, f) -> float:
         if (self._hourly is None and self.seasonality and base.n >= base.warmup
@@ -319,6 +405,29 @@ class TrafficDetector(MetricDetector):
               pooled: Optional[Tuple[int, float, float]]) -> None:
         base = self._base[m]
         hp = self._hourly
+        if self._own is not None:
+            value = self._own  # the window's own count (score may have reported its span's)
+        total = self._span_sum
+        if total is not None:
+            self._span_base.learn_one(total, damp=score >= self.threshold)
+            mems = self._memory.get(SPAN_MEMORY) if self._memory is not None else None
+            if mems is not None:
+                lv = math.log(total / self.span_windows + 1.0)
+                mems[0].learn(mid, lv)
+                mems[1].learn(mid, lv)
+            sums = self._sums
+            if len(sums) >= self.span_windows:
+                d = total - sums.pop(0)
+                sb = self._span_bursts
+                if sb is None:
+                    self._span_bursts = [float(total), 0.5 * d * d]
+                else:
+                    sb[0] += BURST_ALPHA * (total - sb[0])
+                    sb[1] += BURST_ALPHA * (0.5 * d * d - sb[1])
+            sums.append(total)
+        self._recent.append(int(value))
+        if len(self._recent) >= self.span_windows:
+            del self._recent[0]
         if hp is not None and base.n > 0:
             plain = base._loc + (self._season.offset(mid) if self._season is not None else 0.0)
             hp.learn(mid, math.log(value + 1.0), plain, level=not (hp.adopted and score >= self.threshold))
@@ -345,7 +454,12 @@ class TrafficDetector(MetricDetector):
         if per_user is not None:
             b[3] += a * (per_user - b[3])
 
-    def beyond_bursts(self, count: float, expected: float) -> bool:
+    def relearn_span(self) -> None:
+        """Accept the current span sum as the new level (after a lasting shift was alerted)."""
+        if self._span_sum is not None:
+            self._span_base.relearn(self._span_sum)
+
+    def beyond_bursts(self, count: float, expected: float, windows: int = 1, phi: Optional[float] = None) -> bool:
         """Whether ``count`` is beyond doubt above ``expected`` once requests are counted in the key's
         own bursts: with a dispersion ``phi`` (the larger of the window-to-window variance over the
         mean and the requests a user sends in a window; 1 for requests that come one by one, the
@@ -355,10 +469,25 @@ class TrafficDetector(MetricDetector):
         b = self._bursts
         if b is None or b[0] <= 0.0:
             return True
-        phi = max(1.0, b[1] / b[0], b[3] if len(b) > 3 else 1.0)
+        phi = phi or self._phi()
         # Against the larger of the baseline's expectation and the plain mean count (a log-scale
-        # level of a mostly idle key is near zero; its mean is what its bursts add up to).
-        return poisson_sf(int(count / phi), max(expected, b[0], 1e-3) / phi) < BURST_P
+        # level of a mostly idle key is near zero; its mean is what its bursts add up to), over
+        # ``windows`` windows.
+        return poisson_sf(int(count / phi), max(expected, windows * b[0], 1e-3) / phi) < BURST_P
+
+    def below_bursts(self, count: float, expected: float, windows: int = 1, phi: Optional[float] = None) -> bool:
+        """Whether ``count`` is beyond doubt below ``expected``, counted in the key's bursts as in
+        :meth:`beyond_bursts` (a key of a few tasks a quarter hour that sees none is not down)."""
+        b = self._bursts
+        if b is None:
+            return False
+        phi = phi or self._phi()
+        return 1.0 - poisson_sf(int(count / phi) + 1, max(min(expected, windows * b[0]), 1e-3) / phi) < BURST_P
+
+    def _phi(self) -> float:
+        """How many requests a burst of the key holds (see :meth:`beyond_bursts`)."""
+        b = self._bursts
+        return max(1.0, b[1] / b[0] if b[0] > 0.0 else 1.0, b[3] if len(b) > 3 else 1.0)
 
 
 class ErrorRateDetector:

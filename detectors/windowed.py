@@ -211,7 +211,7 @@ class KeyDetectors:
                  warmup_windows: int = 30, min_requests: int = 8, threshold: float = 0.9,
                  persistence: int = 2, quiet_windows: int = 5, relearn_after: int = 30,
                  seasonality: bool = True, cold_windows: int = 60,
-                 drift_min_change: float = 0.25, cause_z: float = 3.0) -> None:
+                 drift_min_change: float = 0.25, cause_z: float = 3.0, span_windows: int = 15) -> None:
         self.types = tuple(types)
         self.warmup_windows = warmup_windows
         self.min_requests = min_requests
@@ -230,6 +230,8 @@ class KeyDetectors:
         self.drift_min_change = drift_min_change
         # A token rise this many standard errors up is the cause of an alerting cost or latency (_confirm_cause).
         self.cause_z = cause_z
+        # Traffic is judged on the sum of this many windows too (TrafficDetector._span_score; 0: not).
+        self.span_windows = span_windows
         # Calibrated Half-Space Trees score (rank among recent windows) that counts as anomalous.
         self.mv_threshold = 0.998
         self.daily_tolerance = 3.0  # in noise levels (see PeriodMemory)
@@ -256,7 +258,8 @@ class KeyDetectors:
         """The per-type detectors, from this set's tuning values (nothing learned)."""
         ms = self._metrics
         common = (self.warmup_windows, self.min_requests, self.threshold, self.seasonality, self.daily_tolerance)
-        self._traffic = TrafficDetector(tuple(m for m in ms if m == "request_count"), *common, self.hourly_scale)
+        self._traffic = TrafficDetector(tuple(m for m in ms if m == "request_count"), *common, self.hourly_scale,
+                                       self.span_windows)
         self._pooled = PooledDetector(tuple(m for m in ms if m in POOLED), *common)
         self._quantiles = QuantileDetector(tuple(m for m in ms if m != "request_count" and m not in POOLED), *common)
         self._errors = ErrorRateDetector(self.min_requests, self.threshold, self.err_shift)
@@ -354,6 +357,8 @@ class KeyDetectors:
             if ep.active and ep.run >= self.relearn_after and score >= self.threshold:
                 # A lasting level shift that was alerted: it is the new normal.
                 base.relearn(adj)
+                if m == "request_count":
+                    self._traffic.relearn_span()
             if drifts.watches(m):
                 # The drift CUSUM follows each window's own value, in units of the window's own noise
                 # where its requests say more than the windows' scale (one agent task's window moves
@@ -532,6 +537,7 @@ class KeyDetectors:
 
     def __setstate__(self, s) -> None:
         self.__dict__.update(s)
+        self.__dict__.setdefault("span_windows", TrafficDetector.span_windows)  # states from before the span
         if "_traffic" not in s:
             self._from_flat()
 

@@ -1,0 +1,98 @@
+"""Traffic judged on a quarter hour's sum too (TrafficDetector._span_score).
+
+A key whose requests come in tasks (an agent's calls, a developer's session of completions) swings
+by a factor of three from minute to minute: a surge to four times its usual rate for a quarter of an
+hour, or a fall to a sixth, hides in any one window and shows in the sum of fifteen."""
+
+import math
+import random
+from typing import List, Optional, Tuple
+
+import pytest
+
+from detectors.windowed import KeyDetectors, WindowFeatures
+
+T0 = 1767571200.0  # 2026-01-05T00:00:00Z
+DAYS = 2
+SEEDS = range(10)
+SPAN = (2000, 2015)  # the windows of the incident
+
+
+def task_windows(seed: int, lift: Optional[float] = None) -> List[WindowFeatures]:
+    """Two days of a key of three tasks a minute (half as many at night), each task a user's
+    15 calls on average (exponentially many) spread over one to six minutes; ``lift`` multiplies
+    the rate of tasks in SPAN."""
+    rng = random.Random(seed)
+    n = DAYS * 1440
+    per: List[dict] = [dict() for _ in range(n)]
+    t, task = 0.0, 0
+    while True:
+        rate = 3.0 * (1.0 + 0.5 * math.sin(2 * math.pi * t / 1440.0))
+        if lift is not None and SPAN[0] <= t < SPAN[1]:
+            rate *= lift
+        t += rng.expovariate(rate)
+        if t >= n:
+            break
+        task += 1
+        calls, lasts = 1 + int(rng.expovariate(1 / 15.0)), rng.uniform(1.0, 6.0)
+        for _ in range(calls):
+            w = int(t + rng.uniform(0.0, lasts))
+            if w < n:
+                per[w][f"u{task}"] = per[w].get(f"u{task}", 0) + 1
+    return [WindowFeatures(T0 + 60 * i, T0 + 60 * i + 60, sum(c.values()), 0, clusters=c or None)
+            for i, c in enumerate(per)]
+
+
+def pages(ws: List[WindowFeatures], span_windows: int) -> List[int]:
+    det = KeyDetectors(types=("traffic",), span_windows=span_windows)
+    return [i for i, f in enumerate(ws) for fd in det.update(f) if fd.status == "firing"]
+
+
+def caught(ws: List[WindowFeatures], span_windows: int) -> bool:
+    return any(SPAN[0] <= i <= SPAN[1] + 3 for i in pages(ws, span_windows))
+
+
+@pytest.mark.parametrize("lift, with_span, without", [(4.0, 5, 1), (1 / 6, 6, 4)], ids=["surge", "fall"])
+def test_a_quarter_hour_surge_or_fall_on_a_key_of_tasks_is_caught(lift: float, with_span: int,
+                                                                  without: int) -> None:
+    runs = [task_windows(seed, lift) for seed in SEEDS]
+    on = sum(caught(ws, 15) for ws in runs)
+    off = sum(caught(ws, 0) for ws in runs)
+    assert on >= with_span, (on, off)
+    assert off <= without, (on, off)
+
+
+def test_the_span_adds_no_more_than_one_page_in_twenty_calm_days() -> None:
+    extra = 0
+    for seed in SEEDS:
+        ws = task_windows(seed)
+        extra += len(pages(ws, 15)) - len(pages(ws, 0))
+    assert extra <= 1
+
+
+def test_a_span_alert_reports_the_span_s_requests_per_window() -> None:
+    ws = task_windows(4, 4.0)
+    det = KeyDetectors(types=("traffic",))
+    fired: List[Tuple[int, float, float]] = []
+    for i, f in enumerate(ws):
+        fired += [(i, fd.observed, fd.expected) for fd in det.update(f) if fd.status == "firing"]
+    i, observed, expected = next(x for x in fired if SPAN[0] <= x[0] <= SPAN[1])
+    window_sums = sum(f.count for f in ws[i - 14:i + 1]) / 15.0
+    assert observed == pytest.approx(window_sums)
+    assert observed > 2.0 * expected
+
+
+def test_a_state_from_before_the_span_starts_it_afresh() -> None:
+    import pickle
+
+    det = KeyDetectors(types=("traffic",))
+    ws = task_windows(1)
+    for f in ws[:100]:
+        det.update(f)
+    tr = det._traffic
+    for name in ("_recent", "_span_base", "_span_sum", "_own", "_sums", "_span_bursts", "span_windows"):
+        del tr.__dict__[name]
+    state = pickle.loads(pickle.dumps(det))
+    for f in ws[100:200]:
+        state.update(f)
+    assert len(state._traffic._recent) == 14 and state._traffic._span_base.n > 0
