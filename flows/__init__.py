@@ -202,7 +202,7 @@ def build_flow(
     from operators.guard import is_failure
     from operators.incidents import group_key, incidents
     from operators.model_windows import model_windows
-    from operators.parse import BatchParser, KeyCaps, parse
+    from operators.parse import parse
 
     from sentinel import pii
 
@@ -212,12 +212,7 @@ def build_flow(
     flow = Dataflow(cfg.name)
     raw = op.input("input", flow, source if source is not None else make_source(cfg))
     det = cfg.detection
-    lim = cfg.limits
-    parser = BatchParser(cfg.max_record_bytes, actors=det.token_abuse.enabled, dedup_ids=cfg.state.dedup_ids,
-                         limits=lim.record_limits(), max_future=lim.max_future,
-                         caps=KeyCaps(lim.max_keys, lim.max_models_per_service, lim.max_services, lim.max_sources,
-                                      cfg.state.key_idle_evict))
-    parsed = parse("parse", raw, parser, cfg.windows.idle_partition)
+    parsed = parse("parse", raw, cfg)
 
     # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py);
     # a restored key's state is refreshed to the current definition (sentinel/redeploy.py).
@@ -227,8 +222,6 @@ def build_flow(
     from sentinel.policy_reload import holder_for
 
     policies = holder_for(cfg)  # hot: a watcher of the flow definition may replace them (sentinel/policy_reload.py)
-    guardrail = cfg.policies.guardrail_rate is not None or cfg.policies.guardrail_audit is not None or policies.hot
-    security_groups = parsed.security if det.coordinated_attack.enabled or guardrail else None
     if cfg.policies.guardrail_audit is not None:  # every guardrail breach recorded (sinks/guardrail_audit.py)
         from sinks.guardrail_audit import GuardrailAuditSink
 
@@ -243,7 +236,7 @@ def build_flow(
     if cfg.policies.enabled or policies.hot:  # budgets and allowed models per service (operators/budgets.py)
         from operators.budgets import budgets
 
-        streams.append(budgets("budgets", parsed.models, policies, security_groups, clock))
+        streams.append(budgets("budgets", parsed.models, parsed.security, policies, clock))
     alerts = op.merge("alerts", *streams)
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
     failed = op.branch("step_failures", alerts, is_failure)

@@ -513,15 +513,14 @@ def first_ts(first: Optional[Alert], ts: float) -> float:
 def budgets(
     step_id: str,
     up: KeyedStream[KeyGroup],
+    security: KeyedStream[KeyGroup],
     policies: Union[PoliciesConfig, PolicyHolder],
-    security: Optional[KeyedStream[KeyGroup]] = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> KeyedStream[Union[Alert, StepFailure]]:
     """Per service: budgets and allowed models over the parse step's service/model groups (``up``) and,
-    for the guardrail rate, its security groups (``security``); a group that raises is a
-    :class:`StepFailure`. ``policies`` is a holder when they may be reloaded (the security groups are
-    then taken in whether or not a guardrail rate is set yet). ``clock`` is the wall clock (monotonic
-    seconds) of the step's guard."""
+    for the guardrail rate, its security groups (``security``: taken in when a guardrail rate is set, or
+    when the policies may be reloaded, a hot :class:`PolicyHolder`); a group that raises is a
+    :class:`StepFailure`. ``clock`` is the wall clock (monotonic seconds) of the step's guard."""
 
     def by_service(kv: Tuple[str, KeyGroup]) -> Tuple[str, tuple]:
         service = kv[0].split(KEY_SEP, 1)[0]
@@ -530,7 +529,7 @@ def budgets(
 
     holder = policies if isinstance(policies, PolicyHolder) else PolicyHolder(policies)
     keyed = op.map("budget_key", up, by_service)
-    if security is not None and (holder.hot or holder.current[1].guardrail_rate is not None):
+    if holder.hot or holder.current[1].guardrail_rate is not None:
         def breaches_by_service(kv: Tuple[str, KeyGroup]) -> List[Tuple[str, tuple]]:
             _key, _partition, events, ingested_at = kv[1][:4]
             per: Dict[str, List[Any]] = {}

@@ -50,6 +50,7 @@ from bytewax.operators import KeyedStream, StatefulLogic
 from operators.stateful import stateful
 from operators.windowing import frozen
 from sentinel import shutdown
+from sentinel.config import FlowConfig
 from sentinel.core.times import iso as _iso
 from sentinel.core.types import KeyGroup
 from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, RawRecords, Requests, SecurityEvent
@@ -552,10 +553,22 @@ class Parsed:
     dead_letters: Stream[List[DeadLetter]]
 
 
+def parser_for(cfg: FlowConfig) -> BatchParser:
+    """The parser of the flow ``cfg``: its record limits, key caps and duplicate memory."""
+    lim = cfg.limits
+    return BatchParser(cfg.max_record_bytes, actors=cfg.detection.token_abuse.enabled, dedup_ids=cfg.state.dedup_ids,
+                       limits=lim.record_limits(), max_future=lim.max_future,
+                       caps=KeyCaps(lim.max_keys, lim.max_models_per_service, lim.max_services, lim.max_sources,
+                                    cfg.state.key_idle_evict))
+
+
 @operator
-def parse(step_id: str, up: Stream[RawBatch], parser: BatchParser, hold: float) -> Parsed:
-    """Source batches decoded and split by kind, keyed by source partition (whose event-time clock is
-    the state); held events of a partition wait ``hold`` seconds of wall time for more of it."""
+def parse(step_id: str, up: Stream[RawBatch], cfg: FlowConfig) -> Parsed:
+    """Source batches decoded (:func:`parser_for`) and split by kind, keyed by source partition (whose
+    event-time clock is the state); held events of a partition wait ``windows.idle_partition`` of wall
+    time for more of it."""
+    parser = parser_for(cfg)
+    hold = cfg.windows.idle_partition
     by_partition = op.key_on("by_partition", up, lambda b: b.partition)
     tagged = op.map("unkey", stateful(by_partition, lambda st: ParseLogic(parser, hold, st)), lambda kv: kv[1])
 

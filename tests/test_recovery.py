@@ -21,7 +21,7 @@ from flows import build_flow
 from operators.guard import guarded, outcome_dead_letters
 from operators.incidents import IncidentLogic, group_key
 from operators.model_windows import ModelWindowLogic
-from operators.parse import BatchParser, KeyCaps, ParseLogic
+from operators.parse import ParseLogic, parser_for
 from sentinel.core.types import KeyGroup
 from sentinel.crosskey import CrossKey
 from sentinel.config import load_config_dict
@@ -66,11 +66,7 @@ def test_abort_and_resume_gives_the_same_alerts(tmp_path):
 def op_stateful_flow(items, alerts, crosskey):
     """The steps whose state a store holds, wired as before they were operators: ``op.stateful`` in the flow."""
     cfg = config()
-    lim = cfg.limits
-    parser = BatchParser(cfg.max_record_bytes, actors=True, dedup_ids=cfg.state.dedup_ids,
-                         limits=lim.record_limits(), max_future=lim.max_future,
-                         caps=KeyCaps(lim.max_keys, lim.max_models_per_service, lim.max_services, lim.max_sources,
-                                      cfg.state.key_idle_evict))
+    parser = parser_for(cfg)
     flow = Dataflow(cfg.name)
     raw = op.input("input", flow, TestingSource(items))
     by_partition = op.key_on("by_partition", raw, lambda b: b.partition)
