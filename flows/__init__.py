@@ -31,7 +31,6 @@ from bytewax.outputs import Sink
 from operators.silences import AlertFilter, Controls, load_silences
 from sentinel.config import FlowConfig, KafkaSink, QdrantSink, RabbitMQSink
 from sentinel.core.signing import load_key
-from sentinel.core.types import KeyGroup
 from sentinel.crosskey import CrossKey
 from sentinel.redeploy import refresh_actor_state, refresh_attack_state, refresh_model_state
 
@@ -198,12 +197,12 @@ def build_flow(
     feedback (``controls``) and the cross-key references (``crosskey``), made here unless given (the
     runtime gives the ones its control listener and cross-key file feed). ``clock`` is the one wall
     clock (monotonic seconds) of the stateful steps: idle eviction, quiet windows, wall-time limits."""
-    from operators.actors import ActorLogic
-    from operators.attacks import AttackLogic
-    from operators.incidents import IncidentLogic, group_key
-    from operators.guard import guarded, is_failure, outcome_dead_letters
-    from operators.model_windows import ModelWindowLogic
-    from operators.parse import BatchParser, KeyCaps, ParseLogic
+    from operators.actors import actor_windows
+    from operators.attacks import attack_counter
+    from operators.guard import is_failure
+    from operators.incidents import group_key, incidents
+    from operators.model_windows import model_windows
+    from operators.parse import parse
 
     from sentinel import pii
 
@@ -213,57 +212,31 @@ def build_flow(
     flow = Dataflow(cfg.name)
     raw = op.input("input", flow, source if source is not None else make_source(cfg))
     det = cfg.detection
-    lim = cfg.limits
-    parser = BatchParser(cfg.max_record_bytes, actors=det.token_abuse.enabled, dedup_ids=cfg.state.dedup_ids,
-                         limits=lim.record_limits(), max_future=lim.max_future,
-                         caps=KeyCaps(lim.max_keys, lim.max_models_per_service, lim.max_services, lim.max_sources,
-                                      cfg.state.key_idle_evict))
-    # Keyed by source partition: each partition's event-time clock is in the snapshot.
-    by_partition = op.key_on("by_partition", raw, lambda b: b.partition)
-    tagged = op.stateful("parse", by_partition, lambda st: ParseLogic(parser, cfg.windows.idle_partition, st))
-    tagged = op.map("unkey_parse", tagged, lambda kv: kv[1])
+    parsed = parse("parse", raw, cfg)
 
-    def of_kind(kind: str):
-        return op.filter(f"only_{kind}", tagged, lambda t: t[0] == kind)
-
-    def keyed(kind: str):
-        # (tag, key, (partition, events, ingested_at, partitions)) -> (key, KeyGroup)
-        return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], KeyGroup(t[1], *t[2])))
-
-    # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py).
-    model_groups = keyed("m")
-    streams = [op.stateful("model_windows", model_groups,
-                           guarded("model_windows",
-                                   lambda st: ModelWindowLogic(cfg, refresh_model_state(cfg, st), crosskey, clock),
-                                   outcome_dead_letters, clock))]
+    # Each stateful step is guarded: a batch that raises in it is a dead letter (operators/guard.py);
+    # a restored key's state is refreshed to the current definition (sentinel/redeploy.py).
+    streams = [model_windows("model_windows", parsed.models, cfg, crosskey, clock, refresh_model_state)]
     if det.token_abuse.enabled:
-        streams.append(op.stateful("actor_windows", keyed("a"),
-                                   guarded("actor_windows",
-                                           lambda st: ActorLogic(cfg, refresh_actor_state(cfg, st), clock),
-                                           clock=clock)))
+        streams.append(actor_windows("actor_windows", parsed.actors, cfg, clock, refresh_actor_state))
     from sentinel.policy_reload import holder_for
 
     policies = holder_for(cfg)  # hot: a watcher of the flow definition may replace them (sentinel/policy_reload.py)
-    guardrail = cfg.policies.guardrail_rate is not None or cfg.policies.guardrail_audit is not None or policies.hot
-    security_groups = keyed("s") if det.coordinated_attack.enabled or guardrail else None
     if cfg.policies.guardrail_audit is not None:  # every guardrail breach recorded (sinks/guardrail_audit.py)
         from sinks.guardrail_audit import GuardrailAuditSink
 
-        op.output("guardrail_audit", op.map("audit_events", security_groups, lambda kv: kv[1][2]),
+        op.output("guardrail_audit", op.map("audit_events", parsed.security, lambda kv: kv[1][2]),
                   GuardrailAuditSink(cfg.policies.guardrail_audit, make_masker(cfg)))
     if det.coordinated_attack.enabled:
-        streams.append(op.stateful("attack_counter", security_groups,
-                                   guarded("attack_counter",
-                                           lambda st: AttackLogic(cfg, refresh_attack_state(cfg, st), clock),
-                                           clock=clock)))
+        streams.append(attack_counter("attack_counter", parsed.security, cfg, clock, refresh_attack_state))
     if det.forecast.enabled:  # info warnings of trends heading for a key's alert level (operators/forecast.py)
-        from operators.forecast import forecast_step
+        from operators.forecast import forecast
 
-        streams.append(forecast_step(model_groups, cfg, clock))
+        streams.append(forecast("forecast", parsed.models, cfg, clock))
     if cfg.policies.enabled or policies.hot:  # budgets and allowed models per service (operators/budgets.py)
-        from operators.budgets import budget_step
+        from operators.budgets import budgets
 
-        streams.append(budget_step(model_groups, policies, security_groups, clock))
+        streams.append(budgets("budgets", parsed.models, parsed.security, policies, clock))
     alerts = op.merge("alerts", *streams)
     alerts = op.map("unkey_alerts", alerts, lambda kv: kv[1])
     failed = op.branch("step_failures", alerts, is_failure)
@@ -274,8 +247,7 @@ def build_flow(
     alerts = op.filter("alert_filter", alerts, AlertFilter(controls))
     group_by = tuple(cfg.alerting.group_by)
     grouped = op.key_on("group_key", alerts, lambda a: group_key(a, group_by))
-    alerts = op.stateful("incidents", grouped,
-                         guarded("incidents", lambda st: IncidentLogic(cfg.alerting, st, clock), clock=clock))
+    alerts = incidents("incidents", grouped, cfg.alerting, clock)
     alerts = op.map("unkey_incidents", alerts, lambda kv: kv[1])
     incident_failed = op.branch("incident_failures", alerts, is_failure)
     alerts = incident_failed.falses
@@ -287,7 +259,7 @@ def build_flow(
     for i, sink in enumerate(alert_sinks if alert_sinks is not None else make_alert_sinks(cfg)):
         op.output(f"alerts_out_{i}", alerts, sink)
 
-    dead = op.map("dead_letters", of_kind("d"), lambda t: t[2])
+    dead = parsed.dead_letters
     failures = op.merge("step_failures_all", failed.trues, incident_failed.trues)
     dead = op.merge("all_dead_letters", dead, op.map("step_dead_letters", failures, lambda f: [f.dead_letter]))
     dls = dead_letter_sink if dead_letter_sink is not None else make_dead_letter_sink(cfg)

@@ -15,18 +15,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from bytewax.operators import StatefulLogic
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulLogic
 
 from detectors.actor_tokens import ActorFinding, ServiceActors, add_request, score_for_ratio, severity_for_ratio
 from operators.alerts import make_alert, resolved
+from operators.guard import StepFailure, guarded
 from operators.model_windows import _take, _utc_in, fold_windows
+from operators.stateful import stateful, step_name
 from operators.windowing import KeyWindows, frozen
 from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.core.times import iso
-from sentinel.core.types import Alert
+from sentinel.core.types import Alert, KeyGroup
 from sentinel.events import LLMEvent, Requests
 from sentinel.metrics import get_metrics
 
@@ -179,3 +182,20 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Aler
                     f"send, {own}.",
             ingested_at=self.state.last_ingest,
         )
+
+
+@operator
+def actor_windows(
+    step_id: str,
+    up: KeyedStream[KeyGroup],
+    cfg: FlowConfig,
+    clock: Callable[[], float] = time.monotonic,
+    refresh: Optional[Callable[[FlowConfig, Optional[ServiceActorsState]], Optional[ServiceActorsState]]] = None,
+) -> KeyedStream[Union[Alert, StepFailure]]:
+    """Per service: its actors' token use over the horizon, ``token_abuse`` alerts; a group that raises
+    is a :class:`StepFailure`. ``refresh(cfg, state)`` adapts a restored key's state to ``cfg``."""
+
+    def build(st: Optional[ServiceActorsState]) -> ActorLogic:
+        return ActorLogic(cfg, refresh(cfg, st) if refresh is not None else st, clock)
+
+    return stateful(up, guarded(step_name(step_id), build, clock=clock))

@@ -14,18 +14,21 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
-from bytewax.operators import StatefulLogic
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulLogic
 
 from detectors.attacks import AttackFinding, SourceAttacks
 from operators.alerts import make_alert, resolved
+from operators.guard import StepFailure, guarded
 from operators.model_windows import _utc_in
+from operators.stateful import stateful, step_name
 from operators.windowing import frozen
 from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.core.times import iso
-from sentinel.core.types import Alert
+from sentinel.core.types import Alert, KeyGroup
 from sentinel.events import SecurityEvent
 from sentinel.metrics import get_metrics
 
@@ -133,3 +136,20 @@ class AttackLogic(StatefulLogic[Tuple[str, str, List[SecurityEvent], float, int]
                     f"({', '.join(f.kinds)}).",
             ingested_at=self.state.last_ingest,
         )
+
+
+@operator
+def attack_counter(
+    step_id: str,
+    up: KeyedStream[KeyGroup],
+    cfg: FlowConfig,
+    clock: Callable[[], float] = time.monotonic,
+    refresh: Optional[Callable[[FlowConfig, Optional[AttackState]], Optional[AttackState]]] = None,
+) -> KeyedStream[Union[Alert, StepFailure]]:
+    """Per security source: its events in a sliding window, ``coordinated_attack`` alerts; a group that
+    raises is a :class:`StepFailure`. ``refresh(cfg, state)`` adapts a restored key's state to ``cfg``."""
+
+    def build(st: Optional[AttackState]) -> AttackLogic:
+        return AttackLogic(cfg, refresh(cfg, st) if refresh is not None else st, clock)
+
+    return stateful(up, guarded(step_name(step_id), build, clock=clock))

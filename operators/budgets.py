@@ -56,12 +56,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from bytewax.operators import StatefulLogic
+import bytewax.operators as op
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulLogic
 
 from operators.alerts import alert_id, fingerprint, make_alert, resolved
+from operators.guard import StepFailure, guarded
+from operators.stateful import stateful, step_name
 from sentinel.config import BudgetRule, PoliciesConfig
 from sentinel.core.times import iso
-from sentinel.core.types import Alert
+from sentinel.core.types import Alert, KeyGroup
+from sentinel.events import KEY_SEP
 from sentinel.metrics import get_metrics
 from sentinel.policy_reload import PolicyHolder
 
@@ -504,26 +509,28 @@ def first_ts(first: Optional[Alert], ts: float) -> float:
     return Alert.of(first).event_ts
 
 
-def budget_step(groups: Any, policies: Union[PoliciesConfig, PolicyHolder], security_groups: Any = None,
-                clock: Callable[[], float] = time.monotonic) -> Any:
-    """The ``budgets`` step on the parse step's service/model groups (and, for the guardrail rate, its
-    security groups): a stream of (service, alert). ``policies`` is a holder when they may be reloaded
-    (the security groups are then taken in whether or not a guardrail rate is set yet). ``clock`` is the
-    wall clock (monotonic seconds) of the step's guard."""
-    import bytewax.operators as op
+@operator
+def budgets(
+    step_id: str,
+    up: KeyedStream[KeyGroup],
+    security: KeyedStream[KeyGroup],
+    policies: Union[PoliciesConfig, PolicyHolder],
+    clock: Callable[[], float] = time.monotonic,
+) -> KeyedStream[Union[Alert, StepFailure]]:
+    """Per service: budgets and allowed models over the parse step's service/model groups (``up``) and,
+    for the guardrail rate, its security groups (``security``: taken in when a guardrail rate is set, or
+    when the policies may be reloaded, a hot :class:`PolicyHolder`); a group that raises is a
+    :class:`StepFailure`. ``clock`` is the wall clock (monotonic seconds) of the step's guard."""
 
-    from operators.guard import guarded
-    from sentinel.events import KEY_SEP
-
-    def by_service(kv: Tuple[str, tuple]) -> Tuple[str, tuple]:
+    def by_service(kv: Tuple[str, KeyGroup]) -> Tuple[str, tuple]:
         service = kv[0].split(KEY_SEP, 1)[0]
         _key, _partition, events, ingested_at = kv[1][:4]
         return service, (service, "m", events, ingested_at)
 
     holder = policies if isinstance(policies, PolicyHolder) else PolicyHolder(policies)
-    keyed = op.map("budget_key", groups, by_service)
-    if security_groups is not None and (holder.hot or holder.current[1].guardrail_rate is not None):
-        def breaches_by_service(kv: Tuple[str, tuple]) -> List[Tuple[str, tuple]]:
+    keyed = op.map("budget_key", up, by_service)
+    if holder.hot or holder.current[1].guardrail_rate is not None:
+        def breaches_by_service(kv: Tuple[str, KeyGroup]) -> List[Tuple[str, tuple]]:
             _key, _partition, events, ingested_at = kv[1][:4]
             per: Dict[str, List[Any]] = {}
             for ev in events:
@@ -531,6 +538,5 @@ def budget_step(groups: Any, policies: Union[PoliciesConfig, PolicyHolder], secu
                     per.setdefault(ev.service, []).append(ev)
             return [(svc, (svc, "s", evs, ingested_at)) for svc, evs in per.items()]
 
-        keyed = op.merge("budget_inputs", keyed, op.flat_map("budget_security_key", security_groups,
-                                                             breaches_by_service))
-    return op.stateful("budgets", keyed, guarded("budgets", lambda st: BudgetLogic(holder, st), clock=clock))
+        keyed = op.merge("budget_inputs", keyed, op.flat_map("budget_security_key", security, breaches_by_service))
+    return stateful(keyed, guarded(step_name(step_id), lambda st: BudgetLogic(holder, st), clock=clock))

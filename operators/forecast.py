@@ -45,18 +45,21 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-from bytewax.operators import StatefulLogic
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulLogic
 
 from detectors.robust import score_to_z
 from operators.alerts import alert_id, fingerprint, make_alert, resolved
+from operators.guard import StepFailure, guarded
 from operators.model_windows import _utc_in
+from operators.stateful import stateful, step_name
 from operators.windowing import KeyWindows
 from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.core.times import iso
-from sentinel.core.types import Alert
+from sentinel.core.types import Alert, KeyGroup
 from sentinel.events import KEY_SEP
 from sentinel.metrics import get_metrics
 
@@ -390,12 +393,14 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Alert, Fore
         return alert
 
 
-def forecast_step(groups: Any, cfg: FlowConfig, clock: Callable[[], float] = time.monotonic) -> Any:
-    """The ``forecast`` step on the parse step's service/model groups: a stream of (key, alert);
-    ``clock`` is its wall clock (monotonic seconds)."""
-    import bytewax.operators as op
-
-    from operators.guard import guarded
-
-    return op.stateful("forecast", groups,
-                       guarded("forecast", lambda st: ForecastLogic(cfg, st, clock=clock), clock=clock))
+@operator
+def forecast(
+    step_id: str,
+    up: KeyedStream[KeyGroup],
+    cfg: FlowConfig,
+    clock: Callable[[], float] = time.monotonic,
+) -> KeyedStream[Union[Alert, StepFailure]]:
+    """Per service/model key (the parse step's groups): info warnings of trends towards the alert level,
+    and their resolves; a group that raises is a :class:`StepFailure`. ``clock`` is the step's wall
+    clock (monotonic seconds)."""
+    return stateful(up, guarded(step_name(step_id), lambda st: ForecastLogic(cfg, st, clock=clock), clock=clock))

@@ -48,9 +48,12 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-from bytewax.operators import StatefulLogic
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulLogic
 
 from operators.alerts import alert_id
+from operators.guard import StepFailure, guarded
+from operators.stateful import stateful, step_name
 from sentinel.config import AlertingConfig
 from sentinel.core.times import iso
 from sentinel.core.types import Alert, Severity
@@ -451,3 +454,16 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
         if not st.incidents and self.clock() - st.last_wall >= self.cfg.idle_evict:
             return StatefulLogic.DISCARD
         return StatefulLogic.RETAIN
+
+
+@operator
+def incidents(
+    step_id: str,
+    up: KeyedStream[Alert],
+    cfg: AlertingConfig,
+    clock: Callable[[], float] = time.monotonic,
+) -> KeyedStream[Union[Alert, StepFailure]]:
+    """Per grouping key (:func:`group_key`): alerts folded into incidents, their messages out; an alert
+    that raises is a :class:`StepFailure`. ``clock`` is the wall clock (monotonic seconds) of the
+    group limits."""
+    return stateful(up, guarded(step_name(step_id), lambda st: IncidentLogic(cfg, st, clock), clock=clock))

@@ -16,18 +16,21 @@ from itertools import compress
 from operator import add
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from bytewax.operators import StatefulLogic
+from bytewax.dataflow import operator
+from bytewax.operators import KeyedStream, StatefulLogic
 
 from detectors.hints import OTHER
 from detectors.windowed import POOLED, KeyDetectors, WindowFeatures, log_stats
 from operators.alerts import make_alert
+from operators.guard import StepFailure, guarded, outcome_dead_letters
+from operators.stateful import stateful, step_name
 from operators.windowing import KeyWindows, frozen
 from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.core.times import iso
-from sentinel.core.types import Alert
+from sentinel.core.types import Alert, KeyGroup
 from sentinel.crosskey import CrossKey
 from sentinel.events import KEY_SEP, LLMEvent, Requests
 from sentinel.metrics import get_metrics
@@ -476,3 +479,22 @@ class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
                 self._warming.inc()
             else:
                 self._warming.dec()
+
+
+@operator
+def model_windows(
+    step_id: str,
+    up: KeyedStream[KeyGroup],
+    cfg: FlowConfig,
+    crosskey: CrossKey,
+    clock: Callable[[], float] = time.monotonic,
+    refresh: Optional[Callable[[FlowConfig, Optional[ModelKeyState]], Optional[ModelKeyState]]] = None,
+) -> KeyedStream[Union[Alert, StepFailure]]:
+    """Per service/model key: windows, features, detectors, alerts; a group that raises is a
+    :class:`StepFailure` (its events counted as dead letters). ``refresh(cfg, state)`` adapts a
+    restored key's state to ``cfg``; ``clock`` is the step's wall clock (monotonic seconds)."""
+
+    def build(st: Optional[ModelKeyState]) -> ModelWindowLogic:
+        return ModelWindowLogic(cfg, refresh(cfg, st) if refresh is not None else st, crosskey, clock)
+
+    return stateful(up, guarded(step_name(step_id), build, outcome_dead_letters, clock))

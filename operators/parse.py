@@ -39,14 +39,20 @@ in the key's window step, so each record is counted once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Optional, Tuple
 
-from bytewax.operators import StatefulLogic
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.operators import KeyedStream, StatefulLogic
 
+from operators.stateful import stateful
 from operators.windowing import frozen
 from sentinel import shutdown
+from sentinel.config import FlowConfig
 from sentinel.core.times import iso as _iso
+from sentinel.core.types import KeyGroup
 from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, RawRecords, Requests, SecurityEvent
 from sentinel.metrics import get_metrics
 from sentinel.parse import (DECODE_ERRORS, DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, decode_each,
@@ -535,3 +541,41 @@ class ParseLogic(StatefulLogic[RawBatch, Tagged, PartitionClock]):
 
     def snapshot(self) -> PartitionClock:
         return frozen(self.clock)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """The parse step's streams: each kind's groups, keyed, and the dead letters of each batch."""
+
+    models: KeyedStream[KeyGroup]  # requests per service/model key
+    actors: KeyedStream[KeyGroup]  # requests per service, for token abuse
+    security: KeyedStream[KeyGroup]  # security events per source
+    dead_letters: Stream[List[DeadLetter]]
+
+
+def parser_for(cfg: FlowConfig) -> BatchParser:
+    """The parser of the flow ``cfg``: its record limits, key caps and duplicate memory."""
+    lim = cfg.limits
+    return BatchParser(cfg.max_record_bytes, actors=cfg.detection.token_abuse.enabled, dedup_ids=cfg.state.dedup_ids,
+                       limits=lim.record_limits(), max_future=lim.max_future,
+                       caps=KeyCaps(lim.max_keys, lim.max_models_per_service, lim.max_services, lim.max_sources,
+                                    cfg.state.key_idle_evict))
+
+
+@operator
+def parse(step_id: str, up: Stream[RawBatch], cfg: FlowConfig) -> Parsed:
+    """Source batches decoded (:func:`parser_for`) and split by kind, keyed by source partition (whose
+    event-time clock is the state); held events of a partition wait ``windows.idle_partition`` of wall
+    time for more of it."""
+    parser = parser_for(cfg)
+    hold = cfg.windows.idle_partition
+    by_partition = op.key_on("by_partition", up, lambda b: b.partition)
+    tagged = op.map("unkey", stateful(by_partition, lambda st: ParseLogic(parser, hold, st)), lambda kv: kv[1])
+
+    def of_kind(kind: str) -> Stream[Tagged]:
+        return op.filter(f"only_{kind}", tagged, lambda t: t[0] == kind)
+
+    def keyed(kind: str) -> KeyedStream[KeyGroup]:
+        return op.map(f"key_{kind}", of_kind(kind), lambda t: (t[1], KeyGroup(t[1], *t[2])))
+
+    return Parsed(keyed(MODEL), keyed(ACTOR), keyed(SECURITY), op.map("dead_letters", of_kind(DEAD), lambda t: t[2]))
