@@ -67,6 +67,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,6 +85,7 @@ from simulator import Simulator  # noqa: E402
 from sources.kafka import consumer_config  # noqa: E402
 
 _CONFIG = re.compile(r"^p(\d+)(?:w(\d+))?(@other)?$")
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) ")
 _EOF_LINE = re.compile(r"kafka: (\S+)\[(\d+)\] idle for \S+ after (\d+) messages: end of input")
 
 
@@ -208,6 +210,44 @@ def raw_consume(brokers: str, topic: str, partitions: int, n: int, budget: Budge
             "from_first_message_s": t1 - (t_first or t0)}
 
 
+def log_timeline(text: str, idle_s: float) -> Dict[str, float]:
+    """Seconds between a process's log lines: its first partition built (``start``), its last message read
+    (the last end-of-input line less the idle wait) and its exit line (``finished``), from its first line."""
+    stamps = {}
+    first = None
+    for line in text.splitlines():
+        m = _STAMP.match(line)
+        if not m:
+            continue
+        t = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        first = t if first is None else first
+        if "kafka: reading" in line and "start" not in stamps:
+            stamps["start"] = t - first
+        elif "end of input" in line:
+            stamps["last_message"] = t - idle_s - first
+        elif "finished in" in line:
+            stamps["finished"] = t - first
+    return stamps
+
+
+def broker_cpu_s() -> float:
+    """User + system CPU seconds so far of this process's Tansu broker (0 when it cannot be read)."""
+    me = str(os.getpid())
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if "tansu" in name and rest[1] == me:  # rest[1]: the parent's pid
+            total += (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str, tag: str,
              budget: Budget, processes: int = 1, tree: Optional[str] = None) -> Dict[str, Any]:
     """``sentinel run`` over the topic: one process of ``workers`` workers, or a cluster of ``processes``.
@@ -246,17 +286,28 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
     errs = [open(path, "wb") for path in logs]
     procs: List[subprocess.Popen] = []
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    b0 = broker_cpu_s()
     try:
         t0 = time.monotonic()
         for cmd, err in zip(cmds, errs):
             procs.append(subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=err))
         deadline = t0 + timeout
-        rcs = []
-        for proc in procs:
-            rcs.append(proc.wait(max(0.1, deadline - time.monotonic())))
+        rcs: List[Optional[int]] = [None] * len(procs)
+        cpu_each: List[float] = [0.0] * len(procs)
+        while any(rc is None for rc in rcs):  # each process's own CPU time, as it is reaped
+            for i, proc in enumerate(procs):
+                if rcs[i] is None:
+                    pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+                    if pid:
+                        rcs[i] = proc.returncode = os.waitstatus_to_exitcode(status)
+                        cpu_each[i] = ru.ru_utime + ru.ru_stime
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(cmds[0], timeout)
+            time.sleep(0.02)
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped: their CPU time is counted
         cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+        broker_cpu = broker_cpu_s() - b0
     except BaseException:
         for proc in procs:
             if proc.poll() is None:
@@ -272,6 +323,7 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
             err.close()
     per_part: Dict[int, int] = {}
     per_process: List[int] = []
+    timeline: List[Dict[str, float]] = []
     for i, (rc, path) in enumerate(zip(rcs, logs)):
         text = open(path, encoding="utf-8", errors="replace").read()
         if rc != 0:
@@ -282,10 +334,12 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
                 raise RuntimeError(f"partition {part} was read by two processes (logs {logs})")
             per_part[part] = count
         per_process.append(sum(mine.values()))
+        timeline.append(log_timeline(text, idle_s))
     n_alerts = sum(1 for _ in open(alerts, "rb")) if os.path.exists(alerts) else 0
     n_dead = sum(1 for _ in open(dlq, "rb")) if os.path.exists(dlq) else 0
     return {"workers": workers, "processes": processes, "events": sum(per_part.values()), "per_partition": per_part,
-            "per_process": per_process, "wall_s": wall, "run_s": wall - idle_s, "cpu_s": cpu, "alerts": n_alerts,
+            "per_process": per_process,
+            "cpu_per_process_s": cpu_each, "timeline": timeline, "wall_s": wall, "run_s": wall - idle_s, "cpu_s": cpu, "broker_cpu_s": broker_cpu, "alerts": n_alerts,
             "dead_letters": n_dead, "log": logs[0] if processes == 1 else logs, "alerts_path": alerts}
 
 
@@ -349,9 +403,9 @@ def scaling_table(r: Dict[str, Any]) -> str:
     base = next((f for f in r["flows"] if f.get("config") == "p1w1"), None)
     base_rate = base["events"] / base["run_s"] if base else None
     rows = [("config", "processes x workers", "events read", "run s", "events/s", "of raw loop", "x p1w1",
-             "CPU s", "alerts")]
+             "CPU s", "broker CPU s", "alerts")]
     rows.append(("raw loop", "1 consumer", f"{r['raw']['events']:,}", f"{r['raw']['seconds']:.2f}",
-                 f"{raw_rate:,.0f}", "1.00", "", "", ""))
+                 f"{raw_rate:,.0f}", "1.00", "", "", f"{r['raw'].get('broker_cpu_s', 0):.1f}", ""))
     for f in r["flows"]:
         rate = f["events"] / f["run_s"]
         same = ""
@@ -359,14 +413,26 @@ def scaling_table(r: Dict[str, Any]) -> str:
             same = " (= p1w1)" if f.get("same_alerts_as_p1w1") else " (differ)"
         rows.append((f["config"], f"{f['processes']} x {f['workers']}", f"{f['events']:,}", f"{f['run_s']:.2f}",
                      f"{rate:,.0f}", f"{rate / raw_rate:.3f}", f"{rate / base_rate:.2f}" if base_rate else "",
-                     f"{f['cpu_s']:.1f}", f"{f['alerts']}{same}"))
+                     f"{f['cpu_s']:.1f}", f"{f.get('broker_cpu_s', 0):.1f}", f"{f['alerts']}{same}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i in (0, 1, 8) else c.rjust(w)
+        lines.append("  ".join(c.ljust(w) if i in (0, 1, 9) else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def process_lines(r: Dict[str, Any]) -> str:
+    """Per process of each configuration: CPU seconds, events read, and when (seconds after its first log line)
+    it built its first partition, read its last message and finished."""
+    lines = ["Per process (CPU s; events its partitions held; seconds after its first log line: first partition "
+             "built, last message read, finished):"]
+    for f in r["flows"]:
+        for i, (cpu, events, tl) in enumerate(zip(f["cpu_per_process_s"], f["per_process"], f["timeline"])):
+            when = "  ".join(f"{k} {tl[k]:.2f}" for k in ("start", "last_message", "finished") if k in tl)
+            lines.append(f"  {f['config'] or f['workers']} #{i}: CPU {cpu:.1f} s, {events:,} events; {when}")
     return "\n".join(lines)
 
 
@@ -396,6 +462,9 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=540.0, help="bound on the whole run, seconds (default 540)")
     ap.add_argument("--workdir", help="keep flow files and logs here (default: a temporary directory)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--topic", help="name of the topic to create (default: bench.telemetry.<random>); Bytewax "
+                    "places keyed steps by a hash of the key, so the name decides which process gets which "
+                    "partition's key")
     args = ap.parse_args()
     if args.configs:
         try:
@@ -449,13 +518,15 @@ def main() -> int:
                               "idle_s": args.idle, "simulate_s": sim_s, "workdir": workdir}
     with tansu_broker(workdir) as brokers:
         result["brokers"] = brokers
-        topic = "bench.telemetry.%s" % uuid.uuid4().hex[:8]
+        topic = args.topic or "bench.telemetry.%s" % uuid.uuid4().hex[:8]
         create_topic(brokers, topic, args.partitions)
         log(f"Tansu on {brokers}; producing to {topic} ({args.partitions} partitions) ...")
         result["produce"] = produce(brokers, topic, lines, budget)
         del lines
         log("raw consume + parse ...")
+        b0 = broker_cpu_s()
         result["raw"] = raw_consume(brokers, topic, args.partitions, n, budget)
+        result["raw"]["broker_cpu_s"] = broker_cpu_s() - b0
         result["flows"] = []
         base_alerts = None
         for c in configs:
@@ -487,6 +558,7 @@ def main() -> int:
         print()
         print(f"Scaling ({os.cpu_count()} CPUs; events read summed over the processes' logs):")
         print(scaling_table(result))
+        print(process_lines(result))
     print(f"(generate {sim_s:.1f}s; whole benchmark {result['total_s']:.0f}s; logs in {workdir})")
     if args.json:
         with open(args.json, "w") as f:
