@@ -118,7 +118,8 @@ class Requests:
     What the parse step hands to the window steps instead of a list of
     :class:`LLMEvent`: one tuple per field (``ts``, ``service``, ..., the
     fields of :data:`REQUEST_FIELDS`), so a window folds a batch with a few
-    list operations and a group pickles as a handful of tuples. ``len()`` is
+    list operations and a group pickles as a handful of tuples (a text
+    column as one string). ``len()`` is
     the number of requests; iterating builds the :class:`LLMEvent` of each
     (for the steps that want whole events: forecasts, budgets).
     """
@@ -161,11 +162,42 @@ class Requests:
     def __repr__(self) -> str:
         return f"Requests({len(self)} requests)"
 
-    def __getstate__(self):
-        return self.columns()
+    def __reduce__(self):
+        # What crosses between workers: a text column pickles as one string, not a string per request.
+        return (_unpacked, (tuple(map(_packed, self.columns())),))
 
-    def __setstate__(self, state) -> None:
-        self.__init__(state)
+
+# Text columns cross between workers joined on this character (a column whose values hold it goes as it is).
+_JOIN = "\x00"
+
+
+def _packed(col: tuple) -> Tuple[int, Any]:
+    """A column as it pickles: ``(1, (value, n))`` for a text column of one value, ``(2, joined)`` for
+    one of text only, else ``(0, col)``."""
+    if not col or col[0].__class__ is not str:
+        return (0, col)
+    n = len(col)
+    if col.count(col[0]) == n:
+        return (1, (col[0], n))
+    try:
+        joined = _JOIN.join(col)
+    except TypeError:  # a None among the values
+        return (0, col)
+    if joined.count(_JOIN) != n - 1:
+        return (0, col)
+    return (2, joined)
+
+
+def _unpacked(packed: tuple) -> Requests:
+    cols = []
+    for kind, data in packed:
+        if kind == 0:
+            cols.append(data)
+        elif kind == 1:
+            cols.append((data[0],) * data[1])
+        else:
+            cols.append(tuple(data.split(_JOIN)))
+    return Requests(cols)
 
 
 class SecurityEvent:
