@@ -177,7 +177,7 @@ def _packed(col: tuple) -> Tuple[int, Any]:
     if not col or col[0].__class__ is not str:
         return (0, col)
     n = len(col)
-    if col.count(col[0]) == n:
+    if col[-1] == col[0] and col.count(col[0]) == n:
         return (1, (col[0], n))
     try:
         joined = _JOIN.join(col)
