@@ -286,6 +286,8 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
     if tree is not None:  # another checkout's code (--other-tree): first on the path
         env["PYTHONPATH"] = tree
         what += f" ({tree})"
+    else:  # this checkout's code: a relative PYTHONPATH would name the work directory the flow runs in
+        env["PYTHONPATH"] = ROOT
     timeout = budget.left(what, need=idle_s + 5)
     logs = [os.path.join(workdir, f"sentinel-{tag}" + (f"-{i}" if processes > 1 else "") + ".log")
             for i in range(processes)]
