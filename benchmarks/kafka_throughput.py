@@ -544,7 +544,7 @@ def main() -> int:
             tag = c["name"] or f"w{w}"
             log(f"sentinel run: {procs} process(es) x {w} worker(s) ({tag}) ...")
             f = run_flow(brokers, topic, w, args.idle, workdir, tag.replace("@", "-"), budget, processes=procs,
-                         tree=args.other_tree if c.get("other") else None)
+                         tree=os.path.abspath(args.other_tree) if c.get("other") else None)
             f["config"] = c["name"]
             if f["events"] != n:
                 raise RuntimeError(f"{tag} read {f['events']} events, expected {n} (log {f['log']})")
