@@ -258,7 +258,7 @@ class ControlListener:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
-    def _assign(self) -> None:
+    def _assign(self) -> List[TopicPartition]:
         parts: List[TopicPartition] = []
         for topic in self.topics:
             try:
@@ -273,6 +273,18 @@ class ControlListener:
                 continue
             parts.extend(TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(t.partitions))
         self._consumer.assign(parts)
+        return parts
+
+    def _empty(self, parts: List[TopicPartition]) -> bool:
+        """Whether the broker says every one of ``parts`` holds no message now."""
+        for tp in parts:
+            try:
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=5)
+            except Exception:  # not known: read, as if it held some
+                return False
+            if high > low:
+                return False
+        return True
 
     def _handle(self, m) -> None:
         if m.error() is not None:
@@ -281,8 +293,12 @@ class ControlListener:
             self.handler.handle(m.topic(), m.value(), m.headers(), f"{m.topic()}[{m.partition()}]@{m.offset()}")
 
     def catch_up(self, idle_s: float = 1.0, max_s: float = 15.0) -> int:
-        """Read what is there now (until the topics are quiet for ``idle_s``)."""
-        self._assign()
+        """Read what is there now (until the topics are quiet for ``idle_s``; at once when there is none
+        of them yet, or none holds a message)."""
+        parts = self._assign()
+        if self._empty(parts):
+            log.info("control: nothing to read yet from %s", ", ".join(self.topics))
+            return 0
         n = 0
         t0 = last = time.monotonic()
         while time.monotonic() - last < idle_s and time.monotonic() - t0 < max_s:
