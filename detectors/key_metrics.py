@@ -4,7 +4,8 @@ Each judges one kind of metric of a key's closed windows against what it has
 learned, score first, then learn:
 
 * :class:`TrafficDetector`: the request count, with its time-of-day profile,
-  its minute-of-hour profile (scheduled batches) and the key's own bursts;
+  its minute-of-hour profile (scheduled batches), the key's own bursts and the
+  sum of its last 15 windows;
 * :class:`PooledDetector`: per-request metrics judged on the mean of their
   logs, pooled over windows (tokens and cost per request, latency and ttft
   geometric means);
@@ -271,7 +272,8 @@ class TrafficDetector(MetricDetector):
     """The request count: compared with its level plus the offset usual for this time of day
     (SeasonalProfile), or, once the key's hour shows a schedule, with its minute-of-hour profile
     (HourProfile, made the first time a window would alert or the counts' scale passes
-    ``hourly_scale``); a rise must also pass the key's own bursts (:meth:`beyond_bursts`)."""
+    ``hourly_scale``); a rise must also pass the key's own bursts (:meth:`beyond_bursts`). The sum
+    of the last ``span_windows`` windows is judged too (:meth:`_span_score`)."""
 
     # States from before the span was judged start it afresh (see _span_score).
     span_windows = 15

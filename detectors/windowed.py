@@ -194,7 +194,7 @@ class KeyDetectors:
 
     Composed of the per-type detectors of :mod:`detectors.key_metrics`: traffic
     (a time-of-day profile, a minute-of-hour one for scheduled batches, the key's
-    own bursts), per-request metrics pooled over windows on a sparse key (tokens
+    own bursts, a quarter hour's sum), per-request metrics pooled over windows on a sparse key (tokens
     and cost per request, latency and ttft geometric means, on the mean of their
     logs), latency and ttft quantiles, the error rate (binomial test and CUSUM)
     and a CUSUM drift detector on tokens and cost; each metric is compared with
