@@ -166,6 +166,10 @@ class Requests:
         # What crosses between workers: a text column pickles as one string, not a string per request.
         return (_unpacked, (tuple(map(_packed, self.columns())),))
 
+    def __setstate__(self, state) -> None:
+        # Pickles from before __reduce__ (their state is the columns).
+        self.__init__(state)
+
 
 # Text columns cross between workers joined on this character (a column whose values hold it goes as it is).
 _JOIN = "\x00"

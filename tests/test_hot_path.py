@@ -245,6 +245,20 @@ def test_requests_pickle_and_iterate_as_events():
     assert list(reqs + reqs) == evs + evs
 
 
+def test_requests_pickled_before_their_text_columns_were_packed_load():
+    # Requests.of_events of these events as 16b959b pickled them (protocol 4: the columns as the
+    # object's state), as a recovery store written then may hold them.
+    old = bytes.fromhex(
+        "800495c4000000000000008c0f73656e74696e656c2e6576656e7473948c085265717565737473949394298194284741"
+        "da56bfc00000004741da56bfc04000004741da56bfc080000087948c03737663946805680587948c016d94680768078794"
+        "4e4e4e87944e4e4e8794473ff0000000000000473ff0000000000000473ff000000000000087944e4e4e87944e4e4e8794"
+        "4e4e4e87944e4e4e879489898987944e4e4e87948c027530948c027531948c0275329487944e4e4e87944e4e4e87944e4e"
+        "4e87944e4e4e87947494622e")
+    evs = [LLMEvent(1767571200.0 + i, "svc", "m", latency_ms=1.0, user_id=f"u{i}") for i in range(3)]
+    assert pickle.loads(old) == Requests.of_events(evs)
+    assert list(pickle.loads(old)) == evs
+
+
 def test_a_snapshot_is_the_state_as_it_was(replay_lines):
     from sentinel.config import load_config_dict
     from operators.model_windows import ModelWindowLogic
