@@ -120,12 +120,29 @@ def simulate(n: int, hours: float, seed: int) -> List[bytes]:
 
 
 def family_events(n: int, family: str, seed: int, hours: float, data_dir: Optional[str]) -> List[bytes]:
-    """The first ``n`` events of a scenario family's world (benchmarks/world.py), as JSON lines without newline."""
+    """The first ``n`` events of a scenario family's world (benchmarks/world.py), as JSON lines without newline.
+
+    ``family`` may name several families (comma-separated): their worlds (same seed) are merged in
+    time order, and each service is renamed ``<family>.<service>`` so that two families' services of
+    the same name stay two keys. That gives a topic of many keys of very different loads.
+    """
+    import heapq
+
     import world
 
-    w = world.World(family, seed=seed, hours=hours, data_dir=data_dir)
+    names = [f.strip() for f in family.split(",") if f.strip()]
+    if len(names) == 1:
+        streams = [world.World(names[0], seed=seed, hours=hours, data_dir=data_dir).events()]
+    else:
+        def renamed(name: str):
+            for ev in world.World(name, seed=seed, hours=hours, data_dir=data_dir).events():
+                if ev.get("service"):
+                    ev["service"] = f"{name}.{ev['service']}"
+                yield ev
+        streams = [renamed(name) for name in names]
     out: List[bytes] = []
-    for ev in w.events():
+    # ISO timestamps of one format sort as times.
+    for ev in heapq.merge(*streams, key=lambda e: e["timestamp"]):
         out.append(orjson.dumps(ev))
         if len(out) >= n:
             break
@@ -462,7 +479,8 @@ def main() -> int:
     ap.add_argument("--population", choices=("simulator", "families"), default="simulator",
                     help="what the topic holds: the simulator's events (default) or a scenario family's world")
     ap.add_argument("--family", default="enterprise-mix", help="scenario family with --population families "
-                    "(default enterprise-mix; see benchmarks/world.py)")
+                    "(default enterprise-mix; see benchmarks/world.py); several, comma-separated, are merged "
+                    "in time order with each service renamed <family>.<service>")
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "..", "shared", "data"),
                     help="where the real trace is, for families that use it (default ../shared/data)")
     ap.add_argument("--idle", type=float, default=3.0, help="eof_after_idle of the flow, seconds (default 3)")
@@ -495,8 +513,9 @@ def main() -> int:
     if args.population == "families":
         import world
 
-        if args.family not in world.FAMILIES:
-            ap.error(f"unknown family {args.family!r} (known: {', '.join(world.FAMILIES)})")
+        unknown = [f for f in args.family.split(",") if f.strip() not in world.FAMILIES]
+        if unknown:
+            ap.error(f"unknown family {unknown[0]!r} (known: {', '.join(world.FAMILIES)})")
 
     # SIGTERM unwinds like Ctrl-C, so the broker is stopped either way.
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -507,7 +526,8 @@ def main() -> int:
 
     t0 = time.monotonic()
     if args.population == "families":
-        what = f"the first {args.events:,} events of scenario family {args.family} (seed {args.seed})"
+        what = (f"the first {args.events:,} events of scenario famil{'ies' if ',' in args.family else 'y'} "
+                f"{args.family} (seed {args.seed})")
         log(f"generating {what} ...")
         # 24 h is room enough: the first N events are taken, however many hours they span.
         lines = family_events(args.events, args.family, args.seed, 24.0, os.path.abspath(args.data_dir))
