@@ -1,7 +1,7 @@
 """Per-service token use (``token_abuse``): where a service's actors are watched.
 
-Input per service key: ``(service, partition, Requests, ingested_at, partitions)`` (the
-service's requests of one source batch, as columns).
+Input per service key: ``(service, partition, ActorRequests, ingested_at, partitions)`` (the
+service's requests of one source batch, as the four columns this step reads).
 Actors (``user:<id>``, else ``tenant:<id>``) are not Bytewax keys: each
 service's keyed state counts its actors' tokens per event-time window and
 hands every closed window to :class:`detectors.actor_tokens.ServiceActors`,
@@ -30,7 +30,7 @@ from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.core.times import iso
 from sentinel.core.types import Alert, KeyGroup
-from sentinel.events import LLMEvent, Requests
+from sentinel.events import ActorRequests, LLMEvent, Requests
 from sentinel.metrics import get_metrics
 
 log = logging.getLogger("sentinel.actors")
@@ -55,14 +55,11 @@ class ActorsAgg:
         self.start, self.actors = s
 
 
-def _fold_actors(agg: ActorsAgg, data, sel) -> None:
+def _fold_actors(agg: ActorsAgg, reqs: ActorRequests, sel) -> None:
     """Count the requests at ``sel`` (all when None; a slice; a list of positions) into a window's actors,
     in order."""
-    reqs, actors = data
     into = agg.actors
-    for actor, i, o, model in zip(_take(actors, sel), _take(reqs.input_tokens, sel), _take(reqs.output_tokens, sel),
-                                  _take(reqs.model, sel)):
-        tok = (i or 0) + (o or 0)
+    for actor, tok, model in zip(_take(reqs.actor, sel), _take(reqs.tokens, sel), _take(reqs.model, sel)):
         add_request(into, actor, tok if tok < MAX_REQUEST_TOKENS else MAX_REQUEST_TOKENS, model)
 
 
@@ -110,15 +107,14 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Aler
                 service, KeyWindows(self.ta.window, w.allowed_lateness, w.idle_partition, w.max_open_windows,
                                     ActorsAgg),
                 make_detector(self.cfg), firing={})
-        if reqs.__class__ is not Requests:  # a list of events (tests, older callers)
-            reqs = Requests.of_events(reqs)
+        if reqs.__class__ is not ActorRequests:  # all the columns, or a list of events (tests, older callers)
+            reqs = ActorRequests.of_requests(reqs if reqs.__class__ is Requests else Requests.of_events(reqs))
         now = self.clock()
         win = st.windows
-        # LLMEvent.actor of each request: its user, else its tenant; requests of neither are not counted.
-        actors = [("user:" + u) if u else ("tenant:" + t) if t else None
-                  for u, t in zip(reqs.user_id, reqs.tenant_id)]
+        # Requests of neither a user nor a tenant are not counted.
+        actors = reqs.actor
         idx = None if None not in actors else [i for i, a in enumerate(actors) if a is not None]
-        fold_windows(win, part, reqs.ts, now, nparts, (reqs, actors), _fold_actors, idx)
+        fold_windows(win, part, reqs.ts, now, nparts, reqs, _fold_actors, idx)
         st.last_ingest = ingested_at
         return self._close(win.close_ready(now)), StatefulLogic.RETAIN
 

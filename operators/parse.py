@@ -53,7 +53,8 @@ from sentinel import shutdown
 from sentinel.config import FlowConfig
 from sentinel.core.times import iso as _iso
 from sentinel.core.types import KeyGroup
-from sentinel.events import KEY_SEP, DeadLetter, LLMEvent, RawBatch, RawRecords, Requests, SecurityEvent
+from sentinel.events import (KEY_SEP, ActorRequests, DeadLetter, LLMEvent, RawBatch, RawRecords, Requests,
+                             SecurityEvent)
 from sentinel.metrics import get_metrics
 from sentinel.parse import (DECODE_ERRORS, DEFAULT_LIMITS, MAX_RECORD_BYTES, BadRecord, Limits, decode_each,
                             event_record, parse_json_record, record_event, request_columns, request_times,
@@ -490,12 +491,14 @@ class BatchParser:
         cols = {k: request_columns(*g) for k, g in by_key.items()}
         out: List[Tagged] = [(MODEL, k, (part, g, at, nparts)) for k, g in cols.items()]
         if self.actors:
-            # Token use is judged per service: one group per service (its models' groups joined).
-            by_service: Dict[str, Requests] = {}
+            # Token use is judged per service: one group per service (its models' groups joined), with
+            # only the four columns that step reads, so little crosses to the worker that holds it.
+            by_service: Dict[str, ActorRequests] = {}
             for k, g in cols.items():
                 svc = k[:k.index(KEY_SEP)]
+                a = ActorRequests.of_requests(g)
                 s = by_service.get(svc)
-                by_service[svc] = g if s is None else s + g
+                by_service[svc] = a if s is None else s + a
             out.extend((ACTOR, svc, (part, g, at, nparts)) for svc, g in by_service.items())
         out.extend((SECURITY, s, (part, g, at, nparts)) for s, g in by_source.items())
         n_sec = len(secs)

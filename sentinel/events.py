@@ -171,6 +171,59 @@ class Requests:
         self.__init__(state)
 
 
+class ActorRequests:
+    """One service's requests of one source batch, as the token-abuse step reads them: four columns.
+
+    ``ts``, ``actor`` (:attr:`LLMEvent.actor`: ``user:<id>``, else ``tenant:<id>``, else None),
+    ``tokens`` (input + output, a missing count as 0) and ``model``. The parse step builds them
+    where it reads the partition, so what crosses to the step's worker is these four columns, not
+    the seventeen of :class:`Requests`.
+
+    >>> a = ActorRequests.of_requests(Requests.of_events([
+    ...     LLMEvent(60.0, "chat", "m1", input_tokens=10, output_tokens=5, user_id="u1"),
+    ...     LLMEvent(61.0, "chat", "m1", input_tokens=None, output_tokens=7, tenant_id="t1"),
+    ...     LLMEvent(62.0, "chat", "m2")]))
+    >>> a.actor, a.tokens, len(a + a)
+    (('user:u1', 'tenant:t1', None), (15, 7, 0), 6)
+    >>> import pickle; pickle.loads(pickle.dumps(a)) == a
+    True
+    """
+
+    __slots__ = ("ts", "actor", "tokens", "model")
+
+    def __init__(self, ts: tuple, actor: tuple, tokens: tuple, model: tuple) -> None:
+        self.ts = ts
+        self.actor = actor
+        self.tokens = tokens
+        self.model = model
+
+    @classmethod
+    def of_requests(cls, reqs: "Requests") -> "ActorRequests":
+        actor = tuple([("user:" + u) if u else ("tenant:" + t) if t else None
+                       for u, t in zip(reqs.user_id, reqs.tenant_id)])
+        tokens = tuple([(i or 0) + (o or 0) for i, o in zip(reqs.input_tokens, reqs.output_tokens)])
+        return cls(reqs.ts, actor, tokens, reqs.model)
+
+    def columns(self) -> tuple:
+        return (self.ts, self.actor, self.tokens, self.model)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __add__(self, other: "ActorRequests") -> "ActorRequests":
+        return ActorRequests(self.ts + other.ts, self.actor + other.actor, self.tokens + other.tokens,
+                             self.model + other.model)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRequests) and self.columns() == other.columns()
+
+    def __repr__(self) -> str:
+        return f"ActorRequests({len(self)} requests)"
+
+    def __reduce__(self):
+        return (_unpacked_actors, (tuple(map(_packed, self.columns())),))
+
+
 # Text columns cross between workers joined on this character (a column whose values hold it goes as it is).
 _JOIN = "\x00"
 
@@ -192,7 +245,7 @@ def _packed(col: tuple) -> Tuple[int, Any]:
     return (2, joined)
 
 
-def _unpacked(packed: tuple) -> Requests:
+def _columns_of(packed: tuple) -> List[tuple]:
     cols = []
     for kind, data in packed:
         if kind == 0:
@@ -201,7 +254,15 @@ def _unpacked(packed: tuple) -> Requests:
             cols.append((data[0],) * data[1])
         else:
             cols.append(tuple(data.split(_JOIN)))
-    return Requests(cols)
+    return cols
+
+
+def _unpacked(packed: tuple) -> Requests:
+    return Requests(_columns_of(packed))
+
+
+def _unpacked_actors(packed: tuple) -> ActorRequests:
+    return ActorRequests(*_columns_of(packed))
 
 
 class SecurityEvent:
