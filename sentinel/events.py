@@ -176,7 +176,7 @@ class ActorRequests:
 
     ``ts``, ``actor`` (:attr:`LLMEvent.actor`: ``user:<id>``, else ``tenant:<id>``, else None),
     ``tokens`` (input + output, a missing count as 0) and ``model``. The parse step builds them
-    where it reads the partition, so what crosses to the step's worker is these four columns, not
+    where it parses the batch, so what crosses to the step's worker is these four columns, not
     the seventeen of :class:`Requests`.
 
     >>> a = ActorRequests.of_requests(Requests.of_events([
