@@ -112,7 +112,28 @@ class LLMEvent:
 REQUEST_FIELDS = LLMEvent.__slots__
 
 
-class Requests:
+class _Columns:
+    """Requests as columns, one tuple per name in ``__slots__`` (the first is ``ts``)."""
+
+    __slots__ = ()
+
+    def columns(self) -> tuple:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __add__(self, other):
+        return self.__class__(tuple(a + b for a, b in zip(self.columns(), other.columns())))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, self.__class__) and self.columns() == other.columns()
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({len(self)} requests)"
+
+
+class Requests(_Columns):
     """One key's requests of one source batch, as columns in arrival order.
 
     What the parse step hands to the window steps instead of a list of
@@ -138,12 +159,6 @@ class Requests:
             return cls(((),) * len(REQUEST_FIELDS))
         return cls(tuple(tuple(getattr(ev, k) for ev in events) for k in REQUEST_FIELDS))
 
-    def columns(self) -> tuple:
-        return tuple(getattr(self, k) for k in REQUEST_FIELDS)
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
     def __iter__(self):
         for row in zip(*self.columns()):
             yield LLMEvent(*row)
@@ -152,15 +167,6 @@ class Requests:
         if isinstance(i, slice):
             return Requests(tuple(c[i] for c in self.columns()))
         return LLMEvent(*(c[i] for c in self.columns()))
-
-    def __add__(self, other: "Requests") -> "Requests":
-        return Requests(tuple(a + b for a, b in zip(self.columns(), other.columns())))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Requests) and self.columns() == other.columns()
-
-    def __repr__(self) -> str:
-        return f"Requests({len(self)} requests)"
 
     def __reduce__(self):
         # What crosses between workers: a text column pickles as one string, not a string per request.
@@ -171,7 +177,7 @@ class Requests:
         self.__init__(state)
 
 
-class ActorRequests:
+class ActorRequests(_Columns):
     """One service's requests of one source batch, as the token-abuse step reads them: four columns.
 
     ``ts``, ``actor`` (:attr:`LLMEvent.actor`: ``user:<id>``, else ``tenant:<id>``, else None),
@@ -191,34 +197,16 @@ class ActorRequests:
 
     __slots__ = ("ts", "actor", "tokens", "model")
 
-    def __init__(self, ts: tuple, actor: tuple, tokens: tuple, model: tuple) -> None:
-        self.ts = ts
-        self.actor = actor
-        self.tokens = tokens
-        self.model = model
+    def __init__(self, columns) -> None:
+        self.ts, self.actor, self.tokens, self.model = columns
 
     @classmethod
     def of_requests(cls, reqs: "Requests") -> "ActorRequests":
+        # LLMEvent.actor and its tokens, a column at a time.
         actor = tuple([("user:" + u) if u else ("tenant:" + t) if t else None
                        for u, t in zip(reqs.user_id, reqs.tenant_id)])
         tokens = tuple([(i or 0) + (o or 0) for i, o in zip(reqs.input_tokens, reqs.output_tokens)])
-        return cls(reqs.ts, actor, tokens, reqs.model)
-
-    def columns(self) -> tuple:
-        return (self.ts, self.actor, self.tokens, self.model)
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-    def __add__(self, other: "ActorRequests") -> "ActorRequests":
-        return ActorRequests(self.ts + other.ts, self.actor + other.actor, self.tokens + other.tokens,
-                             self.model + other.model)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorRequests) and self.columns() == other.columns()
-
-    def __repr__(self) -> str:
-        return f"ActorRequests({len(self)} requests)"
+        return cls((reqs.ts, actor, tokens, reqs.model))
 
     def __reduce__(self):
         return (_unpacked_actors, (tuple(map(_packed, self.columns())),))
@@ -262,7 +250,7 @@ def _unpacked(packed: tuple) -> Requests:
 
 
 def _unpacked_actors(packed: tuple) -> ActorRequests:
-    return ActorRequests(*_columns_of(packed))
+    return ActorRequests(_columns_of(packed))
 
 
 class SecurityEvent:

@@ -244,7 +244,7 @@ def test_requests_pickle_and_iterate_as_events():
 
 
 def test_actor_columns_are_what_each_event_says(seed=11):
-    # The token-abuse step's four columns, built once per service where the partition is read, against
+    # The token-abuse step's four columns, built once per service where the batch is parsed, against
     # each event's own actor and tokens (users, tenants, neither; missing token counts).
     import random
 
