@@ -42,7 +42,10 @@ With ``--configs`` a second table compares the configurations: events read
 (summed over the processes' logs; must equal N), run seconds, events/s, the
 share of the raw loop's rate, the speed-up over ``p1w1`` (when it ran), and
 the CPU seconds the flow's processes used (user + system, all processes,
-start-up and idle wait included), and the alerts: how many, and whether they say what p1w1's say (status, type,
+start-up and idle wait included), the events that came behind a window their
+key had already closed (``late``, from the processes' summaries; with several
+processes, partitions read hours apart must not make any), and the alerts:
+how many, and whether they say what p1w1's say (status, type,
 service, model, subject, event time, severity; not ids, wall times or the
 summary's wording).
 Processes and workers need partitions to read: a process given none never
@@ -87,6 +90,8 @@ from sources.kafka import consumer_config  # noqa: E402
 _CONFIG = re.compile(r"^p(\d+)(?:w(\d+))?(@other)?$")
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) ")
 _EOF_LINE = re.compile(r"kafka: (\S+)\[(\d+)\] idle for \S+ after (\d+) messages: end of input")
+# The flow's summary line: events behind a window their key had already closed.
+_LATE_LINE = re.compile(r"summary: .*alerts published: .*?; ([\d,]+) late events")
 
 
 class Budget:
@@ -349,6 +354,7 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
     per_part: Dict[int, int] = {}
     per_process: List[int] = []
     timeline: List[Dict[str, float]] = []
+    late = 0
     for i, (rc, path) in enumerate(zip(rcs, logs)):
         text = open(path, encoding="utf-8", errors="replace").read()
         if rc != 0:
@@ -360,12 +366,13 @@ def run_flow(brokers: str, topic: str, workers: int, idle_s: float, workdir: str
             per_part[part] = count
         per_process.append(sum(mine.values()))
         timeline.append(log_timeline(text, idle_s))
+        late += sum(int(m.group(1).replace(",", "")) for m in _LATE_LINE.finditer(text))
     n_alerts = sum(1 for _ in open(alerts, "rb")) if os.path.exists(alerts) else 0
     n_dead = sum(1 for _ in open(dlq, "rb")) if os.path.exists(dlq) else 0
     return {"workers": workers, "processes": processes, "events": sum(per_part.values()), "per_partition": per_part,
             "per_process": per_process,
             "cpu_per_process_s": cpu_each, "timeline": timeline, "wall_s": wall, "run_s": wall - idle_s, "cpu_s": cpu, "broker_cpu_s": broker_cpu, "alerts": n_alerts,
-            "dead_letters": n_dead, "log": logs[0] if processes == 1 else logs, "alerts_path": alerts}
+            "dead_letters": n_dead, "late": late, "log": logs[0] if processes == 1 else logs, "alerts_path": alerts}
 
 
 def alert_keys(path: str) -> List[tuple]:
@@ -428,9 +435,9 @@ def scaling_table(r: Dict[str, Any]) -> str:
     base = next((f for f in r["flows"] if f.get("config") == "p1w1"), None)
     base_rate = base["events"] / base["run_s"] if base else None
     rows = [("config", "processes x workers", "events read", "run s", "events/s", "of raw loop", "x p1w1",
-             "CPU s", "broker CPU s", "alerts")]
+             "CPU s", "broker CPU s", "late", "alerts")]
     rows.append(("raw loop", "1 consumer", f"{r['raw']['events']:,}", f"{r['raw']['seconds']:.2f}",
-                 f"{raw_rate:,.0f}", "1.00", "", "", f"{r['raw'].get('broker_cpu_s', 0):.1f}", ""))
+                 f"{raw_rate:,.0f}", "1.00", "", "", f"{r['raw'].get('broker_cpu_s', 0):.1f}", "", ""))
     for f in r["flows"]:
         rate = f["events"] / f["run_s"]
         same = ""
@@ -438,11 +445,12 @@ def scaling_table(r: Dict[str, Any]) -> str:
             same = " (= p1w1)" if f.get("same_alerts_as_p1w1") else " (differ)"
         rows.append((f["config"], f"{f['processes']} x {f['workers']}", f"{f['events']:,}", f"{f['run_s']:.2f}",
                      f"{rate:,.0f}", f"{rate / raw_rate:.3f}", f"{rate / base_rate:.2f}" if base_rate else "",
-                     f"{f['cpu_s']:.1f}", f"{f.get('broker_cpu_s', 0):.1f}", f"{f['alerts']}{same}"))
+                     f"{f['cpu_s']:.1f}", f"{f.get('broker_cpu_s', 0):.1f}", f"{f.get('late', 0):,}",
+                     f"{f['alerts']}{same}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) if i in (0, 1, 9) else c.rjust(w)
+        lines.append("  ".join(c.ljust(w) if i in (0, 1, 10) else c.rjust(w)
                                for i, (c, w) in enumerate(zip(row, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -568,10 +576,10 @@ def main() -> int:
             f["config"] = c["name"]
             if f["events"] != n:
                 raise RuntimeError(f"{tag} read {f['events']} events, expected {n} (log {f['log']})")
-            if c["name"] == "p1w1":
-                base_alerts = alert_keys(f["alerts_path"])
-            elif base_alerts is not None:
+            if base_alerts is not None:  # every run against the first p1w1's alerts
                 f["same_alerts_as_p1w1"] = alert_keys(f["alerts_path"]) == base_alerts
+            elif c["name"] == "p1w1":
+                base_alerts = alert_keys(f["alerts_path"])
             result["flows"].append(f)
         if not args.no_empty_run:
             empty = "bench.empty.%s" % uuid.uuid4().hex[:8]

@@ -43,7 +43,7 @@ def make_source(cfg: FlowConfig) -> Source:
     if src.kind == "kafka":
         from sources.kafka import KafkaSource
 
-        return KafkaSource(src)
+        return KafkaSource(src, cfg.windows.idle_partition)
     from sources.simulator import SimulatorSource
 
     return SimulatorSource(src)

@@ -101,6 +101,11 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Aler
     def on_item(self, value):
         service, part, reqs, ingested_at, nparts = value
         st = self.state
+        if reqs is None:  # the partition's source has read all there is: it holds the windows no more
+            if st is None:
+                return [], StatefulLogic.DISCARD
+            st.windows.quiet(part)
+            return self._close(st.windows.close_ready(self.clock())), StatefulLogic.RETAIN
         if st is None:
             w = self.cfg.windows
             st = self.state = ServiceActorsState(

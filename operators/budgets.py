@@ -522,13 +522,15 @@ def budgets(
     when the policies may be reloaded, a hot :class:`PolicyHolder`); a group that raises is a
     :class:`StepFailure`. ``clock`` is the wall clock (monotonic seconds) of the step's guard."""
 
-    def by_service(kv: Tuple[str, KeyGroup]) -> Tuple[str, tuple]:
-        service = kv[0].split(KEY_SEP, 1)[0]
+    def by_service(kv: Tuple[str, KeyGroup]) -> Optional[Tuple[str, tuple]]:
         _key, _partition, events, ingested_at = kv[1][:4]
+        if events is None:  # a partition's quiet marker (budgets keep no windows)
+            return None
+        service = kv[0].split(KEY_SEP, 1)[0]
         return service, (service, "m", events, ingested_at)
 
     holder = policies if isinstance(policies, PolicyHolder) else PolicyHolder(policies)
-    keyed = op.map("budget_key", up, by_service)
+    keyed = op.filter_map("budget_key", up, by_service)
     if holder.hot or holder.current[1].guardrail_rate is not None:
         def breaches_by_service(kv: Tuple[str, KeyGroup]) -> List[Tuple[str, tuple]]:
             _key, _partition, events, ingested_at = kv[1][:4]

@@ -288,6 +288,11 @@ class ForecastLogic(StatefulLogic[Tuple[str, str, list, float, int], Alert, Fore
     def on_item(self, value: Tuple[str, str, list, float, int]) -> Tuple[Iterable[Alert], bool]:
         key, part, events, ingested_at, nparts = value[:5]
         st = self.state
+        if events is None:  # the partition's source has read all there is: it holds the windows no more
+            if st is None:
+                return [], StatefulLogic.DISCARD
+            st.windows.quiet(part)
+            return self._close(st.windows.close_ready(self.clock()), None), StatefulLogic.RETAIN
         if st is None:
             w = self.cfg.windows
             st = self.state = ForecastState(key, KeyWindows(w.size, w.allowed_lateness, w.idle_partition,

@@ -381,6 +381,11 @@ class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
     def on_item(self, value: Group) -> Tuple[Iterable[Alert], bool]:
         key, part, reqs, ingested_at, nparts = value
         st = self.state
+        if reqs is None:  # the partition's source has read all there is: it holds the windows no more
+            if st is None:
+                return [], StatefulLogic.DISCARD
+            st.windows.quiet(part)
+            return self._close(st.windows.close_ready(self.clock()), None), StatefulLogic.RETAIN
         if st is None:
             st = self.state = self._new_state(key)
             self._track_warmup()

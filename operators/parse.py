@@ -120,7 +120,7 @@ class PartitionClock:
     through since the first of them.
     """
 
-    __slots__ = ("wm", "wall", "held", "after", "partition", "partitions")
+    __slots__ = ("wm", "wall", "held", "after", "partition", "partitions", "fed")
 
     def __init__(self) -> None:
         self.wm: Optional[float] = None
@@ -129,12 +129,44 @@ class PartitionClock:
         self.after = 0
         self.partition = ""
         self.partitions = 1
+        # (kind, key) of the windowed keys fed since the partition last said it was quiet (at most
+        # MAX_FED): the keys its quiet marker goes to.
+        self.fed: Dict[Tuple[str, str], None] = {}
 
     def __getstate__(self):
-        return (self.wm, self.wall, self.held, self.after, self.partition, self.partitions)
+        return (self.wm, self.wall, self.held, self.after, self.partition, self.partitions, self.fed)
 
     def __setstate__(self, s) -> None:
-        self.wm, self.wall, self.held, self.after, self.partition, self.partitions = s
+        self.wm, self.wall, self.held, self.after, self.partition, self.partitions = s[:6]
+        self.fed = s[6] if len(s) > 6 else {}  # snapshots from before the quiet markers
+
+
+# Keys a partition's quiet marker reaches at most; a key beyond them waits for the partition as for a
+# silent one (operators/windowing.py): its windows still close, idle_partition later.
+MAX_FED = 10000
+
+
+def note_fed(clock: PartitionClock, out: List[Tagged]) -> None:
+    """Remember the windowed keys (service/model and service) that ``out`` feeds from ``clock``'s partition."""
+    fed = clock.fed
+    if len(fed) >= MAX_FED:
+        return
+    for t in out:
+        kind = t[0]
+        if kind is MODEL or kind is ACTOR:
+            fed[(kind, t[1])] = None
+    if len(fed) > MAX_FED:
+        for k in list(fed)[MAX_FED:]:
+            del fed[k]
+
+
+def quiet_markers(clock: PartitionClock, batch: RawBatch) -> List[Tagged]:
+    """For a source's quiet marker: a group of no events (``None``) to every key the partition fed since
+    it was last quiet, so their windows stop waiting for it."""
+    part, at, nparts = batch.partition, batch.ingested_at, batch.partitions
+    out: List[Tagged] = [(kind, key, (part, None, at, nparts)) for kind, key in clock.fed]
+    clock.fed = {}
+    return out
 
 
 class KeyCaps:
@@ -521,13 +553,22 @@ class ParseLogic(StatefulLogic[RawBatch, Tagged, PartitionClock]):
         self.clock = state if state is not None else PartitionClock()
 
     def on_item(self, value: RawBatch) -> Tuple[List[Tagged], bool]:
-        return self.parser.parse(value, self.clock), StatefulLogic.RETAIN
+        clock = self.clock
+        if value.records is None:  # the source has read all there is of this partition
+            out = self.parser.flush(clock, clock.wall) if clock.held else []
+            note_fed(clock, out)
+            return out + quiet_markers(clock, value), StatefulLogic.RETAIN
+        out = self.parser.parse(value, clock)
+        note_fed(clock, out)
+        return out, StatefulLogic.RETAIN
 
     def _flush(self) -> Tuple[List[Tagged], bool]:
         if not self.clock.held:
             return [], StatefulLogic.RETAIN
         # Held events go on with the ingest time of the batch that last moved the partition.
-        return self.parser.flush(self.clock, self.clock.wall), StatefulLogic.RETAIN
+        out = self.parser.flush(self.clock, self.clock.wall)
+        note_fed(self.clock, out)
+        return out, StatefulLogic.RETAIN
 
     def on_notify(self) -> Tuple[List[Tagged], bool]:
         return self._flush()

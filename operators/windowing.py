@@ -2,15 +2,32 @@
 
 A backlog read fast from Kafka puts partitions hours apart in event time. A
 key's watermark is therefore the *slowest* of the partitions that feed it,
-not the fastest: windows stay open until every active partition has moved
-past them, so the lagging partition's events are not "late". A partition
-that has sent nothing for this key for ``idle_partition`` seconds of wall
-time stops holding the watermark back, so an idle partition never stalls the
-key. A key learns of a partition only from its first event, so when the
-source has several partitions, for its first ``idle_partition`` seconds a
-key closes no window (every partition gets a turn to speak first). When the key itself goes quiet, the watermark advances with wall time
-since its last event (as Bytewax's EventClock does), so the last window of a
-live key closes.
+not the fastest: windows stay open until every partition has moved past
+them, so the lagging partition's events are not "late".
+
+A partition that goes silent for a key is one of two things, and only its
+source can tell which:
+
+* **quiet**: its source has read everything there is (caught up, or at end
+  of input). The source says so in-band, after the partition's last events
+  (:meth:`quiet`), and from then on the partition holds nothing back until it
+  speaks again, so a partition that sits idle never stalls the key;
+* **delayed**: its events are still on their way (its reader, or the worker
+  that parses or holds them, is busy: with two processes, one can read its
+  partitions hours ahead while the other's wait). Its events must not turn
+  late. After ``idle_partition`` seconds of wall time without a word, the
+  partition is presumed to move on at the pace of wall time from where it
+  was, which is how a live partition moves (a key with no events of its own
+  in it still closes its windows, ``idle_partition`` later), while in a
+  backlog it holds the key's windows open: at most ``max_open`` of them, the
+  oldest closing first when there are more.
+
+A key learns of a partition only from its first event, so when the source
+has several partitions, for its first ``idle_partition`` seconds a key closes
+no window (every partition gets a turn to speak first). When every partition
+of the key is quiet, the watermark advances with wall time since the key's
+last event (as Bytewax's EventClock does), so the last window of a live key
+closes.
 
 Wall-clock readings enter only through the ``now`` arguments (a monotonic
 clock in the operator); windows and detection depend on event time alone.
@@ -22,6 +39,9 @@ import pickle
 from typing import Any, Callable, Dict, Generic, List, Optional, Tuple, TypeVar
 
 A = TypeVar("A")
+
+# The wall time of a partition whose source has said it is quiet (see KeyWindows.quiet).
+QUIET = float("-inf")
 
 
 class KeyWindows(Generic[A]):
@@ -36,7 +56,7 @@ class KeyWindows(Generic[A]):
         self.max_open = max_open
         self.max_gap_fill = max_gap_fill
         self._new_agg = new_agg
-        # partition -> [max event time seen, wall time of last event]
+        # partition -> [max event time seen, wall time of last event, or QUIET]
         self._parts: Dict[str, List[float]] = {}
         self._open: Dict[float, A] = {}
         self._closed_upto: Optional[float] = None
@@ -75,15 +95,26 @@ class KeyWindows(Generic[A]):
         if self._born is None or now - self._born < self.idle_partition:
             return float("-inf")
         lo = None
+        idle = self.idle_partition
         for max_ts, wall in self._parts.values():
-            if now - wall >= self.idle_partition:
-                continue
+            if wall == QUIET:
+                continue  # its source has read all there is: it holds nothing back
+            silent = now - wall - idle
+            if silent > 0.0:
+                max_ts += silent  # silent, not quiet: presumed to move on with wall time
             if lo is None or max_ts < lo:
                 lo = max_ts
         if lo is None:
-            # Every partition idle: advance with the wall time since the key's last event.
-            lo = self._max_ts + max(0.0, now - self._last_wall - self.idle_partition)
+            # Every partition quiet: advance with the wall time since the key's last event.
+            lo = self._max_ts + max(0.0, now - self._last_wall - idle)
         return lo - self.lateness
+
+    def quiet(self, part: str) -> None:
+        """The source of ``part`` has read all there is for now (this comes after its last events): the
+        partition holds the key's windows back no more, until it sends an event again."""
+        p = self._parts.get(part)
+        if p is not None:
+            p[1] = QUIET
 
     def close_ready(self, now: float) -> List[Tuple[float, Optional[A]]]:
         """Close windows that the watermark has passed, oldest first.

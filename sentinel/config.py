@@ -609,12 +609,14 @@ class WindowConfig(_Model):
     )
     idle_partition: float = Field(
         10.0,
-        description="A partition that sent nothing for a key for this long (wall clock) no longer holds that key's"
-                    " windows open",
+        description="A partition whose source has read nothing for this long (wall clock) is quiet and holds no"
+                    " key's windows open; one that sent nothing for a key this long, while its source still reads,"
+                    " is presumed to move on with wall time",
     )
     max_open_windows: int = Field(
-        default=720, ge=1,
-        description="Open windows per key at most (bounds memory during a backlog)",
+        default=1440, ge=1,
+        description="Open windows per key at most (bounds memory during a backlog: a day of one-minute"
+                    " windows, so processes that read a day's backlog hours apart make no event late)",
     )
 
     _dur = field_validator("size", "allowed_lateness", "idle_partition", mode="before")(parse_duration)

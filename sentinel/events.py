@@ -366,8 +366,8 @@ class RawBatch:
     """What a source partition hands to the flow in one step.
 
     ``records`` is a list of :class:`RawRecord` or, from the sources, one
-    :class:`RawRecords`. ``partition`` names the source partition (for per-partition event-time
-    progress) and ``partitions`` says how many the source has in all;
+    :class:`RawRecords`; None in a :meth:`quiet` marker. ``partition`` names the source partition
+    (for per-partition event-time progress) and ``partitions`` says how many the source has in all;
     ``ingested_at`` is the wall-clock time it was read (for the
     detection-latency metric only, never for detection).
     """
@@ -380,3 +380,13 @@ class RawBatch:
         self.records = records
         self.ingested_at = ingested_at
         self.partitions = partitions
+
+    @classmethod
+    def quiet(cls, partition: str, ingested_at: float, partitions: int = 1) -> "RawBatch":
+        """The marker a source partition sends once it has read all there is (caught up, or at its end):
+        no records. The keys it fed stop holding their windows for it (operators/windowing.py)."""
+        return cls(partition, None, ingested_at, partitions)
+
+    @property
+    def is_quiet(self) -> bool:
+        return self.records is None

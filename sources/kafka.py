@@ -4,6 +4,13 @@ Offsets live in the flow's recovery snapshots (exactly where the next batch
 starts); with a ``group_id`` they are also committed to the broker so lag
 tools see the consumer. Partitions are spread over workers by Bytewax.
 ``eof_after_idle`` turns the source into a bounded replay of a backlog.
+
+A partition that has read everything there is says so in-band: after
+``quiet_after`` seconds without a message (and at its end of input) it hands
+the flow one :meth:`RawBatch.quiet` marker, which comes after its last
+events. Until then a key's windows wait for the partition, however far ahead
+the others have run (operators/windowing.py): its events may be delayed, not
+over.
 """
 
 from __future__ import annotations
@@ -104,8 +111,14 @@ def broker_problem(brokers: str, extra: Dict[str, Any], timeout: float = 10.0,
 
 class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
     def __init__(self, cfg: KafkaSourceConfig, topic: str, partition: int, encoding: str,
-                 resume: Optional[int], partitions: int = 2) -> None:
+                 resume: Optional[int], partitions: int = 2, quiet_after: float = 10.0) -> None:
         self._cfg = cfg
+        self._quiet_after = quiet_after
+        # Messages handed on since the partition last said it was quiet; the end of input, once said.
+        # Resumed, it may have fed keys before the restart (they are in the parse step's snapshot):
+        # it tells them too, once it has caught up.
+        self._since_quiet = 0 if resume is None else 1
+        self._ended = False
         self._partitions = partitions
         self._topic = topic
         self._partition = partition
@@ -151,8 +164,12 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
         if high is not None and high >= 0:
             self._lag.set(max(0, high - self._next))
 
+    def _quiet(self) -> List[RawBatch]:
+        self._since_quiet = 0
+        return [RawBatch.quiet(self._name, time.time(), self._partitions)]
+
     def next_batch(self) -> List[RawBatch]:
-        if shutdown.requested():
+        if shutdown.requested() or self._ended:
             raise StopIteration()
         msgs = self._consumer.consume(self._cfg.batch_size, 0)
         now = time.monotonic()
@@ -161,7 +178,12 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             if idle is not None and now - self._last_msg >= idle:
                 log.info("kafka: %s idle for %.0fs after %d messages: end of input", self._name, idle,
                          self._consumed)
+                if self._since_quiet:
+                    self._ended = True  # the marker first: the keys it fed stop waiting for it
+                    return self._quiet()
                 raise StopIteration()
+            if self._since_quiet and now - self._last_msg >= self._quiet_after:
+                return self._quiet()
             self._update_lag(now)
             self._idle_wait = min(IDLE_POLL_MAX_S, max(IDLE_POLL_MIN_S, 2 * self._idle_wait))
             self._awake = datetime.now(timezone.utc) + timedelta(seconds=self._idle_wait)
@@ -177,6 +199,7 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
             self._next = offsets[-1] + 1
         self._last_msg = now
         self._consumed += len(values)
+        self._since_quiet += len(values)
         self._update_lag(now)
         if self._cfg.group_id and now >= self._commit_at and self._next is not None:
             self._commit_at = now + 5.0
@@ -218,8 +241,12 @@ class _KafkaPartition(StatefulSourcePartition[RawBatch, int]):
 
 
 class KafkaSource(FixedPartitionedSource[RawBatch, Optional[int]]):
-    def __init__(self, cfg: KafkaSourceConfig) -> None:
+    """``quiet_after``: seconds without a message after which a partition says it is quiet (the flow
+    passes ``windows.idle_partition``)."""
+
+    def __init__(self, cfg: KafkaSourceConfig, quiet_after: float = 10.0) -> None:
         self.cfg = cfg
+        self.quiet_after = quiet_after
         self._encodings = {t.name: t.encoding for t in cfg.topic_specs()}
 
     def list_parts(self) -> List[str]:
@@ -243,4 +270,4 @@ class KafkaSource(FixedPartitionedSource[RawBatch, Optional[int]]):
     def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _KafkaPartition:
         topic, _, p = for_part.rpartition("#")
         return _KafkaPartition(self.cfg, topic, int(p), self._encodings[topic], resume_state,
-                               getattr(self, "_n_parts", 2))
+                               getattr(self, "_n_parts", 2), self.quiet_after)

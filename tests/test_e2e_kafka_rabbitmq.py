@@ -256,8 +256,10 @@ def run_incident_flow(tmp_path: Path, tansu: str, rabbitmq_url: str, names: Dict
     assert read == {(topic, p): n for p, n in telemetry["per_partition"].items()}, (read, stderr[-2000:])
     assert sum(read.values()) == telemetry["count"]
 
-    # Nothing was dead-lettered.
+    # Nothing was dead-lettered, and no event came behind its key's closed window.
     assert read_jsonl(dlq_path) == []
+    late = re.findall(r"summary: .*alerts published: .*?; ([\d,]+) late events", stderr)
+    assert late and all(n == "0" for n in late), late
 
     # The alerts, as RabbitMQ delivers them.
     high = drain(rabbitmq_url, names["high_queue"])

@@ -92,7 +92,7 @@ def test_adopted_detectors_keep_what_the_new_settings_keep():
     assert not any(m.startswith(("latency", "ttft")) for m in det._base), det._base.keys()
     assert "latency" not in det._ep and "ttft" not in det._ep
     assert det._base["output_tokens_mean"] is old._base["output_tokens_mean"]  # learned state kept
-    assert (state.windows.lateness, state.windows.idle_partition, state.windows.max_open) == (10.0, 10.0, 720)
+    assert (state.windows.lateness, state.windows.idle_partition, state.windows.max_open) == (10.0, 10.0, 1440)
 
     unchanged = KeyDetectors(tuple(_cfg().detection.metrics))
     state.detectors = unchanged
