@@ -102,7 +102,8 @@ class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Aler
         service, part, reqs, ingested_at, nparts = value
         st = self.state
         if reqs is None:  # the partition's source has read all there is: it holds the windows no more
-            if st is None:
+            if st is None:  # an evicted service: nothing to close, and no key to count
+                self._keys.dec()
                 return [], StatefulLogic.DISCARD
             st.windows.quiet(part)
             return self._close(st.windows.close_ready(self.clock())), StatefulLogic.RETAIN

@@ -382,7 +382,8 @@ class ModelWindowLogic(StatefulLogic[Group, Alert, ModelKeyState]):
         key, part, reqs, ingested_at, nparts = value
         st = self.state
         if reqs is None:  # the partition's source has read all there is: it holds the windows no more
-            if st is None:
+            if st is None:  # an evicted key: nothing to close, and no key to count
+                self._keys.dec()
                 return [], StatefulLogic.DISCARD
             st.windows.quiet(part)
             return self._close(st.windows.close_ready(self.clock()), None), StatefulLogic.RETAIN

@@ -77,8 +77,15 @@ def test_model_actor_and_forecast_windows_wait_for_a_silent_partition_and_not_fo
         assert keep == StatefulLogic.RETAIN
         assert logic.state.windows.open_count < 2  # A's windows close, up to A's own time
         clock.now = 100.0
+    from sentinel.metrics import get_metrics
+
+    gauge = get_metrics().keys_active
+    before = {k: gauge.labels(kind=k)._value.get() for k in ("model", "service_actors")}
     fresh = ModelWindowLogic(cfg, None, CrossKey(), clock)
     assert fresh.on_item((key, "B", None, 7.0, 2)) == ([], StatefulLogic.DISCARD)  # no state for a marker
+    fresh_actors = ActorLogic(cfg, None, clock)
+    assert fresh_actors.on_item(("svc", "B", None, 7.0, 2)) == ([], StatefulLogic.DISCARD)
+    assert {k: gauge.labels(kind=k)._value.get() for k in before} == before  # no key counted for it
 
 
 def test_a_partition_clock_from_before_the_markers_loads_with_no_keys_fed():
