@@ -386,7 +386,3 @@ class RawBatch:
         """The marker a source partition sends once it has read all there is (caught up, or at its end):
         no records. The keys it fed stop holding their windows for it (operators/windowing.py)."""
         return cls(partition, None, ingested_at, partitions)
-
-    @property
-    def is_quiet(self) -> bool:
-        return self.records is None

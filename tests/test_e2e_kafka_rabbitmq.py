@@ -225,7 +225,9 @@ def telemetry(tansu: str) -> Dict[str, Any]:
 
 
 def run_incident_flow(tmp_path: Path, tansu: str, rabbitmq_url: str, names: Dict[str, str],
-                      telemetry: Dict[str, Any], workers: int, processes: int = 1) -> None:
+                      telemetry: Dict[str, Any], workers: int, processes: int = 1) -> List[Dict[str, Any]]:
+    """Run the flow over the telemetry topic, check what it read and sent; the alerts RabbitMQ delivered."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     alerts_path = tmp_path / "alerts.jsonl"
     dlq_path = tmp_path / "dlq.jsonl"
     flow_path = write_flow(tmp_path, {
@@ -291,6 +293,13 @@ def run_incident_flow(tmp_path: Path, tansu: str, rabbitmq_url: str, names: Dict
     assert len(ids) == len(set(ids)), "duplicate alerts on RabbitMQ: %s" % ids
     file_alerts = [alert_body(e) for e in read_jsonl(alerts_path)]
     assert sorted(a["alert_id"] for a in file_alerts) == sorted(ids)
+    return got
+
+
+def what_alerts_say(alerts: List[Dict[str, Any]]) -> List[tuple]:
+    """Status, type, key, subject, event time and severity of each alert: not ids, wall times or wording."""
+    return sorted(((a["status"], a["type"], a["service"], a["model"], a.get("subject"), a["event_time"],
+                    a["severity"]) for a in alerts), key=repr)
 
 
 def test_latency_incident_reaches_rabbitmq(tmp_path: Path, tansu: str, rabbitmq_url: str, fresh_rabbit,
@@ -310,8 +319,11 @@ def test_latency_incident_reaches_rabbitmq_two_processes(tmp_path: Path, tansu: 
                                                          fresh_rabbit, telemetry: Dict[str, Any]) -> None:
     # Two processes of one Bytewax cluster, one worker each: the partitions are
     # read in both, every key's windows live in one of them, and each alert
-    # leaves once.
-    run_incident_flow(tmp_path, tansu, rabbitmq_url, fresh_rabbit(), telemetry, workers=1, processes=2)
+    # leaves once. They say what one process says about the same topic.
+    two = run_incident_flow(tmp_path / "p2", tansu, rabbitmq_url, fresh_rabbit(), telemetry, workers=1,
+                            processes=2)
+    one = run_incident_flow(tmp_path / "p1", tansu, rabbitmq_url, fresh_rabbit(), telemetry, workers=1)
+    assert what_alerts_say(two) == what_alerts_say(one)
 
 
 # -- OTLP protobuf topic -------------------------------------------------------
