@@ -42,12 +42,9 @@ import orjson  # noqa: E402
 import families  # noqa: E402
 import world  # noqa: E402
 from detectors.actor_tokens import ServiceActors, add_request  # noqa: E402
+from sentinel.core.times import to_epoch  # noqa: E402
 
 GRACE_S = 300.0
-
-
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _hhmm(t: float) -> str:
@@ -88,7 +85,7 @@ def replay(job: Tuple[str, Dict[str, Any]]) -> Dict[str, Any]:
             actor = ("user:" + user) if user else ("tenant:" + tenant) if tenant else None
             if actor is None:
                 continue
-            t = _epoch(ev["timestamp"])
+            t = to_epoch(ev["timestamp"])
             start = t - t % 60.0
             service = ev["service"]
             cur = current.get(service)
@@ -108,14 +105,14 @@ def replay(job: Tuple[str, Dict[str, Any]]) -> Dict[str, Any]:
     caught, true_pages, false_pages = set(), 0, []
     for service, actor, t, ratio, requests, own, heavy in pages:
         hit = [lab for lab in labels if lab["service"] == service and lab.get("subject") == actor
-               and _epoch(lab["start"]) <= t <= _epoch(lab["end"]) + GRACE_S]
+               and to_epoch(lab["start"]) <= t <= to_epoch(lab["end"]) + GRACE_S]
         if hit:
             true_pages += 1
             caught.add(hit[0]["id"])
             continue
         who = actor.split(":", 1)[1]
         kinds = [tr["kind"] for tr in traps if tr["service"] == service and who in (tr.get("detail") or "")
-                 and _epoch(tr["start"]) - 600 <= t <= _epoch(tr["end"]) + 600]
+                 and to_epoch(tr["start"]) - 600 <= t <= to_epoch(tr["end"]) + 600]
         false_pages.append((name, service, actor, _hhmm(t), round(ratio, 2), requests, round(own), round(heavy),
                             kinds))
     return {"world": name, "labels": len(labels), "caught": len(caught), "true_pages": true_pages,
