@@ -272,7 +272,8 @@ class TrafficDetector(MetricDetector):
     """The request count: compared with its level plus the offset usual for this time of day
     (SeasonalProfile), or, once the key's hour shows a schedule, with its minute-of-hour profile
     (HourProfile, made the first time a window would alert or the counts' scale passes
-    ``hourly_scale``); a rise must also pass the key's own bursts (:meth:`beyond_bursts`). The sum
+    ``hourly_scale``); a rise must also pass the key's own bursts (:meth:`beyond_bursts`), and so
+    must a fall, except against a schedule (:meth:`below_bursts`). The sum
     of the last ``span_windows`` windows is judged too (:meth:`_span_score`)."""
 
     # States from before the span was judged start it afresh (see _span_score).
@@ -283,6 +284,7 @@ class TrafficDetector(MetricDetector):
     _own: Optional[float] = None
     _sums: Optional[List[int]] = None
     _span_bursts: Optional[List[float]] = None
+    _fall: Tuple[float, float] = (0.0, 0.0)
 
     def __init__(self, metrics: Tuple[str, ...] = ("request_count",), warmup_windows: int = 30,
                  min_requests: int = 8, threshold: float = 0.9, seasonality: bool = True,
@@ -292,7 +294,8 @@ class TrafficDetector(MetricDetector):
         self.span_windows = span_windows
         self._season = SeasonalProfile() if seasonality and "request_count" in self.metrics else None
         self._hourly: Optional[HourProfile] = None
-        # [count level, window-to-window variance, last count, requests per user] (beyond_bursts).
+        # [count level, window-to-window variance, last count (NaN after a window that alerted as a
+        # fall), requests per user] (beyond_bursts).
         self._bursts: Optional[List[float]] = None
         # The counts of the last span_windows - 1 windows, and the baseline of span sums (_span_score).
         self._recent = []
@@ -303,6 +306,8 @@ class TrafficDetector(MetricDetector):
         self._sums: Optional[List[int]] = []
         self._span_bursts: Optional[List[float]] = None
         self._own: Optional[float] = None  # the count of the window being judged
+        # The requests and their expectation over the run of windows that fell so far (score).
+        self._fall: Tuple[float, float] = (0.0, 0.0)
 
     def clone(self) -> "TrafficDetector":
         return TrafficDetector(self.metrics, self.warmup_windows, self.min_requests, self.threshold,
@@ -338,6 +343,15 @@ class TrafficDetector(MetricDetector):
             exp = hourly_exp
         if z > 0 and score >= self.threshold and not self.beyond_bursts(value, exp):
             score = 0.0  # more requests than usual, but no more than the key's own bursts give
+        if z < 0 and score >= self.threshold and noise is None:
+            # Fewer, but a key of tasks has minutes without any: the run of such windows must be
+            # beyond doubt in bursts (a schedule expects its batches, and is left out).
+            count, expected = self._fall
+            self._fall = count, expected = count + value, expected + exp
+            if not self.below_bursts(count, expected, mean=False):
+                score = 0.0
+        else:
+            self._fall = (0.0, 0.0)
         self._own = value
         span = self._span_score(int(value), cold, score < self.threshold and m not in pattern and noise is None,
                                 mid, pattern)
@@ -437,21 +451,31 @@ class TrafficDetector(MetricDetector):
             self._season.learn(mid, math.log(value + base.offset) - base._loc)
         super().learn(m, mid, value, adj, score, kind, pooled)
 
-    def learn_bursts(self, count: int, per_user: Optional[float] = None) -> None:
+    def learn_bursts(self, count: int, per_user: Optional[float] = None, anomalous: bool = False) -> None:
         """Learn the key's count level, its window-to-window variance (half the mean squared
         difference of consecutive counts: slow swings such as the day's do not count, bursts do)
         and its requests per user in a window (an agent's task is a dozen calls a window for
-        several windows: its calls come together, in no window-to-window difference)."""
+        several windows: its calls come together, in no window-to-window difference).
+
+        An ``anomalous`` window (its count alerts as a fall) teaches none of them, nor does the
+        step from it to the next window: an outage's first minute would otherwise make its second
+        look like the lull between two of the key's bursts. A rise that alerts is learned: that
+        is how an agent key learns the size of its tasks."""
         b = self._bursts
         if b is None:
-            self._bursts = [float(count), 0.0, float(count), per_user or 1.0]
+            if not anomalous:
+                self._bursts = [float(count), 0.0, float(count), per_user or 1.0]
             return
         if len(b) < 4:
             b.append(1.0)  # states from before requests were counted per user
+        if anomalous:
+            b[2] = math.nan  # no step from this window to the next
+            return
         a = BURST_ALPHA
-        d = count - b[2]
+        if not math.isnan(b[2]):
+            d = count - b[2]
+            b[1] += a * (0.5 * d * d - b[1])
         b[0] += a * (count - b[0])
-        b[1] += a * (0.5 * d * d - b[1])
         b[2] = float(count)
         if per_user is not None:
             b[3] += a * (per_user - b[3])
@@ -477,14 +501,19 @@ class TrafficDetector(MetricDetector):
         # ``windows`` windows.
         return poisson_sf(int(count / phi), max(expected, windows * b[0], 1e-3) / phi) < BURST_P
 
-    def below_bursts(self, count: float, expected: float, windows: int = 1, phi: Optional[float] = None) -> bool:
+    def below_bursts(self, count: float, expected: float, windows: int = 1, phi: Optional[float] = None,
+                     mean: bool = True) -> bool:
         """Whether ``count`` is beyond doubt below ``expected``, counted in the key's bursts as in
-        :meth:`beyond_bursts` (a key of a few tasks a quarter hour that sees none is not down)."""
+        :meth:`beyond_bursts` (a key of a few tasks a quarter hour that sees none is not down).
+        With ``mean``, against the smaller of ``expected`` and the plain mean count (a span's sum);
+        without, against ``expected`` alone (a window, whose expectation knows the day's peaks)."""
         b = self._bursts
         if b is None:
             return False
         phi = phi or self._phi()
-        return 1.0 - poisson_sf(int(count / phi) + 1, max(min(expected, windows * b[0]), 1e-3) / phi) < BURST_P
+        if mean:
+            expected = min(expected, windows * b[0])
+        return 1.0 - poisson_sf(int(count / phi) + 1, max(expected, 1e-3) / phi) < BURST_P
 
     def _phi(self) -> float:
         """How many requests a burst of the key holds (see :meth:`beyond_bursts`)."""

@@ -377,7 +377,9 @@ class KeyDetectors:
             # Drift windows with no value (a quiet window) count as quiet for the drift episode.
             if not any(m in values for m in drifts.metrics):
                 self._drift_quiet_step(f, out, warm)
-        self._traffic.learn_bursts(f.count, _requests_per_user(f))
+        score, _, obs = best.get("traffic", (-1.0, "", None))
+        fell = score >= self.threshold and obs[3] < 0.0  # obs: (value, expected, score, z, severity)
+        self._traffic.learn_bursts(f.count, _requests_per_user(f), anomalous=fell)
         if "error_rate" in self.types:
             self._error_rate(f, out, warm)
         if out:
