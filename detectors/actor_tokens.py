@@ -22,9 +22,12 @@ is abusive when all of these hold:
 * among the service's heavy users: at least the ``heavy_quantile`` of *this*
   service's busy actor-horizons, so a light user's first busy session on a
   chat service is no abuse, and a document pipeline's users are judged on a
-  document pipeline's scale. An actor first seen less than ``known_after``
-  windows ago (or forgotten) has no habit to rise above and must send
-  ``heavy_ratio`` times that level.
+  document pipeline's scale. An actor busy in fewer than ``known_after``
+  windows so far (or forgotten) must also send ``heavy_ratio`` times that
+  level; if it has any habit at all, it must rise above that habit too (a
+  new agent user's first tasks are a habit of one session, and its second,
+  larger task is no abuse: the count test is what makes few counts no
+  pattern).
 
 ``persistence`` abusive windows in a row open an episode; ``quiet_windows``
 busy windows of that actor that are not abusive (or a horizon without it)
@@ -298,13 +301,19 @@ class ServiceActors:
                 habits.learn(actor, now, total, requests, known_after)
                 continue
             habit = habits.habit(actor, now)
-            abusive = False
+            abusive = held = False
             lift = 1.0
             if (judged and requests >= self.min_requests and total >= self.min_tokens and total >= heavy
                     and self._top(actor) <= self.max_share * total):
-                if habit is None or habit[2] < self.known_after:
-                    abusive = total >= self.heavy_ratio * heavy
-                else:
+                # An actor with little or no habit yet must pass the stranger's bar; one with any
+                # habit must also rise above it (a young habit is one session: its counts are few,
+                # and the count test below is what makes few counts no pattern). A young actor's
+                # window beyond the bar teaches no habit (held): an abuse's first minutes would
+                # otherwise become the habit it is judged against.
+                young = habit is None or habit[2] < self.known_after
+                held = young and total >= self.heavy_ratio * heavy
+                abusive = held or not young
+                if abusive and habit is not None:
                     # Everyone is busier when the service is: the habit scales with the service's traffic.
                     if usual:
                         lift = max(1.0, (svc_requests - requests) / (usual * span))
@@ -332,7 +341,8 @@ class ServiceActors:
             else:
                 # Learned only when not abusive, and winsorised at twice the habit: the climb of
                 # an abuse that is not yet beyond doubt does not become the habit.
-                habits.learn(actor, now, total, requests, known_after)
+                if not held:
+                    habits.learn(actor, now, total, requests, known_after)
                 if s is not None:
                     s.run = 0
                     if s.active:

@@ -657,7 +657,8 @@ class TokenAbuseConfig(_Model):
     )
     heavy_ratio: float = Field(
         default=5.0, ge=1,
-        description="An actor first seen less than half an hour ago needs heavy_ratio times that quantile",
+        description=("An actor busy in fewer than 5 windows so far needs heavy_ratio times that quantile "
+                     "(and to rise above its habit, if it has one)"),
     )
     history_windows: int = Field(
         default=60, ge=1,

@@ -304,3 +304,52 @@ def test_population_update_many_is_update_of_each():
         many.update_many(xs[i:i + 37])
     assert one.__getstate__() == many.__getstate__()
     assert one.quantile(0.9) == many.quantile(0.9)
+
+
+def test_a_new_agent_user_s_second_task_is_judged_against_its_first():
+    # A user new to the service runs a short task (12 calls in two minutes), then a long one: 72
+    # calls in six minutes, its context growing to 110k tokens. That passes the stranger's bar
+    # (heavy_ratio times the heavy quartile), but the user has a habit, if a young one, and the
+    # long task is eight bursts against its first task's one or two: no pattern.
+    def newcomer(w, actors):
+        if 480 <= w < 482:
+            for k in range(6):
+                add_request(actors, "user:newcomer", 4500 + 3000 * (6 * (w - 480) + k), "m")
+        if 500 <= w < 506:
+            for k in range(12):
+                add_request(actors, "user:newcomer", 4500 + 1500 * (12 * (w - 500) + k), "m")
+    for seed in (13, 14, 15):
+        s, out = _agent_service(random.Random(seed), 530, newcomer)
+        assert sum(4500 + 1500 * i for i in range(72)) >= s.heavy_ratio * s.heavy_level()
+        assert out == [], seed
+
+
+def test_a_new_key_far_beyond_the_busiest_users_is_abuse():
+    def flood(w, actors):
+        if w >= 500:  # a key never seen before, at full speed with the largest context
+            for _ in range(60):
+                add_request(actors, "user:stolen", 120000, "m")
+    s, out = _agent_service(random.Random(14), 530, flood)
+    assert [(f.status, f.actor) for f in out] == [("firing", "user:stolen")]
+
+
+def test_a_rarely_seen_account_at_fifty_times_its_one_earlier_task_is_abuse():
+    # One earlier task (3 requests) is a young habit; twenty minutes at fifty times it pages
+    # within a few windows: the spell's windows beyond the stranger's bar teach it no habit.
+    s = ServiceActors(min_population=100, history_windows=30, min_tokens=1000)
+    rng = random.Random(6)
+    out = []
+    for w in range(190):
+        actors = {}
+        for i in range(50):
+            if rng.random() < 0.5:
+                add_request(actors, f"user:{i}", int(rng.lognormvariate(0, 0.5) * 1000), "m")
+        if w == 100:
+            for _ in range(3):
+                add_request(actors, "user:rare", 5000, "m")
+        if 150 <= w < 170:
+            for _ in range(10):
+                add_request(actors, "user:rare", 7500, "m")
+        out += s.close_window(60.0 * w, actors)
+    assert [(f.status, f.actor) for f in out] == [("firing", "user:rare"), ("resolved", "user:rare")]
+    assert out[0].window_end <= 60.0 * 157  # within six windows of its start
