@@ -367,6 +367,21 @@ class PooledLogMean(RobustBaseline):
             if w[3] != 3 and flag > w[3]:
                 w[3] = flag
 
+    def spend(self) -> None:
+        """The episode the anomalous windows of the pool belonged to is over: they are learned
+        now (slowly, as anomalous) and leave the pool, so the pools after it judge what came
+        since. (On a sparse key a pool reaches back over the empty windows to the incident,
+        and it would page again on the incident's requests after the incident had resolved.)"""
+        if not any(w[3] == 1 for w in self._ring):
+            return
+        keep = []
+        for w in self._ring:
+            if w[3] == 1:
+                self._learn_window(w[0], w[1], w[2], 1)
+            else:
+                keep.append(w)
+        self._ring = keep
+
     def _learn_window(self, n: int, s: float, ss: float, flag: int) -> None:
         if flag == 2:
             return

@@ -513,6 +513,11 @@ class KeyDetectors:
             fd = self._finding(typ, self._metric_of.get(typ, metric), f, obs if obs is not None else last, ep, t)
             if t == "resolved":
                 fd.severity, fd.event_time = severity, first
+                # The incident's windows have spoken: the pools after it judge what came since.
+                for m in self._metrics:
+                    spend = getattr(self._pooled._base.get(m), "spend", None) if METRICS[m][0] == typ else None
+                    if spend is not None:
+                        spend()
             out.append(fd)
         return t
 
