@@ -55,3 +55,27 @@ def test_a_day_of_a_quiet_canary_raises_nothing():
     for seed in (11, 12):
         fs = firing(canary_windows(seed, 24 * 60, 2.0))
         assert fs == [], [(f.type, f.metric, f.observed, f.expected) for f in fs]
+
+
+def test_a_sparse_key_does_not_page_again_on_an_incident_that_has_resolved():
+    """ttft x3 for nine minutes, then seven minutes without requests (the incident resolves),
+    then the key as usual: its first pools would reach back over the empty minutes to the
+    incident's requests, but those have spoken and left the pool."""
+    def windows(seed):
+        rng = random.Random(seed)
+        for i in range(300):
+            ts0 = T0 + 60 * i
+            agg = WindowAgg(ts0)
+            rate = 0.0 if 209 <= i < 216 else 4.0
+            for _ in range(poisson(rng, rate)):
+                ttft = rng.lognormvariate(math.log(400), 0.5) * (3.0 if 200 <= i < 209 else 1.0)
+                agg.add(LLMEvent(ts0 + rng.random() * 60, "svc", "canary",
+                                 latency_ms=ttft + rng.lognormvariate(math.log(1600), 0.6), ttft_ms=ttft,
+                                 input_tokens=int(rng.lognormvariate(7, 0.5)),
+                                 output_tokens=int(rng.lognormvariate(5, 0.8)), cost_usd=0.001))
+            yield agg.features(60.0)
+
+    for seed in range(5):
+        fs = [f for f in firing(windows(seed)) if f.type in ("ttft", "latency")]
+        assert len(fs) == 1 and 200 * 60 <= fs[0].window_end - T0 <= 210 * 60, \
+            (seed, [(f.type, (f.window_end - T0) / 60, round(f.observed)) for f in fs])
