@@ -89,6 +89,15 @@ def test_one_huge_request_or_two_requests_are_not_abuse():
     assert _token_abuse(alerts) == []
 
 
+def _regular_users(rng):
+    """A window of a small service: each of 50 users sends a request of about 1,000 tokens half the time."""
+    actors = {}
+    for i in range(50):
+        if rng.random() < 0.5:
+            add_request(actors, f"user:{i}", int(rng.lognormvariate(0, 0.5) * 1000), "m")
+    return actors
+
+
 def test_the_biggest_regular_user_is_judged_against_itself():
     # On the detector: a whale far above the service's heavy level is normal at
     # its own pace and in a session at 3.5 times it, and abusive at 10 times it.
@@ -96,10 +105,7 @@ def test_the_biggest_regular_user_is_judged_against_itself():
     rng = random.Random(5)
     out = []
     for w in range(200):
-        actors = {}
-        for i in range(50):
-            if rng.random() < 0.5:
-                add_request(actors, f"user:{i}", int(rng.lognormvariate(0, 0.5) * 1000), "m")
+        actors = _regular_users(rng)
         for _ in range(10):  # the whale: ~20x a regular user's horizon, every window
             add_request(actors, "user:whale", int(rng.lognormvariate(0, 0.3) * 1000), "m")
         if 120 <= w < 140:  # a session at 3.5x its pace: ordinary
@@ -340,10 +346,7 @@ def test_a_rarely_seen_account_at_fifty_times_its_one_earlier_task_is_abuse():
     rng = random.Random(6)
     out = []
     for w in range(190):
-        actors = {}
-        for i in range(50):
-            if rng.random() < 0.5:
-                add_request(actors, f"user:{i}", int(rng.lognormvariate(0, 0.5) * 1000), "m")
+        actors = _regular_users(rng)
         if w == 100:
             for _ in range(3):
                 add_request(actors, "user:rare", 5000, "m")
