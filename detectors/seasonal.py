@@ -210,6 +210,8 @@ class HourProfile:
     """
 
     SLOTS = 60
+    # (slot, its deviation before) of the window learned last (judge); states from before it lack it.
+    _last: Optional[Tuple[int, float]] = None
 
     def __init__(self, alpha: float = 0.3, err_alpha: float = 0.02, ratio: float = 0.5) -> None:
         self.alpha = alpha
@@ -237,12 +239,23 @@ class HourProfile:
         """``(z, expected, noise)`` of ``y`` against the minute of ``ts`` or a minute either side,
         whichever it is nearest to in noise levels: a batch that starts or ends a minute off is
         not an incident, a batch that does not come is."""
+        return self._judge(ts, y)[:3]
+
+    def _judge(self, ts: float, y: float) -> Tuple[float, float, float, float]:
+        """:meth:`judge`, and the offset of the minute that judged (0, -60 or 60 s)."""
         best = None
+        last = self._last
         for d in (0, -60.0, 60.0):
             loc, noise = self.expect(ts + d)
+            if d < 0.0 and last is not None and last[0] == self._slot(ts + d):
+                # The minute before looked like the one before it (a late start) and was learned a
+                # window ago, from this hour: it judges with the spread it had before. Otherwise a
+                # missing batch's first minute, explained as a late start and learned as spread,
+                # would explain its second as well, and so on to its end.
+                noise = max(0.1, 1.2533 * last[1], 1.0 / math.sqrt(math.exp(loc)))
             z = (y - loc) / noise
             if best is None or abs(z) < abs(best[0]):
-                best = (z, loc, noise)
+                best = (z, loc, noise, d)
         return best
 
     def learn(self, ts: float, y: float, plain: float, level: bool = True) -> None:
@@ -265,10 +278,13 @@ class HourProfile:
             # The deviation learns every window, at a third of the level's rate: a minute that a
             # batch covers on some hours and not on others (batches of varying length) keeps a
             # wide spread, and once a batch ran short, a short batch is within it.
+            # A window judged by the minute before it (see _judge) keeps the spread it had.
+            self._last = (s, self._dev[s]) if self._judge(ts, y)[3] < 0.0 else None
             self._dev[s] += (b if seen == 1 else b / 3.0) * (abs(r) - self._dev[s])
             self._loc[s] += b * w * r
         else:
             self._loc[s] = y
+            self._last = None
         if seen < 255:
             self._seen[s] = seen + 1
         # Adopted at half the plain level's error, kept up to 0.7 of it (no flapping at the edge).
