@@ -59,6 +59,10 @@ METRICS: Dict[str, Tuple[str, str, int]] = {
     "output_tokens_mean": ("tokens", "out_tokens", +1),
     "input_tokens_mean": ("tokens", "in_tokens", +1),
     "cost_per_request_usd": ("cost", "cost", +1),
+    # What a million tokens cost, request by request: a price or routing change at the same tokens
+    # moves it as much as the cost per request, but the size of the requests, most of that one's
+    # spread, does not.
+    "cost_per_million_tokens_usd": ("cost", "unit_cost", +1),
     "request_count": ("traffic", "count", 0),
 }
 # Per-request metrics judged on the mean of their logs, pooled over windows (PooledLogMean):
@@ -67,6 +71,7 @@ POOLED: Dict[str, Tuple[str, float]] = {
     "output_tokens_mean": ("out_log", 1.0),
     "input_tokens_mean": ("in_log", 1.0),
     "cost_per_request_usd": ("cost_log", 1e-6),
+    "cost_per_million_tokens_usd": ("unit_log", 1e-4),
     "latency_gmean_ms": ("lat_log", 1.0),
     "ttft_gmean_ms": ("ttft_log", 1.0),
 }

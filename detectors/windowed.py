@@ -58,7 +58,7 @@ class WindowFeatures:
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
         "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log", "clusters",
-        "rest",
+        "unit_cost", "unit_log", "rest",
     )
     _PICKLED = __slots__[:-1]  # ``rest`` is the window's own and is never kept
 
@@ -73,7 +73,8 @@ class WindowFeatures:
                  ttft_gmean: Optional[float] = None, lat_log: Optional[LogStats] = None,
                  ttft_log: Optional[LogStats] = None,
                  clusters: Optional[Dict[str, int]] = None,
-                 rest: Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]] = None) -> None:
+                 rest: Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]] = None,
+                 unit_cost: Optional[float] = None, unit_log: Optional[LogStats] = None) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -104,6 +105,10 @@ class WindowFeatures:
         # (requests, latency p50, latency p95, ttft p95) of the window without its busiest user,
         # when that user sent enough of it to make its tail alone; None: no one user could.
         self.rest = rest
+        # What a million tokens cost, over the requests with cost and tokens (a geometric mean), and
+        # its log statistics.
+        self.unit_cost = unit_cost
+        self.unit_log = unit_log
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -117,7 +122,8 @@ class WindowFeatures:
         self.in_log = self.out_log = self.cost_log = None  # and before log statistics
         self.lat_gmean = self.ttft_gmean = self.lat_log = self.ttft_log = None
         self.clusters = None  # and before requests were grouped by user
-        if len(state) == len(self._PICKLED) + 1:
+        self.unit_cost = self.unit_log = None  # and before the cost of a million tokens
+        if len(state) == len(self._PICKLED) - 1:
             state = state[:-2] + state[-1:]  # with the by-user ANOVA a version kept before the clusters
         for k, v in zip(self._PICKLED, state):
             setattr(self, k, v)
@@ -180,6 +186,8 @@ def _ratio(value: float, expected: float) -> float:
 # tokens at their prices; its time after the first token is decoding, the output tokens'.
 EFFECTS: Dict[str, Tuple[str, ...]] = {
     "cost_per_request_usd": ("output_tokens_mean", "input_tokens_mean"),
+    # Output tokens cost more than input tokens: more of them raise what a million tokens cost.
+    "cost_per_million_tokens_usd": ("output_tokens_mean",),
     "latency_gmean_ms": ("output_tokens_mean",),
     "latency_p50_ms": ("output_tokens_mean",),
     "latency_p95_ms": ("output_tokens_mean",),

@@ -16,6 +16,7 @@ METRIC_UNITS = {
     "output_tokens_mean": "mean output tokens per request",
     "input_tokens_mean": "mean input tokens per request",
     "cost_per_request_usd": "mean cost per request",
+    "cost_per_million_tokens_usd": "cost per million tokens",
     "request_count": "requests per window",
     "error_rate": "error rate",
     "tokens_per_window": "tokens per window",
@@ -44,7 +45,7 @@ def alert_id(fp: str, episode_start: float, status: str = "firing", severity: st
 def _fmt(metric: str, v: float) -> str:
     if metric == "error_rate":
         return f"{v * 100:.1f}%"
-    if metric == "cost_per_request_usd":
+    if metric in ("cost_per_request_usd", "cost_per_million_tokens_usd"):
         return f"${v:.4g}"
     if metric.endswith("_ms"):
         return f"{v:,.0f} ms"

@@ -79,7 +79,7 @@ class WindowAgg:
     """Running aggregate of one window of one key."""
 
     __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "cost", "tok_total", "cost_total",
-                 "err_types", "users")
+                 "err_types", "users", "unit")
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -94,6 +94,7 @@ class WindowAgg:
         self.cost_total = 0.0
         self.err_types: Optional[Dict[Optional[str], int]] = None  # made at the window's first error
         self.users: List[Optional[str]] = []  # the user of each successful request, in order
+        self.unit: List[float] = []  # what a million tokens cost, per request with cost and tokens
 
     def add(self, ev: LLMEvent) -> None:
         self.count += 1
@@ -120,6 +121,10 @@ class WindowAgg:
         if ev.cost_usd is not None:
             self.cost.append(ev.cost_usd)
             self.cost_total += ev.cost_usd
+            if ev.input_tokens is not None and ev.output_tokens is not None:
+                tokens = ev.input_tokens + ev.output_tokens
+                if tokens > 0:
+                    self.unit.append(ev.cost_usd * 1e6 / tokens)
 
     def fold(self, reqs: Requests, sel: Any = None) -> None:
         """:meth:`add` of the requests of ``reqs`` at ``sel`` (a slice or a list of positions; all when
@@ -150,6 +155,8 @@ class WindowAgg:
             out_tok = list(compress(out_tok, ok))
             cost = list(compress(cost, ok))
         self.users.extend(users)
+        self.unit.extend([c * 1e6 / (i + o) for c, i, o in zip(cost, in_tok, out_tok)
+                          if c is not None and i is not None and o is not None and i + o > 0])
         self.lat.extend([x for x in lat if x is not None])
         self.ttft.extend([x for x in ttft if x is not None])
         in_tok = [x for x in in_tok if x is not None]
@@ -183,7 +190,7 @@ class WindowAgg:
         for attr, m, xs in (
                 ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
                 ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
-                ("ttft_log", "ttft_gmean_ms", self.ttft)):
+                ("ttft_log", "ttft_gmean_ms", self.ttft), ("unit_log", "cost_per_million_tokens_usd", self.unit)):
             logs[attr] = log_stats(xs, POOLED[m][1])
         return WindowFeatures(
             self.start,
@@ -203,6 +210,7 @@ class WindowAgg:
             ttft_gmean=_geometric_mean(logs["ttft_log"], POOLED["ttft_gmean_ms"][1]),
             clusters=many,
             rest=rest,
+            unit_cost=_geometric_mean(logs["unit_log"], POOLED["cost_per_million_tokens_usd"][1]),
             **logs,
         )
 

@@ -60,9 +60,11 @@ def x2(i):
 
 
 def caught(fs, typ, metric):
-    """The incident was paged under its own type and metric, from inside it (or the two windows
-    after, where the pool still holds it), and nothing else was paged."""
-    hit = [f for f in fs if f.type == typ and f.metric == metric
+    """The incident was paged under its own type and metric (one of them, given a tuple), from
+    inside it (or the two windows after, where the pool still holds it), and nothing else was
+    paged."""
+    metrics = metric if isinstance(metric, tuple) else (metric,)
+    hit = [f for f in fs if f.type == typ and f.metric in metrics
            and INCIDENT[0] * 60 <= f.event_time - T0 and f.window_end - T0 <= (INCIDENT[-1] + 3) * 60]
     others = [f for f in fs if f not in hit and f.type not in ("latency", "drift")]  # latency follows the answers
     return bool(hit), others
@@ -90,13 +92,16 @@ def test_output_tokens_x2_is_caught_at_5_requests_a_minute():
     assert found >= 8, found
 
 
+COST_METRICS = ("cost_per_request_usd", "cost_per_million_tokens_usd")
+
+
 def test_cost_per_request_x2_is_caught_on_its_own():
     # Twice the price, the same tokens: a cost alert, not a tokens one.
     for rate, need in ((5, 8), (20, 10), (100, 10)):
         found = 0
         for seed in range(10):
             fs = fired(rag_windows(seed, 150, rate, price_factor=x2))
-            hit, others = caught(fs, "cost", "cost_per_request_usd")
+            hit, others = caught(fs, "cost", COST_METRICS)
             assert others == [] and not [f for f in fs if f.type == "tokens"], (rate, seed, fs)
             found += hit
         assert found >= need, (rate, found)
@@ -170,3 +175,28 @@ def test_a_token_rise_whose_latency_stands_out_first_is_paged_as_tokens():
     # the page names the tokens. Without that (cause_z 0), 2 of these 10 page as latency first.
     assert first_pages(3.0) == ["tokens"] * 10
     assert first_pages(0.0).count("latency") >= 1
+
+
+def test_a_price_change_is_caught_where_request_sizes_vary_most():
+    # Prompts of a few hundred to tens of thousands of tokens (sigma 1.6, as an editor's
+    # completions with and without the open files), 3 requests a minute: the cost per request
+    # spreads by a factor of five, and twice the price for 15 minutes is lost in it. What a
+    # million tokens cost does not depend on the size of the requests.
+    found = 0
+    for seed in range(10):
+        rng = random.Random(seed)
+        ws = []
+        for i in range(150):
+            agg = WindowAgg(T0 + 60 * i)
+            for _ in range(poisson(rng, 3.0)):
+                inp = max(1, int(rng.lognormvariate(math.log(2000), 1.6)))
+                out = max(1, int(rng.lognormvariate(math.log(30), 0.8)))
+                agg.add(LLMEvent(T0 + 60 * i + rng.random() * 60, "ide", "m", latency_ms=300.0 + 20 * out,
+                                 ttft_ms=300.0, input_tokens=inp, output_tokens=out,
+                                 cost_usd=(inp * 2.5e-6 + out * 1e-5) * x2(i)))
+            ws.append(agg.features(60.0))
+        fs = fired(ws)
+        hit, others = caught(fs, "cost", "cost_per_million_tokens_usd")
+        assert others == [], (seed, others)
+        found += hit
+    assert found >= 8, found
