@@ -63,6 +63,10 @@ METRICS: Dict[str, Tuple[str, str, int]] = {
     # moves it as much as the cost per request, but the size of the requests, most of that one's
     # spread, does not.
     "cost_per_million_tokens_usd": ("cost", "unit_cost", +1),
+    # Time per output token, request by request: its time after the first token over its output
+    # tokens (its whole latency where no ttft is reported). A slower model moves it as much as the
+    # latency, but the length of the answers, most of the latency's spread, does not.
+    "latency_per_output_token_ms": ("latency", "tpot", +1),
     "request_count": ("traffic", "count", 0),
 }
 # Per-request metrics judged on the mean of their logs, pooled over windows (PooledLogMean):
@@ -72,6 +76,7 @@ POOLED: Dict[str, Tuple[str, float]] = {
     "input_tokens_mean": ("in_log", 1.0),
     "cost_per_request_usd": ("cost_log", 1e-6),
     "cost_per_million_tokens_usd": ("unit_log", 1e-4),
+    "latency_per_output_token_ms": ("tpot_log", 1e-3),
     "latency_gmean_ms": ("lat_log", 1.0),
     "ttft_gmean_ms": ("ttft_log", 1.0),
 }

@@ -58,7 +58,7 @@ class WindowFeatures:
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
         "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log", "clusters",
-        "unit_cost", "unit_log", "rest",
+        "unit_cost", "unit_log", "tpot", "tpot_log", "rest",
     )
     _PICKLED = __slots__[:-1]  # ``rest`` is the window's own and is never kept
 
@@ -74,7 +74,8 @@ class WindowFeatures:
                  ttft_log: Optional[LogStats] = None,
                  clusters: Optional[Dict[str, int]] = None,
                  rest: Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]] = None,
-                 unit_cost: Optional[float] = None, unit_log: Optional[LogStats] = None) -> None:
+                 unit_cost: Optional[float] = None, unit_log: Optional[LogStats] = None,
+                 tpot: Optional[float] = None, tpot_log: Optional[LogStats] = None) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -109,6 +110,10 @@ class WindowFeatures:
         # its log statistics.
         self.unit_cost = unit_cost
         self.unit_log = unit_log
+        # Time per output token (a geometric mean over the requests with latency and output tokens),
+        # and its log statistics.
+        self.tpot = tpot
+        self.tpot_log = tpot_log
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -123,7 +128,8 @@ class WindowFeatures:
         self.lat_gmean = self.ttft_gmean = self.lat_log = self.ttft_log = None
         self.clusters = None  # and before requests were grouped by user
         self.unit_cost = self.unit_log = None  # and before the cost of a million tokens
-        if len(state) == len(self._PICKLED) - 1:
+        self.tpot = self.tpot_log = None  # and before the time per output token
+        if len(state) == len(self._PICKLED) - 3:
             state = state[:-2] + state[-1:]  # with the by-user ANOVA a version kept before the clusters
         for k, v in zip(self._PICKLED, state):
             setattr(self, k, v)
@@ -189,6 +195,8 @@ EFFECTS: Dict[str, Tuple[str, ...]] = {
     # Output tokens cost more than input tokens: more of them raise what a million tokens cost.
     "cost_per_million_tokens_usd": ("output_tokens_mean",),
     "latency_gmean_ms": ("output_tokens_mean",),
+    # Without a ttft, the time per output token holds the prompt's too.
+    "latency_per_output_token_ms": ("input_tokens_mean",),
     "latency_p50_ms": ("output_tokens_mean",),
     "latency_p95_ms": ("output_tokens_mean",),
 }

@@ -17,6 +17,7 @@ METRIC_UNITS = {
     "input_tokens_mean": "mean input tokens per request",
     "cost_per_request_usd": "mean cost per request",
     "cost_per_million_tokens_usd": "cost per million tokens",
+    "latency_per_output_token_ms": "time per output token",
     "request_count": "requests per window",
     "error_rate": "error rate",
     "tokens_per_window": "tokens per window",
@@ -47,6 +48,8 @@ def _fmt(metric: str, v: float) -> str:
         return f"{v * 100:.1f}%"
     if metric in ("cost_per_request_usd", "cost_per_million_tokens_usd"):
         return f"${v:.4g}"
+    if metric == "latency_per_output_token_ms":
+        return f"{v:.3g} ms"
     if metric.endswith("_ms"):
         return f"{v:,.0f} ms"
     return f"{v:,.4g}"

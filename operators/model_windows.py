@@ -75,11 +75,19 @@ def _count_error_type(types: Dict[Optional[str], int], name: Optional[str]) -> N
         types[OTHER] = types.get(OTHER, 0) + 1
 
 
+def _tpot(latency: float, ttft: Optional[float], out: int) -> float:
+    """A request's time per output token: its time after the first token over its output tokens
+    (its whole latency without a ttft, or with one above it)."""
+    if ttft is not None and ttft < latency:
+        latency -= ttft
+    return latency / out
+
+
 class WindowAgg:
     """Running aggregate of one window of one key."""
 
     __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "cost", "tok_total", "cost_total",
-                 "err_types", "users", "unit")
+                 "err_types", "users", "unit", "tpot")
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -95,6 +103,7 @@ class WindowAgg:
         self.err_types: Optional[Dict[Optional[str], int]] = None  # made at the window's first error
         self.users: List[Optional[str]] = []  # the user of each successful request, in order
         self.unit: List[float] = []  # what a million tokens cost, per request with cost and tokens
+        self.tpot: List[float] = []  # time per output token, per request with latency and output tokens
 
     def add(self, ev: LLMEvent) -> None:
         self.count += 1
@@ -118,6 +127,8 @@ class WindowAgg:
         if ev.output_tokens is not None:
             self.out_tok.append(ev.output_tokens)
             self.tok_total += ev.output_tokens
+            if ev.latency_ms is not None and ev.output_tokens > 0:
+                self.tpot.append(_tpot(ev.latency_ms, ev.ttft_ms, ev.output_tokens))
         if ev.cost_usd is not None:
             self.cost.append(ev.cost_usd)
             self.cost_total += ev.cost_usd
@@ -157,6 +168,8 @@ class WindowAgg:
         self.users.extend(users)
         self.unit.extend([c * 1e6 / (i + o) for c, i, o in zip(cost, in_tok, out_tok)
                           if c is not None and i is not None and o is not None and i + o > 0])
+        self.tpot.extend([_tpot(x, f, o) for x, f, o in zip(lat, ttft, out_tok)
+                          if x is not None and o is not None and o > 0])
         self.lat.extend([x for x in lat if x is not None])
         self.ttft.extend([x for x in ttft if x is not None])
         in_tok = [x for x in in_tok if x is not None]
@@ -190,7 +203,8 @@ class WindowAgg:
         for attr, m, xs in (
                 ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
                 ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
-                ("ttft_log", "ttft_gmean_ms", self.ttft), ("unit_log", "cost_per_million_tokens_usd", self.unit)):
+                ("ttft_log", "ttft_gmean_ms", self.ttft), ("unit_log", "cost_per_million_tokens_usd", self.unit),
+                ("tpot_log", "latency_per_output_token_ms", self.tpot)):
             logs[attr] = log_stats(xs, POOLED[m][1])
         return WindowFeatures(
             self.start,
@@ -211,6 +225,7 @@ class WindowAgg:
             clusters=many,
             rest=rest,
             unit_cost=_geometric_mean(logs["unit_log"], POOLED["cost_per_million_tokens_usd"][1]),
+            tpot=_geometric_mean(logs["tpot_log"], POOLED["latency_per_output_token_ms"][1]),
             **logs,
         )
 
@@ -220,6 +235,10 @@ class WindowAgg:
     def __setstate__(self, s) -> None:
         self.err_types = None  # states from before error types were counted
         self.users = []  # and before users were
+        # And before the cost of a million tokens and the time per output token: a window open at
+        # the snapshot judges them on the requests it gets from here on.
+        self.unit = []
+        self.tpot = []
         for k, v in zip(self.__slots__, s):
             setattr(self, k, v)
 

@@ -3,6 +3,8 @@
 import pickle
 import re
 
+import pytest
+
 from detectors.hints import (cost_hints, error_hints, hints_for, latency_hints, moved_up, tokens_hints,
                              ttft_hints)
 from detectors.windowed import KeyDetectors, WindowFeatures
@@ -232,6 +234,13 @@ def test_state_from_before_hints_still_loads():
     agg = WindowAgg.__new__(WindowAgg)
     agg.__setstate__(WindowAgg(T0).__getstate__()[:WindowAgg.__slots__.index("err_types")])
     assert agg.err_types is None and agg.users == [] and agg.features(60.0).error_types is None
+    # A window snapshotted before the cost of a million tokens and the time per output token.
+    agg = WindowAgg.__new__(WindowAgg)
+    agg.__setstate__(WindowAgg(T0).__getstate__()[:WindowAgg.__slots__.index("unit")])
+    agg.add(LLMEvent(T0, "svc", "m", latency_ms=800.0, ttft_ms=200.0, input_tokens=900, output_tokens=100,
+                     cost_usd=0.001))
+    f = agg.features(60.0)
+    assert f.unit_cost == pytest.approx(1.0) and f.tpot == pytest.approx(6.0)
 
 
 def test_window_counts_error_types_only_when_there_are_errors():
