@@ -563,6 +563,15 @@ class KeyDetectors:
         self.__dict__.setdefault("span_windows", TrafficDetector.span_windows)  # states from before the span
         if "_traffic" not in s:
             self._from_flat()
+            return
+        pooled = self._pooled
+        for m in POOLED:
+            if m not in self._metrics and METRICS[m][0] in self.types:
+                # Snapshots from before the cost per million tokens and the time per output token:
+                # the key judges them from its next windows, after their warm-up.
+                self._metrics.append(m)
+                pooled.metrics += (m,)
+                pooled._base[m] = new_base(m, self.warmup_windows)
 
     def _from_flat(self) -> None:
         """A state of the layout before the per-type detectors (every part's learned state in this

@@ -232,3 +232,24 @@ def test_a_slow_model_is_caught_on_a_key_of_two_long_answers_a_minute():
             assert [f for f in fs if f not in hit] == [], (stream, seed, fs)
             found += bool(hit)
         assert found >= 9, (stream, found)
+
+
+def test_a_key_restored_from_before_the_new_metrics_judges_them():
+    # A snapshot taken before the cost per million tokens and the time per output token existed:
+    # the restored key adds them, learns them, and pages a price change on them.
+    import pickle
+
+    det = KeyDetectors()
+    ws = list(rag_windows(4, 150, 20, price_factor=x2))
+    for w in ws[:60]:
+        det.update(w)
+    new = ("cost_per_million_tokens_usd", "latency_per_output_token_ms")
+    det._metrics = [m for m in det._metrics if m not in new]
+    det._pooled.metrics = tuple(m for m in det._pooled.metrics if m not in new)
+    for m in new:
+        del det._pooled._base[m]
+    old = pickle.loads(pickle.dumps(det))
+    assert all(m in old._metrics and m in old._pooled.metrics for m in new)
+    fs = [f for w in ws[60:] for f in old.update(w) if f.status == "firing"]
+    assert old._pooled._base["latency_per_output_token_ms"].n > 0
+    assert [f.type for f in fs] == ["cost"], fs
