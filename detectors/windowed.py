@@ -200,6 +200,14 @@ EFFECTS: Dict[str, Tuple[str, ...]] = {
     "latency_p50_ms": ("output_tokens_mean",),
     "latency_p95_ms": ("output_tokens_mean",),
 }
+# Per-token metrics and the token metrics they are divided by: a per-token metric that is up while
+# one of these fell ``FELL_Z`` standard errors is the tokens falling (shorter answers over a fixed
+# overhead, a price with a per-request part), not a slower model or a dearer token (_fell_tokens).
+PER_TOKEN: Dict[str, Tuple[str, ...]] = {
+    "latency_per_output_token_ms": ("output_tokens_mean",),
+    "cost_per_million_tokens_usd": ("output_tokens_mean", "input_tokens_mean"),
+}
+FELL_Z = 2.0
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
 SUDDEN_TYPES = ("tokens", "cost")
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
@@ -349,6 +357,7 @@ class KeyDetectors:
             values[m] = (value, adj, score, z, exp)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
+        self._fell_tokens(values, best)
         confirmed = False
         if self.cause_z > 0 and best.get("tokens", (1.0,))[0] < self.threshold:
             causes = {c for m, cs in EFFECTS.items() if m in values and values[m][2] >= self.threshold for c in cs}
@@ -402,6 +411,26 @@ class KeyDetectors:
             self._attach_hints(out, values)
         self._windows += 1
         return out
+
+    def _fell_tokens(self, values, best) -> None:
+        """A per-token metric (PER_TOKEN) that alerts in a window whose tokens per request fell
+        ``FELL_Z`` standard errors does not alert: with fewer tokens to share a request's fixed
+        time or price, each costs more, though nothing got slower or dearer. Its type is then
+        spoken for by its other metrics."""
+        for m, denominators in PER_TOKEN.items():
+            v = values.get(m)
+            if v is None or v[2] < self.threshold:
+                continue
+            if not any(d in values and values[d][3] <= -FELL_Z for d in denominators):
+                continue
+            values[m] = v[:2] + (0.0,) + v[3:]
+            typ = METRICS[m][0]
+            if best[typ][1] == m:
+                top = (0.0, m, None)
+                for mm, (value, _adj, score, z, exp) in values.items():
+                    if METRICS[mm][0] == typ and score > top[0]:
+                        top = (score, mm, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
+                best[typ] = top
 
     def _confirm_cause(self, values, best, causes) -> bool:
         """A window whose cost alerts, and whose input or output tokens per request rose ``cause_z``

@@ -253,3 +253,23 @@ def test_a_key_restored_from_before_the_new_metrics_judges_them():
     fs = [f for w in ws[60:] for f in old.update(w) if f.status == "firing"]
     assert old._pooled._base["latency_per_output_token_ms"].n > 0
     assert [f.type for f in fs] == ["cost"], fs
+
+
+def test_shorter_answers_over_a_fixed_overhead_do_not_page_as_a_slower_model():
+    # Answers four times shorter from minute 120 on (a prompt asking for brevity), each request
+    # with 1.5 s of work that is not decoding: the time per output token rises 1.7x though the
+    # model is as fast as ever. It paged on every seed before; the fall of the output tokens
+    # explains it now. With or without a ttft, at 5 and 30 requests a minute.
+    for rate in (5, 30):
+        for stream in (True, False):
+            def request(rng, ts, i):
+                inp = int(rng.lognormvariate(math.log(3000), 0.5))
+                out = max(1, int(rng.lognormvariate(math.log(400 if i < 120 else 100), 0.6)))
+                ttft = 300 * math.exp(0.3 * rng.gauss(0, 1))
+                lat = 1500 * math.exp(0.2 * rng.gauss(0, 1)) + ttft + out * 20 * math.exp(0.2 * rng.gauss(0, 1))
+                return LLMEvent(ts, "k", "m", latency_ms=lat, ttft_ms=ttft if stream else None, input_tokens=inp,
+                                output_tokens=out, cost_usd=inp * 2.5e-6 + out * 1e-5)
+
+            for seed in range(5):
+                fs = fired(windows_of(seed, rate, request, minutes=240))
+                assert fs == [], (rate, stream, seed, [(f.type, f.metric) for f in fs])
