@@ -202,12 +202,14 @@ EFFECTS: Dict[str, Tuple[str, ...]] = {
 }
 # Per-token metrics and the token metrics they are divided by: a per-token metric that is up while
 # one of these fell ``FELL_Z`` standard errors is the tokens falling (shorter answers over a fixed
-# overhead, a price with a per-request part), not a slower model or a dearer token (_fell_tokens).
+# overhead, a price with a per-request part), not a slower model or a dearer token (KeyDetectors.update).
 PER_TOKEN: Dict[str, Tuple[str, ...]] = {
     "latency_per_output_token_ms": ("output_tokens_mean",),
     "cost_per_million_tokens_usd": ("output_tokens_mean", "input_tokens_mean"),
 }
 FELL_Z = 2.0
+if any(list(METRICS).index(d) > list(METRICS).index(m) for m, ds in PER_TOKEN.items() for d in ds):
+    raise RuntimeError("METRICS must list the token metrics before the per-token metrics (KeyDetectors.update)")
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
 SUDDEN_TYPES = ("tokens", "cost")
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
@@ -354,10 +356,14 @@ class KeyDetectors:
             value, adj, score, z, exp, pool = r
             if pool is not None:
                 pooled[m] = pool
+            if score >= self.threshold and any(values.get(d, (0.0,) * 4)[3] <= -FELL_Z for d in PER_TOKEN.get(m, ())):
+                # Fewer tokens per request sharing its fixed time or price make each token dearer or
+                # slower, though nothing got slower or dearer: a per-token metric does not alert on
+                # a fall of the tokens it divides by (scored before it: METRICS lists them first).
+                score = 0.0
             values[m] = (value, adj, score, z, exp)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
-        self._fell_tokens(values, best)
         confirmed = False
         if self.cause_z > 0 and best.get("tokens", (1.0,))[0] < self.threshold:
             causes = {c for m, cs in EFFECTS.items() if m in values and values[m][2] >= self.threshold for c in cs}
@@ -411,26 +417,6 @@ class KeyDetectors:
             self._attach_hints(out, values)
         self._windows += 1
         return out
-
-    def _fell_tokens(self, values, best) -> None:
-        """A per-token metric (PER_TOKEN) that alerts in a window whose tokens per request fell
-        ``FELL_Z`` standard errors does not alert: with fewer tokens to share a request's fixed
-        time or price, each costs more, though nothing got slower or dearer. Its type is then
-        spoken for by its other metrics."""
-        for m, denominators in PER_TOKEN.items():
-            v = values.get(m)
-            if v is None or v[2] < self.threshold:
-                continue
-            if not any(d in values and values[d][3] <= -FELL_Z for d in denominators):
-                continue
-            values[m] = v[:2] + (0.0,) + v[3:]
-            typ = METRICS[m][0]
-            if best[typ][1] == m:
-                top = (0.0, m, None)
-                for mm, (value, _adj, score, z, exp) in values.items():
-                    if METRICS[mm][0] == typ and score > top[0]:
-                        top = (score, mm, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
-                best[typ] = top
 
     def _confirm_cause(self, values, best, causes) -> bool:
         """A window whose cost alerts, and whose input or output tokens per request rose ``cause_z``
