@@ -33,19 +33,12 @@ class Episode:
         self.last_obs: Optional[Obs] = None
 
     def step(self, start: float, obs: Optional[Obs], persistence: int, quiet_windows: int,
-             may_fire: bool, lead_start: Optional[float] = None) -> Optional[str]:
-        """Feed one window (``obs`` None when normal); return a transition or None.
-
-        ``lead_start``: the start of the window just before, when that window leaned the same way
-        without being anomalous (an incident's partial first window): it counts as the run's first.
-        """
+             may_fire: bool) -> Optional[str]:
+        """Feed one window (``obs`` None when normal); return a transition or None."""
         if obs is not None:
             if self.run == 0:
                 self.first_start = start
                 self.first_obs = obs
-                if lead_start is not None:
-                    self.first_start = lead_start
-                    self.run = 1
             self.run += 1
             self.quiet = 0
             self.peak = max(self.peak, obs[2])

@@ -21,7 +21,7 @@ from detectors.key_metrics import (
 )
 from detectors.multivariate import MultivariateDetector, squash
 from detectors.priors import ParentPriors
-from detectors.robust import PooledLogMean, RobustBaseline, score_to_z
+from detectors.robust import PooledLogMean, RobustBaseline
 
 LogStats = Tuple[int, float, float]
 
@@ -215,18 +215,6 @@ SUDDEN_TYPES = ("tokens", "cost")
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
 
 
-# Windows over which a metric's lag-1 correlation is learned (_learn_lag).
-LAG_MEMORY = 500
-
-
-EFFECT_TYPES = frozenset(METRICS[m][0] for m in EFFECTS)
-
-
-def _score_z(score: float) -> float:
-    """The effective z of a score (:func:`score_to_z`), finite for a score of 1."""
-    return score_to_z(min(score, 1.0 - 1e-12))
-
-
 class KeyDetectors:
     """All window-level detectors of one service/model key.
 
@@ -254,10 +242,6 @@ class KeyDetectors:
         self.warmup_windows = warmup_windows
         self.min_requests = min_requests
         self.threshold = threshold
-        # A window this far off, the same way, just before an anomalous one counts as the run's
-        # first (an incident that began late in a window leans it without moving it the whole way).
-        self.lead_threshold = 0.5
-        self._threshold_z = score_to_z(threshold)
         self.persistence = persistence
         self.quiet_windows = quiet_windows
         self.relearn_after = relearn_after
@@ -294,10 +278,6 @@ class KeyDetectors:
         self._ep: Dict[str, Episode] = {t: Episode() for t in names}
         # Root-cause hints of each open episode, by type: what its resolve repeats.
         self._hints: Dict[str, List[str]] = {}
-        # type -> (end, z, start) of the last window that leaned without being anomalous
-        self._lead: Dict[str, Tuple[float, float, float]] = {}
-        # metric -> [end, z, anomalous] of its last judged window and its lag-1 moments (_learn_lag)
-        self._lag: Dict[str, list] = {}
         self._windows = 0
 
     def _make_parts(self) -> None:
@@ -382,35 +362,18 @@ class KeyDetectors:
                 # a fall of the tokens it divides by (scored before it: METRICS lists them first).
                 score = 0.0
             values[m] = (value, adj, score, z, exp)
-            self._learn_lag(m, f, z, score >= self.threshold)
             if score > best[typ][0]:
                 best[typ] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
         confirmed = False
-        strength: Tuple[float, str] = (0.0, "")  # the effect that confirms the tokens' rise: (score, metric)
         if self.cause_z > 0 and best.get("tokens", (1.0,))[0] < self.threshold:
-            # cause -> its strongest effect (score, metric), of the effects that lean at least
-            causes: Dict[str, Tuple[float, str]] = {}
-            for m, cs in EFFECTS.items():
-                if m in values and values[m][2] >= self.lead_threshold:
-                    for c in cs:
-                        causes[c] = max(causes.get(c, (0.0, "")), (values[m][2], m))
-            if causes:
-                strength = self._confirm_cause(values, best, causes)
-                confirmed = strength[0] > 0.0
-        # Whether an effect of the tokens (cost, latency) takes a lead in this window: the tokens follow.
-        led = bool(self._lead) and any(
-            self._lead_start(typ, m, f, obs) is not None for typ, (score, m, obs) in best.items()
-            if typ in EFFECT_TYPES and obs is not None and score >= self.threshold)
+            causes = {c for m, cs in EFFECTS.items() if m in values and values[m][2] >= self.threshold for c in cs}
+            confirmed = bool(causes) and self._confirm_cause(values, best, causes)
         for typ, (score, m, obs) in best.items():
             # Borrowed noise levels speed up the per-request metrics; a key's traffic level and
             # rhythm are its own (ten windows may all be one scheduled batch): traffic waits for
             # the key's own warm-up.
             ready = warm if typ != "traffic" else self._windows >= self.warmup_windows
-            anomalous = obs if obs is not None and score >= self.threshold else None
-            if typ == "tokens":
-                self._step(typ, m, f, anomalous, out, ready, obs, *strength, follow=led)
-            else:
-                self._step(typ, m, f, anomalous, out, ready, obs)
+            self._step(typ, m, f, obs if obs is not None and score >= self.threshold else None, out, ready)
         if "tokens" in self._ep:
             ep = self._ep["tokens"]
             # Whether the tokens' run so far is of windows confirmed by their effect alone.
@@ -465,28 +428,16 @@ class KeyDetectors:
         cause only joins the incident windows later. Only the tokens episode hears of it: the
         baseline learns the window as its own score says, and windows confirmed so, until the
         episode fires, do not stop a slow drift's count (a ramp in the answers' length lifts the
-        latency of single windows on its way).
-
-        ``causes`` maps each cause to its strongest effect, (score, metric), of the effects that
-        lean at least (``lead_threshold``). An effect that leans without alerting makes the token
-        rise lean as far (a lead for the next window, :meth:`_step`), never alert. Returns the
-        (score, metric) of the effect that confirmed the rise, or (0.0, "")."""
-        strength = (0.0, "")
+        latency of single windows on its way)."""
         for m in ("output_tokens_mean", "input_tokens_mean"):
             v = values.get(m)
             if v is None or m not in causes or v[3] < self.cause_z:
                 continue
             value, _, _, z, exp = v
-            effect, by = causes[m]
-            if effect >= self.threshold:
-                if best["tokens"][0] < self.threshold or z > best["tokens"][2][3]:
-                    score = self.threshold
-                    best["tokens"] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
-                    strength = max(strength, (effect, by))
-            elif best["tokens"][0] < effect:
-                # An effect that leans without alerting: the tokens lean as far (a lead, see _step).
-                best["tokens"] = (effect, m, (value, exp, effect, z, severity_for(_ratio(value, exp), effect)))
-        return strength if best["tokens"][0] >= self.threshold else (0.0, "")
+            if best["tokens"][0] < self.threshold or z > best["tokens"][2][3]:
+                score = self.threshold
+                best["tokens"] = (score, m, (value, exp, score, z, severity_for(_ratio(value, exp), score)))
+        return best["tokens"][0] >= self.threshold
 
     def _attach_hints(self, out: List[Finding], values) -> None:
         """Root-cause hints on the findings of this window (rare: only when something fires)."""
@@ -580,69 +531,13 @@ class KeyDetectors:
             er.quiet(self._step("error_rate", "error_rate", f, None, out, warm), self._ep["error_rate"].active)
             return
         obs, anomalous = judged
-        self._learn_lag("error_rate", f, obs[3], anomalous)
-        t = self._step("error_rate", "error_rate", f, obs if anomalous else None, out, warm, obs)
+        t = self._step("error_rate", "error_rate", f, obs if anomalous else None, out, warm)
         er.learn(f, anomalous, t, self._ep["error_rate"].active)
 
-    def _learn_lag(self, m: str, f: WindowFeatures, z: float, anomalous: bool) -> None:
-        """Learn how much metric ``m``'s z-score of one window carries into the next (an agent
-        task or a user's session spans windows): an exponentially weighted lag-1 correlation of
-        consecutive windows' z-scores (clipped at 6), over pairs of windows neither anomalous.
-        State per metric: [end, z, anomalous] of its last judged window and the moments [c, v, n]."""
-        if z > 6.0:
-            z = 6.0
-        elif z < -6.0:
-            z = -6.0
-        lag = self._lag.get(m)
-        if lag is None:
-            self._lag[m] = [f.end, z, anomalous, 0.0, 0.0, 0]
-            return
-        if lag[0] == f.start and not lag[2] and not anomalous:
-            z0, n = lag[1], lag[5]
-            a = 1.0 / (n + 1) if n < LAG_MEMORY else 1.0 / LAG_MEMORY
-            lag[3] += a * (z0 * z - lag[3])
-            lag[4] += a * (0.5 * (z0 * z0 + z * z) - lag[4])
-            lag[5] = n + 1
-        lag[0], lag[1], lag[2] = f.end, z, anomalous
-
-    def _lag_correlation(self, m: str) -> float:
-        """Metric ``m``'s learned lag-1 correlation in [0, 0.9]; 0.5 until 30 pairs are learned."""
-        lag = self._lag.get(m)
-        if lag is None or lag[5] < 30:
-            return 0.5
-        _, _, _, c, v, _ = lag
-        return max(0.0, min(0.9, c / v)) if v > 0.0 else 0.0
-
-    def _lead_start(self, typ: str, metric: str, f: WindowFeatures, obs, strength: float = 0.0,
-                    effect: str = "", follow: bool = False) -> Optional[float]:
-        """The start of the window that leads anomalous window ``obs`` of ``typ`` (see _step), or None."""
-        lead = self._lead.get(typ)
-        if (obs is not None and lead is not None and lead[0] == f.start and (lead[1] > 0.0) == (obs[3] >= 0.0)
-                and (follow or abs(lead[1]) + _score_z(max(obs[2], strength))
-                     >= 2.0 * self._threshold_z * math.sqrt(1.0 + self._lag_correlation(effect or metric)))):
-            return lead[2]
-        return None
-
-    def _step(self, typ: str, metric: str, f: WindowFeatures, obs, out: List[Finding], warm: bool,
-              judged=None, strength: float = 0.0, effect: str = "", follow: bool = False) -> Optional[str]:
-        """Feed episode ``typ`` one window: ``obs`` when anomalous, ``judged`` its score either way.
-
-        A window that leaned the same way just before an anomalous one (score at least
-        ``lead_threshold``) counts as the run's first when the two windows' z-scores add up to
-        twice the threshold's, widened by sqrt(1 + rho) for the metric's lag-1 correlation rho (a
-        task or session that spans windows makes two leaning windows in a row likelier): an
-        incident that began late in a window pages at the end of the next. The tokens also take
-        their lead when an effect of theirs took its own in this window (``follow``), so that the
-        page names the cause. ``strength``/``effect``: the effect that confirmed a token rise
-        (:meth:`_confirm_cause`). Returns the episode's transition."""
+    def _step(self, typ: str, metric: str, f: WindowFeatures, obs, out: List[Finding], warm: bool) -> Optional[str]:
         ep = self._ep[typ]
         last, severity, first = ep.last_obs, ep.severity, ep.first_start
-        lead_start = self._lead_start(typ, metric, f, obs, strength, effect, follow)
-        if judged is not None and self.lead_threshold <= judged[2] < self.threshold:
-            self._lead[typ] = (f.end, math.copysign(_score_z(judged[2]), judged[3]), f.start)
-        else:
-            self._lead.pop(typ, None)
-        t = ep.step(f.start, obs, self.persistence, self.quiet_windows, warm, lead_start)
+        t = ep.step(f.start, obs, self.persistence, self.quiet_windows, warm)
         if t == "firing":
             self._metric_of[typ] = metric
         if t is not None:
@@ -681,10 +576,6 @@ class KeyDetectors:
     def __setstate__(self, s) -> None:
         self.__dict__.update(s)
         self.__dict__.setdefault("span_windows", TrafficDetector.span_windows)  # states from before the span
-        self.__dict__.setdefault("lead_threshold", 0.5)
-        self.__dict__.setdefault("_threshold_z", score_to_z(self.threshold))
-        self.__dict__.setdefault("_lead", {})
-        self.__dict__.setdefault("_lag", {})
         if "_traffic" not in s:
             self._from_flat()
             return
