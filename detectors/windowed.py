@@ -61,6 +61,8 @@ class WindowFeatures:
         "unit_cost", "unit_log", "tpot", "tpot_log", "rest",
     )
     _PICKLED = __slots__[:-1]  # ``rest`` is the window's own and is never kept
+    # Slots added after ``clusters`` (the cost of a million tokens, the time per output token).
+    _SINCE_CLUSTERS = ("unit_cost", "unit_log", "tpot", "tpot_log")
 
     def __init__(self, start: float, end: float, count: int = 0, errors: int = 0,
                  lat_p50: Optional[float] = None, lat_p95: Optional[float] = None,
@@ -129,7 +131,7 @@ class WindowFeatures:
         self.clusters = None  # and before requests were grouped by user
         self.unit_cost = self.unit_log = None  # and before the cost of a million tokens
         self.tpot = self.tpot_log = None  # and before the time per output token
-        if len(state) == len(self._PICKLED) - 3:
+        if len(state) == len(self._PICKLED) - len(self._SINCE_CLUSTERS) + 1:
             state = state[:-2] + state[-1:]  # with the by-user ANOVA a version kept before the clusters
         for k, v in zip(self._PICKLED, state):
             setattr(self, k, v)
