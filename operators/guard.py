@@ -65,6 +65,8 @@ class _Guarded(StatefulLogic):
         self.on_failure = on_failure
         self.clock = clock  # the wall clock (monotonic seconds) of the once-a-minute error log
         self.key: Optional[str] = None
+        if getattr(inner, "end_batch", None) is not None:  # operators/stateful.py calls it after each batch
+            self.end_batch = self._end_batch
 
     def _failed(self, where: str, ex: BaseException) -> None:
         get_metrics().step_errors.labels(step=self.step).inc()
@@ -104,6 +106,9 @@ class _Guarded(StatefulLogic):
 
     def on_eof(self) -> Tuple[Iterable[Any], bool]:
         return self._timed("on_eof")
+
+    def _end_batch(self) -> Tuple[Iterable[Any], bool]:
+        return self._timed("end_batch")
 
     def notify_at(self):
         return self.inner.notify_at()

@@ -37,7 +37,10 @@ summary, ...), the incident's most severe member, the earliest among equals.
 
 ``group_wait`` (event time, and wall time for a live flow) holds a new
 incident's first page so that members arriving together are in it; 0 pages
-at once.
+at once: in the flow (``batched``), at the end of the batch of alerts that
+opened the incident, so that the group's other alerts of the same window
+(the ttft beside the latency of one key, say) are in the first page rather
+than in an ``updated`` a group_interval later.
 """
 
 from __future__ import annotations
@@ -184,8 +187,12 @@ class GroupState:
 
 class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
     def __init__(self, cfg: AlertingConfig, state: Optional[GroupState],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, batched: bool = False) -> None:
         self.cfg = cfg
+        # With group_wait 0, a new incident's page waits for end_batch (the flow calls it after
+        # each batch): alerts of the same window that come in the same batch join it.
+        self.batched = batched
+        self._opened: Dict[int, Optional[float]] = {}  # id of an incident waiting for end_batch -> ingest time
         self.state = state if state is not None else GroupState()
         # The wall clock (monotonic seconds) of the group_interval and group_wait limits; tests pass a fake one.
         self.clock = clock
@@ -214,6 +221,19 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
                     a.ingested_at = ingested
         self._count_open()
         return out, discard
+
+    def end_batch(self) -> Tuple[List[Alert], bool]:
+        """After a batch (``batched``, group_wait 0): the first page of each incident the batch opened."""
+        out: List[Alert] = []
+        if self._opened:
+            now = self.clock()
+            for inc in self.state.incidents:
+                if not inc.paged and id(inc) in self._opened:
+                    self._page(inc, out, inc.last_event, now)
+                    out[-1].ingested_at = self._opened[id(inc)]
+            self._opened.clear()
+            self._count_open()
+        return out, self._discard()
 
     def on_notify(self) -> Tuple[List[Alert], bool]:
         out: List[Alert] = []
@@ -306,7 +326,10 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
             if len(st.incidents) > MAX_OPEN_INCIDENTS:
                 st.incidents.pop(0)  # bounded: the oldest open incident is forgotten
             if self.cfg.group_wait <= 0:
-                self._page(inc, out, clock, now)
+                if self.batched:
+                    self._opened[id(inc)] = alert.ingested_at
+                else:
+                    self._page(inc, out, clock, now)
             return out, StatefulLogic.RETAIN
         inc.last_event = max(inc.last_event, t)
         inc.first_event = min(inc.first_event, t)
@@ -374,7 +397,8 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
     def _due(self, inc: Incident, out: List[Alert], clock: float, now: float) -> None:
         """What an incident owes at the group's event time ``clock``: its held page, a repeat, a held change."""
         if not inc.paged:
-            if clock >= inc.hold_until_event:
+            # group_wait 0 (batched): a later window's alert pages the incident before it is taken in.
+            if clock > inc.hold_until_event or (clock == inc.hold_until_event and self.cfg.group_wait > 0):
                 self._page(inc, out, clock, now)
             return
         r = self.cfg.repeat_interval
@@ -466,4 +490,5 @@ def incidents(
     """Per grouping key (:func:`group_key`): alerts folded into incidents, their messages out; an alert
     that raises is a :class:`StepFailure`. ``clock`` is the wall clock (monotonic seconds) of the
     group limits."""
-    return stateful(up, guarded(step_name(step_id), lambda st: IncidentLogic(cfg, st, clock), clock=clock))
+    return stateful(up, guarded(step_name(step_id), lambda st: IncidentLogic(cfg, st, clock, batched=True),
+                                clock=clock))

@@ -47,6 +47,13 @@ class _PerItem(StatefulBatchLogic[V, W, S]):
             out.extend(items)
             if discard:
                 self.logic = None
+        # A logic that gathers a batch (operators/incidents.py) speaks once it has seen all of it.
+        end = getattr(self.logic, "end_batch", None)
+        if end is not None:
+            items, discard = end()
+            out.extend(items)
+            if discard:
+                self.logic = None
         return out, self.logic is None
 
     def on_notify(self) -> Tuple[Iterable[W], bool]:

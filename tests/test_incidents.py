@@ -339,3 +339,42 @@ def test_snapshots_are_copies():
     snap = lg.snapshot()
     feed(lg, alert("ttft", H + 5))
     assert len(snap.incidents[0].members) == 1 and len(lg.state.incidents[0].members) == 2
+
+
+def test_alerts_of_the_first_window_are_in_the_first_page():
+    # A x5 latency moves the ttft too; with group_wait 0 both fire in the same window. The page
+    # names both at once, where it used to name the latency and hold the ttft for an update.
+    alerts, _ = run_flow(batches(incident_traffic()))
+    firing = [a for a in alerts if a["status"] == "firing"]
+    assert len(firing) == 1, [(a["type"], a["status"]) for a in alerts]
+    named = {firing[0]["type"]} | {m["type"] for m in firing[0]["evidence"].get("grouped", [])}
+    assert named == {"latency", "ttft"}
+    assert [a["status"] for a in alerts] == ["firing", "resolved"]
+
+
+def test_group_wait_zero_pages_at_the_end_of_the_batch_and_not_later():
+    # The incidents operator of the flow: alerts of the opening window in the same batch join the
+    # page; an alert of a later window in that batch comes after the page, as a change.
+    from operators.incidents import incidents
+
+    cfg = AlertingConfig(group_interval=0.0)
+    items = [alert("latency", H, "medium"), alert("ttft", H, "medium", model="m2"),
+             alert("error_rate", H + 60, "high")]
+    flow = Dataflow("incidents_batched")
+    s = op.input("in", flow, TestingSource(items, batch_size=10))
+    keyed = op.key_on("group_key", s, lambda a: group_key(a, ("service",)))
+    out = []
+    op.output("out", op.map("unkey", incidents("incidents", keyed, cfg), lambda kv: kv[1]), TestingSink(out))
+    run_main(flow)
+    assert statuses(out) == ["firing", "escalated"]
+    page = out[0]
+    assert {page.type} | {m["type"] for m in page.evidence["grouped"]} == {"latency", "ttft"}
+    assert page.severity == "medium" and out[1].severity == "high"
+    # One item a batch: the page goes out with the first alert, as before.
+    flow = Dataflow("incidents_one_by_one")
+    s = op.input("in", flow, TestingSource(items, batch_size=1))
+    keyed = op.key_on("group_key", s, lambda a: group_key(a, ("service",)))
+    out = []
+    op.output("out", op.map("unkey", incidents("incidents", keyed, cfg), lambda kv: kv[1]), TestingSink(out))
+    run_main(flow)
+    assert statuses(out)[0] == "firing" and "grouped" not in out[0].evidence
