@@ -588,7 +588,7 @@ class ErrorRateDetector:
         # The CUSUM's log-likelihood ratio S speaks as z = sqrt(2 S), so that a
         # score means the same tail probability as the one-window test.
         z_acc = 0.0
-        if warm and usual is not None and busy:
+        if warm and usual is not None:
             p1 = min(self.shift * p_eff, 0.9)
             llr = k * math.log(p1 / p_eff) + (n - k) * math.log((1.0 - p1) / (1.0 - p_eff))
             # Capped: it falls back within a few windows once the errors stop.
@@ -617,7 +617,8 @@ class ErrorRateDetector:
             self._types = {}
 
     def learn(self, f, anomalous: bool, transition: Optional[str], active: bool) -> None:
-        """Learn a judged window, after its episode made ``transition`` (``active``: the episode is open)."""
+        """Learn a window with requests, after its episode made ``transition`` (``active``: the episode is
+        open): every judged one, and those too few to judge while no usual rate is known."""
         k, n = f.errors, f.count
         if transition == "resolved":
             self._cusum = 0.0

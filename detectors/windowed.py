@@ -530,7 +530,12 @@ class KeyDetectors:
         er = self._errors
         judged = er.score(f, warm)
         if judged is None:
-            er.quiet(self._step("error_rate", "error_rate", f, None, out, warm), self._ep["error_rate"].active)
+            t = self._step("error_rate", "error_rate", f, None, out, warm)
+            er.quiet(t, self._ep["error_rate"].active)
+            if f.count:
+                # Too few requests to judge before a usual rate is known, but they teach it: a key
+                # that never has min_requests in a window would otherwise never be judged.
+                er.learn(f, False, t, self._ep["error_rate"].active)
             return
         obs, anomalous = judged
         t = self._step("error_rate", "error_rate", f, obs if anomalous else None, out, warm)

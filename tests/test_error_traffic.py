@@ -169,3 +169,17 @@ def test_an_agent_keys_tasks_are_not_traffic_spikes():
             pages[known] += len([f for w in _agent_tasks(seed, 24 * 60, known) for f in det.update(w)
                                  if f.status == "firing" and f.type == "traffic"])
     assert pages[True] <= 1 and pages[False] >= 5, pages
+
+
+def test_a_key_that_never_has_min_requests_in_a_window_learns_its_rate_and_pages_a_storm():
+    # Three requests a minute: a window almost never holds min_requests (8), so a usual rate
+    # learned from judged windows only was never known and no window was ever judged.
+    found = 0
+    for seed in range(20):
+        ws = sparse_windows(seed, 700, 3.0, lambda i: 0.2 if 600 <= i < 617 else 0.005)
+        fired = error_firings(ws)
+        assert all(600 * 60 <= f.window_end - T0 <= 622 * 60 for f in fired), seed
+        found += bool(fired)
+    assert found >= 14, found
+    for seed in range(6):
+        assert error_firings(sparse_windows(50 + seed, 1440, 3.0, lambda i: 0.01)) == [], seed
