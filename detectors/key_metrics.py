@@ -543,6 +543,10 @@ class ErrorRateDetector:
     learned slowly. It is a ratio of decayed sums (errors / requests), so a window of few requests
     (a traffic drop) weighs little."""
 
+    # The CUSUM spoke over the bar in the last window judged (states from before it: not).
+    _acc_spoke = False
+    _acc_rate = 0.0
+
     def __init__(self, min_requests: int = 8, threshold: float = 0.9, shift: float = 3.0) -> None:
         self.min_requests = min_requests
         self.threshold = threshold
@@ -594,11 +598,20 @@ class ErrorRateDetector:
             # Capped: it falls back within a few windows once the errors stop.
             cap = 0.75 * score_to_z(self.threshold) ** 2
             self._cusum = min(max(0.0, self._cusum + llr), cap)
-            if k >= 1:
+            # It speaks in a window with errors, and in the one after a window where it spoke
+            # over the bar: a key of a few requests a minute has windows without an error in
+            # the middle of a storm, and the sum, still over the bar, confirms itself.
+            if k >= 1 or self._acc_spoke:
                 z_acc = math.sqrt(2.0 * self._cusum)
+        confirms = k == 0 and z_acc > 0.0
+        self._acc_spoke = k >= 1 and z_acc >= score_to_z(self.threshold)
         z_eff = max(z, z_acc, z_pool)
         if z_pool > max(z, z_acc):
             rate = self._pool_rate  # the pool's rate speaks
+        elif confirms:
+            rate = self._acc_rate  # the rate of the window it confirms
+        if self._acc_spoke:
+            self._acc_rate = rate
         score = z_to_score(z_eff)
         ratio = (rate + 1e-9) / p_eff
         sev = "critical" if rate >= 0.5 else "high" if rate >= 0.2 else "medium" if rate >= 0.05 else "low"

@@ -183,3 +183,24 @@ def test_a_key_that_never_has_min_requests_in_a_window_learns_its_rate_and_pages
     assert found >= 14, found
     for seed in range(6):
         assert error_firings(sparse_windows(50 + seed, 1440, 3.0, lambda i: 0.01)) == [], seed
+
+
+
+
+def test_a_window_without_errors_after_the_cusum_spoke_confirms_it():
+    # Six requests a minute at 1.5% errors, then one error every other minute (8%): the pool of
+    # the last windows stays under the bar, the CUSUM adds up and crosses it in a window with
+    # an error. The next window, without one, confirms it: the episode fires there, not a
+    # window later when the next error comes.
+    rng = random.Random(5)
+    ws = [WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), 6, int(rng.random() < 0.09)) for i in range(400)]
+    ws += [WindowFeatures(T0 + 60 * i, T0 + 60 * (i + 1), 6, 1 if i % 2 == 0 else 0) for i in range(400, 480)]
+    det = KeyDetectors(types=("error_rate",))
+    fired = None
+    for f in ws:
+        if any(fd.type == "error_rate" and fd.status == "firing" for fd in det.update(f)):
+            fired = f
+            break
+    # The pool alone gives these error-free windows z 2, the one-window test nothing: only the
+    # confirming CUSUM makes one the episode's second window.
+    assert fired is not None and fired.start >= T0 + 400 * 60 and fired.errors == 0
