@@ -352,29 +352,30 @@ def test_alerts_of_the_first_window_are_in_the_first_page():
     assert [a["status"] for a in alerts] == ["firing", "resolved"]
 
 
-def test_group_wait_zero_pages_at_the_end_of_the_batch_and_not_later():
-    # The incidents operator of the flow: alerts of the opening window in the same batch join the
-    # page; an alert of a later window in that batch comes after the page, as a change.
+def _through_the_operator(items, cfg, batch_size):
+    """The flow's own incidents operator over ``items``, fed ``batch_size`` alerts a batch."""
     from operators.incidents import incidents
 
-    cfg = AlertingConfig(group_interval=0.0)
-    items = [alert("latency", H, "medium"), alert("ttft", H, "medium", model="m2"),
-             alert("error_rate", H + 60, "high")]
-    flow = Dataflow("incidents_batched")
-    s = op.input("in", flow, TestingSource(items, batch_size=10))
+    flow = Dataflow(f"incidents_batched_{batch_size}")
+    s = op.input("in", flow, TestingSource(items, batch_size=batch_size))
     keyed = op.key_on("group_key", s, lambda a: group_key(a, ("service",)))
     out = []
     op.output("out", op.map("unkey", incidents("incidents", keyed, cfg), lambda kv: kv[1]), TestingSink(out))
     run_main(flow)
+    return out
+
+
+def test_group_wait_zero_pages_at_the_end_of_the_batch_and_not_later():
+    # The incidents operator of the flow: alerts of the opening window in the same batch join the
+    # page; an alert of a later window in that batch comes after the page, as a change.
+    cfg = AlertingConfig(group_interval=0.0)
+    items = [alert("latency", H, "medium"), alert("ttft", H, "medium", model="m2"),
+             alert("error_rate", H + 60, "high")]
+    out = _through_the_operator(items, cfg, 10)
     assert statuses(out) == ["firing", "escalated"]
     page = out[0]
     assert {page.type} | {m["type"] for m in page.evidence["grouped"]} == {"latency", "ttft"}
     assert page.severity == "medium" and out[1].severity == "high"
     # One item a batch: the page goes out with the first alert, as before.
-    flow = Dataflow("incidents_one_by_one")
-    s = op.input("in", flow, TestingSource(items, batch_size=1))
-    keyed = op.key_on("group_key", s, lambda a: group_key(a, ("service",)))
-    out = []
-    op.output("out", op.map("unkey", incidents("incidents", keyed, cfg), lambda kv: kv[1]), TestingSink(out))
-    run_main(flow)
+    out = _through_the_operator(items, cfg, 1)
     assert statuses(out)[0] == "firing" and "grouped" not in out[0].evidence
