@@ -301,7 +301,7 @@ class ServiceActors:
                 habits.learn(actor, now, total, requests, known_after)
                 continue
             habit = habits.habit(actor, now)
-            abusive = held = False
+            abusive = held = climbing = False
             lift = 1.0
             if (judged and requests >= self.min_requests and total >= self.min_tokens and total >= heavy
                     and self._top(actor) <= self.max_share * total):
@@ -319,7 +319,8 @@ class ServiceActors:
                         lift = max(1.0, (svc_requests - requests) / (usual * span))
                     # Requests come in bursts (an agent's task is a dozen calls): the tail is
                     # that of the number of bursts, not of calls.
-                    abusive = (total >= self.ratio * habit[0] * lift
+                    climbing = total >= self.ratio * habit[0] * lift
+                    abusive = (climbing
                                and poisson_sf(int(requests / burst), self.ratio * habit[1] * lift / burst)
                                < self.p_value)
             s = suspects.get(actor)
@@ -339,9 +340,10 @@ class ServiceActors:
                                             heavy, own, s.run_start, end, s.run, busy)
                     out.append(s.firing)
             else:
-                # Learned only when not abusive, and winsorised at twice the habit: the climb of
-                # an abuse that is not yet beyond doubt does not become the habit.
-                if not held:
+                # Learned only when not abusive, and winsorised at twice the habit; a horizon
+                # already ``ratio`` times the habit in tokens is not learned at all: the climb of
+                # an abuse that is not yet beyond doubt in its count does not become the habit.
+                if not held and not climbing:
                     habits.learn(actor, now, total, requests, known_after)
                 if s is not None:
                     s.run = 0

@@ -356,3 +356,28 @@ def test_a_rarely_seen_account_at_fifty_times_its_one_earlier_task_is_abuse():
         out += s.close_window(60.0 * w, actors)
     assert [(f.status, f.actor) for f in out] == [("firing", "user:rare"), ("resolved", "user:rare")]
     assert out[0].window_end <= 60.0 * 157  # within six windows of its start
+
+
+def test_a_heavy_regulars_climb_does_not_become_its_habit_before_it_pages():
+    # A regular of a few large requests an hour (about two in a busy horizon) goes to three a
+    # minute. Its first windows are far above its habit in tokens but not yet beyond doubt in
+    # their count; learned, even capped at twice the habit, they lifted it until the count never
+    # passed (2 of 10 seeds paged). Not learned, the habit it is judged against is its own.
+    def run(seed):
+        s = ServiceActors(min_population=100, history_windows=30, min_tokens=1000)
+        rng = random.Random(seed)
+        out = []
+        for w in range(260):
+            actors = _regular_users(rng)
+            n = sum(rng.random() < 0.75 for _ in range(4)) if w >= 200 else int(rng.random() < 0.2)
+            for _ in range(n):
+                add_request(actors, "user:lawyer", int(rng.lognormvariate(0, 0.3) * 20000), "m")
+            out += s.close_window(60.0 * w, actors)
+        return [f for f in out if f.status == "firing"]
+
+    paged = 0
+    for seed in range(10):
+        fired = run(seed)
+        assert all(f.actor == "user:lawyer" and f.run_start >= 60.0 * 200 for f in fired), seed
+        paged += bool(fired)
+    assert paged >= 8, paged
