@@ -295,6 +295,9 @@ class TrafficDetector(MetricDetector):
     _sums: Optional[List[int]] = None
     _span_bursts: Optional[List[float]] = None
     _fall: Tuple[float, float] = (0.0, 0.0)
+    # Span sums not learned yet, with whether each alerted: a sum is learned span_windows windows
+    # late (states from before the lag: an empty queue).
+    _span_pending: Optional[List[Tuple[int, bool]]] = None
 
     def __init__(self, metrics: Tuple[str, ...] = ("request_count",), warmup_windows: int = 30,
                  min_requests: int = 8, threshold: float = 0.9, seasonality: bool = True,
@@ -390,6 +393,7 @@ class TrafficDetector(MetricDetector):
         pattern, as for a window (:meth:`_recurring`, with a memory of the spans)."""
         if self._recent is None:
             self._recent, self._span_base = [], span_base(self.span_windows)
+            self._span_pending = []
             self._sums = []
         self._span_sum = None
         if self.span_windows < 2 or len(self._recent) < self.span_windows - 1:
@@ -435,7 +439,16 @@ class TrafficDetector(MetricDetector):
             value = self._own  # the window's own count (score may have reported its span's)
         total = self._span_sum
         if total is not None:
-            self._span_base.learn_one(total, damp=score >= self.threshold)
+            # Learned a span late, as the error rate is: consecutive sums share all but one
+            # window, and a surge's first sums, learned at once, had lifted the level halfway
+            # to it by the time its whole quarter hour was in the sum.
+            pending = self._span_pending
+            if pending is None:
+                pending = self._span_pending = []
+            pending.append((total, score >= self.threshold))
+            if len(pending) > self.span_windows:
+                old_total, damp = pending.pop(0)
+                self._span_base.learn_one(old_total, damp=damp)
             mems = self._memory.get(SPAN_MEMORY) if self._memory is not None else None
             if mems is not None:
                 lv = math.log(total / self.span_windows + 1.0)
@@ -494,6 +507,7 @@ class TrafficDetector(MetricDetector):
         """Accept the current span sum as the new level (after a lasting shift was alerted)."""
         if self._span_sum is not None:
             self._span_base.relearn(self._span_sum)
+            self._span_pending = []  # the sums from before the shift are not the level any more
 
     def beyond_bursts(self, count: float, expected: float, windows: int = 1, phi: Optional[float] = None) -> bool:
         """Whether ``count`` is beyond doubt above ``expected`` once requests are counted in the key's

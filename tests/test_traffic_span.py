@@ -52,7 +52,7 @@ def caught(ws: List[WindowFeatures], span_windows: int) -> bool:
     return any(SPAN[0] <= i <= SPAN[1] + 3 for i in pages(ws, span_windows))
 
 
-@pytest.mark.parametrize("lift, with_span, without", [(4.0, 5, 1), (1 / 6, 6, 4)], ids=["surge", "fall"])
+@pytest.mark.parametrize("lift, with_span, without", [(4.0, 7, 1), (1 / 6, 7, 4)], ids=["surge", "fall"])
 def test_a_quarter_hour_surge_or_fall_on_a_key_of_tasks_is_caught(lift: float, with_span: int,
                                                                   without: int) -> None:
     runs = [task_windows(seed, lift) for seed in SEEDS]
@@ -62,17 +62,20 @@ def test_a_quarter_hour_surge_or_fall_on_a_key_of_tasks_is_caught(lift: float, w
     assert off <= without, (on, off)
 
 
-def test_twenty_calm_days_of_tasks_page_at_most_three_times_and_the_span_adds_at_most_two() -> None:
+def test_twenty_calm_days_of_tasks_page_at_most_four_times_and_the_span_adds_at_most_three() -> None:
     """A window's fall counts in the key's bursts (below_bursts), so the minutes between tasks do
     not page on their own; the few lulls long enough to page at all show in the quarter hour's sum
-    too, and the span may speak for them first: its share is bounded along with the total."""
+    too, and the span may speak for them first: its share is bounded along with the total. The
+    span's level is learned a span late (a surge's own sums do not lift it): 4 pages where it
+    learned at once paged 3, all in the day's falling half, for 8 surges and 8 falls caught of 10
+    each where it caught 6 and 7."""
     with_span = without = 0
     for seed in SEEDS:
         ws = task_windows(seed)
         with_span += len(pages(ws, 15))
         without += len(pages(ws, 0))
-    assert with_span <= 3, (with_span, without)
-    assert with_span - without <= 2, (with_span, without)
+    assert with_span <= 4, (with_span, without)
+    assert with_span - without <= 3, (with_span, without)
 
 
 def agent_counts(seed: int) -> List[int]:
@@ -103,7 +106,8 @@ def test_the_minutes_between_an_agent_s_tasks_do_not_page_but_its_outage_does() 
         down = [WindowFeatures(f.start, f.end, 0 if i in outage else f.count, 0) for i, f in enumerate(calm)]
         calm_pages += len(pages(calm, 15))
         caught += any(outage[0] <= i <= outage[0] + 3 for i in pages(down, 15))
-    assert calm_pages <= 2, calm_pages
+    # 3 with the span's level learned a span late, 2 before (over 20 seeds: 6 and 5).
+    assert calm_pages <= 3, calm_pages
     assert caught >= 4, caught
 
 
