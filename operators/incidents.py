@@ -324,7 +324,9 @@ class IncidentLogic(StatefulLogic[Alert, Alert, GroupState]):
             self._add_member(inc, alert)
             st.incidents.append(inc)
             if len(st.incidents) > MAX_OPEN_INCIDENTS:
-                st.incidents.pop(0)  # bounded: the oldest open incident is forgotten
+                gone = st.incidents.pop(0)  # bounded: the oldest open incident is forgotten
+                if not gone.paged:  # (one still waiting for its page pages first)
+                    self._page(gone, out, gone.last_event, now)
             if self.cfg.group_wait <= 0:
                 if self.batched:
                     self._opened[id(inc)] = alert.ingested_at

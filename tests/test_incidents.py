@@ -379,3 +379,13 @@ def test_group_wait_zero_pages_at_the_end_of_the_batch_and_not_later():
     # One item a batch: the page goes out with the first alert, as before.
     out = _through_the_operator(items, cfg, 1)
     assert statuses(out)[0] == "firing" and "grouped" not in out[0].evidence
+
+
+def test_an_incident_forgotten_for_the_bound_before_its_page_pages_first():
+    # More open incidents in one group than the bound, each still held by a long group_wait:
+    # the oldest is forgotten to make room, and its page goes out rather than being lost.
+    from operators.incidents import MAX_OPEN_INCIDENTS
+
+    lg = logic(group_wait="1d")
+    out = feed(lg, *[alert("latency", H + 660 * i, model=f"m{i}") for i in range(MAX_OPEN_INCIDENTS + 1)])
+    assert [(a.status, a.model) for a in out] == [("firing", "m0")]
