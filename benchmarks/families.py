@@ -5,7 +5,12 @@ agents, scheduled batch, sparse keys, canary models, the real Azure code
 trace) with thousands of heavy-tailed users and labelled incidents. Two
 families are for tuning (seeds 1,2,3), three for testing (seeds 101,102,103);
 the table shows the two splits side by side, so a change tuned on one can be
-read on the other.
+read on the other. A third split, ``cross``, replays the worlds of
+``benchmarks/crossworld.py``: a second generator written on its own
+assumptions (session arrivals, tenants, batches of two to eight minutes,
+provider weather, marketing pushes), with incidents (family ``cross``) and the
+same world without them (``cross-clean``, where every notification is false).
+Nothing is chosen on it: it shows how far the other splits' figures carry.
 
 For every (family, seed) the telemetry is written once and cached in
 ``--workdir`` (keyed by the generator's source hash, family, seed and hours),
@@ -29,6 +34,7 @@ Then the false notifications by type and kind of trap, and the missed labels.
     python benchmarks/families.py --split both --json fam.json
     python benchmarks/families.py --split tune --families saas-chat --seeds 1 --hours 6
     python benchmarks/families.py --split tune --flow-extra ablation.yaml
+    python benchmarks/families.py --split cross --seeds 1,2,3         # crossworld, with and without incidents
 
 ``--flow-extra FILE`` is a YAML mapping merged into every generated flow
 definition (as in ``benchmarks/scenarios.py``). The replay runs the code of
@@ -61,20 +67,27 @@ from scenarios import check_flow, flow_definition, load_flow_extra, prune_stale,
 from scoring import alert_body, load_jsonl, matches, median, score  # noqa: E402
 
 WINDOW_S = 60.0
-SPLITS = ("tune", "test")
+SPLITS = ("tune", "test", "cross")
+# The "cross" split: worlds of benchmarks/crossworld.py, a second generator with its own
+# assumptions; "cross-clean" is the same world with no incident (every notification is false).
+CROSS_FAMILIES = ("cross", "cross-clean")
 
 
 # ------------------------------------------------------------------ data
 
 
-def world_fingerprint() -> str:
-    """Short hash of the generator's source: cached telemetry is reused only for the same generator."""
-    with open(world.__file__, "rb") as f:
+def world_fingerprint(path: str = world.__file__) -> str:
+    """Short hash of a generator's source: cached telemetry is reused only for the same generator."""
+    with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:10]
 
 
+CROSS_GENERATOR = os.path.join(HERE, "crossworld.py")
+
+
 def data_base(workdir: str, fp: str, family: str, seed: int, hours: float) -> str:
-    return os.path.join(workdir, "data", f"fam-{fp}-{family}-s{seed}-h{hours:g}")
+    prefix = "xw" if family in CROSS_FAMILIES else "fam"
+    return os.path.join(workdir, "data", f"{prefix}-{fp}-{family}-s{seed}-h{hours:g}")
 
 
 def generate(job: Tuple[str, str, int, float, str]) -> Dict[str, Any]:
@@ -87,12 +100,20 @@ def generate(job: Tuple[str, str, int, float, str]) -> Dict[str, Any]:
         meta["cached"] = True
         return meta
     t0 = time.monotonic()
-    w = world.World(family, seed=seed, hours=hours, data_dir=data_dir)
     tmp = base + ".tmp"
-    n = w.write(tmp + ".jsonl", tmp + ".labels.jsonl", tmp + ".traps.jsonl")
+    if family in CROSS_FAMILIES:
+        import crossworld
+
+        described = crossworld.generate(seed, hours, tmp, clean=family == "cross-clean", data_dir=data_dir)
+        n = described["events"]
+        os.remove(tmp + ".meta.json")  # its description goes into the set's own meta, below
+    else:
+        w = world.World(family, seed=seed, hours=hours, data_dir=data_dir)
+        n = w.write(tmp + ".jsonl", tmp + ".labels.jsonl", tmp + ".traps.jsonl")
+        described = w.describe()
     for suffix in (".labels.jsonl", ".traps.jsonl", ".jsonl"):
         os.replace(tmp + suffix, base + suffix)
-    meta = {**w.describe(), "events": n, "generate_s": round(time.monotonic() - t0, 2)}
+    meta = {**described, "family": family, "events": n, "generate_s": round(time.monotonic() - t0, 2)}
     with open(meta_path, "w") as f:  # written last: marks the set complete
         json.dump(meta, f)
     meta["cached"] = False
@@ -240,18 +261,19 @@ def _ints(text: Optional[str]) -> Optional[List[int]]:
 def plan(split: str, families: Optional[List[str]], seeds: Optional[List[int]]) -> List[Tuple[str, str, int]]:
     """(split, family, seed) of every run asked for."""
     out = []
-    for sp in SPLITS if split == "both" else (split,):
-        for fam in world.list_families(sp):
+    for sp in ("tune", "test") if split == "both" else (split,):
+        for fam in CROSS_FAMILIES if sp == "cross" else world.list_families(sp):
             if families and fam not in families:
                 continue
-            for seed in seeds or world.seeds_of(sp):
+            for seed in seeds or (world.seeds_of(sp) if sp != "cross" else (1, 2, 3)):
                 out.append((sp, fam, seed))
     return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--split", choices=("tune", "test", "both"), default="tune", help="which families (default tune)")
+    ap.add_argument("--split", choices=("tune", "test", "both", "cross"), default="tune",
+                    help="which families (default tune; cross: the worlds of crossworld.py, with and without incidents)")
     ap.add_argument("--families", help="comma-separated family names (default: every family of the split)")
     ap.add_argument("--seeds", help="comma-separated seeds (default: 1,2,3 for tune, 101,102,103 for test)")
     ap.add_argument("--hours", type=float, default=24.0, help="simulated hours per run (default 24)")
@@ -269,7 +291,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     families = args.families.split(",") if args.families else None
     for fam in families or ():
-        if fam not in world.FAMILIES:
+        if fam not in world.FAMILIES and fam not in CROSS_FAMILIES:
             sys.exit(f"unknown family {fam!r} (known: {', '.join(world.FAMILIES)})")
     runs_plan = plan(args.split, families, _ints(args.seeds))
     if not runs_plan:
@@ -283,10 +305,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     data_dir = os.path.abspath(args.data_dir)
 
     fp = world_fingerprint()
-    for name in prune_stale(workdir, fp, "fam"):
+    fp_cross = world_fingerprint(CROSS_GENERATOR)
+    for name in prune_stale(workdir, fp, "fam") + prune_stale(workdir, fp_cross, "xw"):
         print(f"removed stale cache {name}", file=sys.stderr)
-    gen_jobs = [(data_base(workdir, fp, fam, seed, args.hours), fam, seed, args.hours, data_dir)
-                for _, fam, seed in runs_plan]
+    gen_jobs = [(data_base(workdir, fp_cross if fam in CROSS_FAMILIES else fp, fam, seed, args.hours), fam, seed,
+                 args.hours, data_dir) for _, fam, seed in runs_plan]
     t0 = time.monotonic()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         metas = list(pool.map(generate, gen_jobs))

@@ -1,0 +1,77 @@
+"""The cross split's generator (benchmarks/crossworld.py): seeded, within the event contract, and
+the same world with and without incidents."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import crossworld  # noqa: E402
+import families  # noqa: E402
+from scoring import to_epoch  # noqa: E402
+
+from sentinel.parse import parse_json_record  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+needs_trace = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, crossworld.TRACE_FILE)),
+                                 reason="the real trace is not beside the repository")
+HOURS = 4.0
+
+
+def _lines(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def worlds(tmp_path_factory):
+    d = tmp_path_factory.mktemp("xw")
+    out = {}
+    for name, seed, clean in (("a", 5, False), ("b", 5, False), ("c", 5, True)):
+        meta = crossworld.generate(seed, HOURS, str(d / name), clean=clean, data_dir=DATA)
+        out[name] = (meta, _lines(str(d / name) + ".jsonl"), _lines(str(d / name) + ".labels.jsonl"))
+    return out
+
+
+@needs_trace
+def test_same_seed_same_world(worlds):
+    (_, ev_a, lab_a), (_, ev_b, lab_b) = worlds["a"], worlds["b"]
+    assert ev_a == ev_b and lab_a == lab_b
+
+
+@needs_trace
+def test_events_follow_the_contract_and_labels_fall_inside_the_run(worlds):
+    meta, events, labels = worlds["a"]
+    assert meta["events"] == len(events) > 10_000
+    for i in range(0, len(events), 97):
+        parse_json_record(json.dumps(events[i]).encode())  # raises on a record outside the contract
+    start, end = to_epoch(meta["start"]), to_epoch(meta["end"])
+    assert labels, "a world with incidents has labels"
+    for lab in labels:
+        assert start + crossworld.WARMUP_S <= to_epoch(lab["start"]) < to_epoch(lab["end"]) <= end
+    users = {e.get("user_id") for e in events if e.get("user_id")}
+    assert len(users) > 1000
+
+
+@needs_trace
+def test_the_clean_world_is_the_same_world_without_incidents(worlds):
+    meta, events, labels = worlds["c"]
+    assert labels == []
+    assert [s["name"] for s in meta["services"]] == [s["name"] for s in worlds["a"][0]["services"]]
+    # The same arrivals, bar the incidents' own requests (an outage removes some, a surge adds).
+    assert abs(len(events) - worlds["a"][0]["events"]) < 0.1 * len(events)
+
+
+def test_the_cross_split_plans_both_families():
+    runs = families.plan("cross", None, None)
+    assert sorted({fam for _, fam, _ in runs}) == ["cross", "cross-clean"]
+    assert sorted({seed for _, _, seed in runs}) == [1, 2, 3]
+    assert all(sp == "cross" for sp, _, _ in runs)
+    # "both" is still the tune and test splits, nothing else.
+    assert {sp for sp, _, _ in families.plan("both", None, [1])} == {"tune", "test"}
