@@ -110,6 +110,9 @@ def new_base(m: str, warmup_windows: int) -> RobustBaseline:
 
 # The memories of days and weeks before (MetricDetector._recurring) of a key's span sums, in requests per window.
 SPAN_MEMORY = "request_count_span"
+# Windows whose sum a key with a schedule is judged on besides each window's own count: the
+# window and one either side, as the minute-of-hour profile's tolerance of a batch a minute off.
+SCHEDULE_SPAN = 3
 
 
 def span_base(span_windows: int) -> RobustBaseline:
@@ -371,7 +374,41 @@ class TrafficDetector(MetricDetector):
         if span is not None:
             # The span speaks: its requests per window against their usual (learn takes the window's own).
             score, z, value, exp = span
+        elif noise is not None and score < self.threshold:
+            fall = self._schedule_fall(int(value), cold, mid, pattern)
+            if fall is not None:
+                score, z, value, exp = fall
         return value, adj, score, z, exp, None
+
+    def scheduled(self) -> bool:
+        """Whether the key's hour shows a schedule (its minute-of-hour profile is adopted)."""
+        return self._hourly is not None and self._hourly.adopted
+
+    def _schedule_fall(self, count: int, cold: bool, mid: float,
+                       pattern: Dict[str, str]) -> Optional[Tuple[float, float, float, float]]:
+        """The score, z, requests per window and their expectation of the last ``SCHEDULE_SPAN``
+        windows of a key with a schedule, when their sum fell short of what the schedule expects
+        of them (else None): a batch of two or three minutes that did not come, which the
+        window's own judgement, tolerant of a batch a minute early or late, explains away
+        (:meth:`HourProfile.judge_span`). A span the schedule expects fewer than
+        ``min_requests`` of says nothing."""
+        recent = self._recent
+        if recent is None or len(recent) < SCHEDULE_SPAN - 1:
+            return None
+        counts = recent[len(recent) - (SCHEDULE_SPAN - 1):] + [count]
+        z, expected, noise = self._hourly.judge_span(mid, counts)
+        if z >= 0.0 or expected < self.min_requests:
+            return None
+        score = z_to_score(-z * (0.75 if cold else 1.0))
+        if score < self.threshold:
+            return None
+        total = sum(counts)
+        if self._memory is not None:
+            score = self._recurring("request_count", mid, total / SCHEDULE_SPAN, z, self._base["request_count"],
+                                    score, pattern, noise)
+            if score < self.threshold:
+                return None
+        return score, z, total / SCHEDULE_SPAN, expected / SCHEDULE_SPAN
 
     def _span_score(self, count: int, cold: bool, judge: bool, mid: float,
                     pattern: Dict[str, str]) -> Optional[Tuple[float, float, float, float]]:

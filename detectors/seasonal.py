@@ -258,6 +258,32 @@ class HourProfile:
                 best = (z, loc, noise, d)
         return best
 
+    def judge_span(self, ts: float, counts: List[int]) -> Tuple[float, float, float]:
+        """``(z, expected, noise)`` of the sum of ``counts`` (consecutive windows, the last one at
+        ``ts``) against the sum the schedule expects of them, on the log scale, with the whole span
+        shifted by a minute either way if that explains it better (as :meth:`judge`). A batch of
+        two or three minutes that does not come is a run of windows each next to a minute that
+        expects nothing: :meth:`judge` explains every one of them as a batch that starts late or
+        ends early; their sum is not explained so. The noise is the minutes' own, weighted by what
+        they expect (the minutes of one batch come or fail together), each at most 1 (a minute that
+        a batch covers on some hours and not on others may be empty, and no emptier than that), and
+        at least a Poisson sum's."""
+        k = len(counts)
+        y = math.log(sum(counts) + 1.0)
+        best = None
+        for d in (0.0, -60.0, 60.0):
+            exp_sum = weight = 0.0
+            for i in range(k):
+                loc, noise = self.expect(ts + d - 60.0 * (k - 1 - i))
+                e = max(math.exp(loc) - 1.0, 0.0)
+                exp_sum += e
+                weight += e * min(noise, 1.0)
+            noise = max(0.1, weight / exp_sum if exp_sum > 0.0 else 0.1, 1.0 / math.sqrt(exp_sum + 1.0))
+            z = (y - math.log(exp_sum + 1.0)) / noise
+            if best is None or abs(z) < abs(best[0]):
+                best = (z, exp_sum, noise)
+        return best
+
     def learn(self, ts: float, y: float, plain: float, level: bool = True) -> None:
         """Learn ``y`` = log(count + 1) at ``ts``; ``plain`` is the plain level's expectation of it.
         An anomalous window (``level`` False), or one more than four noise levels off its own

@@ -375,7 +375,14 @@ class KeyDetectors:
             # rhythm are its own (ten windows may all be one scheduled batch): traffic waits for
             # the key's own warm-up.
             ready = warm if typ != "traffic" else self._windows >= self.warmup_windows
-            self._step(typ, m, f, obs if obs is not None and score >= self.threshold else None, out, ready)
+            obs = obs if obs is not None and score >= self.threshold else None
+            if typ == "traffic" and obs is None and f.count < self.min_requests and self._ep[typ].active \
+                    and self._ep[typ].last_obs[3] < 0.0 and self._traffic.scheduled():
+                # Batches that did not come: only a window with requests is the schedule back, not
+                # the minutes between batches (a schedule that stopped is one incident until a
+                # batch comes, not one per batch it misses).
+                continue
+            self._step(typ, m, f, obs, out, ready)
         if "tokens" in self._ep:
             ep = self._ep["tokens"]
             # Whether the tokens' run so far is of windows confirmed by their effect alone.

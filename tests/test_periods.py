@@ -121,3 +121,26 @@ def test_a_missing_batch_pages_after_an_earlier_one_was_missed():
         assert late in ([], [("traffic", "down")]), (seed, late)
         caught += late == [("traffic", "down")]
     assert caught >= 4, caught
+
+
+def test_a_missing_short_batch_pages_as_traffic():
+    # Batches of two or three minutes: every minute of one that does not come is next to a minute
+    # that expects nothing, which explains it as a batch a minute late or early; the sum of the
+    # minutes around it is not explained so.
+    for seed in range(3):
+        fs = fired(batch_windows(seed, 8, skip={(6, 20)}, lengths=(2, 3)))
+        late = [f for f in fs if f.event_time >= T0 + 2 * 3600]
+        assert [(f.type, f.direction) for f in late] == [("traffic", "down")], (seed, late)
+        assert T0 + 6 * 3600 + 20 * 60 <= late[0].event_time <= T0 + 6 * 3600 + 24 * 60
+
+
+def test_a_schedule_that_stops_is_one_incident():
+    # From 05:00 no batch comes: one page, not one per batch it misses; the minutes between the
+    # batches are not the schedule back.
+    for seed in range(3):
+        det = KeyDetectors()
+        skip = {(h, s) for h in range(5, 9) for s in (0, 20, 40)}
+        out = [f for w in batch_windows(seed, 9, skip=skip) for f in det.update(w)]
+        late = [(f.type, f.status) for f in out if f.event_time >= T0 + 2 * 3600 and f.status != "resolved"]
+        assert late[0] == ("traffic", "firing") and late.count(("traffic", "firing")) == 1, (seed, late)
+        assert len(late) <= 2, (seed, late)  # the page, and at most one escalation
