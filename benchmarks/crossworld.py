@@ -1015,7 +1015,7 @@ def apply_token_abuse(world: World, ev: dict, incs: List[Incident]) -> dict:
         inp = per_req * (1 - share_out) * rng.lognormal(0, 0.15, n)
         out = np.minimum(per_req * share_out * rng.lognormal(0, 0.15, n), model.max_out)
         extra.append(_columns(t, np.full(n, inc.key), np.full(n, user), inp, out, 2))
-        inc.subject = uid
+        inc.subject = "user:" + uid  # the actor as alerts name it (a user's id behind "user:")
         inc.params.update(user=user, rate=rate)
         inc.detail = ("%s user %s: scripted loop, %.0f req/min, token volume x%.1f of %s"
                       % ("new" if new_user else "existing", uid, rate, inc.magnitude,
