@@ -82,6 +82,8 @@ POOLED: Dict[str, Tuple[str, float]] = {
 }
 # Quantile metrics -> their place in WindowFeatures.rest (the window without its busiest user).
 REST_OF = {"latency_p50_ms": 1, "latency_p95_ms": 2, "ttft_p95_ms": 3}
+# Where the same quantiles without the window's largest request are (WindowFeatures.rest).
+TOP_OF = {"latency_p95_ms": 4, "ttft_p95_ms": 5}
 # Metrics also watched for slow drift (type ``drift``).
 DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
 # Windows by which the usual error rate lags (see ErrorRateDetector.learn).
@@ -257,7 +259,9 @@ class PooledDetector(MetricDetector):
 
 class QuantileDetector(MetricDetector):
     """Latency and ttft quantiles of busy windows. A quantile that one user's requests could make
-    alone must hold without them (``WindowFeatures.rest``)."""
+    alone must hold without them, and a p95 without the window's largest request
+    (``WindowFeatures.rest``): in a window of a dozen requests the p95 is its slowest, and one
+    request with a huge prompt or a cold start is not a slow model."""
 
     def score(self, m: str, f, mid: float, busy: bool, cold: bool, pattern: Dict[str, str]) -> Optional[Scored]:
         """Score metric ``m`` of window ``f`` (None: not judged in this window)."""
@@ -273,11 +277,15 @@ class QuantileDetector(MetricDetector):
 
     def _own_rules(self, m: str, z: float, score: float, base: RobustBaseline, cold: bool, f) -> float:
         if score >= self.threshold and m in REST_OF and f.rest is not None:
-            own = f.rest[REST_OF[m]]
-            if f.rest[0] < self.min_requests:
+            rest = f.rest
+            own = rest[REST_OF[m]]
+            if rest[0] < self.min_requests:
                 return 0.0
             if own is not None:
-                return min(score, z_to_score(max(base.z(own), 0.0) * (0.75 if cold else 1.0)))
+                score = min(score, z_to_score(max(base.z(own), 0.0) * (0.75 if cold else 1.0)))
+            top = rest[TOP_OF[m]] if m in TOP_OF and len(rest) > TOP_OF[m] else None
+            if top is not None:
+                score = min(score, z_to_score(max(base.z(top), 0.0) * (0.75 if cold else 1.0)))
         return score
 
 

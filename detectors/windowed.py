@@ -11,7 +11,7 @@ does, and an ongoing anomaly is reported once, not every window.
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from detectors.episode import Episode
 from detectors.hints import HINTS, hints_for
@@ -75,7 +75,7 @@ class WindowFeatures:
                  ttft_gmean: Optional[float] = None, lat_log: Optional[LogStats] = None,
                  ttft_log: Optional[LogStats] = None,
                  clusters: Optional[Dict[str, int]] = None,
-                 rest: Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]] = None,
+                 rest: Optional[Tuple[Any, ...]] = None,
                  unit_cost: Optional[float] = None, unit_log: Optional[LogStats] = None,
                  tpot: Optional[float] = None, tpot_log: Optional[LogStats] = None) -> None:
         self.start = start
@@ -106,7 +106,8 @@ class WindowFeatures:
         # together (PooledLogMean.push); None: every request stood alone, or not measured.
         self.clusters = clusters
         # (requests, latency p50, latency p95, ttft p95) of the window without its busiest user,
-        # when that user sent enough of it to make its tail alone; None: no one user could.
+        # when that user sent enough of it to make its tail alone (else the window's requests and
+        # None), then (latency p95, ttft p95) without its largest request; None: not measured.
         self.rest = rest
         # What a million tokens cost, over the requests with cost and tokens (a geometric mean), and
         # its log statistics.

@@ -200,6 +200,12 @@ class WindowAgg:
             if len(many) > MAX_CLUSTERS:
                 many = dict(sorted(many.items(), key=lambda uc: -uc[1])[:MAX_CLUSTERS])
             many = many or None
+        # The tail quantiles without the window's largest request: one slow request is not a slow model.
+        n = len(lat)
+        lat_top = lat[min(int(0.95 * (n - 1)), n - 2)] if n > 1 else None
+        n = len(ttft)
+        ttft_top = ttft[min(int(0.95 * (n - 1)), n - 2)] if n > 1 else None
+        rest = (rest or (self.count, None, None, None)) + (lat_top, ttft_top)
         for attr, m, xs in (
                 ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
                 ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
@@ -246,7 +252,7 @@ class WindowAgg:
 def _without_busiest(users: List[Optional[str]], counts: Dict[str, int], lat: List[float],
                      ttft: List[float]) -> Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]]:
     """The window's quantiles without its busiest user: ``(requests, latency p50, latency p95,
-    ttft p95)``, or None when that user sent too little of the window to make its tail alone
+    ttft p95)`` (:meth:`WindowAgg.features` adds the p95s without the largest request), or None when that user sent too little of the window to make its tail alone
     (fewer than 2 requests, or under 5% of them: a p95 is the top 5%). One agent task's slow
     calls are then told from a slow model: the rest of the window is where it always was."""
     if not counts:

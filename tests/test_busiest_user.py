@@ -98,10 +98,38 @@ def test_the_rest_of_a_window_is_computed_only_where_one_user_could_make_its_tai
     agg = WindowAgg(T0)
     for j in range(40):
         agg.add(LLMEvent(T0 + j, "s", "m", latency_ms=100.0 + j, ttft_ms=50.0, user_id=f"u{j}"))
-    assert agg.features(60.0).rest is None  # nobody sent two requests
+    # Nobody sent two requests: no quantiles without a user; the p95s without the slowest request.
+    assert agg.features(60.0).rest == (40, None, None, None, 137.0, 50.0)
     for j in range(4):
         agg.add(LLMEvent(T0 + 40 + j, "s", "m", latency_ms=9000.0, ttft_ms=5000.0, user_id="slow"))
     f = agg.features(60.0)
     assert f.lat_p95 >= 9000.0
-    n, p50, p95, ttft95 = f.rest
+    n, p50, p95, ttft95, p95_top, ttft95_top = f.rest
     assert n == 40 and p95 < 200.0 and ttft95 == 50.0
+    assert p95_top == 9000.0 and ttft95_top == 5000.0  # four slow requests are more than one
+
+
+def test_one_slow_request_is_not_a_slow_window():
+    # A busy key's windows of a dozen requests; in one of them a single request is ten times as slow
+    # (a cold start, a huge prompt): the window's p95 is that request, and it does not count.
+    det = KeyDetectors()
+    rng = random.Random(5)
+    out = []
+    for w in range(200):
+        agg = WindowAgg(T0 + 60 * w)
+        for j in range(12):
+            lat = 800.0 * math.exp(rng.gauss(0.0, 0.3))
+            ttft = 200.0 * math.exp(rng.gauss(0.0, 0.3))
+            if w in (150, 151) and j == 0:
+                lat, ttft = lat * 10.0, ttft * 10.0
+            agg.add(LLMEvent(T0 + 60 * w + j, "s", "m", latency_ms=lat, ttft_ms=ttft, user_id=f"u{w}-{j}"))
+        out += det.update(agg.features(60.0))
+    assert [(f.type, f.status) for f in out if f.event_time >= T0 + 100 * 60] == []
+    # Every request slower: a slow model, paged.
+    for w in range(200, 210):
+        agg = WindowAgg(T0 + 60 * w)
+        for j in range(12):
+            agg.add(LLMEvent(T0 + 60 * w + j, "s", "m", latency_ms=2400.0 * math.exp(rng.gauss(0.0, 0.3)),
+                             ttft_ms=600.0 * math.exp(rng.gauss(0.0, 0.3)), user_id=f"u{w}-{j}"))
+        out += det.update(agg.features(60.0))
+    assert {f.type for f in out if f.status == "firing" and f.event_time >= T0 + 200 * 60} >= {"latency", "ttft"}
