@@ -273,9 +273,11 @@ def plan(split: str, families: Optional[List[str]], seeds: Optional[List[int]]) 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=("tune", "test", "both", "cross"), default="tune",
-                    help="which families (default tune; cross: the worlds of crossworld.py, with and without incidents)")
+                    help="which families (default tune; cross: the worlds of crossworld.py, "
+                         "with and without incidents)")
     ap.add_argument("--families", help="comma-separated family names (default: every family of the split)")
-    ap.add_argument("--seeds", help="comma-separated seeds (default: 1,2,3 for tune, 101,102,103 for test)")
+    ap.add_argument("--seeds", help="comma-separated seeds (default: 1,2,3 for tune, 101,102,103 for test, "
+                    "1,2,3 for cross)")
     ap.add_argument("--hours", type=float, default=24.0, help="simulated hours per run (default 24)")
     ap.add_argument("--flow-extra", help="YAML mapping merged into every flow definition")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "sentinel-families"),

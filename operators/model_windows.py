@@ -252,9 +252,10 @@ class WindowAgg:
 def _without_busiest(users: List[Optional[str]], counts: Dict[str, int], lat: List[float],
                      ttft: List[float]) -> Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]]:
     """The window's quantiles without its busiest user: ``(requests, latency p50, latency p95,
-    ttft p95)`` (:meth:`WindowAgg.features` adds the p95s without the largest request), or None when that user sent too little of the window to make its tail alone
-    (fewer than 2 requests, or under 5% of them: a p95 is the top 5%). One agent task's slow
-    calls are then told from a slow model: the rest of the window is where it always was."""
+    ttft p95)`` (:meth:`WindowAgg.features` adds the p95s without the largest request), or None
+    when that user sent too little of the window to make its tail alone (fewer than 2 requests,
+    or under 5% of them: a p95 is the top 5%). One agent task's slow calls are then told from a
+    slow model: the rest of the window is where it always was."""
     if not counts:
         return None
     top, c = max(counts.items(), key=lambda uc: uc[1])
