@@ -1,4 +1,6 @@
-"""Crossworld: a second world generator with its own assumptions, independent of world.py.
+"""Crossworld: a second world generator with its own assumptions, independent of world.py's.
+
+It takes only where the real trace lies from world.py (``../shared/data`` beside the repository).
 
 A seeded day (or more) of LLM-application telemetry from 5-8 services drawn from
 archetypes (consumer chat, voice assistant, RAG search, contract pipeline, agent
@@ -39,10 +41,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from world import DEFAULT_DATA_DIR, TRACE_FILE  # where the real trace lies beside the repository
+
 BASE_DATE = datetime(2026, 3, 2, tzinfo=timezone.utc)  # a Monday; the seed picks the weekday
 WARMUP_S = 90 * 60  # no incident starts before this (detectors need a baseline)
 PAD_S = 20 * 60  # quiet gap between two incidents / traps on the same key
-TRACE_FILE = "azure_llm_code_2023.csv.gz"
 
 ERROR_TYPES = ("rate_limit", "timeout", "server_error", "content_filter")
 ERR_CODE = {name: i + 1 for i, name in enumerate(ERROR_TYPES)}  # 0 = ok
@@ -1419,7 +1422,8 @@ def write_jsonl(path: str, rows: List[dict]) -> None:
 
 
 def generate(seed: int, hours: float, out_base: str, clean: bool = False,
-             data_dir: str = "/work/shared/data") -> dict:
+             data_dir: str = DEFAULT_DATA_DIR) -> dict:
+    """Write ``out_base``.jsonl, .labels.jsonl and .traps.jsonl; return the world's description."""
     world = World(seed, hours, data_dir)
     for svc in world.services:
         if svc.archetype == "batch":
@@ -1497,8 +1501,6 @@ def generate(seed: int, hours: float, out_base: str, clean: bool = False,
         "incidents": len(labels), "traps": len(traps), "clean": clean, "warmup_s": WARMUP_S,
         "generator": "crossworld",
     }
-    with open(out_base + ".meta.json", "w") as f:
-        json.dump(meta, f, indent=1)
     return meta
 
 
@@ -1508,10 +1510,12 @@ def main(argv=None) -> int:
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--out", required=True, help="output base path (writes BASE.jsonl, .labels.jsonl, ...)")
     ap.add_argument("--clean", action="store_true", help="normal traffic only, no incidents")
-    ap.add_argument("--data-dir", default="/work/shared/data")
+    ap.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     args = ap.parse_args(argv)
     t = time.perf_counter()
     meta = generate(args.seed, args.hours, args.out, args.clean, args.data_dir)
+    with open(args.out + ".meta.json", "w") as f:
+        json.dump(meta, f, indent=1)
     print("%d events, %d incidents, %d services in %.1f s -> %s.jsonl"
           % (meta["events"], meta["incidents"], len(meta["services"]), time.perf_counter() - t, args.out),
           file=sys.stderr)

@@ -388,9 +388,11 @@ class TrafficDetector(MetricDetector):
                 score, z, value, exp = fall
         return value, adj, score, z, exp, None
 
-    def scheduled(self) -> bool:
-        """Whether the key's hour shows a schedule (its minute-of-hour profile is adopted)."""
-        return self._hourly is not None and self._hourly.adopted
+    def between_batches(self, count: int) -> bool:
+        """Whether a window of ``count`` requests on a key with a schedule (its minute-of-hour
+        profile adopted) has fewer than ``min_requests``: after batches that did not come, such a
+        window is not the schedule back (the minutes between batches, or another empty batch)."""
+        return count < self.min_requests and self._hourly is not None and self._hourly.adopted
 
     def _schedule_fall(self, count: int, cold: bool, mid: float,
                        pattern: Dict[str, str]) -> Optional[Tuple[float, float, float, float]]:

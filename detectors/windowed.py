@@ -377,11 +377,9 @@ class KeyDetectors:
             # the key's own warm-up.
             ready = warm if typ != "traffic" else self._windows >= self.warmup_windows
             obs = obs if obs is not None and score >= self.threshold else None
-            if typ == "traffic" and obs is None and f.count < self.min_requests and self._ep[typ].active \
-                    and self._ep[typ].last_obs[3] < 0.0 and self._traffic.scheduled():
-                # Batches that did not come: only a window with requests is the schedule back, not
-                # the minutes between batches (a schedule that stopped is one incident until a
-                # batch comes, not one per batch it misses).
+            if typ == "traffic" and obs is None and self._ep[typ].active and self._ep[typ].last_obs[3] < 0.0 \
+                    and self._traffic.between_batches(f.count):
+                # A schedule that stopped is one incident until a batch comes, not one per batch it misses.
                 continue
             self._step(typ, m, f, obs, out, ready)
         if "tokens" in self._ep:

@@ -18,7 +18,7 @@ from scoring import to_epoch  # noqa: E402
 
 from sentinel.parse import parse_json_record  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+DATA = crossworld.DEFAULT_DATA_DIR
 needs_trace = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, crossworld.TRACE_FILE)),
                                  reason="the real trace is not beside the repository")
 HOURS = 4.0
