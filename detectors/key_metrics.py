@@ -92,6 +92,10 @@ ERR_GUARD = 10
 # once counted in bursts (TrafficDetector.beyond_bursts).
 BURST_ALPHA = 0.02
 BURST_P = 1e-3
+# The least change in traffic that pages: twice the usual count or half of it. A marketing push
+# or a model rollout lifts a chat key's traffic x1.5-x2 beyond any doubt in counts; a
+# traffic incident (a retry storm, a bot, an outage) moves it by a factor of four and more.
+TRAFFIC_FACTOR = 2.0
 # Requests per window at which a window is learned into the usual error rate at full weight.
 ERR_MEMORY = 30.0
 
@@ -289,6 +293,12 @@ class QuantileDetector(MetricDetector):
         return score
 
 
+def far_enough(count: float, expected: float) -> bool:
+    """Whether ``count`` requests per window are at least ``TRAFFIC_FACTOR`` times ``expected``, or
+    at most ``1 / TRAFFIC_FACTOR`` of it: a change in traffic large enough to page."""
+    return count >= TRAFFIC_FACTOR * expected or TRAFFIC_FACTOR * count <= expected
+
+
 class TrafficDetector(MetricDetector):
     """The request count: compared with its level plus the offset usual for this time of day
     (SeasonalProfile), or, once the key's hour shows a schedule, with its minute-of-hour profile
@@ -365,6 +375,8 @@ class TrafficDetector(MetricDetector):
         score, exp = self._finish(m, value, adj, z, abs(z), cold, season, mid, pattern, noise, f)
         if noise is not None:
             exp = hourly_exp
+        if score >= self.threshold and not far_enough(value, exp):
+            score = 0.0
         if z > 0 and score >= self.threshold and not self.beyond_bursts(value, exp):
             score = 0.0  # more requests than usual, but no more than the key's own bursts give
         if z < 0 and score >= self.threshold and noise is None:
@@ -379,12 +391,12 @@ class TrafficDetector(MetricDetector):
         self._own = value
         span = self._span_score(int(value), cold, score < self.threshold and m not in pattern and noise is None,
                                 mid, pattern)
-        if span is not None:
+        if span is not None and far_enough(span[2], span[3]):
             # The span speaks: its requests per window against their usual (learn takes the window's own).
             score, z, value, exp = span
         elif noise is not None and score < self.threshold:
             fall = self._schedule_fall(int(value), cold, mid, pattern)
-            if fall is not None:
+            if fall is not None and far_enough(fall[2], fall[3]):
                 score, z, value, exp = fall
         return value, adj, score, z, exp, None
 

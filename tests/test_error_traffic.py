@@ -204,3 +204,14 @@ def test_a_window_without_errors_after_the_cusum_spoke_confirms_it():
     # The pool alone gives these error-free windows z 2, the one-window test nothing: only the
     # confirming CUSUM makes one the episode's second window.
     assert fired is not None and fired.start >= T0 + 400 * 60 and fired.errors == 0
+
+
+def test_a_marketing_push_is_not_a_traffic_incident():
+    # A push lifts a chat key's traffic x1.8 for half an hour, a lull takes it to 60%: beyond any
+    # doubt in counts, but short of the factor of two (TRAFFIC_FACTOR) that pages.
+    for change in (1.8, 0.6):
+        shape = lambda i, c=change: c if 600 <= i < 630 else 1.0  # noqa: E731
+        det = KeyDetectors()
+        fs = [f for w in _poisson_key(4, 700, 200.0, shape) for f in det.update(w)
+              if f.status == "firing" and f.type == "traffic"]
+        assert fs == [], (change, fs)
