@@ -249,9 +249,12 @@ class PooledDetector(MetricDetector):
         noise = None
         pooled = None
         if stats is not None:
-            base.push(stats, clusters=f.clusters)
+            top = getattr(f, "top", None)
+            base.push(stats, clusters=f.clusters,
+                      top=(top[0],) + top[1][POOLED[m][0]] if top is not None and POOLED[m][0] in top[1] else None)
             z, mlog, k, noise = base.judge()
-            pooled = (k, value, base.window_se)
+            own = base.window_own
+            pooled = (k, value, base.window_se) if own is None else (k, own[0], own[1])
             value = adj = math.exp(mlog) - base.offset
         else:
             adj = value

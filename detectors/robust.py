@@ -163,6 +163,14 @@ class RobustBaseline:
         self._loc = self._t(x)
 
 
+def side_min(z: float, z_rest: float) -> float:
+    """``z`` held to what ``z_rest`` (the same test without one user) confirms: the smaller of
+    the two on ``z``'s side of 0, and 0 where the rest is not on that side at all."""
+    if z >= 0.0:
+        return min(z, max(z_rest, 0.0))
+    return max(z, min(z_rest, 0.0))
+
+
 class PooledLogMean(RobustBaseline):
     """A per-request quantity (tokens, cost) judged on the mean of its logs, pooled over windows.
 
@@ -191,6 +199,15 @@ class PooledLogMean(RobustBaseline):
     requests' spread, its users' concentration over the whole pool (one task spread over
     five windows is still one task), its windows' wander and the uncertainty of the level.
 
+    A rise or fall must also hold without the ring's busiest user (the user with the most
+    requests where it was a window's busiest, ``push(top=...)``): each pool is judged on the
+    rest of its requests as well, and the smaller deviation speaks. Users' levels are heavy
+    tailed: a voice or chat key of a few requests a minute, whose window is often one user's
+    turns, learns a small user component from its ordinary windows, and then one long
+    conversation (its whole history sent with every turn, prompts at x5) stands six standard
+    errors out. A key whose ring is usually at least ``SOLO_KEY`` one user's (a service
+    account's pipeline) is that user's, and is judged as it is.
+
     The level (location and window-level scale of :class:`RobustBaseline`) learns each
     window when it leaves the pool, ``pool`` windows late, so a pool is compared with the
     windows before it, not with a level that is learning it as it goes; windows of a pool
@@ -217,6 +234,15 @@ class PooledLogMean(RobustBaseline):
         # squared deviation from the level beyond what its requests' spread gives.
         self._vc = [0.0, 0.0, 0.0, 0.0, 0.0]
         self.window_se = 0.0  # the standard error of the newest window's own mean (judge)
+        # The newest window's own mean and its standard error without the busiest user, where a
+        # pool is judged without it (judge; a mean of None: the window was that user's alone);
+        # None otherwise. What the drift detector follows.
+        self.window_own: Optional[Tuple[Optional[float], float]] = None
+        # The ring's busiest user (user, requests) and the share of the ring such a user usually
+        # sends (EW over windows): near 1 on a key that is one service account's.
+        self._busiest: Optional[Tuple[str, int]] = None
+        self._solo = 0.0
+        self._solo_n = 0  # windows in _solo (a plain mean until 1 / VC_DECAY of them)
 
     def components(self) -> Optional[Tuple[float, float]]:
         """``(user, window)``: the variance a window's mean has from its users' levels and from
@@ -280,6 +306,7 @@ class PooledLogMean(RobustBaseline):
         n0, s0 = ring[-1][0], ring[-1][1]
         mean0 = s0 / n0
         self.window_se = self.scale
+        self.window_own = None
         if self._n < self.warmup or self._var is None:
             return 0.0, mean0, 1, self.scale
         loc, var = self._loc, self._var
@@ -299,8 +326,17 @@ class PooledLogMean(RobustBaseline):
         # The two largest and two smallest window means (as deviations from the level), with counts.
         hi = [(-math.inf, 0), (-math.inf, 0)]
         lo = [(math.inf, 0), (math.inf, 0)]
+        # On a key whose recent requests are usually several users', a pool's mean must move
+        # without the busiest of them too: one user's long conversation is not the key's prompts.
+        busiest = self._busiest
+        excl = busiest[0] if busiest is not None and self._solo < SOLO_KEY else None
+        n_r = s_r = q_r = 0.0
+        n_u = 0  # the busiest user's requests in the pool
+        m2_r = clustered_r = 0
+        v_req_r = 0.0
         for k in range(1, len(ring) + 1):
-            wn, ws, _, _, _, cl = ring[-k]
+            w = ring[-k]
+            wn, ws, cl = w[0], w[1], w[5]
             n += wn
             if cl and vb > 0.0:
                 for u, c in cl.items():
@@ -326,13 +362,56 @@ class PooledLogMean(RobustBaseline):
                 # anomalous, while a change that all the windows share loses next to nothing.
                 cands = (((s - (hi[0][0] - hi[1][0]) * hi[0][1]) / n, 1),
                          ((s - (lo[0][0] - lo[1][0]) * lo[0][1]) / n, -1))
+            z_r = None
+            if excl is not None:
+                t = w[6] if len(w) > 6 else None
+                cu, su = (t[1], t[2]) if t is not None and t[0] == excl else (0, 0.0)
+                n_r += wn - cu
+                n_u += cu
+                s_r += ws - su
+                q_r += (wn - cu) * (wn - cu)
+                if cl and vb > 0.0:
+                    for u, c in cl.items():
+                        if u != excl:
+                            m2_r += c * c
+                            clustered_r += c
+                if n_r > 0:
+                    v_req_r = var / n_r + vb * min(1.0, (m2_r + max(0.0, n_r - clustered_r)) / (n_r * n_r))
+                    se_r = math.sqrt(v_req_r + tau2 * q_r / (n_r * n_r) + v_loc)
+                    z_r = (s_r / n_r - loc) / se_r
+                else:
+                    z_r = 0.0
+                if k == 1 and 2 * n_u > n:
+                    # The drift detector follows the window without that user where it was most of it.
+                    self.window_own = (math.exp(s_r / n_r) - self.offset, se_r) if n_r > 0 else (None, se)
             for m, side in cands:
                 z = (m - loc) / se
+                if z_r is not None:
+                    z = side_min(z, z_r)
                 if z * side >= 0 and abs(z) > abs(best[0]):
                     best = (z, m, k, se)
-            if v_req <= target:
+            if v_req <= target and (z_r is None or (n_r > 0 and v_req_r <= target)):
                 break  # precise enough: pooling further would only add the level's wander
         return best
+
+    def _find_busiest(self) -> None:
+        """The ring's busiest user (counted where it was a window's busiest) and its share of the
+        ring's requests; the share is learned into ``_solo`` (a share of 0 without such a user)."""
+        seen: Dict[str, int] = {}
+        total = 0
+        for w in self._ring:
+            total += w[0]
+            t = w[6] if len(w) > 6 else None
+            if t is not None:
+                seen[t[0]] = seen.get(t[0], 0) + t[1]
+        share = 0.0
+        self._busiest = None
+        if seen:
+            user, c = max(seen.items(), key=lambda uc: uc[1])
+            self._busiest = (user, c)
+            share = c / total
+        self._solo_n += 1
+        self._solo += max(VC_DECAY, 1.0 / self._solo_n) * (share - self._solo)
 
     def current(self) -> Optional[float]:
         """The level with the windows still in the pool learned as normal ones: the key's level
@@ -340,22 +419,27 @@ class PooledLogMean(RobustBaseline):
         if self._n == 0:
             return None
         loc = self._loc
-        for wn, ws, _, flag, _, _ in self._ring:
+        for w in self._ring:
+            wn, ws, flag = w[0], w[1], w[3]
             if flag < 2:
                 loc += self.alpha * (ws / wn - loc)
         return math.exp(loc) - self.offset
 
-    def push(self, stats, flag: int = 0, clusters: Optional[Dict[str, int]] = None) -> None:
-        """Add a window's ``(n, sum, sumsq)`` and its users with more than one request
-        (``{user: requests}``); the window that leaves the pool is learned."""
+    def push(self, stats, flag: int = 0, clusters: Optional[Dict[str, int]] = None,
+             top: Optional[Tuple[str, int, float]] = None) -> None:
+        """Add a window's ``(n, sum, sumsq)``, its users with more than one request
+        (``{user: requests}``) and its busiest user's ``(user, requests, sum of logs)``; the window
+        that leaves the pool is learned."""
         n, s, ss = stats
         warm = self._n >= self.warmup and self._var is not None
-        self._ring.append([n, s, ss, flag if warm else 3, n, clusters])
+        self._ring.append([n, s, ss, flag if warm else 3, n, clusters, top])
+        self._find_busiest()
         if not warm:
             self._learn_components(n, s, clusters)
             self._learn_window(n, s, ss, 0)
         while len(self._ring) > self.pool:
-            wn, ws, wss, wflag, _, wcl = self._ring.pop(0)
+            old = self._ring.pop(0)
+            wn, ws, wss, wflag, wcl = old[0], old[1], old[2], old[3], old[5]
             if wflag != 3:
                 if wflag == 0:
                     self._learn_components(wn, ws, wcl)
@@ -395,8 +479,12 @@ class PooledLogMean(RobustBaseline):
         self.learn_one(math.exp(s / n) - self.offset, damp=flag == 1)
 
     def __setstate__(self, s) -> None:
+        self._busiest = None  # states from before the busiest user was told apart
+        self._solo = 0.0
+        self._solo_n = 0
         self._vc = [0.0, 0.0, 0.0, 0.0, 0.0]  # states from before the variance components were learned
         self.window_se = 0.0
+        self.window_own = None
         s.pop("_anova", None)  # and from when a by-user ANOVA stood in for them
         self.__dict__.update(s)
         for w in self._ring:
@@ -411,6 +499,9 @@ VC_DECAY = 0.01
 VC_MIN = 30.0
 VC_MIN_SPREAD = 0.01
 VC_CAP = 25.0
+# A key whose ring (PooledLogMean.pool windows) is usually at least this share one user's is
+# that user's: its means are judged as they are, without setting the busiest user aside.
+SOLO_KEY = 0.5
 
 
 def log_moments(ys) -> Tuple[int, float, float]:

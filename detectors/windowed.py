@@ -58,9 +58,9 @@ class WindowFeatures:
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
         "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log", "clusters",
-        "unit_cost", "unit_log", "tpot", "tpot_log", "rest",
+        "unit_cost", "unit_log", "tpot", "tpot_log", "rest", "top",
     )
-    _PICKLED = __slots__[:-1]  # ``rest`` is the window's own and is never kept
+    _PICKLED = __slots__[:-2]  # ``rest`` and ``top`` are the window's own and are never kept
     # Slots added after ``clusters`` (the cost of a million tokens, the time per output token).
     _SINCE_CLUSTERS = ("unit_cost", "unit_log", "tpot", "tpot_log")
 
@@ -77,7 +77,8 @@ class WindowFeatures:
                  clusters: Optional[Dict[str, int]] = None,
                  rest: Optional[Tuple[Any, ...]] = None,
                  unit_cost: Optional[float] = None, unit_log: Optional[LogStats] = None,
-                 tpot: Optional[float] = None, tpot_log: Optional[LogStats] = None) -> None:
+                 tpot: Optional[float] = None, tpot_log: Optional[LogStats] = None,
+                 top: Optional[Tuple[str, Dict[str, Tuple[int, float]]]] = None) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -117,6 +118,10 @@ class WindowFeatures:
         # and its log statistics.
         self.tpot = tpot
         self.tpot_log = tpot_log
+        # The window's busiest user (two requests or more) and its (requests, sum of logs) per
+        # pooled metric (``in_log`` ...): a pooled mean's rise must hold without it. None: no
+        # user sent two, or not measured.
+        self.top = top
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -126,6 +131,7 @@ class WindowFeatures:
 
     def __setstate__(self, state) -> None:
         self.rest = None
+        self.top = None
         self.error_types = None  # states from before error types were counted
         self.in_log = self.out_log = self.cost_log = None  # and before log statistics
         self.lat_gmean = self.ttft_gmean = self.lat_log = self.ttft_log = None
@@ -403,8 +409,11 @@ class KeyDetectors:
                 # where its requests say more than the windows' scale (one agent task's window moves
                 # further than a window of many users' requests: PooledLogMean.judge).
                 if m in pooled:
+                    # (A window that was only the busiest user's, on a key of many, says nothing of
+                    # the key's level: PooledLogMean.window_own.)
                     _, own, se = pooled[m]
-                    self._drift_step(m, f, own, max(base.scale, se), base, out, warm, m in pattern)
+                    if own is not None:
+                        self._drift_step(m, f, own, max(base.scale, se), base, out, warm, m in pattern)
                 else:
                     self._drift_step(m, f, value, base.scale, base, out, warm, m in pattern)
             part.learn(m, mid, value, adj, score, pattern.get(m), pooled.get(m))

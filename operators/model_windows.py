@@ -190,6 +190,7 @@ class WindowAgg:
         grouped = len(users) > 1 and any(users)
         many = None
         rest = None
+        top = None
         if grouped:
             counts: Dict[str, int] = {}
             for u in users:
@@ -197,6 +198,10 @@ class WindowAgg:
                     counts[u] = counts.get(u, 0) + 1
             many = {u: c for u, c in counts.items() if c > 1}
             rest = _without_busiest(users, counts, self.lat, self.ttft)
+            top = _busiest_logs(users, counts, (
+                ("in_log", self.in_tok, POOLED["input_tokens_mean"][1]),
+                ("out_log", self.out_tok, POOLED["output_tokens_mean"][1]),
+                ("cost_log", self.cost, POOLED["cost_per_request_usd"][1])))
             if len(many) > MAX_CLUSTERS:
                 many = dict(sorted(many.items(), key=lambda uc: -uc[1])[:MAX_CLUSTERS])
             many = many or None
@@ -232,6 +237,7 @@ class WindowAgg:
             rest=rest,
             unit_cost=_geometric_mean(logs["unit_log"], POOLED["cost_per_million_tokens_usd"][1]),
             tpot=_geometric_mean(logs["tpot_log"], POOLED["latency_per_output_token_ms"][1]),
+            top=top,
             **logs,
         )
 
@@ -267,6 +273,28 @@ def _without_busiest(users: List[Optional[str]], counts: Dict[str, int], lat: Li
     ttft_r = sorted(compress(ttft, keep)) if len(ttft) == n else None
     return (n - c, _q(lat_r, 0.5) if lat_r else None, _q(lat_r, 0.95) if lat_r else None,
             _q(ttft_r, 0.95) if ttft_r else None)
+
+
+def _busiest_logs(users: List[Optional[str]], counts: Dict[str, int],
+                  columns: Sequence[Tuple[str, Sequence[float], float]],
+                  ) -> Optional[Tuple[str, Dict[str, Tuple[int, float]]]]:
+    """The window's busiest user and, per pooled metric whose values line up with the users
+    (``(attr, values, offset)``), that user's ``(requests, sum of log(x + offset))``; None when no
+    user sent two requests. A pooled mean's rise must hold without that user
+    (:meth:`detectors.robust.PooledLogMean.judge`)."""
+    if not counts:
+        return None
+    top, c = max(counts.items(), key=lambda uc: uc[1])
+    if c < 2:
+        return None
+    n = len(users)
+    at = [i for i, u in enumerate(users) if u == top]
+    log = math.log
+    sums = {}
+    for attr, xs, off in columns:
+        if len(xs) == n:
+            sums[attr] = (c, sum(log(xs[i] + off) if xs[i] > 0 else log(off) for i in at))
+    return top, sums
 
 
 def _take(col: Sequence[Any], sel: Any) -> Sequence[Any]:
