@@ -163,14 +163,6 @@ class RobustBaseline:
         self._loc = self._t(x)
 
 
-def side_min(z: float, z_rest: float) -> float:
-    """``z`` held to what ``z_rest`` (the same test without one user) confirms: the smaller of
-    the two on ``z``'s side of 0, and 0 where the rest is not on that side at all."""
-    if z >= 0.0:
-        return min(z, max(z_rest, 0.0))
-    return max(z, min(z_rest, 0.0))
-
-
 class PooledLogMean(RobustBaseline):
     """A per-request quantity (tokens, cost) judged on the mean of its logs, pooled over windows.
 
@@ -243,6 +235,10 @@ class PooledLogMean(RobustBaseline):
         self._busiest: Optional[Tuple[str, int]] = None
         self._solo = 0.0
         self._solo_n = 0  # windows in _solo (a plain mean until 1 / VC_DECAY of them)
+        # The ring's busiest users' requests ({user: requests where it was a window's busiest})
+        # and the ring's requests, kept as windows come and go (None: to be made again).
+        self._tops: Optional[Dict[str, int]] = {}
+        self._ring_n = 0
 
     def components(self) -> Optional[Tuple[float, float]]:
         """``(user, window)``: the variance a window's mean has from its users' levels and from
@@ -330,13 +326,10 @@ class PooledLogMean(RobustBaseline):
         # without the busiest of them too: one user's long conversation is not the key's prompts.
         busiest = self._busiest
         excl = busiest[0] if busiest is not None and self._solo < SOLO_KEY else None
-        n_r = s_r = q_r = 0.0
-        n_u = 0  # the busiest user's requests in the pool
-        m2_r = clustered_r = 0
-        v_req_r = 0.0
+        s_u = dq = 0.0
+        n_u = 0
         for k in range(1, len(ring) + 1):
-            w = ring[-k]
-            wn, ws, cl = w[0], w[1], w[5]
+            wn, ws, _, _, _, cl, t = ring[-k]
             n += wn
             if cl and vb > 0.0:
                 for u, c in cl.items():
@@ -362,56 +355,61 @@ class PooledLogMean(RobustBaseline):
                 # anomalous, while a change that all the windows share loses next to nothing.
                 cands = (((s - (hi[0][0] - hi[1][0]) * hi[0][1]) / n, 1),
                          ((s - (lo[0][0] - lo[1][0]) * lo[0][1]) / n, -1))
-            z_r = None
-            if excl is not None:
-                t = w[6] if len(w) > 6 else None
-                cu, su = (t[1], t[2]) if t is not None and t[0] == excl else (0, 0.0)
-                n_r += wn - cu
-                n_u += cu
-                s_r += ws - su
-                q_r += (wn - cu) * (wn - cu)
-                if cl and vb > 0.0:
-                    for u, c in cl.items():
-                        if u != excl:
-                            m2_r += c * c
-                            clustered_r += c
+            if t is not None and t[0] == excl:
+                # The busiest user's requests in the pool so far: its count, sum of logs, and what
+                # leaving them out takes from the sum of squared window counts.
+                n_u += t[1]
+                s_u += t[2]
+                dq += (2 * wn - t[1]) * t[1]
+            rest = None  # (requests, standard error) of the pool without the busiest user
+            if n_u:
+                n_r = n - n_u
                 if n_r > 0:
-                    v_req_r = var / n_r + vb * min(1.0, (m2_r + max(0.0, n_r - clustered_r)) / (n_r * n_r))
-                    se_r = math.sqrt(v_req_r + tau2 * q_r / (n_r * n_r) + v_loc)
-                    z_r = (s_r / n_r - loc) / se_r
-                else:
-                    z_r = 0.0
+                    cu = users.get(excl, 0)  # (its requests as counted in m2 over the pool)
+                    v_req_r = var / n_r + vb * min(1.0, (m2 - cu * cu + max(0.0, n_r - clustered + cu)) / (n_r * n_r))
+                    rest = (n_r, v_req_r, math.sqrt(v_req_r + tau2 * (q - dq) / (n_r * n_r) + v_loc))
                 if k == 1 and 2 * n_u > n:
                     # The drift detector follows the window without that user where it was most of it.
-                    self.window_own = (math.exp(s_r / n_r) - self.offset, se_r) if n_r > 0 else (None, se)
+                    self.window_own = (math.exp((s - s_u) / n_r) - self.offset, rest[2]) if rest else (None, se)
             for m, side in cands:
                 z = (m - loc) / se
-                if z_r is not None:
-                    z = side_min(z, z_r)
                 if z * side >= 0 and abs(z) > abs(best[0]):
+                    if n_u:
+                        # Held to what the pool without the busiest user confirms (0 without any).
+                        z_r = ((s - s_u) / rest[0] - loc) / rest[2] if rest else 0.0
+                        z = min(z, max(z_r, 0.0)) if z >= 0.0 else max(z, min(z_r, 0.0))
+                        if abs(z) <= abs(best[0]):
+                            continue
                     best = (z, m, k, se)
-            if v_req <= target and (z_r is None or (n_r > 0 and v_req_r <= target)):
+            if v_req <= target and (not n_u or (rest is not None and rest[1] <= target)):
                 break  # precise enough: pooling further would only add the level's wander
         return best
 
     def _find_busiest(self) -> None:
         """The ring's busiest user (counted where it was a window's busiest) and its share of the
         ring's requests; the share is learned into ``_solo`` (a share of 0 without such a user)."""
-        seen: Dict[str, int] = {}
-        total = 0
-        for w in self._ring:
-            total += w[0]
-            t = w[6] if len(w) > 6 else None
-            if t is not None:
-                seen[t[0]] = seen.get(t[0], 0) + t[1]
+        tops = self._tops
         share = 0.0
         self._busiest = None
-        if seen:
-            user, c = max(seen.items(), key=lambda uc: uc[1])
+        if tops:
+            user = max(tops, key=tops.get)
+            c = tops[user]
             self._busiest = (user, c)
-            share = c / total
+            share = c / self._ring_n
         self._solo_n += 1
         self._solo += max(VC_DECAY, 1.0 / self._solo_n) * (share - self._solo)
+
+    def _tally(self, w: list, sign: int) -> None:
+        """Count ring entry ``w`` into (``sign`` 1) or out of (-1) the ring's busiest-user tally."""
+        t = w[6]
+        if t is not None:
+            tops = self._tops
+            c = tops.get(t[0], 0) + sign * t[1]
+            if c > 0:
+                tops[t[0]] = c
+            else:
+                tops.pop(t[0], None)
+        self._ring_n += sign * w[0]
 
     def current(self) -> Optional[float]:
         """The level with the windows still in the pool learned as normal ones: the key's level
@@ -432,18 +430,32 @@ class PooledLogMean(RobustBaseline):
         that leaves the pool is learned."""
         n, s, ss = stats
         warm = self._n >= self.warmup and self._var is not None
-        self._ring.append([n, s, ss, flag if warm else 3, n, clusters, top])
-        self._find_busiest()
+        entry = [n, s, ss, flag if warm else 3, n, clusters, top]
+        self._ring.append(entry)
+        # (A metric whose windows never named a user has nothing to find: no tally.)
+        tally = top is not None or self._solo_n
+        if tally:
+            if self._tops is None or not self._solo_n:
+                # Made from the ring: the first time, and after it changed in bulk (spend, a snapshot).
+                self._tops, self._ring_n = {}, 0
+                for w in self._ring:
+                    self._tally(w, 1)
+            else:
+                self._tally(entry, 1)
         if not warm:
             self._learn_components(n, s, clusters)
             self._learn_window(n, s, ss, 0)
         while len(self._ring) > self.pool:
             old = self._ring.pop(0)
+            if tally:
+                self._tally(old, -1)
             wn, ws, wss, wflag, wcl = old[0], old[1], old[2], old[3], old[5]
             if wflag != 3:
                 if wflag == 0:
                     self._learn_components(wn, ws, wcl)
                 self._learn_window(wn, ws, wss, wflag)
+        if tally:
+            self._find_busiest()
 
     def mark(self, windows: int, flag: int) -> None:
         """Flag the newest ``windows`` windows (1: anomalous, 2: not to learn) unless learned."""
@@ -465,6 +477,7 @@ class PooledLogMean(RobustBaseline):
             else:
                 keep.append(w)
         self._ring = keep
+        self._tops = None
 
     def _learn_window(self, n: int, s: float, ss: float, flag: int) -> None:
         if flag == 2:
@@ -482,6 +495,8 @@ class PooledLogMean(RobustBaseline):
         self._busiest = None  # states from before the busiest user was told apart
         self._solo = 0.0
         self._solo_n = 0
+        self._tops = None
+        self._ring_n = 0
         self._vc = [0.0, 0.0, 0.0, 0.0, 0.0]  # states from before the variance components were learned
         self.window_se = 0.0
         self.window_own = None
@@ -490,6 +505,8 @@ class PooledLogMean(RobustBaseline):
         for w in self._ring:
             if len(w) == 4:
                 w += [w[0], None]
+            if len(w) == 6:
+                w.append(None)  # and before a window's busiest user was kept
 
 
 # How fast the variance components forget (per window), the windows they need, the spread of
