@@ -191,6 +191,12 @@ class WindowAgg:
         many = None
         rest = None
         top = None
+        for attr, m, xs in (
+                ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
+                ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
+                ("ttft_log", "ttft_gmean_ms", self.ttft), ("unit_log", "cost_per_million_tokens_usd", self.unit),
+                ("tpot_log", "latency_per_output_token_ms", self.tpot)):
+            logs[attr] = log_stats(xs, POOLED[m][1])
         if grouped:
             counts: Dict[str, int] = {}
             for u in users:
@@ -199,9 +205,9 @@ class WindowAgg:
             many = {u: c for u, c in counts.items() if c > 1}
             rest = _without_busiest(users, counts, self.lat, self.ttft)
             top = _busiest_logs(users, counts, (
-                ("in_log", self.in_tok, POOLED["input_tokens_mean"][1]),
-                ("out_log", self.out_tok, POOLED["output_tokens_mean"][1]),
-                ("cost_log", self.cost, POOLED["cost_per_request_usd"][1])))
+                ("in_log", self.in_tok, POOLED["input_tokens_mean"][1], logs["in_log"]),
+                ("out_log", self.out_tok, POOLED["output_tokens_mean"][1], logs["out_log"]),
+                ("cost_log", self.cost, POOLED["cost_per_request_usd"][1], logs["cost_log"])))
             if len(many) > MAX_CLUSTERS:
                 many = dict(sorted(many.items(), key=lambda uc: -uc[1])[:MAX_CLUSTERS])
             many = many or None
@@ -211,12 +217,6 @@ class WindowAgg:
         n = len(ttft)
         ttft_top = ttft[min(int(0.95 * (n - 1)), n - 2)] if n > 1 else None
         rest = (rest or (self.count, None, None, None)) + (lat_top, ttft_top)
-        for attr, m, xs in (
-                ("in_log", "input_tokens_mean", self.in_tok), ("out_log", "output_tokens_mean", self.out_tok),
-                ("cost_log", "cost_per_request_usd", self.cost), ("lat_log", "latency_gmean_ms", self.lat),
-                ("ttft_log", "ttft_gmean_ms", self.ttft), ("unit_log", "cost_per_million_tokens_usd", self.unit),
-                ("tpot_log", "latency_per_output_token_ms", self.tpot)):
-            logs[attr] = log_stats(xs, POOLED[m][1])
         return WindowFeatures(
             self.start,
             self.start + size,
@@ -276,24 +276,27 @@ def _without_busiest(users: List[Optional[str]], counts: Dict[str, int], lat: Li
 
 
 def _busiest_logs(users: List[Optional[str]], counts: Dict[str, int],
-                  columns: Sequence[Tuple[str, Sequence[float], float]],
+                  columns: Sequence[Tuple[str, Sequence[float], float, Optional[Tuple[int, float, float]]]],
                   ) -> Optional[Tuple[str, Dict[str, Tuple[int, float]]]]:
     """The window's busiest user and, per pooled metric whose values line up with the users
-    (``(attr, values, offset)``), that user's ``(requests, sum of log(x + offset))``; None when no
-    user sent two requests. A pooled mean's rise must hold without that user
-    (:meth:`detectors.robust.PooledLogMean.judge`)."""
+    (``(attr, values, offset, the window's log_stats)``), that user's ``(requests, sum of
+    log(x + offset))``; None when no user sent two requests. A pooled mean's rise must hold
+    without that user (:meth:`detectors.robust.PooledLogMean.judge`). The smaller side is summed:
+    the user's requests, or the others' (taken from the window's sum)."""
     if not counts:
         return None
     top, c = max(counts.items(), key=lambda uc: uc[1])
     if c < 2:
         return None
     n = len(users)
-    at = [i for i, u in enumerate(users) if u == top]
+    mine = 2 * c <= n
+    at = [i for i, u in enumerate(users) if (u == top) is mine] if c < n else []
     log = math.log
     sums = {}
-    for attr, xs, off in columns:
-        if len(xs) == n:
-            sums[attr] = (c, sum(log(xs[i] + off) if xs[i] > 0 else log(off) for i in at))
+    for attr, xs, off, stats in columns:
+        if len(xs) == n and stats is not None:
+            part = sum(log(xs[i] + off) if xs[i] > 0 else log(off) for i in at)
+            sums[attr] = (c, part if mine else stats[1] - part)
     return top, sums
 
 

@@ -70,3 +70,21 @@ def test_a_service_accounts_key_still_pages():
     for seed in (1, 2):
         pages = _token_pages(voice_windows(seed, 600, users=1, scale=lambda i: 3.0 if 400 <= i < 415 else 1.0))
         assert pages and 400 * 60 <= pages[0].window_end - T0 <= 405 * 60, pages
+
+
+def test_the_busiest_users_sums_are_its_own_requests():
+    # The window hands the pool its busiest user's sum of logs per metric (WindowFeatures.top),
+    # summed over the smaller side: the user's requests, or the others' taken from the window's.
+    rng = random.Random(5)
+    for mine in (2, 5, 9):
+        agg = WindowAgg(T0)
+        for i in range(9):
+            user = "a" if i < mine else f"u{i}"
+            agg.add(LLMEvent(T0 + i, "chat", "m", latency_ms=900.0, input_tokens=rng.randrange(1, 5000),
+                             output_tokens=rng.randrange(0, 500), cost_usd=rng.random() * 1e-3, user_id=user))
+        f = agg.features(60.0)
+        assert f.top[0] == "a"
+        for attr, xs, off in (("in_log", agg.in_tok, 1.0), ("out_log", agg.out_tok, 1.0),
+                              ("cost_log", agg.cost, 1e-6)):
+            own = [math.log(x + off) if x > 0 else math.log(off) for x, u in zip(xs, agg.users) if u == "a"]
+            assert f.top[1][attr][0] == mine and math.isclose(f.top[1][attr][1], sum(own), rel_tol=1e-9), attr
