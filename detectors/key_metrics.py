@@ -288,11 +288,10 @@ class QuantileDetector(MetricDetector):
             own = rest[REST_OF[m]]
             if rest[0] < self.min_requests:
                 return 0.0
-            if own is not None:
-                score = min(score, z_to_score(max(base.z(own), 0.0) * (0.75 if cold else 1.0)))
             top = rest[TOP_OF[m]] if m in TOP_OF and len(rest) > TOP_OF[m] else None
-            if top is not None:
-                score = min(score, z_to_score(max(base.z(top), 0.0) * (0.75 if cold else 1.0)))
+            for held in (own, top):
+                if held is not None:
+                    score = min(score, z_to_score(max(base.z(held), 0.0) * (0.75 if cold else 1.0)))
         return score
 
 

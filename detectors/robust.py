@@ -230,9 +230,9 @@ class PooledLogMean(RobustBaseline):
         # pool is judged without it (judge; a mean of None: the window was that user's alone);
         # None otherwise. What the drift detector follows.
         self.window_own: Optional[Tuple[Optional[float], float]] = None
-        # The ring's busiest user (user, requests) and the share of the ring such a user usually
-        # sends (EW over windows): near 1 on a key that is one service account's.
-        self._busiest: Optional[Tuple[str, int]] = None
+        # The ring's busiest user and the share of the ring such a user usually sends (EW over
+        # windows): near 1 on a key that is one service account's.
+        self._busiest: Optional[str] = None
         self._solo = 0.0
         self._solo_n = 0  # windows in _solo (a plain mean until 1 / VC_DECAY of them)
         # The ring's busiest users' requests ({user: requests where it was a window's busiest})
@@ -324,8 +324,7 @@ class PooledLogMean(RobustBaseline):
         lo = [(math.inf, 0), (math.inf, 0)]
         # On a key whose recent requests are usually several users', a pool's mean must move
         # without the busiest of them too: one user's long conversation is not the key's prompts.
-        busiest = self._busiest
-        excl = busiest[0] if busiest is not None and self._solo < SOLO_KEY else None
+        excl = self._busiest if self._solo < SOLO_KEY else None
         s_u = dq = 0.0
         n_u = 0
         for k in range(1, len(ring) + 1):
@@ -393,9 +392,8 @@ class PooledLogMean(RobustBaseline):
         self._busiest = None
         if tops:
             user = max(tops, key=tops.get)
-            c = tops[user]
-            self._busiest = (user, c)
-            share = c / self._ring_n
+            self._busiest = user
+            share = tops[user] / self._ring_n
         self._solo_n += 1
         self._solo += max(VC_DECAY, 1.0 / self._solo_n) * (share - self._solo)
 

@@ -203,8 +203,9 @@ class WindowAgg:
                 if u:
                     counts[u] = counts.get(u, 0) + 1
             many = {u: c for u, c in counts.items() if c > 1}
-            rest = _without_busiest(users, counts, self.lat, self.ttft)
-            top = _busiest_logs(users, counts, (
+            busiest = max(counts.items(), key=lambda uc: uc[1]) if counts else None
+            rest = _without_busiest(users, busiest, self.lat, self.ttft)
+            top = _busiest_logs(users, busiest, (
                 ("in_log", self.in_tok, POOLED["input_tokens_mean"][1], logs["in_log"]),
                 ("out_log", self.out_tok, POOLED["output_tokens_mean"][1], logs["out_log"]),
                 ("cost_log", self.cost, POOLED["cost_per_request_usd"][1], logs["cost_log"])))
@@ -255,16 +256,17 @@ class WindowAgg:
             setattr(self, k, v)
 
 
-def _without_busiest(users: List[Optional[str]], counts: Dict[str, int], lat: List[float],
+def _without_busiest(users: List[Optional[str]], busiest: Optional[Tuple[str, int]], lat: List[float],
                      ttft: List[float]) -> Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]]:
-    """The window's quantiles without its busiest user: ``(requests, latency p50, latency p95,
+    """The window's quantiles without its busiest user (``busiest``: ``(user, requests)``, None
+    when no request named a user): ``(requests, latency p50, latency p95,
     ttft p95)`` (:meth:`WindowAgg.features` adds the p95s without the largest request), or None
     when that user sent too little of the window to make its tail alone (fewer than 2 requests,
     or under 5% of them: a p95 is the top 5%). One agent task's slow calls are then told from a
     slow model: the rest of the window is where it always was."""
-    if not counts:
+    if busiest is None:
         return None
-    top, c = max(counts.items(), key=lambda uc: uc[1])
+    top, c = busiest
     n = len(users)
     if c < 2 or c < 0.05 * n:
         return None
@@ -275,17 +277,18 @@ def _without_busiest(users: List[Optional[str]], counts: Dict[str, int], lat: Li
             _q(ttft_r, 0.95) if ttft_r else None)
 
 
-def _busiest_logs(users: List[Optional[str]], counts: Dict[str, int],
+def _busiest_logs(users: List[Optional[str]], busiest: Optional[Tuple[str, int]],
                   columns: Sequence[Tuple[str, Sequence[float], float, Optional[Tuple[int, float, float]]]],
                   ) -> Optional[Tuple[str, Dict[str, Tuple[int, float]]]]:
-    """The window's busiest user and, per pooled metric whose values line up with the users
+    """The window's busiest user (``busiest``, as for :func:`_without_busiest`) and, per pooled
+    metric whose values line up with the users
     (``(attr, values, offset, the window's log_stats)``), that user's ``(requests, sum of
     log(x + offset))``; None when no user sent two requests. A pooled mean's rise must hold
     without that user (:meth:`detectors.robust.PooledLogMean.judge`). The smaller side is summed:
     the user's requests, or the others' (taken from the window's sum)."""
-    if not counts:
+    if busiest is None:
         return None
-    top, c = max(counts.items(), key=lambda uc: uc[1])
+    top, c = busiest
     if c < 2:
         return None
     n = len(users)
