@@ -96,6 +96,12 @@ BURST_P = 1e-3
 # or a model rollout lifts a chat key's traffic x1.5-x2 beyond any doubt in counts; a
 # traffic incident (a retry storm, a bot, an outage) moves it by a factor of four and more.
 TRAFFIC_FACTOR = 2.0
+# A traffic incident is a step: the count must also be TRAFFIC_FACTOR away from the key's own
+# count of a few minutes before (the mean of the windows STEP_GAP to span_windows - 1 back, and
+# for a quarter hour's sum, the sum of the quarter hour before it) when it starts to alert; the
+# windows of a run that alerts are not held to it again until STEP_GAP in a row did not alert. The day's climb, x5 in 80 minutes on a
+# consumer app's first morning, moves a quarter hour by a third.
+STEP_GAP = 5
 # Requests per window at which a window is learned into the usual error rate at full weight.
 ERR_MEMORY = 30.0
 
@@ -318,6 +324,9 @@ class TrafficDetector(MetricDetector):
     _sums: Optional[List[int]] = None
     _span_bursts: Optional[List[float]] = None
     _fall: Tuple[float, float] = (0.0, 0.0)
+    # Windows since the last that alerted: a run that started with a step is not held to the step
+    # rule again (stepped) until STEP_GAP windows in a row did not alert.
+    _cool: int = STEP_GAP
     # Span sums not learned yet, with whether each alerted: a sum is learned span_windows windows
     # late (states from before the lag: an empty queue).
     _span_pending: Optional[List[Tuple[int, bool]]] = None
@@ -379,6 +388,8 @@ class TrafficDetector(MetricDetector):
             exp = hourly_exp
         if score >= self.threshold and not far_enough(value, exp):
             score = 0.0
+        if score >= self.threshold and noise is None and self._cool >= STEP_GAP and not self.stepped(value):
+            score = 0.0  # as far from the usual as a step, but the key came here gradually
         if z > 0 and score >= self.threshold and not self.beyond_bursts(value, exp):
             score = 0.0  # more requests than usual, but no more than the key's own bursts give
         if z < 0 and score >= self.threshold and noise is None:
@@ -401,6 +412,16 @@ class TrafficDetector(MetricDetector):
             if fall is not None and far_enough(fall[2], fall[3]):
                 score, z, value, exp = fall
         return value, adj, score, z, exp, None
+
+    def stepped(self, count: float) -> bool:
+        """Whether ``count`` is ``TRAFFIC_FACTOR`` away from the mean count of the windows
+        ``STEP_GAP`` to ``span_windows - 1`` back (True while fewer are known): a traffic
+        incident moves the count in a minute, the day's curve over hours."""
+        recent = self._recent
+        if recent is None or len(recent) < max(STEP_GAP, self.span_windows - 1):
+            return True
+        before = recent[:len(recent) - (STEP_GAP - 1)]
+        return far_enough(count, sum(before) / len(before))
 
     def between_batches(self, count: int) -> bool:
         """Whether a window of ``count`` requests on a key with a schedule (its minute-of-hour
@@ -476,6 +497,9 @@ class TrafficDetector(MetricDetector):
         phi = max(self._phi(), sb[1] / sb[0] if sb is not None and sb[0] > 0.0 else 1.0)
         if z > 0 and not self.beyond_bursts(total, usual, span, phi):
             return None
+        sums = self._sums
+        if sums and len(sums) >= span and self._cool >= STEP_GAP and not far_enough(total, sums[0]):
+            return None  # the quarter hour before was as far from the usual: no step
         if z < 0 and not self.below_bursts(total, usual, span, phi):
             return None
         if self._memory is not None:
@@ -496,6 +520,7 @@ class TrafficDetector(MetricDetector):
               pooled: Optional[Tuple[int, float, float]]) -> None:
         base = self._base[m]
         hp = self._hourly
+        self._cool = 0 if score >= self.threshold else self._cool + 1
         if self._own is not None:
             value = self._own  # the window's own count (score may have reported its span's)
         total = self._span_sum

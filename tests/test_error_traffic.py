@@ -215,3 +215,47 @@ def test_a_marketing_push_is_not_a_traffic_incident():
         fs = [f for w in _poisson_key(4, 700, 200.0, shape) for f in det.update(w)
               if f.status == "firing" and f.type == "traffic"]
         assert fs == [], (change, fs)
+
+
+
+def test_a_traffic_change_must_be_a_step_from_the_minutes_before():
+    # The usual level lags a day's climb that no earlier day taught (x5 in 80 minutes on a
+    # consumer app's first morning): against it, the count is twice its usual, but against the
+    # key's own count of five to fourteen minutes before it is a third up. A retry storm or an
+    # outage moves the count in a minute.
+    det = KeyDetectors(types=("traffic",))
+    for w in _poisson_key(1, 200, 30.0):
+        det.update(w)
+    traffic = det._traffic
+    before = sum(traffic._recent[:10]) / 10
+    assert 25 < before < 35
+    assert not traffic.stepped(1.4 * before) and not traffic.stepped(0.7 * before)
+    assert traffic.stepped(2.1 * before) and traffic.stepped(0.45 * before)
+    # The quarter hour's sum is held to the quarter hour before it: a sum at three times the
+    # usual pages after a calm quarter hour, not after one as busy.
+    assert len(traffic._sums) == traffic.span_windows
+    mid = T0 + 60 * 200.5
+    assert traffic._span_score(930, False, True, mid, {}) is not None
+    traffic._sums[0] = 1000
+    assert traffic._span_score(930, False, True, mid, {}) is None
+
+
+
+def test_the_step_rule_leaves_a_storm_that_lasts_as_it_was(monkeypatch):
+    # Fifteen minutes into a x4 storm the minutes before are the storm's own: the step rule holds a
+    # run to a step only when it starts, so the storm's page and resolve are those of the
+    # detectors without the rule (held to it throughout, it was resolved 14-17 minutes earlier).
+    from detectors.key_metrics import TrafficDetector
+
+    surge = lambda i: 4.0 if 600 <= i < 640 else 1.0  # noqa: E731
+
+    def run(seed):
+        det = KeyDetectors()
+        return [(f.status, f.window_end) for w in _poisson_key(seed, 700, 30.0, surge) for f in det.update(w)
+                if f.type == "traffic"]
+
+    with_rule = {seed: run(seed) for seed in (1, 2, 3)}
+    monkeypatch.setattr(TrafficDetector, "stepped", lambda self, count: True)
+    for seed, got in with_rule.items():
+        assert got[0] == ("firing", T0 + 602 * 60), (seed, got)
+        assert got == run(seed), seed
