@@ -99,8 +99,9 @@ TRAFFIC_FACTOR = 2.0
 # A traffic incident is a step: the count must also be TRAFFIC_FACTOR away from the key's own
 # count of a few minutes before (the mean of the windows STEP_GAP to span_windows - 1 back, and
 # for a quarter hour's sum, the sum of the quarter hour before it) when it starts to alert; the
-# windows of a run that alerts are not held to it again until STEP_GAP in a row did not alert. The day's climb, x5 in 80 minutes on a
-# consumer app's first morning, moves a quarter hour by a third.
+# windows of a run that alerts are not held to it again until STEP_GAP in a row did not alert.
+# The day's climb, x5 in 80 minutes on a consumer app's first morning, moves a quarter hour by
+# a third.
 STEP_GAP = 5
 # Requests per window at which a window is learned into the usual error rate at full weight.
 ERR_MEMORY = 30.0
@@ -324,8 +325,8 @@ class TrafficDetector(MetricDetector):
     _sums: Optional[List[int]] = None
     _span_bursts: Optional[List[float]] = None
     _fall: Tuple[float, float] = (0.0, 0.0)
-    # Windows since the last that alerted: a run that started with a step is not held to the step
-    # rule again (stepped) until STEP_GAP windows in a row did not alert.
+    # Windows since the last that alerted, up to STEP_GAP: a run that started with a step is not
+    # held to the step rule again (stepped) until STEP_GAP windows in a row did not alert.
     _cool: int = STEP_GAP
     # Span sums not learned yet, with whether each alerted: a sum is learned span_windows windows
     # late (states from before the lag: an empty queue).
@@ -520,7 +521,7 @@ class TrafficDetector(MetricDetector):
               pooled: Optional[Tuple[int, float, float]]) -> None:
         base = self._base[m]
         hp = self._hourly
-        self._cool = 0 if score >= self.threshold else self._cool + 1
+        self._cool = 0 if score >= self.threshold else min(self._cool + 1, STEP_GAP)
         if self._own is not None:
             value = self._own  # the window's own count (score may have reported its span's)
         total = self._span_sum
