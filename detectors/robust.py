@@ -239,6 +239,16 @@ class PooledLogMean(RobustBaseline):
         # and the ring's requests, kept as windows come and go (None: to be made again).
         self._tops: Optional[Dict[str, int]] = {}
         self._ring_n = 0
+        # The windows' deviations from the level carry over from one to the next (a chat key's
+        # long conversations last several windows): the deviations of the last ``pool`` windows
+        # learned (None for one not learned), and the decayed sums of their products at lags
+        # 1 .. pool, with their weights, for the covariances a pool's windows share (lag_cov).
+        self._devs: list = []
+        self._acov = [0.0] * pool
+        self._acov_w = [0.0] * pool
+        # The decayed sums of the deviations squared, of the weights and of the weights squared
+        # (the effective number of windows behind the estimates, lag_cov).
+        self._avar = [0.0, 0.0, 0.0]
 
     def components(self) -> Optional[Tuple[float, float]]:
         """``(user, window)``: the variance a window's mean has from its users' levels and from
@@ -274,11 +284,79 @@ class PooledLogMean(RobustBaseline):
             return max(0.0, me) / mh, floor
         return 0.0, max(floor, me)
 
+    def lag_cov(self) -> Optional[list]:
+        """The covariance of two windows' means at lags 1 .. ``pool`` (windows with values apart),
+        learned from the windows' deviations from the level; None until ``VC_MIN`` windows are
+        in. Independent windows give about 0: their requests' spread and their users are in the
+        variance of each window, not in the covariance of two. They count as an initial
+        monotone sequence (after Geyer): none above the lag before it, and from the first that
+        is not a standard error above 0 (the deviations' variance over the root of the windows
+        behind it) all are 0. So the estimates' noise adds little, on a young key least of all.
+
+        >>> import random
+        >>> b, rng = PooledLogMean(warmup=5), random.Random(3)
+        >>> level = 0.0
+        >>> for w in range(600):  # the key's mean wanders slowly (AR(1), 0.8 a window)
+        ...     level = 0.8 * level + rng.gauss(0, 0.1)
+        ...     b.push(log_moments([5 + level + rng.gauss(0, 0.3) for _ in range(20)]))
+        >>> c = b.lag_cov()
+        >>> c[0] > c[2] > c[9] >= 0, 0.01 < c[0] < 0.04
+        (True, True)
+        """
+        sq, w, w2 = self._avar
+        if w < VC_MIN:
+            return None
+        floor = sq / w * math.sqrt(w2) / w  # one standard error of an estimate (no covariance at all)
+        out = []
+        last = math.inf
+        for c, cw in zip(self._acov, self._acov_w):
+            g = c / cw if cw > 0.0 else 0.0
+            last = min(last, g) if last > floor else 0.0
+            out.append(last if last > floor else 0.0)
+        return out
+
+    def _learn_lags(self, d: Optional[float], n: int = 0, clusters: Optional[Dict[str, int]] = None) -> None:
+        """Count a window's deviation ``d`` (None: a window not learned) into the lag covariances.
+
+        A user busy in both windows (``clusters``: a window's users with more than one request)
+        makes them share a deviation that the user component already counts in a pool (judge):
+        its expected share, the user variance times the two windows' shares of that user, is
+        taken off the product."""
+        devs = self._devs
+        comp = self.components() if d is not None else None
+        if comp is not None:  # (not while the key's first windows settle its level and components)
+            keep = 1.0 - VC_DECAY
+            acov, acw = self._acov, self._acov_w
+            vb = comp[0] if clusters else 0.0
+            av = self._avar
+            av[0] = av[0] * keep + d * d
+            av[1] = av[1] * keep + 1.0
+            av[2] = av[2] * keep * keep + 1.0
+            for i, p in enumerate(reversed(devs)):
+                if p is None:
+                    continue
+                prod = d * p[0]
+                if vb > 0.0 and p[2]:
+                    other = p[2]
+                    shared = sum(c * other[u] for u, c in clusters.items() if u in other)
+                    if shared:
+                        prod -= vb * shared / (n * p[1])
+                acov[i] = acov[i] * keep + prod
+                acw[i] = acw[i] * keep + 1.0
+            devs.append((d, n, clusters))
+        else:
+            devs.append(None)
+        if len(devs) > len(self._acov):
+            del devs[0]
+
     def _learn_components(self, n: int, s: float, clusters: Optional[Dict[str, int]]) -> None:
         var = self._var
         if var is None or self._n < 2:
+            self._learn_lags(None)
             return
         d = s / n - self._loc
+        cap = math.sqrt(VC_CAP) * self.scale
+        self._learn_lags(-cap if d < -cap else cap if d > cap else d, n, clusters)
         e = min(d * d, VC_CAP * self.scale ** 2) - var / n
         if clusters:
             # (Clusters count a window's successful requests; a metric some of them lack, such as
@@ -327,8 +405,19 @@ class PooledLogMean(RobustBaseline):
         excl = self._busiest if self._solo < SOLO_KEY else None
         s_u = dq = 0.0
         n_u = 0
+        # What the pool's windows share (sum over pairs of n_i n_j times their lag's covariance;
+        # the covariances are looked up once a pool has two windows).
+        lags = None
+        cross = 0.0
+        counts: list = []
         for k in range(1, len(ring) + 1):
             wn, ws, _, _, _, cl, t = ring[-k]
+            if k == 2:
+                lags = self.lag_cov()
+            if lags is not None:
+                for j, nj in enumerate(counts):
+                    cross += 2.0 * wn * nj * lags[k - 2 - j]
+            counts.append(wn)
             n += wn
             if cl and vb > 0.0:
                 for u, c in cl.items():
@@ -344,7 +433,7 @@ class PooledLogMean(RobustBaseline):
                 hi = [(d, wn), hi[0]] if d > hi[0][0] else [hi[0], (d, wn)]
             if d < lo[1][0]:
                 lo = [(d, wn), lo[0]] if d < lo[0][0] else [lo[0], (d, wn)]
-            se = math.sqrt(v_req + tau2 * q / (n * n) + v_loc)
+            se = math.sqrt(v_req + (tau2 * q + cross) / (n * n) + v_loc)
             if k == 1:
                 self.window_se = se
                 cands = ((s / n, 0),)
@@ -366,7 +455,7 @@ class PooledLogMean(RobustBaseline):
                 if n_r > 0:
                     cu = users.get(excl, 0)  # (its requests as counted in m2 over the pool)
                     v_req_r = var / n_r + vb * min(1.0, (m2 - cu * cu + max(0.0, n_r - clustered + cu)) / (n_r * n_r))
-                    rest = (n_r, v_req_r, math.sqrt(v_req_r + tau2 * (q - dq) / (n_r * n_r) + v_loc))
+                    rest = (n_r, v_req_r, math.sqrt(v_req_r + tau2 * (q - dq) / (n_r * n_r) + cross / (n * n) + v_loc))
                 if k == 1 and 2 * n_u > n:
                     # The drift detector follows the window without that user where it was most of it.
                     self.window_own = (math.exp((s - s_u) / n_r) - self.offset, rest[2]) if rest else (None, se)
@@ -451,6 +540,8 @@ class PooledLogMean(RobustBaseline):
             if wflag != 3:
                 if wflag == 0:
                     self._learn_components(wn, ws, wcl)
+                else:
+                    self._learn_lags(None)
                 self._learn_window(wn, ws, wss, wflag)
         if tally:
             self._find_busiest()
@@ -471,6 +562,7 @@ class PooledLogMean(RobustBaseline):
         keep = []
         for w in self._ring:
             if w[3] == 1:
+                self._learn_lags(None)
                 self._learn_window(w[0], w[1], w[2], 1)
             else:
                 keep.append(w)
@@ -499,6 +591,11 @@ class PooledLogMean(RobustBaseline):
         self.window_se = 0.0
         self.window_own = None
         s.pop("_anova", None)  # and from when a by-user ANOVA stood in for them
+        pool = s.get("pool", 15)
+        self._devs = []  # and before the lag covariances were learned
+        self._acov = [0.0] * pool
+        self._acov_w = [0.0] * pool
+        self._avar = [0.0, 0.0, 0.0]
         self.__dict__.update(s)
         for w in self._ring:
             if len(w) == 4:
