@@ -307,12 +307,13 @@ class PooledLogMean(RobustBaseline):
         if w < VC_MIN:
             return None
         floor = sq / w * math.sqrt(w2) / w  # one standard error of an estimate (no covariance at all)
-        out = []
+        out = [0.0] * len(self._acov)
         last = math.inf
-        for c, cw in zip(self._acov, self._acov_w):
-            g = c / cw if cw > 0.0 else 0.0
-            last = min(last, g) if last > floor else 0.0
-            out.append(last if last > floor else 0.0)
+        for i, (c, cw) in enumerate(zip(self._acov, self._acov_w)):
+            last = min(last, c / cw if cw > 0.0 else 0.0)
+            if last <= floor:
+                break
+            out[i] = last
         return out
 
     def _learn_lags(self, d: Optional[float], n: int = 0, clusters: Optional[Dict[str, int]] = None) -> None:
@@ -323,11 +324,11 @@ class PooledLogMean(RobustBaseline):
         its expected share, the user variance times the two windows' shares of that user, is
         taken off the product."""
         devs = self._devs
-        comp = self.components() if d is not None else None
-        if comp is not None:  # (not while the key's first windows settle its level and components)
+        # (Not while the key's first windows settle its level and components: components() is None.)
+        if d is not None and self._vc[0] >= VC_MIN:
             keep = 1.0 - VC_DECAY
             acov, acw = self._acov, self._acov_w
-            vb = comp[0] if clusters else 0.0
+            vb = self.components()[0] if clusters else 0.0
             av = self._avar
             av[0] = av[0] * keep + d * d
             av[1] = av[1] * keep + 1.0
