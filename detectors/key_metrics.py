@@ -308,6 +308,17 @@ def far_enough(count: float, expected: float) -> bool:
     return count >= TRAFFIC_FACTOR * expected or TRAFFIC_FACTOR * count <= expected
 
 
+def without_busiest(f) -> float:
+    """A window's requests without its busiest user's (all of them when no user sent two requests
+    and 5% of the window: ``WindowFeatures.rest``). Its errors name no user: they count in the
+    same share as its successful requests."""
+    rest = getattr(f, "rest", None)
+    ok = f.count - f.errors
+    if rest is None or rest[0] >= ok or ok <= 0:
+        return float(f.count)
+    return rest[0] * f.count / ok
+
+
 class TrafficDetector(MetricDetector):
     """The request count: compared with its level plus the offset usual for this time of day
     (SeasonalProfile), or, once the key's hour shows a schedule, with its minute-of-hour profile
@@ -393,6 +404,10 @@ class TrafficDetector(MetricDetector):
             score = 0.0  # as far from the usual as a step, but the key came here gradually
         if z > 0 and score >= self.threshold and not self.beyond_bursts(value, exp):
             score = 0.0  # more requests than usual, but no more than the key's own bursts give
+        if z > 0 and score >= self.threshold and not self._rise_of_users(f, value, exp):
+            # More requests, but one user sent the rise (a batch job's first run, one client's loop):
+            # the key's traffic is its users'; one user's volume is judged as that user's (token abuse).
+            score = 0.0
         if z < 0 and score >= self.threshold and noise is None:
             # Fewer, but a key of tasks has minutes without any: the run of such windows must be
             # beyond doubt in bursts (a schedule expects its batches, and is left out).
@@ -413,6 +428,12 @@ class TrafficDetector(MetricDetector):
             if fall is not None and far_enough(fall[2], fall[3]):
                 score, z, value, exp = fall
         return value, adj, score, z, exp, None
+
+    def _rise_of_users(self, f, count: float, expected: float) -> bool:
+        """Whether a rise to ``count`` requests holds without the window's busiest user: the
+        others' requests still far enough from ``expected`` and beyond the key's bursts."""
+        others = without_busiest(f)
+        return others >= count or (far_enough(others, expected) and self.beyond_bursts(others, expected))
 
     def stepped(self, count: float) -> bool:
         """Whether ``count`` is ``TRAFFIC_FACTOR`` away from the mean count of the windows
