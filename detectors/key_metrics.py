@@ -342,6 +342,15 @@ class TrafficDetector(MetricDetector):
     # Span sums not learned yet, with whether each alerted: a sum is learned span_windows windows
     # late (states from before the lag: an empty queue).
     _span_pending: Optional[List[Tuple[int, bool]]] = None
+    # A batch the schedule expected and that has not come (_held): (mid of the window it fell
+    # short at, score, z, requests per window, expected, whether it was paged, the windows in a row
+    # that fell); None otherwise.
+    _missed: Optional[Tuple[float, float, float, float, float, bool, int]] = None
+    # Anomalous windows in a row that make a page (KeyDetectors.persistence).
+    persistence = 2
+    # Whether the windows now are a batch that came late (its requests at minutes the schedule
+    # expects none of): not a rise.
+    _late = False
 
     def __init__(self, metrics: Tuple[str, ...] = ("request_count",), warmup_windows: int = 30,
                  min_requests: int = 8, threshold: float = 0.9, seasonality: bool = True,
@@ -427,7 +436,53 @@ class TrafficDetector(MetricDetector):
             fall = self._schedule_fall(int(value), cold, mid, pattern)
             if fall is not None and far_enough(fall[2], fall[3]):
                 score, z, value, exp = fall
+        if noise is not None:
+            score, z, value, exp = self._held(f.count, mid, score, z, value, exp)
+        elif self._missed is not None or self._late:
+            self._missed, self._late = None, False  # the schedule was given up
         return value, adj, score, z, exp, None
+
+    def _held(self, count: int, mid: float, score: float, z: float, value: float,
+              exp: float) -> Tuple[float, float, float, float]:
+        """A batch the schedule expected and that did not come is late until it is nearer the
+        next run than its own: the score, z, value and expectation of a window on a key with a
+        schedule, with the windows of a missed batch held as one run from the minute it fell short
+        (:meth:`may_page` holds its page for half the schedule's period, and the quiet minutes
+        after it carry the fall so far) and the batch that then comes late taken as the missed one,
+        not as a rise."""
+        missed = self._missed
+        if count >= self.min_requests:
+            if missed is not None:
+                # A batch came: the missed one, late, unless its page went out already.
+                self._missed, self._late = None, not missed[5]
+            if self._late:
+                return 0.0, 0.0, value, exp
+            return score, z, value, exp
+        self._late = False
+        if score >= self.threshold and z < 0.0:
+            if missed is None:
+                self._missed = missed = (mid, score, z, value, exp, False, 1)
+            elif not missed[5]:
+                self._missed = missed = missed[:6] + (missed[6] + 1,)
+            out = (score, z, value, exp)
+        elif missed is not None and not missed[5] and missed[6] >= self.persistence:
+            out = missed[1:5]  # the quiet minutes after a missed batch carry it
+        else:
+            if missed is not None and not missed[5]:
+                self._missed = None  # a fall too short to page: no batch was missed
+            return score, z, value, exp
+        if not missed[5] and missed[6] >= self.persistence and self._overdue(missed, mid):
+            self._missed = missed[:5] + (True, missed[6])  # half a period overdue: its page goes out now
+        return out
+
+    def may_page(self, mid: float) -> bool:
+        """Whether a fall may page at ``mid``: not while a missed batch (:meth:`_held`) is less than
+        half the schedule's period overdue, when it may still be a batch that starts late."""
+        missed = self._missed
+        return missed is None or missed[5] or missed[6] < self.persistence or self._overdue(missed, mid)
+
+    def _overdue(self, missed: tuple, mid: float) -> bool:
+        return self._hourly is None or mid - missed[0] >= self._hourly.half_period(self.min_requests)
 
     def _rise_of_users(self, f, count: float, expected: float) -> bool:
         """Whether a rise to ``count`` requests holds without the window's busiest user: the

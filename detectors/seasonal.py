@@ -235,6 +235,15 @@ class HourProfile:
         loc = self._loc[s]
         return loc, max(0.1, 1.2533 * self._dev[s], 1.0 / math.sqrt(math.exp(loc)))
 
+    def half_period(self, busy: float) -> float:
+        """Half the schedule's period, in seconds: half an hour over the batches the profile
+        expects an hour (the minutes expecting ``busy`` requests or more after one expecting fewer;
+        0 without any)."""
+        at = math.log(busy + 1.0)
+        loc = self._loc
+        starts = sum(1 for s in range(self.SLOTS) if loc[s] >= at > loc[s - 1])
+        return 1800.0 / starts if starts else 0.0
+
     def judge(self, ts: float, y: float) -> Tuple[float, float, float]:
         """``(z, expected, noise)`` of ``y`` against the minute of ``ts`` or a minute either side,
         whichever it is nearest to in noise levels: a batch that starts or ends a minute off is

@@ -295,6 +295,7 @@ class KeyDetectors:
         common = (self.warmup_windows, self.min_requests, self.threshold, self.seasonality, self.daily_tolerance)
         self._traffic = TrafficDetector(tuple(m for m in ms if m == "request_count"), *common, self.hourly_scale,
                                        self.span_windows)
+        self._traffic.persistence = self.persistence
         self._pooled = PooledDetector(tuple(m for m in ms if m in POOLED), *common)
         self._quantiles = QuantileDetector(tuple(m for m in ms if m != "request_count" and m not in POOLED), *common)
         self._errors = ErrorRateDetector(self.min_requests, self.threshold, self.err_shift)
@@ -380,8 +381,11 @@ class KeyDetectors:
         for typ, (score, m, obs) in best.items():
             # Borrowed noise levels speed up the per-request metrics; a key's traffic level and
             # rhythm are its own (ten windows may all be one scheduled batch): traffic waits for
-            # the key's own warm-up.
-            ready = warm if typ != "traffic" else self._windows >= self.warmup_windows
+            # the key's own warm-up, and a missed batch's page for the batch to be overdue.
+            if typ != "traffic":
+                ready = warm
+            else:
+                ready = self._windows >= self.warmup_windows and self._traffic.may_page(mid)
             obs = obs if obs is not None and score >= self.threshold else None
             if typ == "traffic" and obs is None and self._ep[typ].active and self._ep[typ].last_obs[3] < 0.0 \
                     and self._traffic.between_batches(f.count):
@@ -601,6 +605,7 @@ class KeyDetectors:
         if "_traffic" not in s:
             self._from_flat()
             return
+        self._traffic.persistence = self.persistence  # states from before a missed batch was held
         pooled = self._pooled
         for m in POOLED:
             if m not in self._metrics and METRICS[m][0] in self.types:

@@ -20,9 +20,11 @@ from tests.key_windows import flat_state
 T0 = 1767571200.0
 
 
-def batch_windows(seed, hours, skip=(), starts=(0, 20, 40), lengths=(6, 8)):
+def batch_windows(seed, hours, skip=(), starts=(0, 20, 40), lengths=(6, 8), late=None):
     """Per minute; batches at ``starts`` (minutes of the hour), each of a length drawn from
-    ``lengths`` (minutes, inclusive); ``skip``: the (hour, minute of hour) at which one does not come."""
+    ``lengths`` (minutes, inclusive); ``skip``: the (hour, minute of hour) at which one does not come;
+    ``late``: {(hour, minute of hour): minutes} of batches that start that much late."""
+    late = late or {}
     rng = random.Random(seed)
     out = []
     length = {}
@@ -33,7 +35,12 @@ def batch_windows(seed, hours, skip=(), starts=(0, 20, 40), lengths=(6, 8)):
         if key not in length:
             length[key] = rng.randint(*lengths)
         agg = WindowAgg(T0 + 60 * i)
-        if (m - start) % 60 < length[key] and key not in skip:
+        if key in late:
+            # (A batch this late runs into the minutes of the next start: the tests keep it short of them.)
+            busy = 0 <= (m - start) % 60 - late[key] < length[key]
+        else:
+            busy = (m - start) % 60 < length[key]
+        if busy and key not in skip:
             for _ in range(max(0, int(rng.gauss(40, 6)))):
                 ts = T0 + 60 * i + rng.random() * 60
                 if rng.random() < 0.01:
@@ -69,7 +76,22 @@ def test_a_missing_batch_pages_as_traffic():
         late = [f for f in fs if f.event_time >= T0 + 2 * 3600]
         assert [(f.type, f.direction) for f in late] == [("traffic", "down")], (seed, late)
         assert T0 + 6 * 3600 + 20 * 60 <= late[0].event_time <= T0 + 6 * 3600 + 22 * 60
-        assert late[0].window_end <= T0 + 6 * 3600 + 24 * 60
+        # Paged once it is half the schedule's period (20 minutes) overdue, before that a batch
+        # starting late (TrafficDetector.may_page); the page names the minute it fell short at.
+        assert T0 + 6 * 3600 + 30 * 60 <= late[0].window_end <= T0 + 6 * 3600 + 32 * 60
+
+
+def test_a_batch_that_starts_late_does_not_page_one_nearer_the_next_run_does():
+    # Batches every 20 minutes: one 6 minutes late is late, not missing, and its requests at minutes
+    # that expect none are the missed batch come late, not a rise. One 12 minutes late is nearer the
+    # next run than its own: it pages as missed from the minute it fell short, half a period on.
+    for seed in range(3):
+        fs = fired(batch_windows(seed, 8, late={(6, 20): 6}))
+        assert [(f.type, f.direction) for f in fs if f.event_time >= T0 + 2 * 3600] == [], seed
+        fs = [f for f in fired(batch_windows(seed, 8, late={(6, 20): 12})) if f.event_time >= T0 + 2 * 3600]
+        assert [(f.type, f.direction) for f in fs] == [("traffic", "down")], (seed, fs)
+        assert T0 + 6 * 3600 + 20 * 60 <= fs[0].event_time <= T0 + 6 * 3600 + 22 * 60
+        assert fs[0].window_end <= T0 + 6 * 3600 + 32 * 60
 
 
 def test_a_day_of_batches_of_varying_length_once_or_twice_an_hour():
