@@ -476,8 +476,9 @@ class TrafficDetector(MetricDetector):
         return out
 
     def may_page(self, mid: float) -> bool:
-        """Whether a fall may page at ``mid``: not while a missed batch (:meth:`_held`) is less than
-        half the schedule's period overdue, when it may still be a batch that starts late."""
+        """Whether the key's traffic may page at ``mid``: not while a missed batch (:meth:`_held`) that
+        has fallen for ``persistence`` windows is less than half the schedule's period overdue, when
+        it may still be a batch that starts late."""
         missed = self._missed
         return missed is None or missed[5] or missed[6] < self.persistence or self._overdue(missed, mid)
 
