@@ -312,7 +312,7 @@ def without_busiest(f) -> float:
     """A window's requests without its busiest user's (all of them when no user sent two requests
     and 5% of the window: ``WindowFeatures.rest``). Its errors name no user: they count in the
     same share as its successful requests."""
-    rest = getattr(f, "rest", None)
+    rest = f.rest
     ok = f.count - f.errors
     if rest is None or rest[0] >= ok or ok <= 0:
         return float(f.count)

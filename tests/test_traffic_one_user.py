@@ -8,6 +8,8 @@ import random
 from typing import Dict, List, Optional
 
 from detectors.windowed import KeyDetectors, WindowFeatures
+from operators.model_windows import WindowAgg
+from sentinel.events import LLMEvent
 
 T0 = 1767571200.0  # 2026-01-05T00:00:00Z
 WINDOWS = 8 * 60
@@ -15,16 +17,14 @@ RUN = (400, 412)  # the windows of the rise
 
 
 def window(i: int, users: Dict[str, int], attributed: bool) -> WindowFeatures:
-    """A window of ``users`` ({user: requests}); ``rest`` as WindowAgg.features makes it (the
-    requests without the busiest user, when it sent two and 5% of them)."""
-    n = sum(users.values())
-    rest = None
-    if attributed and users:
-        top = max(users.values())
-        if top >= 2 and top >= 0.05 * n:
-            rest = (n - top, None, None, None, None, None)
-    many = {u: c for u, c in users.items() if c > 1} or None
-    return WindowFeatures(T0 + 60 * i, T0 + 60 * i + 60, n, 0, clusters=many, rest=rest)
+    """A window of ``users`` ({user: requests}) as the flow makes it (WindowAgg); without
+    ``attributed`` its requests name no user."""
+    agg = WindowAgg(T0 + 60 * i)
+    for u, c in users.items():
+        for k in range(c):
+            agg.add(LLMEvent(T0 + 60 * i + k * 59.0 / c, "svc", "m", latency_ms=800.0, input_tokens=500,
+                             output_tokens=200, cost_usd=0.001, user_id=u if attributed else None))
+    return agg.features(60.0)
 
 
 def key(seed: int, rate: float, rise: Optional[str], attributed: bool = True) -> List[WindowFeatures]:
