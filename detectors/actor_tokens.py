@@ -18,7 +18,9 @@ is abusive when all of these hold:
   counted in bursts (:meth:`ServiceActors.burst_size`: an agent's task of a
   dozen calls a minute is one burst, so its one long task is no pattern
   either). The habit scales with the service's own traffic when that is above usual (a
-  busy hour or a traffic surge lifts everyone);
+  busy hour or a traffic surge lifts everyone), or with the traffic of the model the
+  actor uses when that has risen more (a retry storm on one model multiplies the
+  requests of each of its users);
 * among the service's heavy users: at least the ``heavy_quantile`` of *this*
   service's busy actor-horizons, so a light user's first busy session on a
   chat service is no abuse, and a document pipeline's users are judged on a
@@ -180,6 +182,8 @@ class _Suspect:
 
 
 MAX_SUSPECTS = 256
+# Models of one service whose traffic is followed (the busiest are kept).
+MAX_MODELS = 64
 # Requests per busy window told apart when measuring bursts (burst_size); more count as this many.
 BURST_CAP = 64
 
@@ -218,6 +222,10 @@ class ServiceActors:
         self._population = DecayingQuantiles()
         self._habits = ActorHabits(habit_alpha, max_actors)
         self._service_rate: Optional[float] = None  # the service's requests per window (EW)
+        # Per model of the service: requests per window (EW), and over the windows of _recent
+        # (the latter made again from _recent, as _sums is). An actor window counts under its model.
+        self._model_rate: Dict[str, float] = {}
+        self._model_sums: Dict[str, int] = {}
         # Busy actor-windows by their requests (1 .. BURST_CAP, the last for that many or more),
         # decayed: their median is how many requests an actor's burst holds (burst_size).
         self._bursts = [0.0] * BURST_CAP
@@ -272,9 +280,11 @@ class ServiceActors:
         recent = self._recent
         recent.append((start, actors, n_requests))
         sums = self._sums
-        _count_window(sums, actors)
+        model_sums = self._model_sums
+        by_model = _count_window(sums, actors, model_sums)
         while recent[0][0] <= start - self.horizon:
             for actor, aw in recent.popleft()[1].items():
+                model_sums[aw[2]] -= aw[1]
                 c = sums[actor]
                 if c[2] == 1:
                     del sums[actor]
@@ -286,6 +296,7 @@ class ServiceActors:
         heavy = self.heavy_level()
         judged = heavy is not None and start - self._first >= self.history_windows * self.window
         usual = self._service_rate
+        model_rate = self._model_rate
         end = start + self.window
         suspects = self._suspects
         span = self._span
@@ -314,9 +325,15 @@ class ServiceActors:
                 held = young and total >= self.heavy_ratio * heavy
                 abusive = held or not young
                 if abusive and habit is not None:
-                    # Everyone is busier when the service is: the habit scales with the service's traffic.
+                    # Everyone is busier when the service is, or the model the actor uses (a retry
+                    # storm on one model multiplies each of its users' requests): the habit scales
+                    # with the busier of the two, the actor's own requests left out.
                     if usual:
                         lift = max(1.0, (svc_requests - requests) / (usual * span))
+                    model = self._model(actor)
+                    m_usual = model_rate.get(model)
+                    if m_usual:
+                        lift = max(lift, (model_sums.get(model, 0) - requests) / (m_usual * span))
                     # Requests come in bursts (an agent's task is a dozen calls): the tail is
                     # that of the number of bursts, not of calls.
                     climbing = total >= self.ratio * habit[0] * lift
@@ -357,9 +374,20 @@ class ServiceActors:
         self._population.update_many(totals)  # after the judging: this window's heavy level is as before it
         a = self.habit_alpha
         self._service_rate = float(n_requests) if usual is None else usual + a * (n_requests - usual)
+        for model, rate in model_rate.items():
+            model_rate[model] = rate + a * (by_model.pop(model, 0) - rate)
+        for model, n in by_model.items():  # a model first seen
+            model_rate[model] = float(n)
+        if len(model_rate) > MAX_MODELS:  # bounded: the least used models are forgotten
+            for model in sorted(model_rate, key=model_rate.get)[:len(model_rate) - MAX_MODELS]:
+                del model_rate[model]
+        for model in [m for m, n in model_sums.items() if n <= 0]:
+            del model_sums[model]
 
         for _ in range(gap - 1):  # idle windows of the whole service count as zero
             self._service_rate *= 1.0 - a
+            for model in model_rate:
+                model_rate[model] *= 1.0 - a
         # An abuser that went quiet altogether resolves too.
         for actor in [a for a, s in suspects.items() if a not in actors and start - s.last >= self.horizon]:
             s = suspects.pop(actor)
@@ -403,20 +431,27 @@ class ServiceActors:
         d = dict(self.__dict__)
         d["_recent"] = list(self._recent)
         d.pop("_sums", None)
+        d.pop("_model_sums", None)
         return d
 
     def __setstate__(self, s) -> None:
         self._bursts = [0.0] * BURST_CAP  # states from before bursts were measured
+        self._model_rate = {}  # states from before models were counted
         self.__dict__.update(s)
         self._recent = deque(s["_recent"])
         self._sums = {}
+        self._model_sums = {}
         for _, seen, _n in self._recent:
-            _count_window(self._sums, seen)
+            _count_window(self._sums, seen, self._model_sums)
 
 
-def _count_window(sums: Dict[str, List[int]], actors: Dict[str, ActorWindow]) -> None:
-    """Add a window's actors to the per-actor ``[tokens, requests, busy windows]`` of a horizon."""
+def _count_window(sums: Dict[str, List[int]], actors: Dict[str, ActorWindow],
+                  model_sums: Dict[str, int]) -> Dict[str, int]:
+    """Add a window's actors to the per-actor ``[tokens, requests, busy windows]`` of a horizon and
+    their requests to the per-model sums; return the window's requests per model."""
+    by_model: Dict[str, int] = {}
     for actor, aw in actors.items():
+        by_model[aw[2]] = by_model.get(aw[2], 0) + aw[1]
         c = sums.get(actor)
         if c is None:
             sums[actor] = [aw[0], aw[1], 1]
@@ -424,6 +459,9 @@ def _count_window(sums: Dict[str, List[int]], actors: Dict[str, ActorWindow]) ->
             c[0] += aw[0]
             c[1] += aw[1]
             c[2] += 1
+    for model, n in by_model.items():
+        model_sums[model] = model_sums.get(model, 0) + n
+    return by_model
 
 
 def add_request(actors: Dict[str, ActorWindow], actor: str, tokens: int, model: str) -> None:

@@ -260,6 +260,11 @@ def test_horizon_sums_survive_a_snapshot_and_match_the_windows():
                 s[1] += w[1]
                 s[2] += 1
         assert straight._sums == sums, i
+        models = {}
+        for _, seen, _n in straight._recent:
+            for w in seen.values():
+                models[w[2]] = models.get(w[2], 0) + w[1]
+        assert straight._model_sums == models, i
     assert a == b
     assert ("firing", "abuser") in [(s, x) for s, x, _, _ in a]
 
@@ -381,3 +386,38 @@ def test_a_heavy_regulars_climb_does_not_become_its_habit_before_it_pages():
         assert all(f.actor == "user:lawyer" and f.run_start >= 60.0 * 200 for f in fired), seed
         paged += bool(fired)
     assert paged >= 8, paged
+
+
+def _two_model_service(rng, windows, storm=range(0), thief_from=None):
+    """A service of 300 users who work in sessions; a fifth of them use model m2. During ``storm``
+    every m2 request is retried five more times; from window ``thief_from`` one m2 user sends 60
+    requests of 3,000 tokens a window."""
+    s = ServiceActors(min_population=200, history_windows=30, min_tokens=1000)
+    out = []
+    for w in range(windows):
+        actors = {}
+        for i in range(300):
+            if rng.random() < 0.05:
+                model = "m2" if i < 60 else "m1"
+                for _ in range(rng.randint(1, 6)):
+                    tok = int(rng.lognormvariate(0, 0.5) * 1000)
+                    for _ in range(6 if (model == "m2" and w in storm) else 1):
+                        add_request(actors, f"user:{i}", tok, model)
+        if thief_from is not None and w >= thief_from:
+            for _ in range(60):
+                add_request(actors, "user:7", 3000, "m2")
+        out += s.close_window(60.0 * w, actors)
+    return s, out
+
+
+def test_a_retry_storm_on_one_model_is_not_its_users_abuse():
+    # Every user of the stormed model sends six times its requests; the model is a fifth of the
+    # service, so the service's own traffic rises by half as much again. Each user is judged
+    # against its habit scaled by its model's traffic, and nobody pages; the same rise on one user
+    # of that model alone, with the model's traffic as usual, pages.
+    s, out = _two_model_service(random.Random(21), 300, storm=range(200, 230))
+    assert out == []
+    assert 0.0 < s._model_rate["m2"] < s._model_rate["m1"]
+    _, out = _two_model_service(random.Random(21), 260, thief_from=200)
+    assert [(f.status, f.actor) for f in out] == [("firing", "user:7")]
+
