@@ -412,9 +412,10 @@ def _two_model_service(rng, windows, storm=range(0), thief_from=None):
 
 def test_a_retry_storm_on_one_model_is_not_its_users_abuse():
     # Every user of the stormed model sends six times its requests; the model is a fifth of the
-    # service, so the service's own traffic rises by half as much again. Each user is judged
-    # against its habit scaled by its model's traffic, and nobody pages; the same rise on one user
-    # of that model alone, with the model's traffic as usual, pages.
+    # service, so the service's traffic only doubles. Each user is judged against its habit lifted
+    # by its model's traffic, and nobody pages (the code that lifted by the service's traffic alone
+    # paged one of them). One user of that model sending 60 requests a window while the model's
+    # traffic is as usual still pages.
     s, out = _two_model_service(random.Random(21), 300, storm=range(200, 230))
     assert out == []
     assert 0.0 < s._model_rate["m2"] < s._model_rate["m1"]
