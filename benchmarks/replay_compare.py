@@ -14,6 +14,14 @@ and ``detected_at``).
 
     python benchmarks/replay_compare.py --family saas-chat --seed 1 --hours 24 --old 821ef73
     python benchmarks/replay_compare.py --simulate --hours 6 --seed 7 --old 821ef73
+    python benchmarks/replay_compare.py --family enterprise-mix --seed 3701 --squeeze 60 --copies 3 --old 0ef5bf5
+
+``--squeeze SECONDS`` replays the world's whole span squeezed into that many seconds of event time
+(``--copies N`` times in a row, event ids made unique per copy): the same users and keys at the
+rate of a far busier deployment, so each one-minute window holds what an hour or a day of the world
+holds (24 h in 60 s: about 11,000 events/s of event time for enterprise-mix). That is what a
+window's memory and its close cost see live at such rates; the detectors' baselines do not warm
+up in a few minutes, so such a replay pages little.
 
 ``--new COMMIT`` runs a clean worktree of that commit instead of this
 checkout's working tree. The worktrees are removed at the end (``--keep-worktree`` to keep it).
@@ -50,7 +58,35 @@ def write_events(args) -> str:
     path = os.path.join(args.workdir, f"{args.family}-s{args.seed}-h{args.hours:g}.jsonl")
     if not os.path.exists(path):
         world.World(args.family, args.seed, args.hours).write(path, path + ".labels")
+    if args.squeeze:
+        dense = path[:-len(".jsonl")] + f"-in{args.squeeze:g}s-x{args.copies}.jsonl"
+        if not os.path.exists(dense):
+            squeeze(path, dense, args.hours * 3600.0, args.squeeze, args.copies)
+        return dense
     return path
+
+
+def squeeze(src: str, dst: str, span: float, seconds: float, copies: int) -> None:
+    """Write ``src`` (events in time order over ``span`` seconds) ``copies`` times into ``dst``, each
+    copy's event times squeezed into ``seconds`` and following the one before."""
+    import orjson
+    from datetime import datetime, timedelta
+
+    t0 = None
+    with open(dst + ".part", "wb") as out:
+        for c in range(copies):
+            with open(src, "rb") as f:
+                for line in f:
+                    ev = orjson.loads(line)
+                    ts = datetime.fromisoformat(ev["timestamp"])
+                    if t0 is None:
+                        t0 = ts
+                    at = t0 + timedelta(seconds=c * seconds + (ts - t0).total_seconds() * seconds / span)
+                    ev["timestamp"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                    if ev.get("event_id"):
+                        ev["event_id"] = f"{ev['event_id']}-{c}"
+                    out.write(orjson.dumps(ev) + b"\n")
+    os.replace(dst + ".part", dst)
 
 
 def write_flow(workdir: str, side: str, events: str) -> Dict[str, str]:
@@ -131,12 +167,19 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--simulate", action="store_true", help="the project's simulator instead of a world")
+    ap.add_argument("--squeeze", type=float, default=0.0,
+                    help="replay the world's span squeezed into this many seconds of event time (0: as it is)")
+    ap.add_argument("--copies", type=int, default=1, help="with --squeeze: this many squeezed copies in a row")
     ap.add_argument("--old", default="821ef73", help="commit to compare against")
     ap.add_argument("--new", help="run this commit (a worktree of it) instead of this checkout's working tree")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/replay-compare")
     ap.add_argument("--keep-worktree", action="store_true")
     args = ap.parse_args()
+    if args.squeeze and args.simulate:
+        ap.error("--squeeze squeezes a world (--family): not the simulator's output")
+    if args.copies < 1 or args.squeeze < 0:
+        ap.error("--copies must be at least 1 and --squeeze at least 0")
 
     events = write_events(args)
     with open(events, "rb") as f:

@@ -45,7 +45,7 @@ def _requests_per_user(f: "WindowFeatures") -> Optional[float]:
     """A window's successful requests over their users (a request without a known user counts as
     one user), or None when it had none."""
     ok = f.count - f.errors
-    if ok <= 0:
+    if ok <= 0 or f.stride > 1:  # a sample's users say little of how many requests each sent
         return None
     cl = f.clusters
     if not cl:
@@ -58,9 +58,9 @@ class WindowFeatures:
         "start", "end", "count", "errors", "lat_p50", "lat_p95", "ttft_p95",
         "in_tokens", "out_tokens", "cost", "cost_total", "tokens_total", "error_types",
         "in_log", "out_log", "cost_log", "lat_gmean", "ttft_gmean", "lat_log", "ttft_log", "clusters",
-        "unit_cost", "unit_log", "tpot", "tpot_log", "rest", "top",
+        "unit_cost", "unit_log", "tpot", "tpot_log", "rest", "top", "stride",
     )
-    _PICKLED = __slots__[:-2]  # ``rest`` and ``top`` are the window's own and are never kept
+    _PICKLED = __slots__[:-3]  # ``rest``, ``top`` and ``stride`` are the window's own and are never kept
     # Slots added after ``clusters`` (the cost of a million tokens, the time per output token).
     _SINCE_CLUSTERS = ("unit_cost", "unit_log", "tpot", "tpot_log")
 
@@ -78,7 +78,7 @@ class WindowFeatures:
                  rest: Optional[Tuple[Any, ...]] = None,
                  unit_cost: Optional[float] = None, unit_log: Optional[LogStats] = None,
                  tpot: Optional[float] = None, tpot_log: Optional[LogStats] = None,
-                 top: Optional[Tuple[str, Dict[str, Tuple[int, float]]]] = None) -> None:
+                 top: Optional[Tuple[str, Dict[str, Tuple[int, float]]]] = None, stride: int = 1) -> None:
         self.start = start
         self.end = end
         self.count = count
@@ -122,6 +122,10 @@ class WindowFeatures:
         # pooled metric (``in_log`` ...): a pooled mean's rise must hold without it. None: no
         # user sent two, or not measured.
         self.top = top
+        # 1: the per-request statistics (quantiles, log statistics, clusters, top) are over every
+        # successful request; n: over every n-th (a window past MAX_WINDOW_SAMPLES requests keeps
+        # a systematic sample; counts and totals stay exact).
+        self.stride = stride
 
     def as_dict(self) -> Dict[str, object]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -132,6 +136,7 @@ class WindowFeatures:
     def __setstate__(self, state) -> None:
         self.rest = None
         self.top = None
+        self.stride = 1
         self.error_types = None  # states from before error types were counted
         self.in_log = self.out_log = self.cost_log = None  # and before log statistics
         self.lat_gmean = self.ttft_gmean = self.lat_log = self.ttft_log = None

@@ -83,11 +83,24 @@ def _tpot(latency: float, ttft: Optional[float], out: int) -> float:
     return latency / out
 
 
+# Successful requests whose values a window keeps (MAX_WINDOW_SAMPLES at most, half as many after
+# a thinning): past them, a window keeps every ``stride``-th request, its counts and totals exact.
+MAX_WINDOW_SAMPLES = 4096
+_VALUE_COLUMNS = ("lat", "ttft", "in_tok", "out_tok", "cost", "users", "unit", "tpot")
+
+
 class WindowAgg:
-    """Running aggregate of one window of one key."""
+    """Running aggregate of one window of one key.
+
+    Counts, errors and totals are exact. The per-request values (latency, tokens, cost, users)
+    are every request's up to ``MAX_WINDOW_SAMPLES`` of them; past that the window thins them to
+    every second one and from then on keeps every ``stride``-th successful request (the stride
+    doubling whenever the cap is reached again), so a key of a million requests a minute holds a
+    few thousand values, not a million. Quantiles and geometric means come from that systematic
+    sample, with its own size as their ``n``."""
 
     __slots__ = ("start", "count", "errors", "lat", "ttft", "in_tok", "out_tok", "cost", "tok_total", "cost_total",
-                 "err_types", "users", "unit", "tpot")
+                 "err_types", "users", "unit", "tpot", "stride", "seen")
 
     def __init__(self, start: float) -> None:
         self.start = start
@@ -104,6 +117,8 @@ class WindowAgg:
         self.users: List[Optional[str]] = []  # the user of each successful request, in order
         self.unit: List[float] = []  # what a million tokens cost, per request with cost and tokens
         self.tpot: List[float] = []  # time per output token, per request with latency and output tokens
+        self.stride = 1  # every stride-th successful request's values are kept
+        self.seen = 0  # successful requests folded so far
 
     def add(self, ev: LLMEvent) -> None:
         self.count += 1
@@ -115,6 +130,16 @@ class WindowAgg:
             if types is None:
                 types = self.err_types = {}
             _count_error_type(types, ev.error_type)
+            return
+        seen = self.seen
+        self.seen = seen + 1
+        if seen % self.stride:  # not sampled: its totals only
+            if ev.input_tokens is not None:
+                self.tok_total += ev.input_tokens
+            if ev.output_tokens is not None:
+                self.tok_total += ev.output_tokens
+            if ev.cost_usd is not None:
+                self.cost_total += ev.cost_usd
             return
         self.users.append(ev.user_id)
         if ev.latency_ms is not None:
@@ -136,6 +161,15 @@ class WindowAgg:
                 tokens = ev.input_tokens + ev.output_tokens
                 if tokens > 0:
                     self.unit.append(ev.cost_usd * 1e6 / tokens)
+        if len(self.users) > MAX_WINDOW_SAMPLES:
+            self._thin()
+
+    def _thin(self) -> None:
+        """Keep every second kept request's values (those of the successful requests at multiples
+        of twice the stride) and double the stride."""
+        for name in _VALUE_COLUMNS:
+            setattr(self, name, getattr(self, name)[::2])
+        self.stride *= 2
 
     def fold(self, reqs: Requests, sel: Any = None) -> None:
         """:meth:`add` of the requests of ``reqs`` at ``sel`` (a slice or a list of positions; all when
@@ -165,6 +199,32 @@ class WindowAgg:
             in_tok = list(compress(in_tok, ok))
             out_tok = list(compress(out_tok, ok))
             cost = list(compress(cost, ok))
+        if self.stride == 1 and len(self.users) + len(users) <= MAX_WINDOW_SAMPLES:
+            self.seen += len(users)
+            self._append(users, lat, ttft, in_tok, out_tok, cost, True)
+            return
+        # Totals from every request; values from every stride-th (counted from the window's first
+        # successful request), thinned at the request where one add() after another would thin.
+        self.tok_total += sum([x for x in in_tok if x is not None]) + sum([x for x in out_tok if x is not None])
+        self.cost_total = reduce(add, [x for x in cost if x is not None], self.cost_total)
+        seen = self.seen
+        m = len(users)
+        i = 0
+        while i < m:
+            stride = self.stride
+            first = i + (-(seen + i)) % stride
+            # Up to the request whose value fills the window past the cap.
+            end = min(m, first + (MAX_WINDOW_SAMPLES - len(self.users)) * stride + 1)
+            sl = slice(first, end, stride)
+            self._append(users[sl], lat[sl], ttft[sl], in_tok[sl], out_tok[sl], cost[sl], False)
+            i = end
+            if len(self.users) > MAX_WINDOW_SAMPLES:
+                self._thin()
+        self.seen = seen + m
+
+    def _append(self, users, lat, ttft, in_tok, out_tok, cost, totals: bool) -> None:
+        """Keep the values of some successful requests (columns; None where a request has no such
+        value), and with ``totals`` add their tokens and cost to the window's totals."""
         self.users.extend(users)
         self.unit.extend([c * 1e6 / (i + o) for c, i, o in zip(cost, in_tok, out_tok)
                           if c is not None and i is not None and o is not None and i + o > 0])
@@ -176,11 +236,12 @@ class WindowAgg:
         out_tok = [x for x in out_tok if x is not None]
         self.in_tok.extend(in_tok)
         self.out_tok.extend(out_tok)
-        self.tok_total += sum(in_tok) + sum(out_tok)  # integers: any order gives the same total
         cost = [x for x in cost if x is not None]
         self.cost.extend(cost)
-        # One addition after another, as add() does: the same float to the last bit.
-        self.cost_total = reduce(add, cost, self.cost_total)
+        if totals:
+            self.tok_total += sum(in_tok) + sum(out_tok)  # integers: any order gives the same total
+            # One addition after another, as add() does: the same float to the last bit.
+            self.cost_total = reduce(add, cost, self.cost_total)
 
     def features(self, size: float) -> WindowFeatures:
         lat = sorted(self.lat)
@@ -205,6 +266,10 @@ class WindowAgg:
             many = {u: c for u, c in counts.items() if c > 1}
             busiest = max(counts.items(), key=lambda uc: uc[1]) if counts else None
             rest = _without_busiest(users, busiest, self.lat, self.ttft)
+            if rest is not None and self.stride > 1:
+                # Its requests in requests, not in kept values: the busiest user's kept ones stand
+                # for stride requests each.
+                rest = (max(0, self.count - self.errors - busiest[1] * self.stride),) + rest[1:]
             top = _busiest_logs(users, busiest, (
                 ("in_log", self.in_tok, POOLED["input_tokens_mean"][1], logs["in_log"]),
                 ("out_log", self.out_tok, POOLED["output_tokens_mean"][1], logs["out_log"]),
@@ -239,6 +304,7 @@ class WindowAgg:
             unit_cost=_geometric_mean(logs["unit_log"], POOLED["cost_per_million_tokens_usd"][1]),
             tpot=_geometric_mean(logs["tpot_log"], POOLED["latency_per_output_token_ms"][1]),
             top=top,
+            stride=self.stride,
             **logs,
         )
 
@@ -252,8 +318,11 @@ class WindowAgg:
         # the snapshot judges them on the requests it gets from here on.
         self.unit = []
         self.tpot = []
+        self.stride = 1  # and before a window's values were thinned
         for k, v in zip(self.__slots__, s):
             setattr(self, k, v)
+        if len(s) < len(self.__slots__):
+            self.seen = len(self.users)
 
 
 def _without_busiest(users: List[Optional[str]], busiest: Optional[Tuple[str, int]], lat: List[float],
