@@ -21,7 +21,10 @@ and ``detected_at``).
 rate of a far busier deployment, so each one-minute window holds what an hour or a day of the world
 holds (24 h in 60 s: about 11,000 events/s of event time for enterprise-mix). That is what a
 window's memory and its close cost see live at such rates; the detectors' baselines do not warm
-up in a few minutes, so such a replay pages little.
+up in a few minutes, so such a replay pages little. ``--restamp RATE`` instead sends the world's
+first ``--pool`` events over and over, RATE a second of event time for ``--minutes``, as
+``sustained_load.py`` does live: the peak RSS of 10 and of 20 minutes tells state that fills up
+from state that keeps growing.
 
 ``--new COMMIT`` runs a clean worktree of that commit instead of this
 checkout's working tree. The worktrees are removed at the end (``--keep-worktree`` to keep it).
@@ -58,12 +61,42 @@ def write_events(args) -> str:
     path = os.path.join(args.workdir, f"{args.family}-s{args.seed}-h{args.hours:g}.jsonl")
     if not os.path.exists(path):
         world.World(args.family, args.seed, args.hours).write(path, path + ".labels")
+    if args.restamp:
+        live = path[:-len(".jsonl")] + f"-pool{args.pool}-at{args.restamp:g}-m{args.minutes:g}.jsonl"
+        if not os.path.exists(live):
+            restamp(path, live, args.pool, args.restamp, args.minutes)
+        return live
     if args.squeeze:
         dense = path[:-len(".jsonl")] + f"-in{args.squeeze:g}s-x{args.copies}.jsonl"
         if not os.path.exists(dense):
             squeeze(path, dense, args.hours * 3600.0, args.squeeze, args.copies)
         return dense
     return path
+
+
+def restamp(src: str, dst: str, pool: int, rate: float, minutes: float) -> None:
+    """Write the first ``pool`` events of ``src`` over and over into ``dst``, ``rate`` a second of
+    event time for ``minutes`` from the first one's time (event ids made unique per pass), as
+    ``sustained_load.py`` sends them live."""
+    import orjson
+    from datetime import datetime, timedelta
+
+    lines = []
+    with open(src, "rb") as f:
+        for line in f:
+            lines.append(orjson.loads(line))
+            if len(lines) >= pool:
+                break
+    t0 = datetime.fromisoformat(lines[0]["timestamp"])
+    with open(dst + ".part", "wb") as out:
+        for i in range(int(rate * minutes * 60)):
+            ev = dict(lines[i % len(lines)])
+            ev["timestamp"] = (t0 + timedelta(seconds=i / rate)).isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z")
+            if ev.get("event_id"):
+                ev["event_id"] = f"{ev['event_id']}-{i // len(lines)}"
+            out.write(orjson.dumps(ev) + b"\n")
+    os.replace(dst + ".part", dst)
 
 
 def squeeze(src: str, dst: str, span: float, seconds: float, copies: int) -> None:
@@ -170,14 +203,23 @@ def main() -> int:
     ap.add_argument("--squeeze", type=float, default=0.0,
                     help="replay the world's span squeezed into this many seconds of event time (0: as it is)")
     ap.add_argument("--copies", type=int, default=1, help="with --squeeze: this many squeezed copies in a row")
+    ap.add_argument("--restamp", type=float, default=0.0,
+                    help="replay the world's first --pool events over and over at this many events a second of "
+                         "event time, for --minutes (0: as it is)")
+    ap.add_argument("--pool", type=int, default=300_000, help="with --restamp: distinct events (default 300000)")
+    ap.add_argument("--minutes", type=float, default=10.0, help="with --restamp: minutes of event time (default 10)")
     ap.add_argument("--old", default="821ef73", help="commit to compare against")
     ap.add_argument("--new", help="run this commit (a worktree of it) instead of this checkout's working tree")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir", default="/tmp/replay-compare")
     ap.add_argument("--keep-worktree", action="store_true")
     args = ap.parse_args()
-    if args.squeeze and args.simulate:
-        ap.error("--squeeze squeezes a world (--family): not the simulator's output")
+    if (args.squeeze or args.restamp) and args.simulate:
+        ap.error("--squeeze and --restamp rewrite a world (--family): not the simulator's output")
+    if args.squeeze and args.restamp:
+        ap.error("--squeeze or --restamp, not both")
+    if args.restamp and (args.pool < 1 or args.minutes <= 0):
+        ap.error("--pool must be at least 1 and --minutes more than 0")
     if args.copies < 1 or args.squeeze < 0:
         ap.error("--copies must be at least 1 and --squeeze at least 0")
 

@@ -26,7 +26,7 @@ end a line says:
   this far behind the wall clock;
 * ``close lag``: the flow's ``sentinel_window_close_lag_seconds`` over the
   interval, windows closed then, and p50 / p99 as bucket bounds (buckets 1,
-  5, 15, 30 s ...) and the mean: the stream's clock at a window's close minus
+  2, 5, 15, 30 s ...) and the mean: the stream's clock at a window's close minus
   the window's end (so at least the allowed lateness);
 * the flow process's RSS.
 

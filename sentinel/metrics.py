@@ -36,7 +36,9 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 _LAG_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 24 * 3600.0, 7 * 86400.0)
 # A window closes once the stream's clock is a window plus the allowed lateness past its start:
 # a minute or two for the default one-minute windows, up to hours for long windows or a backlog.
-_CLOSE_LAG_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+# Live, it is the allowed lateness plus the wait for the key's next batch: 2 s tells a live
+# flow that keeps up from one that does not.
+_CLOSE_LAG_BUCKETS = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
                       3 * 3600.0, 6 * 3600.0, 24 * 3600.0)
 
 OTHER = "other"
