@@ -74,6 +74,20 @@ def write_events(args) -> str:
     return path
 
 
+def _write_retimed(dst: str, events) -> None:
+    """Write ``(event, new time, pass)`` into ``dst`` (through a temporary file): each event at its new
+    time, its ``event_id`` made unique per pass."""
+    import orjson
+
+    with open(dst + ".part", "wb") as out:
+        for ev, at, k in events:
+            ev = dict(ev, timestamp=at.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+            if ev.get("event_id"):
+                ev["event_id"] = f"{ev['event_id']}-{k}"
+            out.write(orjson.dumps(ev) + b"\n")
+    os.replace(dst + ".part", dst)
+
+
 def restamp(src: str, dst: str, pool: int, rate: float, minutes: float) -> None:
     """Write the first ``pool`` events of ``src`` over and over into ``dst``, ``rate`` a second of
     event time for ``minutes`` from the first one's time (event ids made unique per pass), as
@@ -88,15 +102,9 @@ def restamp(src: str, dst: str, pool: int, rate: float, minutes: float) -> None:
             if len(lines) >= pool:
                 break
     t0 = datetime.fromisoformat(lines[0]["timestamp"])
-    with open(dst + ".part", "wb") as out:
-        for i in range(int(rate * minutes * 60)):
-            ev = dict(lines[i % len(lines)])
-            ev["timestamp"] = (t0 + timedelta(seconds=i / rate)).isoformat(timespec="milliseconds").replace(
-                "+00:00", "Z")
-            if ev.get("event_id"):
-                ev["event_id"] = f"{ev['event_id']}-{i // len(lines)}"
-            out.write(orjson.dumps(ev) + b"\n")
-    os.replace(dst + ".part", dst)
+    n = len(lines)
+    _write_retimed(dst, ((lines[i % n], t0 + timedelta(seconds=i / rate), i // n)
+                         for i in range(int(rate * minutes * 60))))
 
 
 def squeeze(src: str, dst: str, span: float, seconds: float, copies: int) -> None:
@@ -105,8 +113,8 @@ def squeeze(src: str, dst: str, span: float, seconds: float, copies: int) -> Non
     import orjson
     from datetime import datetime, timedelta
 
-    t0 = None
-    with open(dst + ".part", "wb") as out:
+    def squeezed():
+        t0 = None
         for c in range(copies):
             with open(src, "rb") as f:
                 for line in f:
@@ -114,12 +122,9 @@ def squeeze(src: str, dst: str, span: float, seconds: float, copies: int) -> Non
                     ts = datetime.fromisoformat(ev["timestamp"])
                     if t0 is None:
                         t0 = ts
-                    at = t0 + timedelta(seconds=c * seconds + (ts - t0).total_seconds() * seconds / span)
-                    ev["timestamp"] = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-                    if ev.get("event_id"):
-                        ev["event_id"] = f"{ev['event_id']}-{c}"
-                    out.write(orjson.dumps(ev) + b"\n")
-    os.replace(dst + ".part", dst)
+                    yield ev, t0 + timedelta(seconds=c * seconds + (ts - t0).total_seconds() * seconds / span), c
+
+    _write_retimed(dst, squeezed())
 
 
 def write_flow(workdir: str, side: str, events: str) -> Dict[str, str]:

@@ -131,15 +131,15 @@ class WindowAgg:
                 types = self.err_types = {}
             _count_error_type(types, ev.error_type)
             return
+        if ev.input_tokens is not None:
+            self.tok_total += ev.input_tokens
+        if ev.output_tokens is not None:
+            self.tok_total += ev.output_tokens
+        if ev.cost_usd is not None:
+            self.cost_total += ev.cost_usd
         seen = self.seen
         self.seen = seen + 1
-        if seen % self.stride:  # not sampled: its totals only
-            if ev.input_tokens is not None:
-                self.tok_total += ev.input_tokens
-            if ev.output_tokens is not None:
-                self.tok_total += ev.output_tokens
-            if ev.cost_usd is not None:
-                self.cost_total += ev.cost_usd
+        if seen % self.stride:  # not sampled: counted in the totals only
             return
         self.users.append(ev.user_id)
         if ev.latency_ms is not None:
@@ -148,15 +148,12 @@ class WindowAgg:
             self.ttft.append(ev.ttft_ms)
         if ev.input_tokens is not None:
             self.in_tok.append(ev.input_tokens)
-            self.tok_total += ev.input_tokens
         if ev.output_tokens is not None:
             self.out_tok.append(ev.output_tokens)
-            self.tok_total += ev.output_tokens
             if ev.latency_ms is not None and ev.output_tokens > 0:
                 self.tpot.append(_tpot(ev.latency_ms, ev.ttft_ms, ev.output_tokens))
         if ev.cost_usd is not None:
             self.cost.append(ev.cost_usd)
-            self.cost_total += ev.cost_usd
             if ev.input_tokens is not None and ev.output_tokens is not None:
                 tokens = ev.input_tokens + ev.output_tokens
                 if tokens > 0:
@@ -201,7 +198,10 @@ class WindowAgg:
             cost = list(compress(cost, ok))
         if self.stride == 1 and len(self.users) + len(users) <= MAX_WINDOW_SAMPLES:
             self.seen += len(users)
-            self._append(users, lat, ttft, in_tok, out_tok, cost, True)
+            in_tok, out_tok, cost = self._append(users, lat, ttft, in_tok, out_tok, cost)
+            self.tok_total += sum(in_tok) + sum(out_tok)  # integers: any order gives the same total
+            # One addition after another, as add() does: the same float to the last bit.
+            self.cost_total = reduce(add, cost, self.cost_total)
             return
         # Totals from every request; values from every stride-th (counted from the window's first
         # successful request), thinned at the request where one add() after another would thin.
@@ -216,15 +216,15 @@ class WindowAgg:
             # Up to the request whose value fills the window past the cap.
             end = min(m, first + (MAX_WINDOW_SAMPLES - len(self.users)) * stride + 1)
             sl = slice(first, end, stride)
-            self._append(users[sl], lat[sl], ttft[sl], in_tok[sl], out_tok[sl], cost[sl], False)
+            self._append(users[sl], lat[sl], ttft[sl], in_tok[sl], out_tok[sl], cost[sl])
             i = end
             if len(self.users) > MAX_WINDOW_SAMPLES:
                 self._thin()
         self.seen = seen + m
 
-    def _append(self, users, lat, ttft, in_tok, out_tok, cost, totals: bool) -> None:
+    def _append(self, users, lat, ttft, in_tok, out_tok, cost) -> Tuple[List[int], List[int], List[float]]:
         """Keep the values of some successful requests (columns; None where a request has no such
-        value), and with ``totals`` add their tokens and cost to the window's totals."""
+        value); return their input tokens, output tokens and costs without the Nones."""
         self.users.extend(users)
         self.unit.extend([c * 1e6 / (i + o) for c, i, o in zip(cost, in_tok, out_tok)
                           if c is not None and i is not None and o is not None and i + o > 0])
@@ -238,10 +238,7 @@ class WindowAgg:
         self.out_tok.extend(out_tok)
         cost = [x for x in cost if x is not None]
         self.cost.extend(cost)
-        if totals:
-            self.tok_total += sum(in_tok) + sum(out_tok)  # integers: any order gives the same total
-            # One addition after another, as add() does: the same float to the last bit.
-            self.cost_total = reduce(add, cost, self.cost_total)
+        return in_tok, out_tok, cost
 
     def features(self, size: float) -> WindowFeatures:
         lat = sorted(self.lat)
@@ -265,11 +262,7 @@ class WindowAgg:
                     counts[u] = counts.get(u, 0) + 1
             many = {u: c for u, c in counts.items() if c > 1}
             busiest = max(counts.items(), key=lambda uc: uc[1]) if counts else None
-            rest = _without_busiest(users, busiest, self.lat, self.ttft)
-            if rest is not None and self.stride > 1:
-                # Its requests in requests, not in kept values: the busiest user's kept ones stand
-                # for stride requests each.
-                rest = (max(0, self.count - self.errors - busiest[1] * self.stride),) + rest[1:]
+            rest = _without_busiest(users, busiest, self.lat, self.ttft, self.seen, self.stride)
             top = _busiest_logs(users, busiest, (
                 ("in_log", self.in_tok, POOLED["input_tokens_mean"][1], logs["in_log"]),
                 ("out_log", self.out_tok, POOLED["output_tokens_mean"][1], logs["out_log"]),
@@ -326,13 +319,16 @@ class WindowAgg:
 
 
 def _without_busiest(users: List[Optional[str]], busiest: Optional[Tuple[str, int]], lat: List[float],
-                     ttft: List[float]) -> Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]]:
+                     ttft: List[float], seen: int, stride: int,
+                     ) -> Optional[Tuple[int, Optional[float], Optional[float], Optional[float]]]:
     """The window's quantiles without its busiest user (``busiest``: ``(user, requests)``, None
     when no request named a user): ``(requests, latency p50, latency p95,
     ttft p95)`` (:meth:`WindowAgg.features` adds the p95s without the largest request), or None
     when that user sent too little of the window to make its tail alone (fewer than 2 requests,
     or under 5% of them: a p95 is the top 5%). One agent task's slow calls are then told from a
-    slow model: the rest of the window is where it always was."""
+    slow model: the rest of the window is where it always was. ``users``, ``lat`` and ``ttft`` are
+    the kept values of every ``stride``-th of the window's ``seen`` successful requests, so the
+    requests left are ``seen`` less ``stride`` for each of the user's kept ones."""
     if busiest is None:
         return None
     top, c = busiest
@@ -342,7 +338,7 @@ def _without_busiest(users: List[Optional[str]], busiest: Optional[Tuple[str, in
     keep = [u != top for u in users]
     lat_r = sorted(compress(lat, keep)) if len(lat) == n else None
     ttft_r = sorted(compress(ttft, keep)) if len(ttft) == n else None
-    return (n - c, _q(lat_r, 0.5) if lat_r else None, _q(lat_r, 0.95) if lat_r else None,
+    return (max(0, seen - c * stride), _q(lat_r, 0.5) if lat_r else None, _q(lat_r, 0.95) if lat_r else None,
             _q(ttft_r, 0.95) if ttft_r else None)
 
 
