@@ -316,6 +316,16 @@ class PooledLogMean(RobustBaseline):
             out[i] = last
         return out
 
+    def long_run(self) -> float:
+        """How much more a sum of consecutive windows' deviations varies than if the windows were
+        independent: ``1 + 2 * sum of the lag correlations`` (:meth:`lag_cov` over the deviations'
+        variance); 1 until they are known, or where the windows are independent."""
+        lc = self.lag_cov()
+        sq, w, _ = self._avar
+        if not lc or w <= 0.0 or sq <= 0.0:
+            return 1.0
+        return 1.0 + 2.0 * sum(lc) / (sq / w)
+
     def _learn_lags(self, d: Optional[float], n: int = 0, clusters: Optional[Dict[str, int]] = None) -> None:
         """Count a window's deviation ``d`` (None: a window not learned) into the lag covariances.
 

@@ -422,7 +422,10 @@ class KeyDetectors:
                     # the key's level: PooledLogMean.window_own.)
                     _, own, se = pooled[m]
                     if own is not None:
-                        self._drift_step(m, f, own, max(base.scale, se), base, out, warm, m in pattern)
+                        # A drift adds up windows: on a key whose windows' wander carries over
+                        # (a chat key's long conversations), in units of the sum's own noise.
+                        noise = max(base.scale, se) * math.sqrt(base.long_run())
+                        self._drift_step(m, f, own, noise, base, out, warm, m in pattern)
                 else:
                     self._drift_step(m, f, value, base.scale, base, out, warm, m in pattern)
             part.learn(m, mid, value, adj, score, pattern.get(m), pooled.get(m))

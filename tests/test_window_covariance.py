@@ -49,6 +49,16 @@ def test_a_prompt_change_on_a_wandering_key_is_still_caught():
         assert max(zs[1000:1016]) > Z_ALERT, seed
 
 
+def test_the_long_run_variance_of_a_sum_of_windows_grows_with_their_carry_over():
+    # 1 + 2 * the sum of the lag correlations: (1 + phi) / (1 - phi) for an AR(1), here cut at the
+    # first lag not a standard error above 0 and at the pool's 15 lags, so it is an underestimate.
+    factors = {phi: _wandering_key(1, phi=phi)[1].long_run() for phi in (0.0, 0.5, 0.85)}
+    assert factors[0.0] < 1.1
+    assert 1.5 < factors[0.5] < 3.0
+    assert factors[0.85] > 4.0
+    assert PooledLogMean().long_run() == 1.0  # nothing learned: the windows are taken as independent
+
+
 def test_independent_windows_learn_no_covariance():
     for seed in (1, 2, 3):
         zs, base = _wandering_key(seed, phi=0.0)
@@ -116,8 +126,7 @@ def _pages(windows, covariances=True):
 
 def test_a_chat_key_whose_prompts_wander_with_its_conversations_does_not_page_a_prompt_change():
     # Taken as independent windows, a pool of the wander's windows pages as a prompt change (type tokens)
-    # on half of these days; with the covariances the windows share, on none. (The drift detector's
-    # CUSUM still takes the windows as independent: see the README's drift section.)
+    # on half of these days; with the covariances the windows share, on none.
     spikes, plain = 0, 0
     for seed in range(1, 7):
         day = _chat_day(seed)
@@ -125,6 +134,26 @@ def test_a_chat_key_whose_prompts_wander_with_its_conversations_does_not_page_a_
         plain += any(p[1] == "tokens" for p in _pages(day, covariances=False))
     assert spikes == 0
     assert plain >= 3
+
+
+def _drift_pages(windows, long_run=True):
+    if long_run:
+        return [p for p in _pages(windows) if p[1] == "drift"]
+    saved = PooledLogMean.long_run
+    PooledLogMean.long_run = lambda self: 1.0
+    try:
+        return [p for p in _pages(windows) if p[1] == "drift"]
+    finally:
+        PooledLogMean.long_run = saved
+
+
+def test_a_chat_key_whose_prompts_wander_for_an_hour_at_a_time_does_not_page_a_drift():
+    # The drift CUSUM adds windows up: where their wander carries over for an hour (phi 0.97 a
+    # window), an excursion of the prompts adds up to a lasting change on most days when the windows
+    # are taken as independent; in units of the sum's own noise (PooledLogMean.long_run), on none.
+    days = [_chat_day(seed, phi=0.97) for seed in (1, 3, 4, 6)]
+    assert sum(bool(_drift_pages(day, long_run=False)) for day in days) >= 3
+    assert [_drift_pages(day) for day in days] == [[]] * 4
 
 
 def test_a_drift_of_the_output_tokens_on_such_a_key_is_still_caught():
