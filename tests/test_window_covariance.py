@@ -151,7 +151,7 @@ def test_a_chat_key_whose_prompts_wander_for_an_hour_at_a_time_does_not_page_a_d
     # The drift CUSUM adds windows up: where their wander carries over for an hour (phi 0.97 a
     # window), an excursion of the prompts adds up to a lasting change on most days when the windows
     # are taken as independent; in units of the sum's own noise (PooledLogMean.long_run), on none.
-    days = [_chat_day(seed, phi=0.97) for seed in (1, 3, 4, 6)]
+    days = [_chat_day(seed, phi=0.97) for seed in range(1, 5)]
     assert sum(bool(_drift_pages(day, long_run=False)) for day in days) >= 3
     assert [_drift_pages(day) for day in days] == [[]] * 4
 
