@@ -28,7 +28,10 @@ notification. Reported per split:
 * events/s of the replay (events / wall time of the ``sentinel run`` process;
   with ``--jobs 2`` two replays share the machine).
 
-Then the false notifications by type and kind of trap, and the missed labels.
+Then the false notifications by type and kind of trap, recall by how long the
+watch had run when each incident started (first 3 h, 3-12 h, after 12 h: the
+flow starts cold, and a 6-hour run is judged mostly on young baselines), and
+the missed labels.
 
     python benchmarks/families.py --split tune                      # 2 families x seeds 1,2,3 x 24 h
     python benchmarks/families.py --split both --json fam.json
@@ -140,9 +143,41 @@ def named_only_in_resolves(alerts: List[Dict[str, Any]], missed: List[Dict[str, 
     return [lab.get("id") for lab in missed if any(matches(m, lab, grace_s) for m in members)]
 
 
+# How long the watch had run when an incident started: recall in each span (a watch that starts
+# cold learns schedules, wander and habits in its first hours).
+AGE_BUCKETS = ((0.0, 3.0, "first 3 h"), (3.0, 12.0, "3-12 h"), (12.0, float("inf"), "after 12 h"))
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def detected_by_age(labels: List[Dict[str, Any]], missed: List[Dict[str, Any]],
+                    start: float) -> Dict[str, List[int]]:
+    """``{bucket: [detected, labels]}`` over AGE_BUCKETS, by the hours from the world's ``start``
+    (epoch seconds) to each label's start.
+
+    >>> labs = [{"id": "a", "start": "2026-03-02T01:00:00Z"}, {"id": "b", "start": "2026-03-02T05:00:00Z"}]
+    >>> detected_by_age(labs, [labs[1]], _epoch("2026-03-02T00:00:00Z"))
+    {'first 3 h': [1, 1], '3-12 h': [0, 1], 'after 12 h': [0, 0]}
+    """
+    out = {name: [0, 0] for _, _, name in AGE_BUCKETS}
+    gone = {lab.get("id") for lab in missed}
+    for lab in labels:
+        age = (_epoch(lab["start"]) - start) / 3600.0
+        for lo, hi, name in AGE_BUCKETS:
+            if lo <= age < hi:
+                out[name][1] += 1
+                out[name][0] += lab.get("id") not in gone
+                break
+    return out
+
+
 def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Sums over the runs of one split."""
     detected: Dict[str, List[int]] = {t: [0, 0] for t in world.INCIDENT_TYPES}
+    by_age: Dict[str, List[int]] = {name: [0, 0] for _, _, name in AGE_BUCKETS}
     false_by_type: Dict[str, int] = {}
     trap_by_kind: Dict[str, int] = {}
     delays: List[float] = []
@@ -151,6 +186,9 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
             c = detected.setdefault(t, [0, 0])
             c[0] += hit
             c[1] += total
+        for name, (hit, total) in (r.get("detected_by_age") or {}).items():
+            by_age[name][0] += hit
+            by_age[name][1] += total
         for t, n in r["false_alerts_by_type"].items():
             false_by_type[t] = false_by_type.get(t, 0) + n
         for k, n in r["trap_alerts_by_kind"].items():
@@ -170,6 +208,7 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         "runs": len(runs),
         "days": days,
         "detected_by_type": detected,
+        "detected_by_age": by_age,
         "n_labels": n_labels,
         "detected": n_detected,
         "recall": n_detected / n_labels if n_labels else 1.0,
@@ -229,6 +268,9 @@ def format_diagnosis(split: str, runs: List[Dict[str, Any]], agg: Dict[str, Any]
              + (", ".join(f"{t} {n}" for t, n in agg["false_by_type"].items()) or "none")]
     lines.append(f"[{split}] of them on the key of a labelled incident, in its window (collateral): "
                  f"{agg['collateral']}")
+    lines.append(f"[{split}] recall by how long the watch had run when the incident started: "
+                 + ", ".join(f"{name} {hit}/{total}" for name, (hit, total) in agg["detected_by_age"].items()
+                             if total))
     trapped = {k: n for k, n in agg["trap_notifications_by_kind"].items() if n}
     lines.append(f"[{split}] of them inside normal-behaviour traps: "
                  + (", ".join(f"{k} {n}" for k, n in trapped.items()) or "none"))
@@ -335,9 +377,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             sys.exit(f"sentinel run -c {flow[1]} failed with exit code {rc}:\n{err}")
         alerts_path = flow[0]["sinks"][0]["path"]
         alerts = load_jsonl(alerts_path) if os.path.exists(alerts_path) else []
-        r = score(alerts, load_jsonl(job[0] + ".labels.jsonl"), duration_s=args.hours * 3600.0,
+        labels = load_jsonl(job[0] + ".labels.jsonl")
+        r = score(alerts, labels, duration_s=args.hours * 3600.0,
                   grace_s=args.grace, traps=load_jsonl(job[0] + ".traps.jsonl"), count="all")
         r["missed_named_in_resolve"] = named_only_in_resolves(alerts, r["missed_labels"], args.grace)
+        r["detected_by_age"] = detected_by_age(labels, r["missed_labels"],
+                                               _epoch(meta["start"]) if meta.get("start") else world.START)
         r.update(split=sp, family=fam, seed=seed, hours=args.hours, events=meta["events"], run_s=round(run_s, 2),
                  alerts_path=alerts_path)
         runs.append(r)
