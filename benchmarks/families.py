@@ -56,6 +56,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
 from typing import Any, Dict, List, Optional, Tuple
 
 
@@ -149,7 +150,6 @@ AGE_BUCKETS = ((0.0, 3.0, "first 3 h"), (3.0, 12.0, "3-12 h"), (12.0, float("inf
 
 
 def _epoch(text: str) -> float:
-    from datetime import datetime
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
@@ -268,12 +268,12 @@ def format_diagnosis(split: str, runs: List[Dict[str, Any]], agg: Dict[str, Any]
              + (", ".join(f"{t} {n}" for t, n in agg["false_by_type"].items()) or "none")]
     lines.append(f"[{split}] of them on the key of a labelled incident, in its window (collateral): "
                  f"{agg['collateral']}")
-    lines.append(f"[{split}] recall by how long the watch had run when the incident started: "
-                 + ", ".join(f"{name} {hit}/{total}" for name, (hit, total) in agg["detected_by_age"].items()
-                             if total))
     trapped = {k: n for k, n in agg["trap_notifications_by_kind"].items() if n}
     lines.append(f"[{split}] of them inside normal-behaviour traps: "
                  + (", ".join(f"{k} {n}" for k, n in trapped.items()) or "none"))
+    lines.append(f"[{split}] recall by how long the watch had run when the incident started: "
+                 + ", ".join(f"{name} {hit}/{total}" for name, (hit, total) in agg["detected_by_age"].items()
+                             if total))
     for r in runs:
         lines.append(f"[{split}] {r['family']} s{r['seed']}: recall {r['recall']:.2f} "
                      f"({sum(c[0] for c in r['detected_by_type'].values())}/{r['n_labels']}), "
