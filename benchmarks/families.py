@@ -56,7 +56,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime
 from typing import Any, Dict, List, Optional, Tuple
 
 
@@ -68,7 +67,7 @@ if ROOT not in sys.path:
 
 import world  # noqa: E402
 from scenarios import check_flow, flow_definition, load_flow_extra, prune_stale, replay  # noqa: E402
-from scoring import alert_body, load_jsonl, matches, median, score  # noqa: E402
+from scoring import alert_body, load_jsonl, matches, median, score, to_epoch  # noqa: E402
 
 WINDOW_S = 60.0
 SPLITS = ("tune", "test", "cross")
@@ -149,23 +148,19 @@ def named_only_in_resolves(alerts: List[Dict[str, Any]], missed: List[Dict[str, 
 AGE_BUCKETS = ((0.0, 3.0, "first 3 h"), (3.0, 12.0, "3-12 h"), (12.0, float("inf"), "after 12 h"))
 
 
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
 def detected_by_age(labels: List[Dict[str, Any]], missed: List[Dict[str, Any]],
                     start: float) -> Dict[str, List[int]]:
     """``{bucket: [detected, labels]}`` over AGE_BUCKETS, by the hours from the world's ``start``
     (epoch seconds) to each label's start.
 
     >>> labs = [{"id": "a", "start": "2026-03-02T01:00:00Z"}, {"id": "b", "start": "2026-03-02T05:00:00Z"}]
-    >>> detected_by_age(labs, [labs[1]], _epoch("2026-03-02T00:00:00Z"))
+    >>> detected_by_age(labs, [labs[1]], to_epoch("2026-03-02T00:00:00Z"))
     {'first 3 h': [1, 1], '3-12 h': [0, 1], 'after 12 h': [0, 0]}
     """
     out = {name: [0, 0] for _, _, name in AGE_BUCKETS}
     gone = {lab.get("id") for lab in missed}
     for lab in labels:
-        age = (_epoch(lab["start"]) - start) / 3600.0
+        age = (to_epoch(lab["start"]) - start) / 3600.0
         for lo, hi, name in AGE_BUCKETS:
             if lo <= age < hi:
                 out[name][1] += 1
@@ -382,7 +377,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   grace_s=args.grace, traps=load_jsonl(job[0] + ".traps.jsonl"), count="all")
         r["missed_named_in_resolve"] = named_only_in_resolves(alerts, r["missed_labels"], args.grace)
         r["detected_by_age"] = detected_by_age(labels, r["missed_labels"],
-                                               _epoch(meta["start"]) if meta.get("start") else world.START)
+                                               to_epoch(meta["start"]) if meta.get("start") else world.START)
         r.update(split=sp, family=fam, seed=seed, hours=args.hours, events=meta["events"], run_s=round(run_s, 2),
                  alerts_path=alerts_path)
         runs.append(r)

@@ -78,9 +78,9 @@ def test_the_cross_split_plans_both_families():
 
 
 def test_recall_is_counted_by_how_long_the_watch_had_run_when_each_incident_started():
-    start = families._epoch("2026-03-02T00:00:00Z")
+    start = to_epoch("2026-03-02T00:00:00Z")
     labs = [{"id": "a", "start": "2026-03-02T01:00:00Z"}, {"id": "b", "start": "2026-03-02T02:59:59.9Z"},
             {"id": "c", "start": "2026-03-02T03:00:00Z"}, {"id": "d", "start": "2026-03-02T13:00:00.000Z"}]
     by_age = families.detected_by_age(labs, [labs[1], labs[3]], start)
     assert by_age == {"first 3 h": [1, 2], "3-12 h": [1, 1], "after 12 h": [0, 1]}
-    assert families._epoch("2026-03-02T00:00:00.000Z") == families.world.START
+    assert to_epoch("2026-03-02T00:00:00.000Z") == families.world.START

@@ -109,19 +109,21 @@ def _chat_day(seed, n=1440, ramp_at=None, wander=0.3, phi=0.9):
     return out
 
 
-def _pages(windows, covariances=True):
+def _pages(windows, **plain):
+    """Firing findings of KeyDetectors over ``windows``; ``plain`` replaces PooledLogMean methods for the
+    run (``lag_cov=lambda self: None``: windows taken as independent)."""
     from detectors.windowed import KeyDetectors
 
-    if not covariances:
-        saved = PooledLogMean.lag_cov
-        PooledLogMean.lag_cov = lambda self: None
+    saved = {name: getattr(PooledLogMean, name) for name in plain}
+    for name, fn in plain.items():
+        setattr(PooledLogMean, name, fn)
     try:
         det = KeyDetectors()
         return [(i, fd.type, fd.metric) for i, f in enumerate(windows) for fd in det.update(f)
                 if fd.status == "firing"]
     finally:
-        if not covariances:
-            PooledLogMean.lag_cov = saved
+        for name, fn in saved.items():
+            setattr(PooledLogMean, name, fn)
 
 
 def test_a_chat_key_whose_prompts_wander_with_its_conversations_does_not_page_a_prompt_change():
@@ -131,20 +133,13 @@ def test_a_chat_key_whose_prompts_wander_with_its_conversations_does_not_page_a_
     for seed in range(1, 7):
         day = _chat_day(seed)
         spikes += sum(p[1] == "tokens" for p in _pages(day))
-        plain += any(p[1] == "tokens" for p in _pages(day, covariances=False))
+        plain += any(p[1] == "tokens" for p in _pages(day, lag_cov=lambda self: None))
     assert spikes == 0
     assert plain >= 3
 
 
-def _drift_pages(windows, long_run=True):
-    if long_run:
-        return [p for p in _pages(windows) if p[1] == "drift"]
-    saved = PooledLogMean.long_run
-    PooledLogMean.long_run = lambda self: 1.0
-    try:
-        return [p for p in _pages(windows) if p[1] == "drift"]
-    finally:
-        PooledLogMean.long_run = saved
+def _drift_pages(windows, **plain):
+    return [p for p in _pages(windows, **plain) if p[1] == "drift"]
 
 
 def test_a_chat_key_whose_prompts_wander_for_an_hour_at_a_time_does_not_page_a_drift():
@@ -152,7 +147,7 @@ def test_a_chat_key_whose_prompts_wander_for_an_hour_at_a_time_does_not_page_a_d
     # window), an excursion of the prompts adds up to a lasting change on most days when the windows
     # are taken as independent; in units of the sum's own noise (PooledLogMean.long_run), on none.
     days = [_chat_day(seed, phi=0.97) for seed in range(1, 5)]
-    assert sum(bool(_drift_pages(day, long_run=False)) for day in days) >= 3
+    assert sum(bool(_drift_pages(day, long_run=lambda self: 1.0)) for day in days) >= 3
     assert [_drift_pages(day) for day in days] == [[]] * 4
 
 
