@@ -182,6 +182,10 @@ class _Suspect:
 
 
 MAX_SUSPECTS = 256
+# Idle windows within which an actor's busy stretch goes on (ServiceActors._busy_since).
+STRETCH_GAP = 2
+# Busy stretches kept at most per service.
+MAX_STRETCHES = 4096
 # Models of one service whose traffic is followed (the busiest are kept).
 MAX_MODELS = 64
 # Requests per busy window told apart when measuring bursts (burst_size); more count as this many.
@@ -196,7 +200,7 @@ class ServiceActors:
                  heavy_quantile: float = 0.75, heavy_ratio: float = 5.0, max_share: float = 0.6,
                  persistence: int = 2, quiet_windows: int = 5, history_windows: int = 60,
                  min_population: int = 1000, habit_alpha: float = 1.0 / 360.0,
-                 max_actors: int = 20000) -> None:
+                 max_actors: int = 20000, sustain: float = 720.0) -> None:
         self.window = window
         self.horizon = horizon
         self.min_tokens = min_tokens
@@ -212,6 +216,10 @@ class ServiceActors:
         self.min_population = min_population
         self.habit_alpha = habit_alpha
         self.max_actors = max_actors
+        self.sustain = sustain
+        # Per candidate actor (see close_window), while it stays busy: [start of its busy stretch,
+        # its last busy window's start]. A stretch goes on over up to STRETCH_GAP idle windows.
+        self._stretch: Dict[str, List[float]] = {}
         # Busy windows (decayed) after which an actor's own habit is its reference.
         self.known_after = 5.0
         self._span = horizon / window
@@ -312,6 +320,8 @@ class ServiceActors:
                 habits.learn(actor, now, total, requests, known_after)
                 continue
             habit = habits.habit(actor, now)
+            if self.sustain > 0.0:
+                since = self._busy_since(actor, start)
             abusive = held = climbing = False
             lift = 1.0
             if (judged and requests >= self.min_requests and total >= self.min_tokens and total >= heavy
@@ -349,7 +359,7 @@ class ServiceActors:
                 s.run += 1
                 s.quiet = 0
                 s.last = start
-                if not s.active and s.run >= self.persistence:
+                if not s.active and s.run >= self.persistence and (self.sustain <= 0.0 or end - since >= self.sustain):
                     s.active = True
                     own = habit[0] * lift if habit is not None else 0.0
                     expected = max(heavy, own)  # what a heavy user, or this actor, usually sends
@@ -393,11 +403,35 @@ class ServiceActors:
             s = suspects.pop(actor)
             if s.active:
                 out.append(self._resolve(s, end))
+        if self._stretch:  # stretches that ended
+            stretch = self._stretch
+            for actor in [a for a, st in stretch.items() if start - st[1] > self.horizon]:
+                del stretch[actor]
+            if len(stretch) > MAX_STRETCHES:  # bounded: the longest idle go first
+                for actor in sorted(stretch, key=lambda a: stretch[a][1])[:len(stretch) - MAX_STRETCHES]:
+                    del stretch[actor]
         if len(suspects) > MAX_SUSPECTS:  # bounded: forget the oldest inactive ones
             for actor in sorted((a for a, s in suspects.items() if not s.active),
                                 key=lambda a: suspects[a].last)[:len(suspects) - MAX_SUSPECTS]:
                 del suspects[actor]
         return out
+
+    def _busy_since(self, actor: str, start: float) -> float:
+        """The start of the busy stretch of ``actor`` that goes on in the window at ``start``: its busy
+        windows with at most ``STRETCH_GAP`` idle windows between them. Read off the horizon's
+        windows, and carried on from the stretch kept for it while it was a candidate before."""
+        reach = (STRETCH_GAP + 1) * self.window
+        since = start
+        for w_start, seen, _n in reversed(self._recent):
+            if since - w_start > reach:
+                break
+            if actor in seen:
+                since = w_start
+        st = self._stretch.get(actor)
+        if st is not None and since - st[1] <= reach:
+            since = min(since, st[0])
+        self._stretch[actor] = [since, start]
+        return since
 
     def _top(self, actor: str) -> int:
         """The actor's most tokens in one window of the horizon."""
@@ -425,7 +459,8 @@ class ServiceActors:
 
     def memory_items(self) -> int:
         """Per-actor entries held now (habits, windows of the horizon, suspects): what grows with actors."""
-        return len(self._habits) + sum(len(a) for _, a, _n in self._recent) + len(self._suspects)
+        return (len(self._habits) + sum(len(a) for _, a, _n in self._recent) + len(self._suspects)
+                + len(self._stretch))
 
     def __getstate__(self):
         d = dict(self.__dict__)
@@ -437,6 +472,8 @@ class ServiceActors:
     def __setstate__(self, s) -> None:
         self._bursts = [0.0] * BURST_CAP  # states from before bursts were measured
         self._model_rate = {}  # states from before models were counted
+        self.sustain = 0.0  # states from before abuse had to last
+        self._stretch = {}
         self.__dict__.update(s)
         self._recent = deque(s["_recent"])
         self._sums = {}

@@ -78,7 +78,8 @@ def make_detector(cfg: FlowConfig) -> ServiceActors:
         window=ta.window, horizon=ta.horizon, min_tokens=ta.min_tokens, min_requests=ta.min_requests,
         ratio=ta.ratio, p_value=ta.p_value, heavy_quantile=ta.heavy_quantile, heavy_ratio=ta.heavy_ratio,
         max_share=ta.max_share, persistence=ta.persistence, quiet_windows=cfg.detection.quiet_windows,
-        history_windows=ta.history_windows, min_population=ta.min_population, max_actors=ta.max_actors)
+        history_windows=ta.history_windows, min_population=ta.min_population, max_actors=ta.max_actors,
+        sustain=ta.sustain)
 
 
 class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Alert, ServiceActorsState]):

@@ -346,8 +346,9 @@ def test_a_new_key_far_beyond_the_busiest_users_is_abuse():
 
 def test_a_rarely_seen_account_at_fifty_times_its_one_earlier_task_is_abuse():
     # One earlier task (3 requests) is a young habit; twenty minutes at fifty times it pages
-    # within a few windows: the spell's windows beyond the stranger's bar teach it no habit.
-    s = ServiceActors(min_population=100, history_windows=30, min_tokens=1000)
+    # within a few windows (here, with no wait for the spell to outlast a session): the spell's
+    # windows beyond the stranger's bar teach it no habit.
+    s = ServiceActors(min_population=100, history_windows=30, min_tokens=1000, sustain=0.0)
     rng = random.Random(6)
     out = []
     for w in range(190):
@@ -422,3 +423,66 @@ def test_a_retry_storm_on_one_model_is_not_its_users_abuse():
     _, out = _two_model_service(random.Random(21), 260, thief_from=200)
     assert [(f.status, f.actor) for f in out] == [("firing", "user:7")]
 
+
+
+def _voice_service(rng, windows, extra=None, **kw):
+    """A voice assistant: thousands of users open sessions of requests nine seconds apart, of
+    heavy-tailed length (six on average, now and then sixty), each request carrying the session's
+    context so far. ``extra(w, actors)`` adds to window w; ``kw`` goes to ServiceActors."""
+    s = ServiceActors(min_population=500, history_windows=60, **kw)
+    active = []  # [user, requests left, context]
+    out = []
+    for w in range(windows):
+        for _ in range(rng.randint(4, 8)):  # new sessions
+            size = 1 + int(5 * rng.lognormvariate(-0.5, 1.0) * rng.expovariate(1.0))
+            active.append([f"user:v{rng.randrange(3000)}", size, 0.0])
+        actors = {}
+        for session in active:
+            for _ in range(min(session[1], 6)):  # a request every nine seconds or so
+                session[2] += rng.lognormvariate(4.0, 0.5)
+                add_request(actors, session[0], int(300 + session[2]), "m")
+                session[1] -= 1
+        active = [x for x in active if x[1] > 0]
+        if extra is not None:
+            extra(w, actors)
+        out += s.close_window(60.0 * w, actors)
+    return s, out
+
+
+def _long_session(w, actors):
+    # A user of short sessions (three requests every quarter hour) has one of 60 requests over ten
+    # minutes, its context growing to 4k tokens.
+    if w < 400 and w % 15 == 0:
+        for i in range(3):
+            add_request(actors, "user:talker", 300 + 60 * i, "m")
+    if 400 <= w < 410:
+        for i in range(6):
+            add_request(actors, "user:talker", 300 + 60 * (6 * (w - 400) + i), "m")
+
+
+def _scripted_loop(w, actors):
+    # The same user's key in a script: six requests of 3k tokens a minute for twenty minutes.
+    if w < 400 and w % 15 == 0:
+        for i in range(3):
+            add_request(actors, "user:talker", 300 + 60 * i, "m")
+    if 400 <= w < 420:
+        for _ in range(6):
+            add_request(actors, "user:talker", 3000, "m")
+
+
+def test_a_long_session_is_not_abuse_once_abuse_must_outlast_it():
+    # Sixty requests in ten minutes, with the context growing, is many times what the user and the
+    # service's heavy users send in a horizon: with no duration asked of abuse, it pages.
+    _, fast = _voice_service(random.Random(21), 440, _long_session, sustain=0.0)
+    assert ("firing", "user:talker") in [(f.status, f.actor) for f in fast]
+    _, out = _voice_service(random.Random(21), 440, _long_session)
+    assert "user:talker" not in {f.actor for f in out}
+
+
+def test_a_loop_that_outlasts_a_horizon_pages_once_it_has():
+    s, out = _voice_service(random.Random(22), 440, _scripted_loop)
+    firing = [f for f in out if f.status == "firing" and f.actor == "user:talker"]
+    assert len(firing) == 1
+    # Its busy stretch began with the loop, at window 400: it pages once that has lasted ``sustain``,
+    # while the loop still runs.
+    assert 60.0 * 400 + s.sustain <= firing[0].window_end <= 60.0 * 420
