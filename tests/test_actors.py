@@ -1,6 +1,7 @@
 """Token abuse: an actor judged against its own service's heavy users and its own habit."""
 
 import math
+import pickle
 import random
 import tracemalloc
 
@@ -425,11 +426,10 @@ def test_a_retry_storm_on_one_model_is_not_its_users_abuse():
 
 
 
-def _voice_service(rng, windows, extra=None, **kw):
-    """A voice assistant: thousands of users open sessions of requests nine seconds apart, of
-    heavy-tailed length (six on average, now and then sixty), each request carrying the session's
-    context so far. ``extra(w, actors)`` adds to window w; ``kw`` goes to ServiceActors."""
-    s = ServiceActors(min_population=500, history_windows=60, **kw)
+def _voice_windows(rng, windows, extra=None):
+    """A voice assistant's windows: thousands of users open sessions of requests nine seconds apart,
+    of heavy-tailed length (six on average, now and then sixty), each request carrying the
+    session's context so far. ``extra(w, actors)`` adds to window w."""
     active = []  # [user, requests left, context]
     out = []
     for w in range(windows):
@@ -445,6 +445,15 @@ def _voice_service(rng, windows, extra=None, **kw):
         active = [x for x in active if x[1] > 0]
         if extra is not None:
             extra(w, actors)
+        out.append(actors)
+    return out
+
+
+def _voice_service(rng, windows, extra=None, **kw):
+    """The voice assistant's windows (_voice_windows) through one ServiceActors (``kw`` goes to it)."""
+    s = ServiceActors(min_population=500, history_windows=60, **kw)
+    out = []
+    for w, actors in enumerate(_voice_windows(rng, windows, extra)):
         out += s.close_window(60.0 * w, actors)
     return s, out
 
@@ -486,3 +495,21 @@ def test_a_loop_that_outlasts_a_horizon_pages_once_it_has():
     # Its busy stretch began with the loop, at window 400: it pages once that has lasted ``sustain``,
     # while the loop still runs.
     assert 60.0 * 400 + s.sustain <= firing[0].window_end <= 60.0 * 420
+
+
+def test_a_busy_stretch_survives_a_snapshot():
+    # Restored in the middle of the loop, when the horizon's windows no longer reach back to the
+    # loop's start, the detector still knows when the loop's stretch began: it pages in the same
+    # window as one that ran on.
+    windows = _voice_windows(random.Random(22), 440, _scripted_loop)
+    a = ServiceActors(min_population=500, history_windows=60)
+    b = ServiceActors(min_population=500, history_windows=60)
+    out_a, out_b = [], []
+    for w, actors in enumerate(windows):
+        if w == 411:  # the horizon's windows no longer hold the stretch's start (400)
+            assert b._stretch["user:talker"][0] == 60.0 * 400
+            b = pickle.loads(pickle.dumps(b))
+        out_a += a.close_window(60.0 * w, actors)
+        out_b += b.close_window(60.0 * w, actors)
+    assert [(f.status, f.actor, f.window_end) for f in out_b] == [(f.status, f.actor, f.window_end) for f in out_a]
+    assert ("firing", "user:talker") in [(f.status, f.actor) for f in out_a]
