@@ -407,8 +407,11 @@ class World:
         for offset, weight in svc.tz:
             local_h = tmin / 3600.0 + offset
             hod = np.mod(local_h, 24.0)
-            base = np.interp(hod, np.concatenate((hours - 24, hours, hours + 24)),
-                             np.tile(level, 3))
+            # The curve's points a day either side, in order: with the hours' jitter, the last point
+            # of one day can fall after the first of the next, and np.interp needs increasing hours.
+            xp = np.concatenate((hours - 24, hours, hours + 24))
+            o = np.argsort(xp, kind="stable")
+            base = np.interp(hod, xp[o], np.tile(level, 3)[o])
             day = np.floor(local_h / 24.0).astype(int)
             weekday = (self.weekday0 + day) % 7
             dayfac = np.where(weekday >= 5, WEEKEND[svc.spec["curve"]], 1.0)
