@@ -182,8 +182,6 @@ class _Suspect:
 
 
 MAX_SUSPECTS = 256
-# Idle windows within which an actor's busy stretch goes on (ServiceActors._busy_since).
-STRETCH_GAP = 2
 # Busy stretches kept at most per service.
 MAX_STRETCHES = 4096
 # Models of one service whose traffic is followed (the busiest are kept).
@@ -218,7 +216,7 @@ class ServiceActors:
         self.max_actors = max_actors
         self.sustain = sustain
         # Per candidate actor (see close_window), while it stays busy: [start of its busy stretch,
-        # its last busy window's start]. A stretch goes on over up to STRETCH_GAP idle windows.
+        # its last busy window's start]. A stretch goes on while no horizon passes without the actor.
         self._stretch: Dict[str, List[float]] = {}
         # Busy windows (decayed) after which an actor's own habit is its reference.
         self.known_after = 5.0
@@ -418,9 +416,10 @@ class ServiceActors:
 
     def _busy_since(self, actor: str, start: float) -> float:
         """The start of the busy stretch of ``actor`` that goes on in the window at ``start``: its busy
-        windows with at most ``STRETCH_GAP`` idle windows between them. Read off the horizon's
-        windows, and carried on from the stretch kept for it while it was a candidate before."""
-        reach = (STRETCH_GAP + 1) * self.window
+        windows, none more than a horizon after the one before (a script that sleeps between its
+        bursts is one stretch). Read off the horizon's windows, and carried on from the stretch
+        kept for it while it was a candidate before."""
+        reach = self.horizon
         since = start
         for w_start, seen, _n in reversed(self._recent):
             if since - w_start > reach:

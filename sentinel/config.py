@@ -684,8 +684,8 @@ class TokenAbuseConfig(_Model):
     persistence: int = Field(default=2, ge=1, description="Busy windows in a row that are abusive before an alert")
     sustain: float = Field(
         default=720.0, ge=0,
-        description="An actor pages only once its busy stretch (busy windows at most two idle windows apart) has "
-                    "lasted this long: abuse outlasts a long session (0: no such wait)",
+        description="An actor pages only once its busy stretch (its busy windows, none more than a horizon after "
+                    "the one before) has lasted this long: abuse outlasts a long session (0: no such wait)",
     )
 
     _dur = field_validator("window", "horizon", "sustain", mode="before")(parse_duration)

@@ -479,6 +479,24 @@ def _scripted_loop(w, actors):
             add_request(actors, "user:talker", 3000, "m")
 
 
+def _sleeping_script(w, actors):
+    # The same user's key in a script that sends a burst of twenty 3k-token requests, then sleeps
+    # three minutes, for twenty-four minutes.
+    if w < 400 and w % 15 == 0:
+        for i in range(3):
+            add_request(actors, "user:talker", 300 + 60 * i, "m")
+    if 400 <= w < 424 and w % 4 == 0:
+        for _ in range(20):
+            add_request(actors, "user:talker", 3000, "m")
+
+
+def test_a_script_that_sleeps_between_its_bursts_is_one_stretch():
+    s, out = _voice_service(random.Random(23), 440, _sleeping_script)
+    firing = [f for f in out if f.status == "firing" and f.actor == "user:talker"]
+    assert len(firing) == 1
+    assert 60.0 * 400 + s.sustain <= firing[0].window_end <= 60.0 * 424
+
+
 def test_a_long_session_is_not_abuse_once_abuse_must_outlast_it():
     # Sixty requests in ten minutes, with the context growing, is many times what the user and the
     # service's heavy users send in a horizon: with no duration asked of abuse, it pages.
