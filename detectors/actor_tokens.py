@@ -401,7 +401,7 @@ class ServiceActors:
             s = suspects.pop(actor)
             if s.active:
                 out.append(self._resolve(s, end))
-        if self._stretch:  # stretches that ended
+        if self._stretch and now % self._span == 0:  # stretches that ended, once a horizon
             stretch = self._stretch
             for actor in [a for a, st in stretch.items() if start - st[1] > self.horizon]:
                 del stretch[actor]
@@ -420,13 +420,17 @@ class ServiceActors:
         bursts is one stretch). Read off the horizon's windows, and carried on from the stretch
         kept for it while it was a candidate before."""
         reach = self.horizon
+        st = self._stretch.get(actor)
+        if st is not None and start - st[1] <= reach:
+            # Its stretch went on to now; the horizon's windows hold nothing older than its start.
+            st[1] = start
+            return st[0]
         since = start
         for w_start, seen, _n in reversed(self._recent):
             if since - w_start > reach:
                 break
             if actor in seen:
                 since = w_start
-        st = self._stretch.get(actor)
         if st is not None and since - st[1] <= reach:
             since = min(since, st[0])
         self._stretch[actor] = [since, start]
