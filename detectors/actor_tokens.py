@@ -31,9 +31,12 @@ is abusive when all of these hold:
   larger task is no abuse: the count test is what makes few counts no
   pattern).
 
-``persistence`` abusive windows in a row open an episode; ``quiet_windows``
-busy windows of that actor that are not abusive (or a horizon without it)
-close it. Nobody is judged during the service's first ``history_windows``
+``persistence`` abusive windows in a row open an episode, once the actor's
+busy stretch (its busy windows, none more than a horizon after the one
+before) has lasted ``sustain`` seconds: abuse outlasts a long session, such
+as a voice user's sixty turns in ten minutes, each resending the
+conversation. ``quiet_windows`` busy windows of that actor that are not
+abusive (or a horizon without it) close it. Nobody is judged during the service's first ``history_windows``
 windows, or while it has seen fewer than ``min_population`` busy
 actor-horizons.
 
@@ -41,7 +44,8 @@ Memory is bounded whatever the number of distinct actors: habits (decayed
 over about ``1 / habit_alpha`` windows) are kept for the ``max_actors`` most
 recently busy actors (one forgotten comes back as a stranger); the
 population lives in a fixed log-scale histogram; per-window detail only for
-the actors busy within the horizon, and the few under suspicion.
+the actors busy within the horizon, the few under suspicion, and the busy
+stretches of the actors judged (at most ``MAX_STRETCHES``).
 
 Examples
 --------
