@@ -322,8 +322,7 @@ class ServiceActors:
                 habits.learn(actor, now, total, requests, known_after)
                 continue
             habit = habits.habit(actor, now)
-            if self.sustain > 0.0:
-                since = self._busy_since(actor, start)
+            since = self._busy_since(actor, start) if self.sustain > 0.0 else start
             abusive = held = climbing = False
             lift = 1.0
             if (judged and requests >= self.min_requests and total >= self.min_tokens and total >= heavy
@@ -361,7 +360,7 @@ class ServiceActors:
                 s.run += 1
                 s.quiet = 0
                 s.last = start
-                if not s.active and s.run >= self.persistence and (self.sustain <= 0.0 or end - since >= self.sustain):
+                if not s.active and s.run >= self.persistence and end - since >= self.sustain:
                     s.active = True
                     own = habit[0] * lift if habit is not None else 0.0
                     expected = max(heavy, own)  # what a heavy user, or this actor, usually sends

@@ -425,7 +425,6 @@ def test_a_retry_storm_on_one_model_is_not_its_users_abuse():
     assert [(f.status, f.actor) for f in out] == [("firing", "user:7")]
 
 
-
 def _voice_windows(rng, windows, extra=None):
     """A voice assistant's windows: thousands of users open sessions of requests nine seconds apart,
     of heavy-tailed length (six on average, now and then sixty), each request carrying the
@@ -458,12 +457,17 @@ def _voice_service(rng, windows, extra=None, **kw):
     return s, out
 
 
-def _long_session(w, actors):
-    # A user of short sessions (three requests every quarter hour) has one of 60 requests over ten
-    # minutes, its context growing to 4k tokens.
+def _talker_habit(w, actors):
+    # Before window 400, user:talker works in short sessions: three requests every quarter hour.
     if w < 400 and w % 15 == 0:
         for i in range(3):
             add_request(actors, "user:talker", 300 + 60 * i, "m")
+
+
+def _long_session(w, actors):
+    # A user of short sessions (_talker_habit) has one of 60 requests over ten minutes, its context
+    # growing to 4k tokens.
+    _talker_habit(w, actors)
     if 400 <= w < 410:
         for i in range(6):
             add_request(actors, "user:talker", 300 + 60 * (6 * (w - 400) + i), "m")
@@ -471,9 +475,7 @@ def _long_session(w, actors):
 
 def _scripted_loop(w, actors):
     # The same user's key in a script: six requests of 3k tokens a minute for twenty minutes.
-    if w < 400 and w % 15 == 0:
-        for i in range(3):
-            add_request(actors, "user:talker", 300 + 60 * i, "m")
+    _talker_habit(w, actors)
     if 400 <= w < 420:
         for _ in range(6):
             add_request(actors, "user:talker", 3000, "m")
@@ -482,9 +484,7 @@ def _scripted_loop(w, actors):
 def _sleeping_script(w, actors):
     # The same user's key in a script that sends a burst of twenty 3k-token requests, then sleeps
     # three minutes, for twenty-four minutes.
-    if w < 400 and w % 15 == 0:
-        for i in range(3):
-            add_request(actors, "user:talker", 300 + 60 * i, "m")
+    _talker_habit(w, actors)
     if 400 <= w < 424 and w % 4 == 0:
         for _ in range(20):
             add_request(actors, "user:talker", 3000, "m")
