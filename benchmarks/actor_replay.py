@@ -18,6 +18,7 @@ usual and the service's heavy level, and the trap it fell in, if any).
     python benchmarks/actor_replay.py --split tune                      # tune worlds, seeds 1,2,3
     python benchmarks/actor_replay.py --split test --seeds 1801,1802,1803 -v
     python benchmarks/actor_replay.py --split test --set heavy_ratio=6 --set ratio=5
+    python benchmarks/actor_replay.py --split cross --seeds 31,32,33,34,35,36 -v
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def _hhmm(t: float) -> str:
 def generate(job: Tuple[str, str, int, float, str]) -> str:
     """The world's files (cached as benchmarks/families.py caches them); their base path."""
     workdir, family, seed, hours, data_dir = job
-    base = families.data_base(workdir, families.world_fingerprint(), family, seed, hours)
+    fp = (families.world_fingerprint(families.CROSS_GENERATOR) if family in families.CROSS_FAMILIES
+          else families.world_fingerprint())
+    base = families.data_base(workdir, fp, family, seed, hours)
     os.makedirs(os.path.dirname(base), exist_ok=True)
     families.generate((base, family, seed, hours, data_dir))
     return base
@@ -131,7 +134,8 @@ def _setting(text: str) -> Tuple[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=("tune", "test"), default="tune")
+    ap.add_argument("--split", choices=("tune", "test", "cross"), default="tune",
+                    help="tune or test families, or cross: the worlds of crossworld.py with and without incidents")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the split's)")
     ap.add_argument("--families", help="comma-separated family names (default: every family of the split)")
     ap.add_argument("--hours", type=float, default=24.0)
@@ -142,8 +146,12 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("-v", "--verbose", action="store_true", help="list every false page")
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(world.seeds_of(args.split))
-    fams = [f for f in world.list_families(args.split) if not args.families or f in args.families.split(",")]
+    if args.split == "cross":
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(families.CROSS_SEEDS)
+        fams = [f for f in families.CROSS_FAMILIES if not args.families or f in args.families.split(",")]
+    else:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(world.seeds_of(args.split))
+        fams = [f for f in world.list_families(args.split) if not args.families or f in args.families.split(",")]
     settings = dict(args.settings)
     try:
         ServiceActors(**settings)

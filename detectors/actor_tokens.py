@@ -202,7 +202,7 @@ class ServiceActors:
                  heavy_quantile: float = 0.75, heavy_ratio: float = 5.0, max_share: float = 0.6,
                  persistence: int = 2, quiet_windows: int = 5, history_windows: int = 60,
                  min_population: int = 1000, habit_alpha: float = 1.0 / 360.0,
-                 max_actors: int = 20000, sustain: float = 720.0) -> None:
+                 max_actors: int = 20000, sustain: float = 720.0, rise_quantile: float = 0.99) -> None:
         self.window = window
         self.horizon = horizon
         self.min_tokens = min_tokens
@@ -219,9 +219,15 @@ class ServiceActors:
         self.habit_alpha = habit_alpha
         self.max_actors = max_actors
         self.sustain = sustain
+        self.rise_quantile = rise_quantile
         # Per candidate actor (see close_window), while it stays busy: [start of its busy stretch,
-        # its last busy window's start]. A stretch goes on while no horizon passes without the actor.
+        # its last busy window's start, the most its horizon's tokens rose above its habit in the
+        # stretch (0 until judged against a habit)]. A stretch goes on while no horizon passes
+        # without the actor.
         self._stretch: Dict[str, List[float]] = {}
+        # The service's busy stretches by how far they rose above their actor's habit (one value a
+        # stretch, once it has ended): the service's own spread of session lengths (rise_floor).
+        self._rises = DecayingQuantiles()
         # Busy windows (decayed) after which an actor's own habit is its reference.
         self.known_after = 5.0
         self._span = horizon / window
@@ -263,6 +269,16 @@ class ServiceActors:
             if seen >= half:
                 return float(i + 1)
         return float(BURST_CAP)
+
+    def rise_floor(self) -> float:
+        """How far above its own habit an actor's horizon must rise, in tokens: ``ratio``, or the
+        ``rise_quantile`` of this service's ended busy stretches' highest rise above their actors'
+        habits when that is higher. Where users' sessions are heavy-tailed (a voice assistant whose
+        long conversations resend their context each turn), ordinary sessions rise tens of times
+        above their users' habits, and only a rise beyond theirs is abuse. Each stretch counts once,
+        so an abuse's own windows do not lift the floor it is judged against."""
+        q = self._rises.quantile(self.rise_quantile) if self.rise_quantile > 0.0 else None
+        return self.ratio if q is None else max(self.ratio, q)
 
     def heavy_level(self) -> Optional[float]:
         """The service's heavy users' tokens per horizon, once it is a reference."""
@@ -312,6 +328,7 @@ class ServiceActors:
         span = self._span
         habits = self._habits
         min_requests, min_tokens, known_after = self.min_requests, self.min_tokens, self.known_after
+        floor = self.rise_floor()
         totals = []
         for actor in actors:
             total, requests, busy = sums[actor]
@@ -322,7 +339,7 @@ class ServiceActors:
                 habits.learn(actor, now, total, requests, known_after)
                 continue
             habit = habits.habit(actor, now)
-            since = self._busy_since(actor, start) if self.sustain > 0.0 else start
+            stretch = self._busy_since(actor, start)
             abusive = held = climbing = False
             lift = 1.0
             if (judged and requests >= self.min_requests and total >= self.min_tokens and total >= heavy
@@ -347,7 +364,16 @@ class ServiceActors:
                         lift = max(lift, (model_sums.get(model, 0) - requests) / (m_usual * span))
                     # Requests come in bursts (an agent's task is a dozen calls): the tail is
                     # that of the number of bursts, not of calls.
-                    climbing = total >= self.ratio * habit[0] * lift
+                    # A known actor must rise beyond the service's ordinary sessions (rise_floor);
+                    # a young one, past the stranger's bar already, beyond ``ratio`` times its one
+                    # session. Only known actors' rises are the service's.
+                    rise = total / (habit[0] * lift)
+                    if young:
+                        climbing = rise >= self.ratio
+                    else:
+                        climbing = rise >= floor
+                        if rise > stretch[2]:
+                            stretch[2] = rise
                     abusive = (climbing
                                and poisson_sf(int(requests / burst), self.ratio * habit[1] * lift / burst)
                                < self.p_value)
@@ -360,7 +386,7 @@ class ServiceActors:
                 s.run += 1
                 s.quiet = 0
                 s.last = start
-                if not s.active and s.run >= self.persistence and end - since >= self.sustain:
+                if not s.active and s.run >= self.persistence and end - stretch[0] >= self.sustain:
                     s.active = True
                     own = habit[0] * lift if habit is not None else 0.0
                     expected = max(heavy, own)  # what a heavy user, or this actor, usually sends
@@ -406,38 +432,42 @@ class ServiceActors:
                 out.append(self._resolve(s, end))
         if self._stretch and now % self._span == 0:  # stretches that ended, once a horizon
             stretch = self._stretch
-            for actor in [a for a, st in stretch.items() if start - st[1] > self.horizon]:
-                del stretch[actor]
-            if len(stretch) > MAX_STRETCHES:  # bounded: the longest idle go first
-                for actor in sorted(stretch, key=lambda a: stretch[a][1])[:len(stretch) - MAX_STRETCHES]:
-                    del stretch[actor]
+            ended = [a for a, st in stretch.items() if start - st[1] > self.horizon]
+            if len(stretch) - len(ended) > MAX_STRETCHES:  # bounded: the longest idle go first
+                ended = sorted(stretch, key=lambda a: stretch[a][1])[:len(stretch) - MAX_STRETCHES]
+            self._rises.update_many([stretch.pop(a)[2] for a in ended])
         if len(suspects) > MAX_SUSPECTS:  # bounded: forget the oldest inactive ones
             for actor in sorted((a for a, s in suspects.items() if not s.active),
                                 key=lambda a: suspects[a].last)[:len(suspects) - MAX_SUSPECTS]:
                 del suspects[actor]
         return out
 
-    def _busy_since(self, actor: str, start: float) -> float:
-        """The start of the busy stretch of ``actor`` that goes on in the window at ``start``: its busy
-        windows, none more than a horizon after the one before (a script that sleeps between its
-        bursts is one stretch). Read off the horizon's windows, and carried on from the stretch
-        kept for it while it was a candidate before."""
+    def _busy_since(self, actor: str, start: float) -> List[float]:
+        """The busy stretch of ``actor`` that goes on in the window at ``start`` (``[start, last busy
+        window, highest rise]``, see ``_stretch``): its busy windows, none more than a horizon after
+        the one before (a script that sleeps between its bursts is one stretch). Read off the
+        horizon's windows, and carried on from the stretch kept for it while it was a candidate
+        before. A stretch that ended is counted in the service's rises."""
         reach = self.horizon
         st = self._stretch.get(actor)
         if st is not None and start - st[1] <= reach:
             # Its stretch went on to now; the horizon's windows hold nothing older than its start.
             st[1] = start
-            return st[0]
+            return st
         since = start
         for w_start, seen, _n in reversed(self._recent):
             if since - w_start > reach:
                 break
             if actor in seen:
                 since = w_start
-        if st is not None and since - st[1] <= reach:
-            since = min(since, st[0])
-        self._stretch[actor] = [since, start]
-        return since
+        peak = 0.0
+        if st is not None:
+            if since - st[1] <= reach:
+                since, peak = min(since, st[0]), st[2]
+            else:
+                self._rises.update(st[2])
+        st = self._stretch[actor] = [since, start, peak]
+        return st
 
     def _top(self, actor: str) -> int:
         """The actor's most tokens in one window of the horizon."""
@@ -480,7 +510,12 @@ class ServiceActors:
         self._model_rate = {}  # states from before models were counted
         self.sustain = 0.0  # states from before abuse had to last
         self._stretch = {}
+        self.rise_quantile = 0.0  # states from before the service's rises were learned
+        self._rises = DecayingQuantiles()
         self.__dict__.update(s)
+        for st in self._stretch.values():
+            if len(st) == 2:
+                st.append(0.0)
         self._recent = deque(s["_recent"])
         self._sums = {}
         self._model_sums = {}

@@ -79,7 +79,7 @@ def make_detector(cfg: FlowConfig) -> ServiceActors:
         ratio=ta.ratio, p_value=ta.p_value, heavy_quantile=ta.heavy_quantile, heavy_ratio=ta.heavy_ratio,
         max_share=ta.max_share, persistence=ta.persistence, quiet_windows=cfg.detection.quiet_windows,
         history_windows=ta.history_windows, min_population=ta.min_population, max_actors=ta.max_actors,
-        sustain=ta.sustain)
+        sustain=ta.sustain, rise_quantile=ta.rise_quantile)
 
 
 class ActorLogic(StatefulLogic[Tuple[str, str, List[LLMEvent], float, int], Alert, ServiceActorsState]):

@@ -688,6 +688,13 @@ class TokenAbuseConfig(_Model):
                     "the one before) has lasted this long: abuse outlasts a long session (0: no such wait)",
     )
 
+    rise_quantile: float = Field(
+        default=0.99, ge=0, lt=1,
+        description="An actor's tokens must rise above its own habit by ratio, or by this quantile of how far "
+                    "the service's ended busy stretches rose above their actors' habits when that is more: where "
+                    "ordinary sessions are long, only a rise beyond theirs is abuse (0: ratio alone)",
+    )
+
     _dur = field_validator("window", "horizon", "sustain", mode="before")(parse_duration)
 
     @model_validator(mode="after")

@@ -37,7 +37,8 @@ APPLIED = ("detection.metrics", "detection.warmup_windows", "detection.min_reque
            "detection.token_abuse.min_tokens", "detection.token_abuse.min_requests", "detection.token_abuse.ratio",
            "detection.token_abuse.p_value", "detection.token_abuse.heavy_quantile",
            "detection.token_abuse.heavy_ratio", "detection.token_abuse.max_share",
-           "detection.token_abuse.persistence", "detection.token_abuse.sustain", "detection.token_abuse.history_windows",
+           "detection.token_abuse.persistence", "detection.token_abuse.sustain",
+           "detection.token_abuse.rise_quantile", "detection.token_abuse.history_windows",
            "detection.token_abuse.min_population", "detection.token_abuse.max_actors",
            "detection.coordinated_attack.enabled", "detection.coordinated_attack.window",
            "detection.coordinated_attack.threshold",
@@ -197,7 +198,7 @@ def refresh_actor_state(cfg: FlowConfig, state):
     ta = cfg.detection.token_abuse
     det = state.detector
     for k in ("min_tokens", "min_requests", "ratio", "p_value", "heavy_quantile", "heavy_ratio", "max_share",
-              "persistence", "sustain", "history_windows", "min_population", "max_actors"):
+              "persistence", "sustain", "rise_quantile", "history_windows", "min_population", "max_actors"):
         if hasattr(det, k):
             setattr(det, k, getattr(ta, k))
     habits = getattr(det, "_habits", None)
