@@ -364,9 +364,10 @@ class ServiceActors:
                         lift = max(lift, (model_sums.get(model, 0) - requests) / (m_usual * span))
                     # Requests come in bursts (an agent's task is a dozen calls): the tail is
                     # that of the number of bursts, not of calls.
-                    # A known actor must rise beyond the service's ordinary sessions (rise_floor);
-                    # a young one, past the stranger's bar already, beyond ``ratio`` times its one
-                    # session. Only known actors' rises are the service's.
+                    # A known actor must rise beyond the service's ordinary sessions (rise_floor); a
+                    # rise within theirs is an ordinary session, learned as one. A young actor, past
+                    # the stranger's bar already, must rise ``ratio`` times above its one session.
+                    # Only known actors' rises are the service's.
                     rise = total / (habit[0] * lift)
                     if young:
                         climbing = rise >= self.ratio
