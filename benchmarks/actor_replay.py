@@ -1,8 +1,8 @@
 """Token abuse alone over scenario-family worlds: its pages matched to the labels, the false ones named.
 
-Each world of benchmarks/world.py (written once, cached where benchmarks/families.py
-caches it) is read in time order. Per service, its requests are counted into one-minute
-windows of ``{actor: [tokens, requests, model, weight]}`` (an actor is ``user:<id>``,
+Each world of benchmarks/world.py, or of benchmarks/crossworld.py with ``--split cross``
+(written once, cached where benchmarks/families.py caches it), is read in time order.
+Per service, its requests are counted into one-minute windows of ``{actor: [tokens, requests, model, weight]}`` (an actor is ``user:<id>``,
 else ``tenant:<id>``, as in the flow) and each closed window goes to one
 :class:`detectors.actor_tokens.ServiceActors`, with the flow's defaults or the
 settings of ``--set``. No flow runs, so a token-abuse change can be measured on many
@@ -79,6 +79,7 @@ def replay(job: Tuple[str, Dict[str, Any]]) -> Dict[str, Any]:
                 pages.append((service, f.actor, f.window_end, f.tokens / max(f.expected, 1.0), f.requests,
                               f.habit, f.heavy))
 
+    requests = []  # (time, service, actor, tokens, model); in time order below (crossworld's files are not)
     with open(base + ".jsonl", "rb") as fh:
         for line in fh:
             ev = orjson.loads(line)
@@ -88,15 +89,17 @@ def replay(job: Tuple[str, Dict[str, Any]]) -> Dict[str, Any]:
             actor = ("user:" + user) if user else ("tenant:" + tenant) if tenant else None
             if actor is None:
                 continue
-            t = to_epoch(ev["timestamp"])
-            start = t - t % 60.0
-            service = ev["service"]
-            cur = current.get(service)
-            if cur is None or cur[0] != start:
-                if cur is not None:
-                    close(service, cur[0], cur[1])
-                cur = current[service] = [start, {}]
-            add_request(cur[1], actor, (ev.get("input_tokens") or 0) + (ev.get("output_tokens") or 0), ev["model"])
+            requests.append((to_epoch(ev["timestamp"]), ev["service"], actor,
+                             (ev.get("input_tokens") or 0) + (ev.get("output_tokens") or 0), ev["model"]))
+    requests.sort(key=lambda r: r[0])
+    for t, service, actor, tokens, model in requests:
+        start = t - t % 60.0
+        cur = current.get(service)
+        if cur is None or cur[0] != start:
+            if cur is not None:
+                close(service, cur[0], cur[1])
+            cur = current[service] = [start, {}]
+        add_request(cur[1], actor, tokens, model)
     for service, cur in current.items():
         close(service, cur[0], cur[1])
 
@@ -119,7 +122,7 @@ def replay(job: Tuple[str, Dict[str, Any]]) -> Dict[str, Any]:
         false_pages.append((name, service, actor, _hhmm(t), round(ratio, 2), requests, round(own), round(heavy),
                             kinds))
     return {"world": name, "labels": len(labels), "caught": len(caught), "true_pages": true_pages,
-            "false_pages": false_pages}
+            "false_pages": false_pages, "missed": sorted(lab["id"] for lab in labels if lab["id"] not in caught)}
 
 
 def _setting(text: str) -> Tuple[str, Any]:
@@ -170,6 +173,7 @@ def main() -> int:
     if args.verbose:
         for p in false_pages:
             print("  false:", *p)
+        print("  missed:", *[m for r in runs for m in r["missed"]])
     return 0
 
 

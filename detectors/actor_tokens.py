@@ -20,7 +20,10 @@ is abusive when all of these hold:
   either). The habit scales with the service's own traffic when that is above usual (a
   busy hour or a traffic surge lifts everyone), or with the traffic of the model the
   actor uses when that has risen more (a retry storm on one model multiplies the
-  requests of each of its users);
+  requests of each of its users). An actor known to the service must also rise
+  beyond the service's ordinary sessions (:meth:`ServiceActors.rise_floor`: the
+  ``rise_quantile`` of how far its ended busy stretches rose above their actors'
+  habits); a rise within them is an ordinary session and is learned as one;
 * among the service's heavy users: at least the ``heavy_quantile`` of *this*
   service's busy actor-horizons, so a light user's first busy session on a
   chat service is no abuse, and a document pipeline's users are judged on a

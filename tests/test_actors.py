@@ -531,3 +531,99 @@ def test_a_busy_stretch_survives_a_snapshot():
         out_b += b.close_window(60.0 * w, actors)
     assert [(f.status, f.actor, f.window_end) for f in out_b] == [(f.status, f.actor, f.window_end) for f in out_a]
     assert ("firing", "user:talker") in [(f.status, f.actor) for f in out_a]
+
+
+def _long_talk_windows(rng, windows, extra=None):
+    """A service where one session in twenty is a long talk: 300 users open sessions of three
+    requests, or of ninety at six a minute with the context growing each turn (tens of times a
+    user's habit, and ordinary here). ``extra(w, actors)`` adds to window w."""
+    active = []  # [user, requests left, turn]
+    out = []
+    for w in range(windows):
+        for _ in range(rng.randint(3, 6)):
+            active.append([f"user:v{rng.randrange(300)}", 90 if rng.random() < 0.05 else 3, 0])
+        actors = {}
+        for session in active:
+            for _ in range(min(session[1], 6)):
+                add_request(actors, session[0], 300 + 60 * session[2], "m")
+                session[2] += 1
+                session[1] -= 1
+        active = [x for x in active if x[1] > 0]
+        if extra is not None:
+            extra(w, actors)
+        out.append(actors)
+    return out
+
+
+def _talk_habit(w, actors):
+    # Before window 400, user:talker has short sessions only: three requests every quarter hour.
+    if w < 400 and w % 15 == 0:
+        for i in range(3):
+            add_request(actors, "user:talker", 300 + 60 * i, "m")
+
+
+def _ordinary_long_talk(w, actors):
+    # Then a fifteen-minute talk like the service's long ones, its context growing half as fast.
+    _talk_habit(w, actors)
+    if 400 <= w < 415:
+        for i in range(6):
+            add_request(actors, "user:talker", 300 + 30 * (6 * (w - 400) + i), "m")
+
+
+def _big_loop(w, actors):
+    # Or a script: six 8k-token requests a minute for twenty minutes.
+    _talk_habit(w, actors)
+    if 400 <= w < 420:
+        for _ in range(6):
+            add_request(actors, "user:talker", 8000, "m")
+
+
+def _long_talk_service(seed, extra, **kw):
+    s = ServiceActors(min_population=500, history_windows=60, **kw)
+    out = []
+    for w, actors in enumerate(_long_talk_windows(random.Random(seed), 440, extra)):
+        out += s.close_window(60.0 * w, actors)
+    return s, [(f.status, f.actor) for f in out if f.status == "firing"]
+
+
+def test_a_talk_as_long_as_the_services_own_is_no_abuse():
+    # Fifteen minutes, 90 requests and about 80 times the user's habit in a horizon: with the
+    # service's rises ignored, it pages (and so does one of the service's own long talks); the
+    # service's long talks rise as far, so it is learned as one of them.
+    _, fired = _long_talk_service(21, _ordinary_long_talk, rise_quantile=0.0)
+    assert ("firing", "user:talker") in fired
+    s, fired = _long_talk_service(21, _ordinary_long_talk)
+    assert "user:talker" not in {actor for _, actor in fired}
+    assert s.rise_floor() > 10 * s.ratio
+    assert s._rises.n > 50  # one value a stretch, not one a window
+
+
+def test_the_services_own_long_talks_page_less_once_its_rises_are_learned():
+    # Over ten worlds, the long talks of the service's own users page 9 times with the rises
+    # ignored and 3 times with them: a rise beyond all but one in a hundred of the service's
+    # stretches is what still pages.
+    def pages(**kw):
+        return sum(len(_long_talk_service(seed, _talk_habit, **kw)[1]) for seed in range(20, 30))
+    assert pages() <= pages(rise_quantile=0.0) // 2
+
+
+def test_a_loop_beyond_the_services_long_talks_pages():
+    s, fired = _long_talk_service(21, _big_loop)
+    assert ("firing", "user:talker") in fired
+    assert s.rise_floor() > 10 * s.ratio
+
+
+def test_the_services_rises_survive_a_snapshot_and_old_states_load():
+    s, _ = _long_talk_service(21, _ordinary_long_talk)
+    b = pickle.loads(pickle.dumps(s))
+    assert b.rise_floor() == s.rise_floor() and b._rises.n == s._rises.n
+    # A state saved before rises were learned: stretches of two values, no rises, ratio alone.
+    d = s.__getstate__()
+    d.pop("_rises")
+    d.pop("rise_quantile")
+    d["_stretch"] = {a: st[:2] for a, st in d["_stretch"].items()}
+    old = ServiceActors.__new__(ServiceActors)
+    old.__setstate__(d)
+    assert old.rise_floor() == old.ratio
+    assert all(len(st) == 3 for st in old._stretch.values())
+    old.close_window(60.0 * 440, {"user:talker": [1000, 2, "m", 1001]})
