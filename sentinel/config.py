@@ -687,7 +687,6 @@ class TokenAbuseConfig(_Model):
         description="An actor pages only once its busy stretch (its busy windows, none more than a horizon after "
                     "the one before) has lasted this long: abuse outlasts a long session (0: no such wait)",
     )
-
     rise_quantile: float = Field(
         default=0.99, ge=0, lt=1,
         description="An actor's tokens must rise above its own habit by ratio, or by this quantile of how far "
