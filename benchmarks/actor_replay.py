@@ -2,8 +2,9 @@
 
 Each world of benchmarks/world.py, or of benchmarks/crossworld.py with ``--split cross``
 (written once, cached where benchmarks/families.py caches it), is read in time order.
-Per service, its requests are counted into one-minute windows of ``{actor: [tokens, requests, model, weight]}`` (an actor is ``user:<id>``,
-else ``tenant:<id>``, as in the flow) and each closed window goes to one
+Per service, its requests are counted into one-minute windows of ``{actor: [tokens,
+requests, model, weight]}`` (an actor is ``user:<id>``, else ``tenant:<id>``, as in
+the flow) and each closed window goes to one
 :class:`detectors.actor_tokens.ServiceActors`, with the flow's defaults or the
 settings of ``--set``. No flow runs, so a token-abuse change can be measured on many
 worlds in a minute: on these worlds its pages are the flow's (checked on 1601-1603 and
@@ -55,9 +56,7 @@ def _hhmm(t: float) -> str:
 def generate(job: Tuple[str, str, int, float, str]) -> str:
     """The world's files (cached as benchmarks/families.py caches them); their base path."""
     workdir, family, seed, hours, data_dir = job
-    fp = (families.world_fingerprint(families.CROSS_GENERATOR) if family in families.CROSS_FAMILIES
-          else families.world_fingerprint())
-    base = families.data_base(workdir, fp, family, seed, hours)
+    base = families.data_base(workdir, families.family_fingerprint(family), family, seed, hours)
     os.makedirs(os.path.dirname(base), exist_ok=True)
     families.generate((base, family, seed, hours, data_dir))
     return base

@@ -89,6 +89,11 @@ def world_fingerprint(path: str = world.__file__) -> str:
 CROSS_GENERATOR = os.path.join(HERE, "crossworld.py")
 
 
+def family_fingerprint(family: str) -> str:
+    """:func:`world_fingerprint` of the generator that writes ``family``'s worlds."""
+    return world_fingerprint(CROSS_GENERATOR if family in CROSS_FAMILIES else world.__file__)
+
+
 def data_base(workdir: str, fp: str, family: str, seed: int, hours: float) -> str:
     prefix = "xw" if family in CROSS_FAMILIES else "fam"
     return os.path.join(workdir, "data", f"{prefix}-{fp}-{family}-s{seed}-h{hours:g}")
@@ -347,8 +352,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     fp_cross = world_fingerprint(CROSS_GENERATOR)
     for name in prune_stale(workdir, fp, "fam") + prune_stale(workdir, fp_cross, "xw"):
         print(f"removed stale cache {name}", file=sys.stderr)
-    gen_jobs = [(data_base(workdir, fp_cross if fam in CROSS_FAMILIES else fp, fam, seed, args.hours), fam, seed,
-                 args.hours, data_dir) for _, fam, seed in runs_plan]
+    gen_jobs = [(data_base(workdir, family_fingerprint(fam), fam, seed, args.hours), fam, seed, args.hours, data_dir)
+                for _, fam, seed in runs_plan]
     t0 = time.monotonic()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         metas = list(pool.map(generate, gen_jobs))

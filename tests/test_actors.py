@@ -425,21 +425,19 @@ def test_a_retry_storm_on_one_model_is_not_its_users_abuse():
     assert [(f.status, f.actor) for f in out] == [("firing", "user:7")]
 
 
-def _voice_windows(rng, windows, extra=None):
-    """A voice assistant's windows: thousands of users open sessions of requests nine seconds apart,
-    of heavy-tailed length (six on average, now and then sixty), each request carrying the
-    session's context so far. ``extra(w, actors)`` adds to window w."""
-    active = []  # [user, requests left, context]
+def _session_windows(rng, windows, new_sessions, new_session, turn, extra=None):
+    """Windows of a service whose users open sessions: ``new_sessions`` (lo, hi) of them a window,
+    each ``new_session(rng)`` -> [user, requests, state]; at most six requests of a session a
+    window, each of ``turn(rng, session)`` tokens. ``extra(w, actors)`` adds to window w."""
+    active = []
     out = []
     for w in range(windows):
-        for _ in range(rng.randint(4, 8)):  # new sessions
-            size = 1 + int(5 * rng.lognormvariate(-0.5, 1.0) * rng.expovariate(1.0))
-            active.append([f"user:v{rng.randrange(3000)}", size, 0.0])
+        for _ in range(rng.randint(*new_sessions)):
+            active.append(new_session(rng))
         actors = {}
         for session in active:
-            for _ in range(min(session[1], 6)):  # a request every nine seconds or so
-                session[2] += rng.lognormvariate(4.0, 0.5)
-                add_request(actors, session[0], int(300 + session[2]), "m")
+            for _ in range(min(session[1], 6)):  # a request every nine or ten seconds
+                add_request(actors, session[0], turn(rng, session), "m")
                 session[1] -= 1
         active = [x for x in active if x[1] > 0]
         if extra is not None:
@@ -448,13 +446,35 @@ def _voice_windows(rng, windows, extra=None):
     return out
 
 
-def _voice_service(rng, windows, extra=None, **kw):
-    """The voice assistant's windows (_voice_windows) through one ServiceActors (``kw`` goes to it)."""
+def _sessions_through(windows, **kw):
+    """``windows`` through one ServiceActors (``kw`` goes to it): the detector and its findings."""
     s = ServiceActors(min_population=500, history_windows=60, **kw)
     out = []
-    for w, actors in enumerate(_voice_windows(rng, windows, extra)):
+    for w, actors in enumerate(windows):
         out += s.close_window(60.0 * w, actors)
     return s, out
+
+
+def _voice_session(rng):
+    size = 1 + int(5 * rng.lognormvariate(-0.5, 1.0) * rng.expovariate(1.0))
+    return [f"user:v{rng.randrange(3000)}", size, 0.0]
+
+
+def _voice_turn(rng, session):
+    session[2] += rng.lognormvariate(4.0, 0.5)  # the context so far
+    return int(300 + session[2])
+
+
+def _voice_windows(rng, windows, extra=None):
+    """A voice assistant's windows: thousands of users open sessions of requests nine seconds apart,
+    of heavy-tailed length (six on average, now and then sixty), each request carrying the
+    session's context so far. ``extra(w, actors)`` adds to window w."""
+    return _session_windows(rng, windows, (4, 8), _voice_session, _voice_turn, extra)
+
+
+def _voice_service(rng, windows, extra=None, **kw):
+    """The voice assistant's windows (_voice_windows) through one ServiceActors (``kw`` goes to it)."""
+    return _sessions_through(_voice_windows(rng, windows, extra), **kw)
 
 
 def _talker_habit(w, actors):
@@ -533,38 +553,26 @@ def test_a_busy_stretch_survives_a_snapshot():
     assert ("firing", "user:talker") in [(f.status, f.actor) for f in out_a]
 
 
+def _talk_session(rng):
+    return [f"user:v{rng.randrange(300)}", 90 if rng.random() < 0.05 else 3, 0]
+
+
+def _talk_turn(rng, session):
+    session[2] += 1  # the turn
+    return 300 + 60 * (session[2] - 1)
+
+
 def _long_talk_windows(rng, windows, extra=None):
     """A service where one session in twenty is a long talk: 300 users open sessions of three
     requests, or of ninety at six a minute with the context growing each turn (tens of times a
     user's habit, and ordinary here). ``extra(w, actors)`` adds to window w."""
-    active = []  # [user, requests left, turn]
-    out = []
-    for w in range(windows):
-        for _ in range(rng.randint(3, 6)):
-            active.append([f"user:v{rng.randrange(300)}", 90 if rng.random() < 0.05 else 3, 0])
-        actors = {}
-        for session in active:
-            for _ in range(min(session[1], 6)):
-                add_request(actors, session[0], 300 + 60 * session[2], "m")
-                session[2] += 1
-                session[1] -= 1
-        active = [x for x in active if x[1] > 0]
-        if extra is not None:
-            extra(w, actors)
-        out.append(actors)
-    return out
-
-
-def _talk_habit(w, actors):
-    # Before window 400, user:talker has short sessions only: three requests every quarter hour.
-    if w < 400 and w % 15 == 0:
-        for i in range(3):
-            add_request(actors, "user:talker", 300 + 60 * i, "m")
+    return _session_windows(rng, windows, (3, 6), _talk_session, _talk_turn, extra)
 
 
 def _ordinary_long_talk(w, actors):
-    # Then a fifteen-minute talk like the service's long ones, its context growing half as fast.
-    _talk_habit(w, actors)
+    # After the short sessions of _talker_habit, a fifteen-minute talk like the service's long
+    # ones, its context growing half as fast.
+    _talker_habit(w, actors)
     if 400 <= w < 415:
         for i in range(6):
             add_request(actors, "user:talker", 300 + 30 * (6 * (w - 400) + i), "m")
@@ -572,17 +580,14 @@ def _ordinary_long_talk(w, actors):
 
 def _big_loop(w, actors):
     # Or a script: six 8k-token requests a minute for twenty minutes.
-    _talk_habit(w, actors)
+    _talker_habit(w, actors)
     if 400 <= w < 420:
         for _ in range(6):
             add_request(actors, "user:talker", 8000, "m")
 
 
 def _long_talk_service(seed, extra, **kw):
-    s = ServiceActors(min_population=500, history_windows=60, **kw)
-    out = []
-    for w, actors in enumerate(_long_talk_windows(random.Random(seed), 440, extra)):
-        out += s.close_window(60.0 * w, actors)
+    s, out = _sessions_through(_long_talk_windows(random.Random(seed), 440, extra), **kw)
     return s, [(f.status, f.actor) for f in out if f.status == "firing"]
 
 
@@ -603,7 +608,7 @@ def test_the_services_own_long_talks_page_less_once_its_rises_are_learned():
     # ignored and 3 times with them: a rise beyond all but one in a hundred of the service's
     # stretches is what still pages.
     def pages(**kw):
-        return sum(len(_long_talk_service(seed, _talk_habit, **kw)[1]) for seed in range(20, 30))
+        return sum(len(_long_talk_service(seed, _talker_habit, **kw)[1]) for seed in range(20, 30))
     assert pages() <= pages(rise_quantile=0.0) // 2
 
 
