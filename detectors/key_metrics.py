@@ -92,11 +92,16 @@ ERR_GUARD = 10
 # once counted in bursts (TrafficDetector.beyond_bursts).
 BURST_ALPHA = 0.02
 BURST_P = 1e-3
-# The least change in traffic that pages: twice the usual count or half of it. A marketing push
-# or a model rollout lifts a chat key's traffic x1.5-x2 beyond any doubt in counts; a
-# traffic incident (a retry storm, a bot, an outage) moves it by a factor of four and more.
+# The least rise in traffic that pages: twice the usual count. A marketing push or a model rollout
+# lifts a chat key's traffic x1.5-x2 beyond any doubt in counts; a traffic incident (a retry storm,
+# a bot) moves it by a factor of three and more.
 TRAFFIC_FACTOR = 2.0
-# A traffic incident is a step: the count must also be TRAFFIC_FACTOR away from the key's own
+# The least fall that pages: to 40% of the usual count. An outage takes most of a key's traffic away
+# at once; a quarter hour's sum over a fall to 30% that lasts 15 minutes comes to 0.3-0.4 of its
+# usual, as a window or two of the minutes before are in it. The evening on a key's first day,
+# before the key knows its day, halves the count within a few minutes: a step, and twice the usual.
+FALL_FACTOR = 2.5
+# A traffic incident is a step: the count must also be that far (far_enough) from the key's own
 # count of a few minutes before (the mean of the windows STEP_GAP to span_windows - 1 back, and
 # for a quarter hour's sum, the sum of the quarter hour before it) when it starts to alert; the
 # windows of a run that alerts are not held to it again until STEP_GAP in a row did not alert.
@@ -304,8 +309,8 @@ class QuantileDetector(MetricDetector):
 
 def far_enough(count: float, expected: float) -> bool:
     """Whether ``count`` requests per window are at least ``TRAFFIC_FACTOR`` times ``expected``, or
-    at most ``1 / TRAFFIC_FACTOR`` of it: a change in traffic large enough to page."""
-    return count >= TRAFFIC_FACTOR * expected or TRAFFIC_FACTOR * count <= expected
+    at most ``1 / FALL_FACTOR`` of it: a change in traffic large enough to page."""
+    return count >= TRAFFIC_FACTOR * expected or FALL_FACTOR * count <= expected
 
 
 def without_busiest(f) -> float:
@@ -492,7 +497,7 @@ class TrafficDetector(MetricDetector):
         return others >= count or (far_enough(others, expected) and self.beyond_bursts(others, expected))
 
     def stepped(self, count: float) -> bool:
-        """Whether ``count`` is ``TRAFFIC_FACTOR`` away from the mean count of the windows
+        """Whether ``count`` is far enough (:func:`far_enough`) from the mean count of the windows
         ``STEP_GAP`` to ``span_windows - 1`` back (True while fewer are known): a traffic
         incident moves the count in a minute, the day's curve over hours."""
         recent = self._recent

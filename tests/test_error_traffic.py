@@ -218,6 +218,22 @@ def test_a_marketing_push_is_not_a_traffic_incident():
 
 
 
+def test_a_fall_to_half_is_not_an_outage_and_a_fall_to_a_fifth_is():
+    # The evening on a key's first day halves its traffic within a few minutes, and nothing
+    # before taught it the day: a fall to 45% for an hour does not page (it did at a fall factor
+    # of two). An outage takes most of the traffic away: a fall to 20% for 15 minutes pages on
+    # every seed (FALL_FACTOR).
+    for level, pages in ((0.45, False), (0.2, True)):
+        for seed in (1, 2, 3, 4):
+            end = 660 if level < 0.3 else 700
+            shape = lambda i, lv=level, e=end: lv if 600 <= i < e else 1.0  # noqa: E731
+            det = KeyDetectors(types=("traffic",))
+            fs = [f for w in _poisson_key(seed, 720, 30.0, shape) for f in det.update(w)
+                  if f.status == "firing" and f.type == "traffic"]
+            assert bool(fs) == pages, (level, seed, fs)
+            assert all(T0 + 600 * 60 <= f.window_end <= T0 + 615 * 60 for f in fs), (level, seed, fs)
+
+
 def test_a_traffic_change_must_be_a_step_from_the_minutes_before():
     # The usual level lags a day's climb that no earlier day taught (x5 in 80 minutes on a
     # consumer app's first morning): against it, the count is twice its usual, but against the
@@ -230,7 +246,7 @@ def test_a_traffic_change_must_be_a_step_from_the_minutes_before():
     before = sum(traffic._recent[:10]) / 10
     assert 25 < before < 35
     assert not traffic.stepped(1.4 * before) and not traffic.stepped(0.7 * before)
-    assert traffic.stepped(2.1 * before) and traffic.stepped(0.45 * before)
+    assert traffic.stepped(2.1 * before) and traffic.stepped(0.3 * before)
     # The quarter hour's sum is held to the quarter hour before it: a sum at three times the
     # usual pages after a calm quarter hour, not after one as busy.
     assert len(traffic._sums) == traffic.span_windows
