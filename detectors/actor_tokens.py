@@ -20,7 +20,9 @@ is abusive when all of these hold:
   either). The habit scales with the service's own traffic when that is above usual (a
   busy hour or a traffic surge lifts everyone), or with the traffic of the model the
   actor uses when that has risen more (a retry storm on one model multiplies the
-  requests of each of its users). An actor known to the service must also rise
+  requests of each of its users), or with the requests of a busy actor-window of
+  the model's other users against their usual (the same storm in a quiet hour,
+  where the model's traffic is no more than its day's average). An actor known to the service must also rise
   beyond the service's ordinary sessions (:meth:`ServiceActors.rise_floor`: the
   ``rise_quantile`` of how far its ended busy stretches rose above their actors'
   habits); a rise within them is an ordinary session and is learned as one;
@@ -195,6 +197,9 @@ MAX_STRETCHES = 4096
 MAX_MODELS = 64
 # Requests per busy window told apart when measuring bursts (burst_size); more count as this many.
 BURST_CAP = 64
+# Busy actor-windows of a model's other users over a horizon that its requests per busy actor-window
+# are judged on (the model lift in ServiceActors.close_window).
+MIN_PEER_WINDOWS = 10
 
 
 class ServiceActors:
@@ -245,6 +250,10 @@ class ServiceActors:
         # (the latter made again from _recent, as _sums is). An actor window counts under its model.
         self._model_rate: Dict[str, float] = {}
         self._model_sums: Dict[str, int] = {}
+        # Per model: its busy actor-windows over the windows of _recent (made again from _recent), and
+        # the requests of a busy actor-window (EW): how many requests each of its users sends at once.
+        self._model_busy: Dict[str, int] = {}
+        self._model_per: Dict[str, float] = {}
         # Busy actor-windows by their requests (1 .. BURST_CAP, the last for that many or more),
         # decayed: their median is how many requests an actor's burst holds (burst_size).
         self._bursts = [0.0] * BURST_CAP
@@ -310,10 +319,12 @@ class ServiceActors:
         recent.append((start, actors, n_requests))
         sums = self._sums
         model_sums = self._model_sums
-        by_model = _count_window(sums, actors, model_sums)
+        model_busy = self._model_busy
+        by_model, busy_by_model = _count_window(sums, actors, model_sums, model_busy)
         while recent[0][0] <= start - self.horizon:
             for actor, aw in recent.popleft()[1].items():
                 model_sums[aw[2]] -= aw[1]
+                model_busy[aw[2]] -= 1
                 c = sums[actor]
                 if c[2] == 1:
                     del sums[actor]
@@ -365,6 +376,14 @@ class ServiceActors:
                     m_usual = model_rate.get(model)
                     if m_usual:
                         lift = max(lift, (model_sums.get(model, 0) - requests) / (m_usual * span))
+                    # A retry storm multiplies the requests each user of the model sends at once;
+                    # a busy hour brings more users, each as busy as ever. Against the model's
+                    # usual requests per busy actor-window, the others' windows now tell the
+                    # storm even where the model is quieter than its day's average.
+                    per = self._model_per.get(model)
+                    others = model_busy.get(model, 0) - sums[actor][2]
+                    if per and others >= MIN_PEER_WINDOWS:
+                        lift = max(lift, (model_sums.get(model, 0) - requests) / others / per)
                     # Requests come in bursts (an agent's task is a dozen calls): the tail is
                     # that of the number of bursts, not of calls.
                     # A known actor must rise beyond the service's ordinary sessions (rise_floor); a
@@ -415,6 +434,11 @@ class ServiceActors:
         self._population.update_many(totals)  # after the judging: this window's heavy level is as before it
         a = self.habit_alpha
         self._service_rate = float(n_requests) if usual is None else usual + a * (n_requests - usual)
+        model_per = self._model_per
+        for model, n in by_model.items():
+            per = model_per.get(model)
+            now_per = n / busy_by_model[model]
+            model_per[model] = now_per if per is None else per + a * (now_per - per)
         for model, rate in model_rate.items():
             model_rate[model] = rate + a * (by_model.pop(model, 0) - rate)
         for model, n in by_model.items():  # a model first seen
@@ -424,6 +448,10 @@ class ServiceActors:
                 del model_rate[model]
         for model in [m for m, n in model_sums.items() if n <= 0]:
             del model_sums[model]
+            self._model_busy.pop(model, None)
+        if len(self._model_per) > MAX_MODELS:  # bounded as the models' rates are
+            for model in [m for m in self._model_per if m not in model_rate]:
+                del self._model_per[model]
 
         for _ in range(gap - 1):  # idle windows of the whole service count as zero
             self._service_rate *= 1.0 - a
@@ -507,6 +535,7 @@ class ServiceActors:
         d["_recent"] = list(self._recent)
         d.pop("_sums", None)
         d.pop("_model_sums", None)
+        d.pop("_model_busy", None)
         return d
 
     def __setstate__(self, s) -> None:
@@ -516,6 +545,7 @@ class ServiceActors:
         self._stretch = {}
         self.rise_quantile = 0.0  # states from before the service's rises were learned
         self._rises = DecayingQuantiles()
+        self._model_per = {}  # states from before the requests of a busy actor-window were counted
         self.__dict__.update(s)
         for st in self._stretch.values():
             if len(st) == 2:
@@ -523,17 +553,21 @@ class ServiceActors:
         self._recent = deque(s["_recent"])
         self._sums = {}
         self._model_sums = {}
+        self._model_busy = {}
         for _, seen, _n in self._recent:
-            _count_window(self._sums, seen, self._model_sums)
+            _count_window(self._sums, seen, self._model_sums, self._model_busy)
 
 
 def _count_window(sums: Dict[str, List[int]], actors: Dict[str, ActorWindow],
-                  model_sums: Dict[str, int]) -> Dict[str, int]:
-    """Add a window's actors to the per-actor ``[tokens, requests, busy windows]`` of a horizon and
-    their requests to the per-model sums; return the window's requests per model."""
+                  model_sums: Dict[str, int], model_busy: Dict[str, int]) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """Add a window's actors to the per-actor ``[tokens, requests, busy windows]`` of a horizon, and
+    their requests and busy actor-windows to the per-model sums; return the window's requests and
+    busy actors per model."""
     by_model: Dict[str, int] = {}
+    busy: Dict[str, int] = {}
     for actor, aw in actors.items():
         by_model[aw[2]] = by_model.get(aw[2], 0) + aw[1]
+        busy[aw[2]] = busy.get(aw[2], 0) + 1
         c = sums.get(actor)
         if c is None:
             sums[actor] = [aw[0], aw[1], 1]
@@ -543,7 +577,8 @@ def _count_window(sums: Dict[str, List[int]], actors: Dict[str, ActorWindow],
             c[2] += 1
     for model, n in by_model.items():
         model_sums[model] = model_sums.get(model, 0) + n
-    return by_model
+        model_busy[model] = model_busy.get(model, 0) + busy[model]
+    return by_model, busy
 
 
 def add_request(actors: Dict[str, ActorWindow], actor: str, tokens: int, model: str) -> None:

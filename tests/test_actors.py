@@ -390,17 +390,17 @@ def test_a_heavy_regulars_climb_does_not_become_its_habit_before_it_pages():
     assert paged >= 8, paged
 
 
-def _two_model_service(rng, windows, storm=range(0), thief_from=None):
-    """A service of 300 users who work in sessions; a fifth of them use model m2. During ``storm``
-    every m2 request is retried five more times; from window ``thief_from`` one m2 user sends 60
-    requests of 3,000 tokens a window."""
+def _two_model_service(rng, windows, storm=range(0), thief_from=None, busy=lambda w: 0.05, users=300):
+    """A service of ``users`` who work in sessions (each busy in a window with chance ``busy(w)``); a
+    fifth of them use model m2. During ``storm`` every m2 request is retried five more times; from
+    window ``thief_from`` one m2 user sends 60 requests of 3,000 tokens a window."""
     s = ServiceActors(min_population=200, history_windows=30, min_tokens=1000)
     out = []
     for w in range(windows):
         actors = {}
-        for i in range(300):
-            if rng.random() < 0.05:
-                model = "m2" if i < 60 else "m1"
+        for i in range(users):
+            if rng.random() < busy(w):
+                model = "m2" if i < users // 5 else "m1"
                 for _ in range(rng.randint(1, 6)):
                     tok = int(rng.lognormvariate(0, 0.5) * 1000)
                     for _ in range(6 if (model == "m2" and w in storm) else 1):
@@ -423,6 +423,42 @@ def test_a_retry_storm_on_one_model_is_not_its_users_abuse():
     assert 0.0 < s._model_rate["m2"] < s._model_rate["m1"]
     _, out = _two_model_service(random.Random(21), 260, thief_from=200)
     assert [(f.status, f.actor) for f in out] == [("firing", "user:7")]
+
+
+def _regulars_service(rng, windows, storm=range(0), regulars=lambda w: 120, only=None):
+    """A service of 800 occasional users of model m1 and ``regulars(w)`` regulars of model m2, each
+    busy in every window with one to three requests of about 1,000 tokens. During ``storm`` every
+    m2 request (or regular ``only``'s alone) is retried nine more times."""
+    s = ServiceActors(min_population=200, history_windows=30, min_tokens=1000)
+    out = []
+    for w in range(windows):
+        actors = {}
+        for i in range(800):
+            if rng.random() < 0.05:
+                for _ in range(rng.randint(1, 6)):
+                    add_request(actors, f"user:{i}", int(rng.lognormvariate(0, 0.5) * 1000), "m1")
+        for i in range(regulars(w)):
+            for _ in range(rng.randint(1, 3)):
+                tok = int(rng.lognormvariate(0, 0.3) * 1000)
+                for _ in range(10 if w in storm and only in (None, i) else 1):
+                    add_request(actors, f"regular:{i}", tok, "m2")
+        out += s.close_window(60.0 * w, actors)
+    return s, out
+
+
+def test_a_retry_storm_in_a_quiet_hour_is_not_its_users_abuse():
+    # The evening: a twelfth of the model's regulars are left, and a storm multiplies their
+    # requests by ten. The model's traffic is then no more than its average over the day, which
+    # lifted its users' habits not at all: they paged. Each of the model's other busy users sends
+    # ten times the requests a busy user of it usually sends: that is the lift, and nobody pages.
+    # Without the storm, one regular that sends ten times its requests still pages.
+    evening = lambda w: 120 if w < 200 else 10  # noqa: E731
+    paged = [seed for seed in range(1, 6)
+             if _regulars_service(random.Random(seed), 300, storm=range(240, 270), regulars=evening)[1]]
+    assert paged == [], paged
+    _, out = _regulars_service(random.Random(1), 300, storm=range(240, 270), regulars=evening, only=3)
+    assert [(f.status, f.actor) for f in out] == [("firing", "regular:3"), ("resolved", "regular:3")]
+
 
 
 def _session_windows(rng, windows, new_sessions, new_session, turn, extra=None):
