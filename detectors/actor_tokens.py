@@ -22,10 +22,11 @@ is abusive when all of these hold:
   actor uses when that has risen more (a retry storm on one model multiplies the
   requests of each of its users), or with the requests of a busy actor-window of
   the model's other users against their usual (the same storm in a quiet hour,
-  where the model's traffic is no more than its day's average). An actor known to the service must also rise
-  beyond the service's ordinary sessions (:meth:`ServiceActors.rise_floor`: the
-  ``rise_quantile`` of how far its ended busy stretches rose above their actors'
-  habits); a rise within them is an ordinary session and is learned as one;
+  where the model's traffic is no more than its day's average). An actor known
+  to the service must also rise beyond the service's ordinary sessions
+  (:meth:`ServiceActors.rise_floor`: the ``rise_quantile`` of how far its ended
+  busy stretches rose above their actors' habits); a rise within them is an
+  ordinary session and is learned as one;
 * among the service's heavy users: at least the ``heavy_quantile`` of *this*
   service's busy actor-horizons, so a light user's first busy session on a
   chat service is no abuse, and a document pipeline's users are judged on a
@@ -558,8 +559,8 @@ class ServiceActors:
             _count_window(self._sums, seen, self._model_sums, self._model_busy)
 
 
-def _count_window(sums: Dict[str, List[int]], actors: Dict[str, ActorWindow],
-                  model_sums: Dict[str, int], model_busy: Dict[str, int]) -> Tuple[Dict[str, int], Dict[str, int]]:
+def _count_window(sums: Dict[str, List[int]], actors: Dict[str, ActorWindow], model_sums: Dict[str, int],
+                  model_busy: Dict[str, int]) -> Tuple[Dict[str, int], Dict[str, int]]:
     """Add a window's actors to the per-actor ``[tokens, requests, busy windows]`` of a horizon, and
     their requests and busy actor-windows to the per-model sums; return the window's requests and
     busy actors per model."""

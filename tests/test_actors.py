@@ -460,7 +460,6 @@ def test_a_retry_storm_in_a_quiet_hour_is_not_its_users_abuse():
     assert [(f.status, f.actor) for f in out] == [("firing", "regular:3"), ("resolved", "regular:3")]
 
 
-
 def _session_windows(rng, windows, new_sessions, new_session, turn, extra=None):
     """Windows of a service whose users open sessions: ``new_sessions`` (lo, hi) of them a window,
     each ``new_session(rng)`` -> [user, requests, state]; at most six requests of a session a
