@@ -375,8 +375,9 @@ class ServiceActors:
                         lift = max(1.0, (svc_requests - requests) / (usual * span))
                     model = self._model(actor)
                     m_usual = model_rate.get(model)
+                    others_requests = model_sums.get(model, 0) - requests
                     if m_usual:
-                        lift = max(lift, (model_sums.get(model, 0) - requests) / (m_usual * span))
+                        lift = max(lift, others_requests / (m_usual * span))
                     # A retry storm multiplies the requests each user of the model sends at once;
                     # a busy hour brings more users, each as busy as ever. Against the model's
                     # usual requests per busy actor-window, the others' windows now tell the
@@ -384,7 +385,7 @@ class ServiceActors:
                     per = self._model_per.get(model)
                     others = model_busy.get(model, 0) - sums[actor][2]
                     if per and others >= MIN_PEER_WINDOWS:
-                        lift = max(lift, (model_sums.get(model, 0) - requests) / others / per)
+                        lift = max(lift, others_requests / others / per)
                     # Requests come in bursts (an agent's task is a dozen calls): the tail is
                     # that of the number of bursts, not of calls.
                     # A known actor must rise beyond the service's ordinary sessions (rise_floor); a
@@ -447,12 +448,10 @@ class ServiceActors:
         if len(model_rate) > MAX_MODELS:  # bounded: the least used models are forgotten
             for model in sorted(model_rate, key=model_rate.get)[:len(model_rate) - MAX_MODELS]:
                 del model_rate[model]
+                model_per.pop(model, None)
         for model in [m for m, n in model_sums.items() if n <= 0]:
             del model_sums[model]
             self._model_busy.pop(model, None)
-        if len(self._model_per) > MAX_MODELS:  # bounded as the models' rates are
-            for model in [m for m in self._model_per if m not in model_rate]:
-                del self._model_per[model]
 
         for _ in range(gap - 1):  # idle windows of the whole service count as zero
             self._service_rate *= 1.0 - a

@@ -519,21 +519,32 @@ def _talker_habit(w, actors):
             add_request(actors, "user:talker", 300 + 60 * i, "m")
 
 
-def _long_session(w, actors):
-    # A user of short sessions (_talker_habit) has one of 60 requests over ten minutes, its context
-    # growing to 4k tokens.
-    _talker_habit(w, actors)
-    if 400 <= w < 410:
-        for i in range(6):
-            add_request(actors, "user:talker", 300 + 60 * (6 * (w - 400) + i), "m")
+def _talker_session(minutes, growth):
+    """After the short sessions of _talker_habit, user:talker talks for ``minutes`` from window 400,
+    six requests a minute, its context growing by ``growth`` tokens a request from 300."""
+    def extra(w, actors):
+        _talker_habit(w, actors)
+        if 400 <= w < 400 + minutes:
+            for i in range(6):
+                add_request(actors, "user:talker", 300 + growth * (6 * (w - 400) + i), "m")
+    return extra
 
 
-def _scripted_loop(w, actors):
-    # The same user's key in a script: six requests of 3k tokens a minute for twenty minutes.
-    _talker_habit(w, actors)
-    if 400 <= w < 420:
-        for _ in range(6):
-            add_request(actors, "user:talker", 3000, "m")
+def _talker_script(tokens):
+    """After the short sessions of _talker_habit, user:talker's key in a script: six requests of
+    ``tokens`` a minute for twenty minutes from window 400."""
+    def extra(w, actors):
+        _talker_habit(w, actors)
+        if 400 <= w < 420:
+            for _ in range(6):
+                add_request(actors, "user:talker", tokens, "m")
+    return extra
+
+
+# A talker's one session of 60 requests over ten minutes, its context growing to 4k tokens.
+_long_session = _talker_session(10, 60)
+# The same user's key in a script: six requests of 3k tokens a minute for twenty minutes.
+_scripted_loop = _talker_script(3000)
 
 
 def _sleeping_script(w, actors):
@@ -604,21 +615,10 @@ def _long_talk_windows(rng, windows, extra=None):
     return _session_windows(rng, windows, (3, 6), _talk_session, _talk_turn, extra)
 
 
-def _ordinary_long_talk(w, actors):
-    # After the short sessions of _talker_habit, a fifteen-minute talk like the service's long
-    # ones, its context growing half as fast.
-    _talker_habit(w, actors)
-    if 400 <= w < 415:
-        for i in range(6):
-            add_request(actors, "user:talker", 300 + 30 * (6 * (w - 400) + i), "m")
-
-
-def _big_loop(w, actors):
-    # Or a script: six 8k-token requests a minute for twenty minutes.
-    _talker_habit(w, actors)
-    if 400 <= w < 420:
-        for _ in range(6):
-            add_request(actors, "user:talker", 8000, "m")
+# A fifteen-minute talk like the service's long ones, its context growing half as fast.
+_ordinary_long_talk = _talker_session(15, 30)
+# Or a script: six 8k-token requests a minute for twenty minutes.
+_big_loop = _talker_script(8000)
 
 
 def _long_talk_service(seed, extra, **kw):
