@@ -37,6 +37,7 @@ True
 from __future__ import annotations
 
 import math
+from array import array
 from typing import Any, Dict, List, Optional, Tuple
 
 from detectors.drift import DriftDetector
@@ -84,8 +85,11 @@ POOLED: Dict[str, Tuple[str, float]] = {
 REST_OF = {"latency_p50_ms": 1, "latency_p95_ms": 2, "ttft_p95_ms": 3}
 # Where the same quantiles without the window's largest request are (WindowFeatures.rest).
 TOP_OF = {"latency_p95_ms": 4, "ttft_p95_ms": 5}
-# Metrics also watched for slow drift (type ``drift``).
-DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd")
+# Metrics also watched for slow drift (type ``drift``): what the requests use and cost, and how fast
+# the model answers (a provider or a serving stack that slows down over hours). The speed is the time
+# per output token: the latency itself also moves with the answers' length and the day's mix.
+DRIFT_METRICS = ("output_tokens_mean", "input_tokens_mean", "cost_per_request_usd",
+                 "latency_per_output_token_ms")
 # Windows by which the usual error rate lags (see ErrorRateDetector.learn).
 ERR_GUARD = 10
 # Learning rate of the count's burst statistics, and the Poisson tail a rise in traffic must pass
@@ -108,6 +112,12 @@ FALL_FACTOR = 2.5
 # The day's climb, x5 in 80 minutes on a consumer app's first morning, moves a quarter hour by
 # a third.
 STEP_GAP = 5
+# Periods without a batch after which a key's schedule has stopped, not missed a batch
+# (TrafficDetector._held): a missed batch is confirmed by the next run, and a job whose runs end
+# for the night (or for good) sends no next run.
+STOP_PERIODS = 2.0
+# The slots of the day in which a key with a schedule notes that its batches ran (seconds).
+RAN_SLOT = 600.0
 # Requests per window at which a window is learned into the usual error rate at full weight.
 ERR_MEMORY = 30.0
 
@@ -351,6 +361,11 @@ class TrafficDetector(MetricDetector):
     # short at, score, z, requests per window, expected, whether it was paged, the windows in a row
     # that fell); None otherwise.
     _missed: Optional[Tuple[float, float, float, float, float, bool, int]] = None
+    # Per RAN_SLOT of the day, the last day (modulo 65,535, plus one) a batch ran there, for keys
+    # with a schedule (_ran_the_day_before); None otherwise, and in states from before it.
+    _ran: Optional[array] = None
+    # Whether a batch (a window of min_requests) came since the schedule last fell short (_held).
+    _back = False
     # Anomalous windows in a row that make a page (KeyDetectors.persistence).
     persistence = 2
     # Whether the windows now are a batch that came late (its requests at minutes the schedule
@@ -444,51 +459,100 @@ class TrafficDetector(MetricDetector):
         if noise is not None:
             score, z, value, exp = self._held(f.count, mid, score, z, value, exp)
         elif self._missed is not None or self._late:
-            self._missed, self._late = None, False  # the schedule was given up
+            # The schedule was given up; a missed batch held for its next run is not paged.
+            held = self._missed is not None and not self._missed[5] and self._missed[6] >= self.persistence
+            self._missed, self._late = None, False
+            if held:
+                score, z = 0.0, 0.0
         return value, adj, score, z, exp, None
 
     def _held(self, count: int, mid: float, score: float, z: float, value: float,
               exp: float) -> Tuple[float, float, float, float]:
-        """A batch the schedule expected and that did not come is late until it is nearer the
-        next run than its own: the score, z, value and expectation of a window on a key with a
-        schedule, with the windows of a missed batch held as one run from the minute it fell short
-        (:meth:`may_page` holds its page for half the schedule's period, and the quiet minutes
-        after it carry the fall so far) and the batch that then comes late taken as the missed one,
-        not as a rise."""
+        """A batch the schedule expected and that did not come is confirmed missed only when the
+        schedule's next batch comes on time without it: the score, z, value and expectation of a
+        window on a key with a schedule, with the windows of a missed batch held as one run from
+        the minute it fell short (:meth:`may_page` holds their page, and the quiet minutes after it
+        carry the fall so far). A batch that comes between the schedule's runs is the missed one,
+        late, not a rise; no batch for ``STOP_PERIODS`` periods is a schedule that stopped: a
+        nightly job's last run of the night, or a job that died. It pages only where the schedule
+        still ran at that hour the day before (:meth:`_ran_the_day_before`): on its first day, a
+        key cannot tell the two apart."""
         missed = self._missed
         if count >= self.min_requests:
+            self._back = True
             if missed is not None:
+                if not missed[5] and missed[6] >= self.persistence and self._next_run(missed, mid):
+                    # The next run came on time, without the missed one: the run of windows pages now.
+                    self._missed = missed[:5] + (True, missed[6])
+                    return missed[1:5]
                 # A batch came: the missed one, late, unless its page went out already.
                 self._missed, self._late = None, not missed[5]
             if self._late:
                 return 0.0, 0.0, value, exp
             return score, z, value, exp
         self._late = False
+        if missed is not None and not missed[5] and self._stopped(missed, mid):
+            # No run for STOP_PERIODS periods: the schedule stopped. Where it still ran at this hour
+            # the day before, that pages (once); otherwise the window breaks the held run.
+            if missed[6] >= self.persistence and self._ran_the_day_before(mid):
+                self._missed = missed[:5] + (True, missed[6])
+                return missed[1:5]
+            self._missed = None
+            return 0.0, 0.0, value, exp
         if score >= self.threshold and z < 0.0:
+            self._back = False
             if missed is None:
                 self._missed = missed = (mid, score, z, value, exp, False, 1)
             elif not missed[5]:
                 self._missed = missed = missed[:6] + (missed[6] + 1,)
-            out = (score, z, value, exp)
-        elif missed is not None and not missed[5] and missed[6] >= self.persistence:
-            out = missed[1:5]  # the quiet minutes after a missed batch carry it
-        else:
-            if missed is not None and not missed[5]:
-                self._missed = None  # a fall too short to page: no batch was missed
             return score, z, value, exp
-        if not missed[5] and missed[6] >= self.persistence and self._overdue(missed, mid):
-            self._missed = missed[:5] + (True, missed[6])  # half a period overdue: its page goes out now
-        return out
+        if missed is not None and not missed[5] and missed[6] >= self.persistence:
+            return missed[1:5]  # the quiet minutes after a missed batch carry it
+        if missed is not None and not missed[5]:
+            self._missed = None  # a fall too short to page: no batch was missed
+        return score, z, value, exp
 
     def may_page(self, mid: float) -> bool:
-        """Whether the key's traffic may page at ``mid``: not while a missed batch (:meth:`_held`) that
-        has fallen for ``persistence`` windows is less than half the schedule's period overdue, when
-        it may still be a batch that starts late."""
+        """Whether the key's traffic may page at ``mid``: not while a missed batch (:meth:`_held`)
+        that has fallen for ``persistence`` windows waits for the schedule's next run."""
         missed = self._missed
-        return missed is None or missed[5] or missed[6] < self.persistence or self._overdue(missed, mid)
+        return missed is None or missed[5] or missed[6] < self.persistence
 
-    def _overdue(self, missed: tuple, mid: float) -> bool:
-        return self._hourly is None or mid - missed[0] >= self._hourly.half_period(self.min_requests)
+    def _next_run(self, missed: tuple, mid: float) -> bool:
+        """Whether a batch at ``mid`` is the schedule's next run after the missed one: at least
+        half a period after it, at a minute (or a minute either side) the schedule expects a batch
+        at. Sooner, or between runs, it is the missed batch come late."""
+        hourly = self._hourly
+        if hourly is None or not hourly.adopted:
+            return False
+        half = hourly.half_period(self.min_requests)
+        if half <= 0.0 or mid - missed[0] < half:
+            return False
+        at = math.log(self.min_requests + 1.0)
+        return any(hourly.expect(mid + d)[0] >= at for d in (0.0, -60.0, 60.0))
+
+    def _ran_the_day_before(self, ts: float) -> bool:
+        """Whether a batch came within ``RAN_SLOT`` of the time of day of ``ts`` on the day before
+        (``_ran``: per ``RAN_SLOT`` of the day, the last day a window there had ``min_requests``).
+        Asked ``STOP_PERIODS`` periods after the last batch: a nightly job that ends a little earlier
+        than the night before is not a job that died."""
+        ran = self._ran
+        if ran is None:
+            return False
+        day = (int(ts // 86400.0) - 1) % 65535 + 1
+        return any(ran[int(((ts + d) % 86400.0) // RAN_SLOT)] == day for d in (-RAN_SLOT, 0.0, RAN_SLOT))
+
+    def _learn_ran(self, mid: float) -> None:
+        """Note that a batch ran at ``mid`` (see :meth:`_ran_the_day_before`); kept for keys with a schedule only."""
+        if self._ran is None:
+            self._ran = array("H", [0]) * int(86400.0 // RAN_SLOT)
+        self._ran[int((mid % 86400.0) // RAN_SLOT)] = int(mid // 86400.0) % 65535 + 1
+
+    def _stopped(self, missed: tuple, mid: float) -> bool:
+        """Whether no batch has come for ``STOP_PERIODS`` of the schedule's periods since ``missed``."""
+        hourly = self._hourly
+        half = hourly.half_period(self.min_requests) if hourly is not None else 0.0
+        return half > 0.0 and mid - missed[0] > 2.0 * STOP_PERIODS * half
 
     def _rise_of_users(self, f, count: float, expected: float) -> bool:
         """Whether a rise to ``count`` requests holds without the window's busiest user: the
@@ -508,9 +572,13 @@ class TrafficDetector(MetricDetector):
 
     def between_batches(self, count: int) -> bool:
         """Whether a window of ``count`` requests on a key with a schedule (its minute-of-hour
-        profile adopted) has fewer than ``min_requests``: after batches that did not come, such a
-        window is not the schedule back (the minutes between batches, or another empty batch)."""
-        return count < self.min_requests and self._hourly is not None and self._hourly.adopted
+        profile adopted) has fewer than ``min_requests`` and no batch came since the schedule
+        last fell short: after batches that did not come, such a window is not the schedule back
+        (the minutes between batches, or another empty batch). Once a batch came, the minutes
+        after it count towards the fall's resolve, and a batch missed later is an incident of
+        its own."""
+        return (count < self.min_requests and not self._back and self._hourly is not None
+                and self._hourly.adopted)
 
     def _schedule_fall(self, count: int, cold: bool, mid: float,
                        pattern: Dict[str, str]) -> Optional[Tuple[float, float, float, float]]:
@@ -636,6 +704,8 @@ class TrafficDetector(MetricDetector):
         self._recent.append(int(value))
         if len(self._recent) >= self.span_windows:
             del self._recent[0]
+        if hp is not None and value >= self.min_requests:
+            self._learn_ran(mid)
         if hp is not None and base.n > 0:
             plain = base._loc + (self._season.offset(mid) if self._season is not None else 0.0)
             hp.learn(mid, math.log(value + 1.0), plain, level=not (hp.adopted and score >= self.threshold))
@@ -904,12 +974,12 @@ class DriftWatch:
 
     def __init__(self, metrics: Tuple[str, ...] = DRIFT_METRICS, min_windows: int = 15,
                  min_change: float = 0.25, max_hold: int = 120) -> None:
-        self.metrics = tuple(metrics)
         self.min_windows = min_windows
         self.min_change = min_change
         self.max_hold = max_hold
-        self._detectors: Dict[str, DriftDetector] = {
-            m: DriftDetector(offset=1e-6 if m == "cost_per_request_usd" else 1.0) for m in self.metrics}
+        self._detectors: Dict[str, DriftDetector] = {}
+        self.metrics = ()
+        self.watch_too(tuple(metrics))
         self._held: Dict[str, int] = {}
         # Per metric, the key's own wander: [mean |log fast level - log slow reference|, windows].
         self._wander: Dict[str, list] = {}
@@ -920,6 +990,13 @@ class DriftWatch:
         """A new detector with the same tuning values and nothing learned."""
         return DriftWatch(self.metrics, self.min_windows, self.min_change, self.max_hold)
 
+    def watch_too(self, metrics: Tuple[str, ...]) -> None:
+        """Watch ``metrics`` as well, each from nothing learned (a state from before they were watched)."""
+        for m in metrics:
+            if m not in self._detectors:
+                self._detectors[m] = DriftDetector(offset=POOLED[m][1] if m in POOLED else 1.0)
+                self.metrics += (m,)
+
     def watches(self, m: str) -> bool:
         return m in self._detectors
 
@@ -928,12 +1005,13 @@ class DriftWatch:
         self._detectors[m].accept(level)
 
     def update(self, m: str, value: float, now: float, noise: float, sudden: bool,
-               open_episode: bool) -> Optional[Tuple[int, float, float, float]]:
+               open_episode: bool, wait: bool = False) -> Optional[Tuple[int, float, float, float]]:
         """Follow one window's ``value`` of metric ``m`` (``now``: the key's fast level, ``noise``:
         the window's noise) and return its drift as (windows accumulated, mean log change,
         reference, change), or None. ``sudden``: a sudden change explains the window (the spike
         detector's, or a daily pattern): the detector is rebased, nothing counted twice.
-        ``open_episode``: a drift episode is open (the wander is not learned)."""
+        ``open_episode``: a drift episode is open (the wander is not learned). ``wait``: a spike
+        may be starting; a rise's alarm stands over to the next window, which tells."""
         det = self._detectors[m]
         # Where a change is accepted, the new reference is the key's fast level, not this
         # window's value: the window that completes an alarm is an outlier in the alarm's
@@ -951,6 +1029,8 @@ class DriftWatch:
                 # reach min_change counts from its own start (counted across unrelated
                 # changes, it ran out halfway up a real drift, which was then taken as the level).
                 self._held[m] = 0
+        if wait and alarm is not None and alarm[0] > 0:
+            return None  # the detector keeps the alarm until it is accepted or rebased
         if alarm is not None and alarm[0] < 0:
             det.accept(now)  # usage and cost falling is not an incident: the reference moves down
             self._stepped[m] = False

@@ -226,6 +226,11 @@ if any(list(METRICS).index(d) > list(METRICS).index(m) for m, ds in PER_TOKEN.it
     raise RuntimeError("METRICS must list the token metrics before the per-token metrics (KeyDetectors.update)")
 # Spike episodes that explain a change in the drift metrics (a token spike moves the cost per request too).
 SUDDEN_TYPES = ("tokens", "cost")
+# Episodes that explain a change in a drift metric beside SUDDEN_TYPES, once they page: a latency
+# spike moves the speed's drift reference. Not their single windows: a ramp's steepest minutes
+# stand out as the windows of a spike do, and taking each as a step would follow the ramp up. While
+# such a window may be a spike's first, the drift's alarm waits for the next window.
+SUDDEN_ONCE_PAGED = {"latency_per_output_token_ms": ("latency", "ttft")}
 ALL_TYPES = ("latency", "ttft", "tokens", "cost", "error_rate", "traffic", "drift")  # multivariate: opt-in
 
 
@@ -386,7 +391,7 @@ class KeyDetectors:
         for typ, (score, m, obs) in best.items():
             # Borrowed noise levels speed up the per-request metrics; a key's traffic level and
             # rhythm are its own (ten windows may all be one scheduled batch): traffic waits for
-            # the key's own warm-up, and a missed batch's page for the batch to be overdue.
+            # the key's own warm-up, and a missed batch's page for the next run.
             if typ != "traffic":
                 ready = warm
             else:
@@ -416,7 +421,9 @@ class KeyDetectors:
             if drifts.watches(m):
                 # The drift CUSUM follows each window's own value, in units of the window's own noise
                 # where its requests say more than the windows' scale (one agent task's window moves
-                # further than a window of many users' requests: PooledLogMean.judge).
+                # further than a window of many users' requests: PooledLogMean.judge). A per-token
+                # metric up while its tokens fell is a step the tokens explain, not a drift.
+                sudden = m in pattern or any(values.get(d, (0.0,) * 4)[3] <= -FELL_Z for d in PER_TOKEN.get(m, ()))
                 if m in pooled:
                     # (A window that was only the busiest user's, on a key of many, says nothing of
                     # the key's level: PooledLogMean.window_own.)
@@ -425,9 +432,9 @@ class KeyDetectors:
                         # A drift adds up windows: on a key whose windows' wander carries over
                         # (a chat key's long conversations), in units of the sum's own noise.
                         noise = max(base.scale, se) * math.sqrt(base.long_run())
-                        self._drift_step(m, f, own, noise, base, out, warm, m in pattern)
+                        self._drift_step(m, f, own, noise, base, out, warm, sudden)
                 else:
-                    self._drift_step(m, f, value, base.scale, base, out, warm, m in pattern)
+                    self._drift_step(m, f, value, base.scale, base, out, warm, sudden)
             part.learn(m, mid, value, adj, score, pattern.get(m), pooled.get(m))
         for typ, (_, _, _) in best.items():
             ep = self._ep[typ]
@@ -521,7 +528,7 @@ class KeyDetectors:
                     self._drifts.accept(mm, level)
 
     def _drift_step(self, m: str, f: WindowFeatures, value: float, noise: float, base: RobustBaseline,
-                    out: List[Finding], warm: bool, recurring: bool = False) -> None:
+                    out: List[Finding], warm: bool, explained: bool = False) -> None:
         dep = self._ep["drift"]
         # Where a change is accepted, the new reference is the key's fast level, not this
         # window's value (see DriftWatch.update).
@@ -529,9 +536,12 @@ class KeyDetectors:
         now = value if now is None else now
         # A sudden change is the spike detector's; do not count it twice as drift
         # (a spike in tokens moves the cost per request too). Nor is a daily pattern a drift.
-        sudden = recurring or any(self._ep[t].active or (self._ep[t].run > 0 and not (t == "tokens" and self._cause_only))
-                                  for t in SUDDEN_TYPES if t in self._ep)
-        alarm = self._drifts.update(m, value, now, noise, sudden, dep.active)
+        ep = self._ep
+        sudden = (explained or any(ep[t].active or (ep[t].run > 0 and not (t == "tokens" and self._cause_only))
+                                   for t in SUDDEN_TYPES if t in ep)
+                  or any(ep[t].active for t in SUDDEN_ONCE_PAGED.get(m, ()) if t in ep))
+        wait = any(ep[t].run > 0 for t in SUDDEN_ONCE_PAGED.get(m, ()) if t in ep)
+        alarm = self._drifts.update(m, value, now, noise, sudden, dep.active, wait)
         if alarm is None:
             if m == self._drift_metric or not dep.active:
                 self._drift_quiet_step(f, out, warm)
@@ -614,6 +624,8 @@ class KeyDetectors:
             self._from_flat()
             return
         self._traffic.persistence = self.persistence  # states from before a missed batch was held
+        if "drift" in self.types:
+            self._drifts.watch_too(DRIFT_METRICS)  # states from before the latency was watched for drift
         pooled = self._pooled
         for m in POOLED:
             if m not in self._metrics and METRICS[m][0] in self.types:
@@ -676,3 +688,5 @@ class KeyDetectors:
         dw.metrics = tuple(drift)
         dw._detectors, dw._held = drift, d.pop("_drift_held")
         dw._wander, dw._stepped = d.pop("_drift_wander"), d.pop("_drift_stepped")
+        if "drift" in self.types:
+            dw.watch_too(DRIFT_METRICS)
