@@ -242,12 +242,13 @@ class KeyDetectors:
     own bursts, a quarter hour's sum), per-request metrics pooled over windows on a sparse key (tokens
     and cost per request, latency and ttft geometric means, on the mean of their
     logs), latency and ttft quantiles, the error rate (binomial test and CUSUM)
-    and a CUSUM drift detector on tokens and cost; each metric is compared with
-    the same time on the days (and, for traffic, weeks) before for patterns that
-    recur. KeyDetectors keeps what combines types: one episode per alert type
-    (with persistence), a token rise confirmed by its effects
-    (:meth:`_confirm_cause`), drift rebased while a sudden tokens or cost episode
-    runs, and the root-cause hints. During the key's first ``cold_windows``
+    and a CUSUM drift detector on tokens, cost and the time per output token;
+    each metric is compared with the same time on the days (and, for traffic,
+    weeks) before for patterns that recur. KeyDetectors keeps what combines
+    types: one episode per alert type (with persistence), a token rise confirmed
+    by its effects (:meth:`_confirm_cause`), drift rebased while a sudden tokens
+    or cost episode runs (the time per token's while a latency or ttft one
+    pages), and the root-cause hints. During the key's first ``cold_windows``
     windows after warm-up a window must deviate a third further to count: a new
     model's young baseline does not page on its own noise.
     """
@@ -423,7 +424,8 @@ class KeyDetectors:
                 # where its requests say more than the windows' scale (one agent task's window moves
                 # further than a window of many users' requests: PooledLogMean.judge). A per-token
                 # metric up while its tokens fell is a step the tokens explain, not a drift.
-                sudden = m in pattern or any(values.get(d, (0.0,) * 4)[3] <= -FELL_Z for d in PER_TOKEN.get(m, ()))
+                sudden = m in pattern or any(values.get(d, (0.0,) * 4)[3] <= -FELL_Z
+                                             for d in PER_TOKEN.get(m, ()))
                 if m in pooled:
                     # (A window that was only the busiest user's, on a key of many, says nothing of
                     # the key's level: PooledLogMean.window_own.)
@@ -625,7 +627,7 @@ class KeyDetectors:
             return
         self._traffic.persistence = self.persistence  # states from before a missed batch was held
         if "drift" in self.types:
-            self._drifts.watch_too(DRIFT_METRICS)  # states from before the latency was watched for drift
+            self._drifts.watch_too(DRIFT_METRICS)  # states from before the time per token was watched for drift
         pooled = self._pooled
         for m in POOLED:
             if m not in self._metrics and METRICS[m][0] in self.types:
