@@ -323,6 +323,16 @@ def far_enough(count: float, expected: float) -> bool:
     return count >= TRAFFIC_FACTOR * expected or FALL_FACTOR * count <= expected
 
 
+def _ran_slot(ts: float) -> int:
+    """The ``RAN_SLOT`` of the day ``ts`` falls in (TrafficDetector._ran)."""
+    return int((ts % 86400.0) // RAN_SLOT)
+
+
+def _day_mark(ts: float) -> int:
+    """The day of ``ts`` as TrafficDetector._ran keeps it: modulo 65,535, plus one (0: never)."""
+    return int(ts // 86400.0) % 65535 + 1
+
+
 def without_busiest(f) -> float:
     """A window's requests without its busiest user's (all of them when no user sent two requests
     and 5% of the window: ``WindowFeatures.rest``). Its errors name no user: they count in the
@@ -460,7 +470,7 @@ class TrafficDetector(MetricDetector):
             score, z, value, exp = self._held(f.count, mid, score, z, value, exp)
         elif self._missed is not None or self._late:
             # The schedule was given up; a missed batch held for its next run is not paged.
-            held = self._missed is not None and not self._missed[5] and self._missed[6] >= self.persistence
+            held = self._holding()
             self._missed, self._late = None, False
             if held:
                 score, z = 0.0, 0.0
@@ -481,7 +491,7 @@ class TrafficDetector(MetricDetector):
         if count >= self.min_requests:
             self._back = True
             if missed is not None:
-                if not missed[5] and missed[6] >= self.persistence and self._next_run(missed, mid):
+                if self._holding() and self._next_run(missed, mid):
                     # The next run came on time, without the missed one: the run of windows pages now.
                     self._missed = missed[:5] + (True, missed[6])
                     return missed[1:5]
@@ -494,7 +504,7 @@ class TrafficDetector(MetricDetector):
         if missed is not None and not missed[5] and self._stopped(missed, mid):
             # No run for STOP_PERIODS periods: the schedule stopped. Where it still ran at this hour
             # the day before, that pages (once); otherwise the window breaks the held run.
-            if missed[6] >= self.persistence and self._ran_the_day_before(mid):
+            if self._holding() and self._ran_the_day_before(mid):
                 self._missed = missed[:5] + (True, missed[6])
                 return missed[1:5]
             self._missed = None
@@ -506,7 +516,7 @@ class TrafficDetector(MetricDetector):
             elif not missed[5]:
                 self._missed = missed = missed[:6] + (missed[6] + 1,)
             return score, z, value, exp
-        if missed is not None and not missed[5] and missed[6] >= self.persistence:
+        if self._holding():
             return missed[1:5]  # the quiet minutes after a missed batch carry it
         if missed is not None and not missed[5]:
             self._missed = None  # a fall too short to page: no batch was missed
@@ -515,8 +525,13 @@ class TrafficDetector(MetricDetector):
     def may_page(self, mid: float) -> bool:
         """Whether the key's traffic may page at ``mid``: not while a missed batch (:meth:`_held`)
         that has fallen for ``persistence`` windows waits for the schedule's next run."""
+        return not self._holding()
+
+    def _holding(self) -> bool:
+        """Whether a missed batch (:meth:`_held`) has fallen for ``persistence`` windows and waits,
+        not paged yet, for the schedule's next run."""
         missed = self._missed
-        return missed is None or missed[5] or missed[6] < self.persistence
+        return missed is not None and not missed[5] and missed[6] >= self.persistence
 
     def _next_run(self, missed: tuple, mid: float) -> bool:
         """Whether a batch at ``mid`` is the schedule's next run after the missed one: at least
@@ -539,14 +554,14 @@ class TrafficDetector(MetricDetector):
         ran = self._ran
         if ran is None:
             return False
-        day = (int(ts // 86400.0) - 1) % 65535 + 1
-        return any(ran[int(((ts + d) % 86400.0) // RAN_SLOT)] == day for d in (-RAN_SLOT, 0.0, RAN_SLOT))
+        day = _day_mark(ts - 86400.0)
+        return any(ran[_ran_slot(ts + d)] == day for d in (-RAN_SLOT, 0.0, RAN_SLOT))
 
     def _learn_ran(self, mid: float) -> None:
         """Note that a batch ran at ``mid`` (see :meth:`_ran_the_day_before`); kept for keys with a schedule only."""
         if self._ran is None:
             self._ran = array("H", [0]) * int(86400.0 // RAN_SLOT)
-        self._ran[int((mid % 86400.0) // RAN_SLOT)] = int(mid // 86400.0) % 65535 + 1
+        self._ran[_ran_slot(mid)] = _day_mark(mid)
 
     def _stopped(self, missed: tuple, mid: float) -> bool:
         """Whether no batch has come for ``STOP_PERIODS`` of the schedule's periods since ``missed``."""
